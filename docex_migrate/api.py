@@ -1,0 +1,280 @@
+"""The Python API: what the CLI commands do, callable from applications and tests.
+
+Every function takes the Settings first (as Alembic's commands take their Config), refuses bad
+input before touching any namespace, and returns one result per tenant: a failing tenant is a
+value in the list, never an exception that stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from . import schema as tenant_schema
+from .backends import Backend, NamespaceState, backend_for
+from .chain import Chain, load_chain
+from .config import ROW_LEVEL, Settings, load_settings
+from .errors import ConfigError, DocexMigrateError, UsageError
+from .runner import TenantResult, describe_error, migrate_tenant
+
+log = logging.getLogger(__name__)
+
+CURRENT, BEHIND, AHEAD, UNVERSIONED, MISSING = "current", "behind", "ahead", "unversioned", "missing"
+
+
+@dataclass(frozen=True)
+class TenantStatus:
+    tenant_id: str
+    namespace: str
+    revision: str | None
+    state: str  # current, behind, ahead, unversioned, missing
+
+    def as_dict(self) -> dict[str, object]:
+        return {"tenant_id": self.tenant_id, "namespace": self.namespace, "revision": self.revision, "state": self.state}
+
+
+def _unique(tenant_ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(tenant_ids))
+
+
+def _validated(backend: Backend, tenant_ids: Iterable[str]) -> dict[str, str]:
+    """tenant id -> namespace for every id, raising for the first refused one before any I/O."""
+    return {t: backend.namespace(t) for t in _unique(tenant_ids)}
+
+
+def check_tenant_ids(settings: Settings, tenant_ids: Iterable[str]) -> dict[str, str]:
+    """tenant id -> namespace, or InvalidTenantError for the first id that is refused."""
+    return _validated(backend_for(settings), tenant_ids)
+
+
+def _select(backend: Backend, tenant_ids: Sequence[str] | None) -> dict[str, str]:
+    """The tenants named, or every tenant found when ``tenant_ids`` is None."""
+    if tenant_ids is None:
+        return _validated(backend, backend.discover())
+    if not tenant_ids:
+        raise UsageError("name at least one tenant (--tenant ID) or pass --all-tenants")
+    return _validated(backend, tenant_ids)
+
+
+def _state_of(chain: Chain, state: NamespaceState) -> tuple[str | None, str]:
+    if not state.exists:
+        return None, MISSING
+    if not state.versioned:
+        return None, UNVERSIONED
+    revision = state.revisions[0] if len(state.revisions) == 1 else ",".join(state.revisions)
+    if revision == chain.head:
+        return revision, CURRENT
+    return revision, BEHIND if chain.knows(revision) else AHEAD
+
+
+def status(settings: Settings, tenant_ids: Sequence[str] | None = None, *, chain: Chain | None = None) -> list[TenantStatus]:
+    """Every tenant's revision and state, read in bulk without Alembic; creates nothing."""
+    chain = chain or load_chain()
+    backend = backend_for(settings)
+    try:
+        namespaces = _select(backend, None if not tenant_ids else tenant_ids)
+        states = backend.read_states(namespaces)
+    finally:
+        backend.dispose()
+    rows = []
+    for tenant_id, namespace in namespaces.items():
+        revision, state = _state_of(chain, states[tenant_id])
+        rows.append(TenantStatus(tenant_id, namespace, revision, state))
+    return rows
+
+
+def tenants(settings: Settings) -> list[TenantStatus]:
+    """The tenants found in the database (from their namespaces), with their state."""
+    return status(settings)
+
+
+def _plan(
+    chain: Chain, tenant_id: str, namespace: str, state: NamespaceState, target: str | None, *, downgrade: bool
+) -> TenantResult | None:
+    """A finished result when this tenant needs no Alembic run (skipped or refused), else None."""
+    revision, kind = _state_of(chain, state)
+    result = TenantResult(tenant_id, namespace, "failed", revision, revision)
+    if kind == MISSING:
+        result.message = f"does not exist: run `docex-migrate provision {tenant_id}` first"
+    elif kind == UNVERSIONED and state.table_count:
+        result.message = (
+            f"has {state.table_count} tables but no alembic_version (created by DocEX itself?): "
+            "it must be adopted before it can be migrated"
+        )
+    elif kind == AHEAD:
+        result.message = f"is at revision {revision}, which this chain does not know: use a newer docex-migrate"
+    else:
+        here, there = chain.position(revision), chain.position(target)
+        if (here <= there) if downgrade else (here >= there):
+            result.action = "skipped"
+            result.message = "already at the target"
+        else:
+            return None
+    return result
+
+
+def _run(
+    settings: Settings,
+    tenant_ids: Sequence[str] | None,
+    revision: str,
+    *,
+    downgrade: bool,
+    chain: Chain | None = None,
+) -> list[TenantResult]:
+    chain = chain or load_chain()
+    target = chain.resolve(revision)
+    backend = backend_for(settings)
+    try:
+        namespaces = _select(backend, tenant_ids)
+        states = backend.read_states(namespaces)
+        results = []
+        for tenant_id, namespace in namespaces.items():
+            result = _plan(chain, tenant_id, namespace, states[tenant_id], target, downgrade=downgrade)
+            if result is None:
+                result = _migrate(backend, chain, tenant_id, namespace, states[tenant_id], target, downgrade=downgrade)
+            results.append(result)
+        return results
+    finally:
+        backend.dispose()
+
+
+def _migrate(
+    backend: Backend,
+    chain: Chain,
+    tenant_id: str,
+    namespace: str,
+    state: NamespaceState,
+    target: str | None,
+    *,
+    downgrade: bool = False,
+    create: bool = False,
+    action: str | None = None,
+) -> TenantResult:
+    revision, _ = _state_of(chain, state)
+    result = TenantResult(tenant_id, namespace, action or ("downgraded" if downgrade else "upgraded"), revision, target)
+    try:
+        migrate_tenant(backend, tenant_id, target, downgrade=downgrade, create=create)
+    except Exception as exc:  # one tenant's failure is a value; the loop goes on
+        log.debug("tenant %s failed", tenant_id, exc_info=True)
+        result.action, result.to_revision, result.message = "failed", revision, describe_error(exc)
+    return result
+
+
+def upgrade(settings: Settings, tenant_ids: Sequence[str] | None = None, revision: str = "head", **kw) -> list[TenantResult]:
+    """Bring tenants (None = every tenant found) to ``revision``; tenants already there are skipped."""
+    return _run(settings, tenant_ids, revision, downgrade=False, **kw)
+
+
+def downgrade(settings: Settings, tenant_ids: Sequence[str] | None, revision: str, **kw) -> list[TenantResult]:
+    """Take tenants back to ``revision`` ('base' removes every table)."""
+    return _run(settings, tenant_ids, revision, downgrade=True, **kw)
+
+
+def provision(
+    settings: Settings,
+    tenant_ids: Sequence[str],
+    *,
+    verify: bool = False,
+    exist_ok: bool = False,
+    chain: Chain | None = None,
+) -> list[TenantResult]:
+    """Create each tenant's namespace and upgrade it to head, in one transaction per tenant.
+
+    An existing tenant is a failure ("already exists") unless ``exist_ok``, when it is brought
+    to head instead. ``verify`` then proves each tenant works and leaves no trace.
+    """
+    if settings.multi_tenancy_model == ROW_LEVEL:
+        raise ConfigError(
+            f"security.multi_tenancy_model is 'row_level' in {settings.describe_source()}: per-tenant databases "
+            "need 'database_level'; rerun with --enable-multi-tenancy to set it"
+        )
+    if not tenant_ids:
+        raise UsageError("name at least one tenant to provision")
+    chain = chain or load_chain()
+    backend = backend_for(settings)
+    try:
+        namespaces = _validated(backend, tenant_ids)
+        states = backend.read_states(namespaces)
+        results = []
+        for tenant_id, namespace in namespaces.items():
+            state = states[tenant_id]
+            if state.versioned and not exist_ok:
+                revision, _ = _state_of(chain, state)
+                result = TenantResult(
+                    tenant_id, namespace, "failed", revision, revision,
+                    f"already exists at revision {revision}: use `docex-migrate upgrade --tenant {tenant_id}`, "
+                    "or pass --exist-ok",
+                )
+            else:
+                result = _plan(chain, tenant_id, namespace, state, chain.head, downgrade=False) if state.exists else None
+                if result is None:
+                    result = _migrate(
+                        backend, chain, tenant_id, namespace, state, chain.head,
+                        create=True, action="upgraded" if state.versioned else "provisioned",
+                    )
+            result.warnings.extend(backend.warnings_for(tenant_id))
+            if verify and not result.failed:
+                problems = verify_tenant(backend, tenant_id)
+                if problems:
+                    done, result.action = result.action, "failed"
+                    result.message = f"{done} but verification failed: " + "; ".join(problems)
+                else:
+                    result.message = (result.message + "; " if result.message else "") + "verified"
+            results.append(result)
+        return results
+    finally:
+        backend.dispose()
+
+
+def verify_tenant(backend: Backend, tenant_id: str) -> list[str]:
+    """Prove a tenant works: every expected table and index is there, and a basket row can be
+    written and read back. Runs in a transaction that is rolled back, so it leaves no trace."""
+    problems: list[str] = []
+
+    class _Rollback(Exception):
+        pass
+
+    try:
+        with backend.transaction(tenant_id, create=False) as connection:
+            inspector = sa.inspect(connection)
+            schema = backend.schema(tenant_id)
+            tables = set(inspector.get_table_names(schema=schema))
+            problems += [f"table {t} is missing" for t in tenant_schema.TABLE_NAMES if t not in tables]
+            indexes = {ix["name"] for t in tables & set(tenant_schema.TABLE_NAMES) for ix in inspector.get_indexes(t, schema=schema)}
+            problems += [f"index {i} is missing" for i in tenant_schema.INDEX_NAMES if i not in indexes]
+            if not problems:
+                basket_id = f"bas_{uuid.uuid4().hex}"  # DocEX ids: prefix + uuid hex, 36 chars
+                now = datetime.now(timezone.utc).replace(tzinfo=None)
+                basket = tenant_schema.docbasket
+                connection.execute(basket.insert().values(
+                    id=basket_id, name=basket_id, storage_config={"type": "filesystem"},
+                    status="active", created_at=now, updated_at=now,
+                ))
+                found = connection.execute(sa.select(basket.c.name).where(basket.c.id == basket_id)).scalar()
+                if found != basket_id:
+                    problems.append("a basket row written could not be read back")
+            raise _Rollback
+    except _Rollback:
+        pass
+    except DocexMigrateError as exc:
+        problems.append(str(exc))
+    except sa.exc.SQLAlchemyError as exc:
+        problems.append(describe_error(exc))
+    return problems
+
+
+def ensure_tenant(tenant_id: str, settings: Settings | None = None) -> TenantResult:
+    """Provision ``tenant_id`` on first access, or bring it to head; idempotent.
+
+    Raises DocexMigrateError if the tenant cannot be made ready.
+    """
+    settings = settings or load_settings()
+    (result,) = provision(settings, [tenant_id], exist_ok=True)
+    if result.failed:
+        raise DocexMigrateError(f"tenant {tenant_id!r}: {result.message}")
+    return result

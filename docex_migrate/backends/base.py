@@ -1,0 +1,75 @@
+"""What every backend provides: tenant namespaces, their discovery, and scoped transactions."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Connection
+
+from ..tenants import TemplateMatcher
+
+
+@dataclass(frozen=True)
+class NamespaceState:
+    """What a tenant's namespace holds, read without starting Alembic."""
+
+    exists: bool
+    revisions: tuple[str, ...] = ()  # rows of alembic_version; empty when unversioned
+    table_count: int = 0  # tables other than alembic_version
+
+    @property
+    def versioned(self) -> bool:
+        return bool(self.revisions)
+
+
+MISSING = NamespaceState(exists=False)
+
+
+class Backend(ABC):
+    """One database holding one namespace per tenant."""
+
+    kind: str  # "sqlite" or "postgresql"
+    template: str
+
+    @property
+    def matcher(self) -> TemplateMatcher:
+        return TemplateMatcher(self.template)
+
+    @abstractmethod
+    def namespace(self, tenant_id: str) -> str:
+        """The tenant's schema name or file path; raises InvalidTenantError for a refused id."""
+
+    @abstractmethod
+    def discover(self) -> list[str]:
+        """Tenant ids whose namespace exists, sorted. Never creates anything."""
+
+    @abstractmethod
+    def read_states(self, tenant_ids: Iterable[str]) -> dict[str, NamespaceState]:
+        """Each tenant's namespace state, in few round trips and read-only."""
+
+    @abstractmethod
+    def transaction(self, tenant_id: str, *, create: bool) -> AbstractContextManager[Connection]:
+        """A connection inside one transaction, scoped to the tenant's namespace only.
+
+        With ``create`` the namespace is created first, in the same transaction where the
+        database allows it, and removed again if the transaction fails.
+        """
+
+    @abstractmethod
+    def schema(self, tenant_id: str) -> str | None:
+        """The schema that qualifies the tenant's objects for Alembic's version table and for
+        reflection: the tenant's schema on PostgreSQL, None on SQLite (one file, one namespace)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the tenants live, for messages; never includes a password."""
+
+    def warnings_for(self, tenant_id: str) -> Iterator[str]:
+        """Non-fatal remarks about a tenant's namespace (e.g. what DocEX's runtime refuses)."""
+        return iter(())
+
+    def dispose(self) -> None:
+        """Release pooled resources."""

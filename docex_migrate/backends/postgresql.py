@@ -1,0 +1,148 @@
+"""PostgreSQL: one schema per tenant, at DocEX's ``schema_template``, in one database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import CreateSchema
+
+from .. import tenants
+from ..errors import DatabaseUnavailableError, TenantNotFoundError
+from .base import MISSING, Backend, NamespaceState
+
+VERSION_TABLE = "alembic_version"
+BATCH_SIZE = 1000  # namespaces read per round trip
+
+_pg_namespace = sa.table("pg_namespace", sa.column("oid"), sa.column("nspname"), schema="pg_catalog")
+_pg_class = sa.table("pg_class", sa.column("relname"), sa.column("relnamespace"), sa.column("relkind"), schema="pg_catalog")
+
+
+def _batches(items: list[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class PostgresBackend(Backend):
+    kind = "postgresql"
+
+    def __init__(self, url: URL, schema_template: str) -> None:
+        tenants.validate_schema_template(schema_template)
+        self.url = url
+        self.template = schema_template
+        # NullPool: every tenant gets a fresh connection, so no session state (search_path
+        # above all) can ever be carried from one tenant to the next.
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = sa.create_engine(self.url, poolclass=NullPool)
+        return self._engine
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.url.render_as_string(hide_password=True)} schemas {self.template}"
+
+    def where(self) -> str:
+        url = self.url
+        return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+
+    def connect(self) -> Connection:
+        try:
+            return self.engine.connect()
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
+            raise DatabaseUnavailableError(
+                f"cannot connect to PostgreSQL at {self.where()} as {self.url.username or 'the current user'}: "
+                f"{reason} (check database.postgres in the config or $DOCEX_DATABASE_URL)"
+            ) from None
+
+    def namespace(self, tenant_id: str) -> str:
+        return tenants.schema_name(self.template, tenant_id)
+
+    def warnings_for(self, tenant_id: str) -> Iterator[str]:
+        name = self.namespace(tenant_id)
+        if not tenants.docex_postgres_runtime_accepts(name):
+            yield (
+                f"schema {name!r} has characters other than letters, digits and '_': DocEX's PostgreSQL "
+                f"runtime (2.8.7+) refuses it; prefer a tenant id with '_' instead of '-'"
+            )
+
+    def discover(self) -> list[str]:
+        query = sa.select(_pg_namespace.c.nspname).where(
+            _pg_namespace.c.nspname.like(self.matcher.like_pattern(), escape="\\")
+        )
+        with self.connect() as connection:
+            names = connection.execute(query).scalars().all()
+        found = set()
+        for name in names:
+            tenant_id = self.matcher.tenant_id(name)
+            if tenant_id:
+                found.add(tenant_id)
+        return sorted(found)
+
+    def read_states(self, tenant_ids: Iterable[str]) -> dict[str, NamespaceState]:
+        by_schema = {self.namespace(t): t for t in tenant_ids}
+        states = {t: MISSING for t in by_schema.values()}
+        if not by_schema:
+            return states
+        with self.connect() as connection:
+            for batch in _batches(list(by_schema), BATCH_SIZE):
+                tables = sa.select(
+                    _pg_namespace.c.nspname, _pg_class.c.relname
+                ).select_from(
+                    _pg_namespace.outerjoin(
+                        _pg_class,
+                        sa.and_(_pg_class.c.relnamespace == _pg_namespace.c.oid, _pg_class.c.relkind.in_(["r", "p"])),
+                    )
+                ).where(_pg_namespace.c.nspname.in_(batch))
+                contents: dict[str, set[str]] = {}
+                for schema, table in connection.execute(tables):
+                    contents.setdefault(schema, set()).update([table] if table else [])
+                versioned = [s for s, names in contents.items() if VERSION_TABLE in names]
+                revisions: dict[str, list[str]] = {s: [] for s in versioned}
+                if versioned:
+                    # One UNION ALL over the version tables; SQLAlchemy quotes every schema name.
+                    union = sa.union_all(*(
+                        sa.select(sa.literal(s).label("schema"), sa.column("version_num"))
+                        .select_from(sa.table(VERSION_TABLE, sa.column("version_num"), schema=s))
+                        for s in versioned
+                    ))
+                    for schema, revision in connection.execute(union):
+                        revisions[schema].append(revision)
+                for schema, names in contents.items():
+                    states[by_schema[schema]] = NamespaceState(
+                        exists=True,
+                        revisions=tuple(revisions.get(schema, ())),
+                        table_count=len(names - {VERSION_TABLE}),
+                    )
+        return states
+
+    @contextmanager
+    def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Connection]:
+        schema = self.namespace(tenant_id)
+        with self.connect() as connection, connection.begin():
+            if create:
+                connection.execute(CreateSchema(schema, if_not_exists=True))
+            elif not connection.execute(
+                sa.select(sa.func.count()).select_from(_pg_namespace).where(_pg_namespace.c.nspname == schema)
+            ).scalar():
+                raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no schema {schema!r}): provision it first")
+            # is_local=true: the search_path lasts for this transaction only, on this connection
+            # only; the tenant's schema alone, so nothing can land in public.
+            quoted = connection.dialect.identifier_preparer.quote_identifier(schema)
+            connection.execute(sa.select(sa.func.set_config("search_path", quoted, True)))
+            yield connection
+
+    def schema(self, tenant_id: str) -> str | None:
+        return self.namespace(tenant_id)
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()

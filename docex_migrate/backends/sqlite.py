@@ -1,0 +1,112 @@
+"""SQLite: one database file per tenant, at DocEX's ``path_template``."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+
+from .. import tenants
+from ..errors import DatabaseUnavailableError, TenantNotFoundError
+from .base import MISSING, Backend, NamespaceState
+
+VERSION_TABLE = "alembic_version"
+
+
+def transactional_engine(path: str) -> Engine:
+    """An engine whose transactions really include DDL.
+
+    pysqlite commits implicitly before DDL, which would split a migration into pieces. As the
+    SQLAlchemy pysqlite docs recommend, turn the driver's transaction handling off and emit
+    BEGIN ourselves, so DDL and the alembic_version update share one transaction.
+    """
+    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, _record):  # noqa: ANN001
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):  # noqa: ANN001
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def read_namespace_state(path: str) -> NamespaceState:
+    """Read a tenant file's version rows directly, read-only: never creates the file."""
+    if not os.path.isfile(path):
+        return MISSING
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        with sqlite3.connect(uri, uri=True) as db:
+            names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            revisions: tuple[str, ...] = ()
+            if VERSION_TABLE in names:
+                revisions = tuple(row[0] for row in db.execute(f"SELECT version_num FROM {VERSION_TABLE}"))
+        db.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseUnavailableError(f"cannot read SQLite file {path!r}: {exc}") from None
+    tables = {n for n in names if n != VERSION_TABLE and not n.startswith("sqlite_")}
+    return NamespaceState(exists=True, revisions=revisions, table_count=len(tables))
+
+
+class SqliteBackend(Backend):
+    kind = "sqlite"
+
+    def __init__(self, path_template: str) -> None:
+        tenants.validate_path_template(path_template)
+        self.template = path_template
+
+    def namespace(self, tenant_id: str) -> str:
+        return tenants.sqlite_path(self.template, tenant_id)
+
+    def discover(self) -> list[str]:
+        found = set()
+        for path in glob.glob(self.matcher.glob_pattern()):
+            tenant_id = self.matcher.tenant_id(path)
+            if tenant_id and os.path.isfile(path):
+                found.add(tenant_id)
+        return sorted(found)
+
+    def read_states(self, tenant_ids: Iterable[str]) -> dict[str, NamespaceState]:
+        return {t: read_namespace_state(self.namespace(t)) for t in tenant_ids}
+
+    @contextmanager
+    def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Connection]:
+        path = Path(self.namespace(tenant_id))
+        if not create and not path.is_file():
+            raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist ({path} is missing): provision it first")
+        new_dirs = [p for p in reversed(path.parents) if not p.exists()]
+        created_file = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = transactional_engine(str(path))
+        try:
+            with engine.connect() as connection, connection.begin():
+                yield connection
+        except BaseException:
+            # A provision that failed leaves no empty file or directory behind.
+            engine.dispose()
+            if created_file:
+                path.unlink(missing_ok=True)
+                for directory in reversed(new_dirs):
+                    try:
+                        directory.rmdir()
+                    except OSError:
+                        break
+            raise
+        finally:
+            engine.dispose()
+
+    def schema(self, tenant_id: str) -> str | None:
+        return None
+
+    def describe(self) -> str:
+        return f"SQLite files {self.template}"

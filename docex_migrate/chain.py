@@ -1,0 +1,83 @@
+"""The revision chain: where it lives, and resolving revision names against it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+
+from .errors import RevisionError
+
+BASE = "base"
+
+
+def script_location() -> Path:
+    """The alembic/ folder: shipped inside the wheel, or at the top of a source checkout."""
+    packaged = Path(__file__).resolve().parent / "alembic"
+    if (packaged / "env.py").is_file():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "alembic"
+
+
+def alembic_config(**attributes: object) -> Config:
+    """An Alembic Config for our chain; live objects reach env.py through ``attributes``."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.attributes.update(attributes)
+    return config
+
+
+@dataclass
+class Chain:
+    """The linear chain of tenant-schema revisions, parsed once."""
+
+    config: Config
+
+    @cached_property
+    def script(self) -> ScriptDirectory:
+        return ScriptDirectory.from_config(self.config)
+
+    @cached_property
+    def order(self) -> list[str]:
+        """Revision ids from the first to the head."""
+        heads = self.script.get_heads()
+        if len(heads) != 1:
+            raise RevisionError(f"the revision chain has {len(heads)} heads ({', '.join(heads)}): merge them into one")
+        return [rev.revision for rev in reversed(list(self.script.walk_revisions()))]
+
+    @property
+    def head(self) -> str:
+        return self.order[-1]
+
+    def resolve(self, name: str) -> str | None:
+        """A full revision id for 'head', 'base' (None), an id or a unique prefix of one."""
+        if name == BASE:
+            return None
+        if name in ("head", "heads"):
+            return self.head
+        if name.startswith(("+", "-")) or any(c in name for c in "@:"):
+            raise RevisionError(
+                f"relative revision {name!r} is ambiguous across a fleet: name a revision (see `docex-migrate history`)"
+            )
+        try:
+            revision = self.script.get_revision(name)
+        except CommandError as exc:
+            raise RevisionError(f"unknown revision {name!r}: {exc}; see `docex-migrate history`") from None
+        if revision is None:
+            raise RevisionError(f"unknown revision {name!r}: see `docex-migrate history`")
+        return revision.revision
+
+    def position(self, revision: str | None) -> int:
+        """Index in the chain (-1 for base); ValueError for a revision the chain does not know."""
+        return -1 if revision is None else self.order.index(revision)
+
+    def knows(self, revision: str) -> bool:
+        return revision in self.order
+
+
+def load_chain() -> Chain:
+    return Chain(alembic_config())

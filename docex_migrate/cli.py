@@ -1,0 +1,207 @@
+"""The command line: parse, call the library, map the outcome to an exit code.
+
+The only module that imports typer. Exit codes: 0 done, 1 some tenant failed, 2 bad usage,
+input, configuration or connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import api
+from .chain import load_chain
+from .config import config_path, enable_multi_tenancy, load_settings
+from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, UsageError
+from .reporting import Reporter
+from .runner import TenantResult, describe_error
+
+app = typer.Typer(
+    help="Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant "
+    "(a PostgreSQL schema or a SQLite file per tenant).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="DocEX config file (default: $DOCEX_CONFIG, ~/.docex/config.yaml, built-in SQLite)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout; human text goes to stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log each migration step; show tracebacks.")]
+TenantOpt = Annotated[Optional[list[str]], typer.Option("--tenant", "-t", help="A tenant id (repeatable).")]
+AllOpt = Annotated[bool, typer.Option("--all-tenants", help="Every tenant found in the database.")]
+
+
+@contextmanager
+def _guard(verbose: bool) -> Iterator[None]:
+    """Turn any error into one line on stderr and an exit code (traceback only with --verbose)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except DocexMigrateError as exc:
+        if verbose:
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except Exception as exc:  # the database or a bug: still one line, never a password
+        if verbose:
+            traceback.print_exc()
+        typer.echo(f"error: {describe_error(exc)} (rerun with --verbose for details)", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _targets(tenant: list[str] | None, all_tenants: bool) -> list[str] | None:
+    if tenant and all_tenants:
+        raise UsageError("--tenant and --all-tenants exclude each other: pass one")
+    if not tenant and not all_tenants:
+        raise UsageError("name the tenants with --tenant ID (repeatable) or pass --all-tenants")
+    return None if all_tenants else tenant
+
+
+def _finish(reporter: Reporter, results: list[TenantResult], verb: str) -> None:
+    reporter.results(results, verb)
+    if any(r.failed for r in results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def provision(
+    tenants: Annotated[list[str], typer.Argument(help="Tenant ids, e.g. acme-corp.", show_default=False)],
+    verify: Annotated[bool, typer.Option("--verify", help="Prove each tenant works (write, read, roll back).")] = False,
+    enable_multi_tenancy_: Annotated[
+        bool, typer.Option("--enable-multi-tenancy", help="First write database-level multi-tenancy into the config file.")
+    ] = False,
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="An existing tenant is brought to head, not an error.")] = False,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Create tenant namespaces and upgrade them to head."""
+    with _guard(verbose):
+        settings = load_settings(config)
+        api.check_tenant_ids(settings, tenants)  # refuse bad ids before the config file is touched
+        reporter = Reporter(json)
+        if enable_multi_tenancy_:
+            written = enable_multi_tenancy(config_path(config))
+            reporter.say(f"database-level multi-tenancy enabled in {written}")
+            settings = load_settings(written)
+        _finish(reporter, api.provision(settings, tenants, verify=verify, exist_ok=exist_ok), "provision")
+
+
+@app.command()
+def upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision: head, an id or a unique prefix.")] = "head",
+    tenant: TenantOpt = None,
+    all_tenants: AllOpt = False,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Bring tenants to REVISION (default head); tenants already there are skipped."""
+    with _guard(verbose):
+        targets = _targets(tenant, all_tenants)
+        _finish(Reporter(json), api.upgrade(load_settings(config), targets, revision), "upgrade")
+
+
+@app.command()
+def downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision: an id, a unique prefix, or base.", show_default=False)],
+    tenant: TenantOpt = None,
+    all_tenants: AllOpt = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Take tenants back to REVISION; asks for confirmation unless --yes."""
+    with _guard(verbose):
+        targets = _targets(tenant, all_tenants)
+        settings = load_settings(config)
+        load_chain().resolve(revision)  # an unknown revision is refused before asking
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError("downgrade can drop tables and data: pass --yes to confirm")
+            who = "every tenant" if targets is None else ", ".join(targets)
+            typer.confirm(f"Downgrade {who} to {revision}? Tables and data may be dropped", abort=True)
+        _finish(Reporter(json), api.downgrade(settings, targets, revision), "downgrade")
+
+
+@app.command()
+def status(
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Every tenant's namespace, revision and state (current, behind, ahead, unversioned, missing)."""
+    with _guard(verbose):
+        rows = api.status(load_settings(config), tenant)
+        Reporter(json).statuses(rows, "no tenants found")
+
+
+@app.command()
+def tenants(
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """List the tenants found in the database."""
+    with _guard(verbose):
+        rows = api.tenants(load_settings(config))
+        reporter = Reporter(json)
+        if json:
+            reporter.emit_json([{"tenant_id": r.tenant_id, "namespace": r.namespace} for r in rows])
+        elif not rows:
+            reporter.say("no tenants found")
+        for row in [] if json else rows:
+            reporter.say(f"{row.tenant_id}\t{row.namespace}")
+
+
+def _chain_command(render: Callable[[Reporter], None], json: bool, verbose: bool) -> None:
+    with _guard(verbose):
+        render(Reporter(json))
+
+
+@app.command()
+def history(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """The revision chain, newest first."""
+    def render(reporter: Reporter) -> None:
+        chain = load_chain()
+        revisions = [chain.script.get_revision(r) for r in reversed(chain.order)]
+        if json:
+            reporter.emit_json([
+                {"revision": r.revision, "down_revision": r.down_revision, "doc": r.doc, "head": r.revision == chain.head}
+                for r in revisions
+            ])
+            return
+        for r in revisions:
+            marker = " (head)" if r.revision == chain.head else ""
+            reporter.say(f"{r.down_revision or '<base>'} -> {r.revision}{marker}, {r.doc}")
+    _chain_command(render, json, verbose)
+
+
+@app.command()
+def heads(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """The head revision of the chain."""
+    def render(reporter: Reporter) -> None:
+        found = load_chain().script.get_heads()
+        if json:
+            reporter.emit_json(found)
+        for head in [] if json else found:
+            reporter.say(head)
+    _chain_command(render, json, verbose)
+
+
+def main() -> None:
+    app()

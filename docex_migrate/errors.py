@@ -1,0 +1,37 @@
+"""The exception hierarchy and the exit codes it maps to (caught in one place: cli.main)."""
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # some tenant or check failed
+EXIT_USAGE = 2  # bad usage, input, configuration or connection
+
+
+class DocexMigrateError(Exception):
+    """Base class: a one-line message that says what is wrong and how to fix it."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(DocexMigrateError):
+    """The configuration file or environment is invalid."""
+
+
+class InvalidTenantError(DocexMigrateError):
+    """A tenant id, or the namespace it would produce, is refused."""
+
+
+class RevisionError(DocexMigrateError):
+    """A revision named by the user is unknown or ambiguous."""
+
+
+class DatabaseUnavailableError(DocexMigrateError):
+    """The database cannot be reached (message never carries a password)."""
+
+
+class UsageError(DocexMigrateError):
+    """Conflicting or missing options."""
+
+
+class TenantNotFoundError(DocexMigrateError):
+    """The tenant's namespace does not exist (a per-tenant failure, not bad usage)."""
+
+    exit_code = EXIT_FAILED

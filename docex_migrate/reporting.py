@@ -1,0 +1,68 @@
+"""What the commands print: aligned human tables, or JSON on stdout (human text then on stderr)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import TextIO
+
+from .api import TenantStatus
+from .runner import TenantResult
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+
+
+class Reporter:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.human: TextIO = sys.stderr if as_json else sys.stdout
+
+    def say(self, line: str) -> None:
+        self.human.write(line + "\n")
+
+    def warn(self, line: str) -> None:
+        sys.stderr.write(f"warning: {line}\n")
+
+    def emit_json(self, payload: object) -> None:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+    def statuses(self, rows: list[TenantStatus], empty: str) -> None:
+        if self.as_json:
+            self.emit_json([r.as_dict() for r in rows])
+            return
+        if not rows:
+            self.say(empty)
+            return
+        _table([("TENANT", "NAMESPACE", "REVISION", "STATE")]
+               + [(r.tenant_id, r.namespace, r.revision or "-", r.state) for r in rows], self.human)
+
+    def results(self, results: list[TenantResult], verb: str) -> None:
+        for result in results:
+            for warning in result.warnings:
+                self.warn(f"{result.tenant_id}: {warning}")
+        if self.as_json:
+            self.emit_json([r.as_dict() for r in results])
+        counts = Counter(r.action for r in results)
+        if results and counts["skipped"] == len(results):
+            self.say(f"nothing to {verb}: all {len(results)} tenant(s) already at the target revision")
+            return
+        if not results:
+            self.say(f"nothing to {verb}: no tenants found")
+            return
+        rows = []
+        for r in results:
+            if r.failed:
+                detail = f"at {r.to_revision or 'base'}: {r.message}"
+            elif r.action == "skipped":
+                detail = f"at {r.to_revision or 'base'} ({r.message})"
+            else:
+                detail = f"{r.from_revision or 'base'} -> {r.to_revision or 'base'}" + (f" ({r.message})" if r.message else "")
+            rows.append((r.tenant_id, r.namespace, r.action.upper() if r.failed else r.action, detail))
+        _table(rows, self.human)
+        self.say(", ".join(f"{n} {action}" for action, n in sorted(counts.items())))

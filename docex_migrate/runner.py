@@ -1,0 +1,81 @@
+"""The only module that drives alembic.command: one tenant in, one result out.
+
+Alembic's ``context`` and ``op`` are module-level proxies, so a process runs one tenant's
+migration at a time; parallel tenants need separate processes, never threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from alembic import command
+from sqlalchemy.exc import SQLAlchemyError
+
+from .backends import Backend
+from .chain import alembic_config
+from .errors import DocexMigrateError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TenantResult:
+    tenant_id: str
+    namespace: str
+    action: str  # provisioned, upgraded, downgraded, skipped, failed
+    from_revision: str | None = None
+    to_revision: str | None = None
+    message: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.action == "failed"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "tenant_id": self.tenant_id,
+            "namespace": self.namespace,
+            "action": self.action,
+            "from_revision": self.from_revision,
+            "to_revision": self.to_revision,
+            "message": self.message,
+            "warnings": self.warnings,
+        }
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed tenant: the database's own message, without the SQL or a URL."""
+    if isinstance(exc, DocexMigrateError):
+        return str(exc)
+    if isinstance(exc, SQLAlchemyError):
+        orig = getattr(exc, "orig", None)
+        text = str(orig if orig is not None else exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def migrate_tenant(
+    backend: Backend,
+    tenant_id: str,
+    target: str | None,
+    *,
+    downgrade: bool = False,
+    create: bool = False,
+) -> None:
+    """Bring one tenant to ``target`` (None = base) in one transaction: all steps or none.
+
+    Raises on failure; the transaction is rolled back and the tenant stays where it was.
+    """
+    with backend.transaction(tenant_id, create=create) as connection:
+        config = alembic_config(
+            connection=connection,
+            tenant_id=tenant_id,
+            version_table_schema=backend.schema(tenant_id),
+        )
+        if downgrade:
+            command.downgrade(config, target or "base")
+        else:
+            command.upgrade(config, target or "base")

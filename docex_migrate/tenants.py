@@ -1,0 +1,161 @@
+"""Tenant id rules and the namespace names DocEX derives from them. Pure: no I/O.
+
+DocEX derives a tenant's namespace with plain ``str.format(tenant_id=...)`` on the configured
+template and never sanitises it, so everything here refuses what DocEX would silently accept
+but turn into an injection, a path escape, a reserved schema or a truncated identifier.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from dataclasses import dataclass
+
+from .errors import ConfigError, InvalidTenantError
+
+# DocEX's guide uses ids like ``acme-corp``, ``customer-123`` and ``acme_corp``. The same rule
+# holds on every backend, so a tenant id never becomes valid or invalid by switching databases.
+TENANT_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+TENANT_ID_RULE = (
+    "ASCII lower-case letters, digits, '-' and '_', starting with a letter or digit, "
+    "at most 63 characters (e.g. acme-corp, customer-123)"
+)
+PLACEHOLDER = "{tenant_id}"
+POSTGRES_MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names (NAMEDATALEN-1)
+
+# Characters a rendered schema name may hold. A quoted identifier could hold more, but nothing
+# outside this set is needed and everything outside it is a way to break out of the quotes.
+_SCHEMA_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+_DOCEX_RUNTIME_SCHEMA_CHARS = re.compile(r"[A-Za-z0-9_]+")
+# Fixed parts of a SQLite path template: no quotes, ';', whitespace, URI syntax ('?', '#', '%').
+_PATH_TEMPLATE_CHARS = re.compile(r"[A-Za-z0-9_./{}-]+")
+_RESERVED_SCHEMAS = {"public", "information_schema", "docex_system"}
+
+
+def validate_tenant_id(tenant_id: str) -> str:
+    """Return ``tenant_id`` unchanged if it is valid, else raise InvalidTenantError."""
+    if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.fullmatch(tenant_id):
+        raise InvalidTenantError(
+            f"invalid tenant id {tenant_id!r}: use {TENANT_ID_RULE}"
+        )
+    return tenant_id
+
+
+def _check_template(template: str, key: str) -> None:
+    """A template must contain ``{tenant_id}`` and no other format field."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{key} {template!r} is not a valid template ({exc}); use e.g. {PLACEHOLDER}") from None
+    if PLACEHOLDER not in template or any(f != "tenant_id" for f in fields):
+        raise ConfigError(
+            f"{key} {template!r} must contain {PLACEHOLDER} and no other {{...}} field"
+        )
+
+
+def validate_schema_template(template: str) -> None:
+    _check_template(template, "database.postgres.schema_template")
+    fixed = template.replace(PLACEHOLDER, "")
+    if fixed and not _SCHEMA_CHARS.fullmatch(fixed):
+        raise ConfigError(
+            f"database.postgres.schema_template {template!r} may only hold letters, digits, '_' and '-' "
+            f"around {PLACEHOLDER}"
+        )
+
+
+def validate_path_template(template: str) -> None:
+    _check_template(template, "database.sqlite.path_template")
+    if not _PATH_TEMPLATE_CHARS.fullmatch(template):
+        raise ConfigError(
+            f"database.sqlite.path_template {template!r} may only hold letters, digits, '_', '-', '.' "
+            f"and '/' around {PLACEHOLDER}"
+        )
+    # With valid ids only the template itself can escape, e.g. 'storage/{tenant_id}/../../x.db'.
+    sqlite_path(template, "probe")
+
+
+def schema_name(template: str, tenant_id: str) -> str:
+    """The PostgreSQL schema of a tenant, exactly as DocEX derives it."""
+    validate_tenant_id(tenant_id)
+    name = template.format(tenant_id=tenant_id)
+    if not name or not _SCHEMA_CHARS.fullmatch(name):
+        raise InvalidTenantError(f"tenant {tenant_id!r} gives schema name {name!r}, which is not a plain identifier")
+    if len(name.encode()) > POSTGRES_MAX_IDENTIFIER_BYTES:
+        raise InvalidTenantError(
+            f"tenant {tenant_id!r} gives schema name {name!r} of {len(name.encode())} bytes; PostgreSQL "
+            f"truncates names over {POSTGRES_MAX_IDENTIFIER_BYTES} bytes: use a shorter tenant id"
+        )
+    lowered = name.lower()
+    if lowered in _RESERVED_SCHEMAS or lowered.startswith("pg_") or re.fullmatch(r"_docex_.*_", lowered):
+        raise InvalidTenantError(
+            f"tenant {tenant_id!r} gives schema name {name!r}, which is reserved "
+            "(public, information_schema, pg_*, docex_system, _docex_*_): choose another tenant id"
+        )
+    return name
+
+
+def docex_postgres_runtime_accepts(name: str) -> bool:
+    """DocEX 2.8.7+ refuses, at connect time, schema names with anything but letters, digits and '_'."""
+    return bool(_DOCEX_RUNTIME_SCHEMA_CHARS.fullmatch(name))
+
+
+def fixed_directory(template: str) -> str:
+    """The template's fixed leading directory ('storage/' for the default), '' if none."""
+    head = template.split(PLACEHOLDER, 1)[0]
+    return head[: head.rfind("/") + 1]
+
+
+def sqlite_path(template: str, tenant_id: str) -> str:
+    """The SQLite file of a tenant, exactly as DocEX derives it (relative to the working directory)."""
+    validate_tenant_id(tenant_id)
+    path = template.format(tenant_id=tenant_id)
+    root = fixed_directory(template)
+    normalised = os.path.normpath(path)
+    if root:
+        base = os.path.normpath(root)
+        inside = normalised.startswith(base.rstrip(os.sep) + os.sep)
+    else:
+        inside = not (os.path.isabs(normalised) or normalised == os.pardir or normalised.startswith(os.pardir + os.sep))
+    if not inside:
+        raise InvalidTenantError(
+            f"tenant {tenant_id!r} gives SQLite path {path!r}, which leaves the template's directory "
+            f"{root or './'!r}: fix database.sqlite.path_template"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class TemplateMatcher:
+    """Recognises the namespaces a template produces, to discover tenants from the database."""
+
+    template: str
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        parts = [re.escape(p) for p in self.template.split(PLACEHOLDER)]
+        first, *rest = parts
+        pattern = first + "".join(
+            ("(?P<tenant_id>[a-z0-9][a-z0-9_-]*)" if i == 0 else "(?P=tenant_id)") + part
+            for i, part in enumerate(rest)
+        )
+        return re.compile(pattern)
+
+    def tenant_id(self, namespace: str) -> str | None:
+        """The tenant id a namespace belongs to, or None if the namespace is not a tenant's."""
+        match = self.regex.fullmatch(namespace)
+        if not match or not TENANT_ID_PATTERN.fullmatch(match["tenant_id"]):
+            return None
+        return match["tenant_id"]
+
+    def like_pattern(self) -> str:
+        """A SQL LIKE pattern (escape character '\\') that every produced name matches.
+
+        '_' and '%' in the fixed parts are escaped: '_' is a LIKE wildcard, and 'tenant_x' must
+        not match 'tenantAx'. The regex still has the final word.
+        """
+        escaped = [p.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") for p in self.template.split(PLACEHOLDER)]
+        return "%".join(escaped)
+
+    def glob_pattern(self) -> str:
+        return self.template.replace(PLACEHOLDER, "*")
