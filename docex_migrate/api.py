@@ -20,7 +20,7 @@ from .backends import Backend, NamespaceState, backend_for
 from .chain import Chain, load_chain
 from .config import ROW_LEVEL, Settings, load_settings
 from .errors import ConfigError, DocexMigrateError, UsageError
-from .runner import TenantResult, describe_error, migrate_tenant
+from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, migrate_tenant
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ def _state_of(chain: Chain, state: NamespaceState) -> tuple[str | None, str]:
         return None, MISSING
     if not state.versioned:
         return None, UNVERSIONED
+    if not state.revisions:
+        return None, BEHIND  # at base: the version table is there, empty
     revision = state.revisions[0] if len(state.revisions) == 1 else ",".join(state.revisions)
     if revision == chain.head:
         return revision, CURRENT
@@ -88,7 +90,7 @@ def status(settings: Settings, tenant_ids: Sequence[str] | None = None, *, chain
     return rows
 
 
-def tenants(settings: Settings) -> list[TenantStatus]:
+def list_tenants(settings: Settings) -> list[TenantStatus]:
     """The tenants found in the database (from their namespaces), with their state."""
     return status(settings)
 
@@ -112,7 +114,7 @@ def _plan(
         here, there = chain.position(revision), chain.position(target)
         if (here <= there) if downgrade else (here >= there):
             result.action = "skipped"
-            result.message = "already at the target"
+            result.message = ALREADY_AT_TARGET
         else:
             return None
     return result
@@ -207,7 +209,7 @@ def provision(
                 revision, _ = _state_of(chain, state)
                 result = TenantResult(
                     tenant_id, namespace, "failed", revision, revision,
-                    f"already exists at revision {revision}: use `docex-migrate upgrade --tenant {tenant_id}`, "
+                    f"already exists at revision {revision or 'base'}: use `docex-migrate upgrade --tenant {tenant_id}`, "
                     "or pass --exist-ok",
                 )
             else:

@@ -158,7 +158,7 @@ def tenants(
 ) -> None:
     """List the tenants found in the database."""
     with _guard(verbose):
-        rows = api.tenants(load_settings(config))
+        rows = api.list_tenants(load_settings(config))
         reporter = Reporter(json)
         if json:
             reporter.emit_json([{"tenant_id": r.tenant_id, "namespace": r.namespace} for r in rows])

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .api import TenantStatus
-from .runner import TenantResult
+from .runner import ALREADY_AT_TARGET, TenantResult
 
 
 def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
@@ -49,20 +49,21 @@ class Reporter:
         if self.as_json:
             self.emit_json([r.as_dict() for r in results])
         counts = Counter(r.action for r in results)
-        if results and counts["skipped"] == len(results):
-            self.say(f"nothing to {verb}: all {len(results)} tenant(s) already at the target revision")
-            return
+        # A fleet at the target is one line, not a row per tenant; skipped rows show only with news.
+        rows = [r for r in results if r.action != "skipped" or r.message != ALREADY_AT_TARGET]
+        if rows:
+            _table([(r.tenant_id, r.namespace, r.action.upper() if r.failed else r.action, _detail(r)) for r in rows], self.human)
         if not results:
             self.say(f"nothing to {verb}: no tenants found")
-            return
-        rows = []
-        for r in results:
-            if r.failed:
-                detail = f"at {r.to_revision or 'base'}: {r.message}"
-            elif r.action == "skipped":
-                detail = f"at {r.to_revision or 'base'} ({r.message})"
-            else:
-                detail = f"{r.from_revision or 'base'} -> {r.to_revision or 'base'}" + (f" ({r.message})" if r.message else "")
-            rows.append((r.tenant_id, r.namespace, r.action.upper() if r.failed else r.action, detail))
-        _table(rows, self.human)
-        self.say(", ".join(f"{n} {action}" for action, n in sorted(counts.items())))
+        elif counts["skipped"] == len(results):
+            self.say(f"nothing to {verb}: all {len(results)} tenant(s) already at the target revision")
+        else:
+            self.say(", ".join(f"{n} {action}" for action, n in sorted(counts.items())))
+
+
+def _detail(r: TenantResult) -> str:
+    if r.failed:
+        return f"at {r.to_revision or 'base'}: {r.message}"
+    if r.action == "skipped":
+        return f"at {r.to_revision or 'base'} ({r.message})"
+    return f"{r.from_revision or 'base'} -> {r.to_revision or 'base'}" + (f" ({r.message})" if r.message else "")

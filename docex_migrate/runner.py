@@ -18,6 +18,8 @@ from .errors import DocexMigrateError
 
 log = logging.getLogger(__name__)
 
+ALREADY_AT_TARGET = "already at the target"
+
 
 @dataclass
 class TenantResult:

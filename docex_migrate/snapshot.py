@@ -20,6 +20,12 @@ def _ondelete(value: str | None) -> str | None:
     return None if value in ("", "NO ACTION") else value
 
 
+def _type(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
+    if isinstance(type_, sa.Enum):  # by name and labels; a schema qualifier depends on search_path
+        return f"ENUM {type_.name}({', '.join(type_.enums)})"
+    return str(type_.compile(dialect=dialect))
+
+
 def _index_columns(connection: Connection, index: dict[str, Any]) -> list[list[str]]:
     if connection.dialect.name == "sqlite":
         # SQLite's reflection drops DESC; index_xinfo has it (key=1 rows are the indexed columns).
@@ -37,7 +43,7 @@ def snapshot(connection: Connection, schema: str | None = None) -> dict[str, Any
     for table in sorted(set(inspector.get_table_names(schema=schema)) - IGNORED_TABLES):
         columns = {
             c["name"]: {
-                "type": str(c["type"].compile(dialect=dialect)),
+                "type": _type(c["type"], dialect),
                 "nullable": bool(c["nullable"]),
                 "default": c.get("default"),
             }

@@ -17,12 +17,9 @@ class NamespaceState:
     """What a tenant's namespace holds, read without starting Alembic."""
 
     exists: bool
-    revisions: tuple[str, ...] = ()  # rows of alembic_version; empty when unversioned
+    versioned: bool = False  # has an alembic_version table (empty when at base)
+    revisions: tuple[str, ...] = ()  # the rows of alembic_version
     table_count: int = 0  # tables other than alembic_version
-
-    @property
-    def versioned(self) -> bool:
-        return bool(self.revisions)
 
 
 MISSING = NamespaceState(exists=False)

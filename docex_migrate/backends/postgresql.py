@@ -119,6 +119,7 @@ class PostgresBackend(Backend):
                 for schema, names in contents.items():
                     states[by_schema[schema]] = NamespaceState(
                         exists=True,
+                        versioned=VERSION_TABLE in names,
                         revisions=tuple(revisions.get(schema, ())),
                         table_count=len(names - {VERSION_TABLE}),
                     )

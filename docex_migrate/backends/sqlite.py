@@ -55,7 +55,7 @@ def read_namespace_state(path: str) -> NamespaceState:
     except sqlite3.DatabaseError as exc:
         raise DatabaseUnavailableError(f"cannot read SQLite file {path!r}: {exc}") from None
     tables = {n for n in names if n != VERSION_TABLE and not n.startswith("sqlite_")}
-    return NamespaceState(exists=True, revisions=revisions, table_count=len(tables))
+    return NamespaceState(exists=True, versioned=VERSION_TABLE in names, revisions=revisions, table_count=len(tables))
 
 
 class SqliteBackend(Backend):

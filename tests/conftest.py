@@ -1,0 +1,135 @@
+"""Fixtures: real SQLite files under tmp_path and a real PostgreSQL database per test run.
+
+PostgreSQL comes from $DOCEX_TEST_DATABASE_URL (a server URL; this run creates its own uniquely
+named database there and drops it afterwards), else from testcontainers when a Docker engine
+answers, else the PostgreSQL tests are skipped. With DOCEX_REQUIRE_POSTGRES=1 (CI sets it) a
+missing PostgreSQL is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+from docex_migrate.backends import Backend, backend_for
+from docex_migrate.config import Settings, load_settings
+
+REFERENCE = Path(__file__).resolve().parent / "reference"
+
+
+def _server_url() -> tuple[URL | None, object | None]:
+    env = os.environ.get("DOCEX_TEST_DATABASE_URL")
+    if env:
+        return make_url(env).set(drivername="postgresql+psycopg"), None
+    try:
+        import docker  # testcontainers' dependency
+
+        docker.from_env().ping()
+    except Exception:
+        return None, None
+    from testcontainers.postgres import PostgresContainer
+
+    container = PostgresContainer("postgres:15", driver="psycopg").start()
+    return make_url(container.get_connection_url()), container
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[URL]:
+    """A fresh, uniquely named PostgreSQL database for this test run, dropped at the end."""
+    server, container = _server_url()
+    if server is None:
+        reason = "no PostgreSQL: set DOCEX_TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres)"
+        if os.environ.get("DOCEX_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason + " -- DOCEX_REQUIRE_POSTGRES=1 forbids skipping", pytrace=False)
+        pytest.skip(reason)
+    name = f"docex_migrate_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+        if container is not None:
+            container.stop()
+
+
+@dataclass
+class Env:
+    """One backend, configured through a real DocEX config file, isolated for one test."""
+
+    kind: str  # "sqlite" or "postgres"
+    config_file: Path
+    workdir: Path
+    settings: Settings
+    url: URL | None = None
+
+    @property
+    def backend(self) -> Backend:
+        return backend_for(self.settings)
+
+    def engine(self) -> sa.Engine:
+        assert self.url is not None
+        return sa.create_engine(self.url, poolclass=NullPool)
+
+    def namespace(self, tenant_id: str) -> str:
+        return self.backend.namespace(tenant_id)
+
+    def exists(self, tenant_id: str) -> bool:
+        return self.backend.read_states([tenant_id])[tenant_id].exists
+
+    def everything(self) -> set[str]:
+        """Every schema in the database, or every file under the working directory."""
+        if self.kind == "sqlite":
+            return {str(p.relative_to(self.workdir)) for p in self.workdir.rglob("*") if p.name != self.config_file.name}
+        with self.engine().connect() as conn:
+            return set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars())
+
+
+def _write_config(path: Path, kind: str, url: URL | None, prefix: str) -> None:
+    if kind == "sqlite":
+        data = {"database": {"type": "sqlite", "sqlite": {"path_template": "storage/tenant_{tenant_id}/docex.db"}}}
+    else:
+        assert url is not None
+        data = {"database": {"type": "postgres", "postgres": {
+            "host": url.host, "port": url.port or 5432, "database": url.database,
+            "user": url.username, "password": url.password or "",
+            "schema_template": prefix + "{tenant_id}",
+        }}}
+    data["security"] = {"multi_tenancy_model": "database_level", "tenant_database_routing": True}
+    path.write_text(yaml.safe_dump(data))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def env(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """Parametrised over both backends. PostgreSQL tenants get a schema prefix unique to the test,
+    so tests sharing the run's database never see each other's tenants."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DOCEX_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    config_file = tmp_path / "docex.yaml"
+    _write_config(config_file, request.param, url, f"t{uuid.uuid4().hex[:8]}_")
+    monkeypatch.setenv("DOCEX_CONFIG", str(config_file))
+    return Env(request.param, config_file, tmp_path, load_settings(), url)
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """The embedded default only: no config file at all."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DOCEX_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DOCEX_CONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return Env("sqlite", tmp_path / "no-config.yaml", tmp_path, load_settings())

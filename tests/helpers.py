@@ -1,0 +1,39 @@
+"""Small helpers shared by the tests: open a tenant, snapshot it, migrate it to a revision."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from docex_migrate.runner import migrate_tenant
+from docex_migrate.snapshot import snapshot
+
+
+def tenant_engine(env, tenant_id: str) -> sa.Engine:
+    """A plain engine on the tenant (search_path set at connect on PostgreSQL)."""
+    if env.kind == "sqlite":
+        return sa.create_engine(f"sqlite:///{env.namespace(tenant_id)}", poolclass=NullPool)
+    return sa.create_engine(
+        env.url, poolclass=NullPool, connect_args={"options": f"-csearch_path={env.namespace(tenant_id)}"}
+    )
+
+
+def tenant_snapshot(env, tenant_id: str) -> dict:
+    engine = tenant_engine(env, tenant_id)
+    try:
+        with engine.connect() as conn:
+            return snapshot(conn, None if env.kind == "sqlite" else env.namespace(tenant_id))
+    finally:
+        engine.dispose()
+
+
+def migrate_to(env, tenant_id: str, revision: str | None, *, downgrade: bool = False) -> None:
+    backend = env.backend
+    try:
+        migrate_tenant(backend, tenant_id, revision, downgrade=downgrade, create=not downgrade)
+    finally:
+        backend.dispose()
+
+
+def version_of(env, tenant_id: str) -> tuple[str, ...]:
+    return env.backend.read_states([tenant_id])[tenant_id].revisions

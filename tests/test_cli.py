@@ -1,0 +1,264 @@
+"""Every command through typer's CliRunner, on real SQLite files and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from typer.testing import CliRunner
+
+from docex_migrate.chain import load_chain
+from docex_migrate.cli import app
+from helpers import migrate_to, tenant_engine, tenant_snapshot, version_of
+
+HEAD = load_chain().head
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(app, list(args), input=input)
+
+
+def table_names(env, tenant_id: str) -> set[str]:
+    return set(tenant_snapshot(env, tenant_id)["tables"])
+
+
+def test_main_job_end_to_end(env):
+    result = run("provision", "acme_corp", "globex_corp")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("provisioned") == 3  # two rows and the summary "2 provisioned"
+
+    rows = json.loads(run("status", "--json").stdout)
+    assert [(r["tenant_id"], r["revision"], r["state"]) for r in rows] == [
+        ("acme_corp", HEAD, "current"), ("globex_corp", HEAD, "current"),
+    ]
+    assert rows[0]["namespace"] == env.namespace("acme_corp")
+
+    result = run("upgrade", "--all-tenants")
+    assert result.exit_code == 0
+    assert "nothing to upgrade" in result.stdout
+
+    result = run("downgrade", "base", "--tenant", "acme_corp", "--yes")
+    assert result.exit_code == 0, result.output
+    assert table_names(env, "acme_corp") == set()
+    assert version_of(env, "acme_corp") == ()
+    status = {r["tenant_id"]: r for r in json.loads(run("status", "--json").stdout)}
+    assert (status["acme_corp"]["revision"], status["acme_corp"]["state"]) == (None, "behind")
+    assert status["globex_corp"]["state"] == "current"
+
+    result = run("upgrade", "--tenant", "acme_corp")
+    assert result.exit_code == 0, result.output
+    assert version_of(env, "acme_corp") == (HEAD,)
+    assert len(table_names(env, "acme_corp")) == 11
+
+
+def test_upgrade_and_downgrade_to_a_named_revision(env):
+    run("provision", "acme_corp")
+    result = run("downgrade", "s4", "--tenant", "acme_corp", "--yes", "--json")  # a unique prefix
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert (row["action"], row["from_revision"], row["to_revision"]) == ("downgraded", HEAD, "s4_docex_2_6_1")
+    assert version_of(env, "acme_corp") == ("s4_docex_2_6_1",)
+    assert run("status", "--tenant", "acme_corp", "--json").stdout.count('"behind"') == 1
+    result = run("upgrade", "s6_docex_2_8_8", "--all-tenants")
+    assert result.exit_code == 0
+    assert version_of(env, "acme_corp") == ("s6_docex_2_8_8",)
+    # Already past the target: skipped, nothing runs.
+    result = run("upgrade", "s5_docex_2_8_4", "--tenant", "acme_corp")
+    assert result.exit_code == 0 and "nothing to upgrade" in result.stdout
+    assert version_of(env, "acme_corp") == ("s6_docex_2_8_8",)
+
+
+def test_status_and_tenants_create_nothing(env):
+    before = env.everything()
+    result = run("status", "--tenant", "ghost", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == [
+        {"tenant_id": "ghost", "namespace": env.namespace("ghost"), "revision": None, "state": "missing"}
+    ]
+    assert run("status").stdout.strip() == "no tenants found"
+    assert run("tenants").stdout.strip() == "no tenants found"
+    assert json.loads(run("tenants", "--json").stdout) == []
+    assert env.everything() == before
+
+
+def test_tenants_lists_discovered_namespaces(env):
+    run("provision", "acme_corp", "b2")
+    rows = json.loads(run("tenants", "--json").stdout)
+    assert rows == [
+        {"tenant_id": "acme_corp", "namespace": env.namespace("acme_corp")},
+        {"tenant_id": "b2", "namespace": env.namespace("b2")},
+    ]
+    assert run("tenants").stdout.splitlines() == [f"acme_corp\t{env.namespace('acme_corp')}", f"b2\t{env.namespace('b2')}"]
+
+
+BAD_IDS = ["Acme", "acme;drop", "acme'", "../etc", "a/b", "acme\x00", "ａcme", " acme", "x" * 64, "_docex_system_", "acme.corp"]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_invalid_tenant_ids_change_nothing(env, bad):
+    before = env.everything()
+    result = run("provision", "good_one", bad)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid tenant id"), result.stderr
+    assert "Traceback" not in result.output
+    assert env.everything() == before  # not even the valid one was created
+
+
+@pytest.mark.parametrize("args, message", [
+    (["upgrade", "nonexistent_rev", "--all-tenants"], "unknown revision"),
+    (["upgrade", "+1", "--all-tenants"], "relative revision"),
+    (["downgrade", "zzz", "--all-tenants", "--yes"], "unknown revision"),
+    (["upgrade", "--tenant", "x", "--all-tenants"], "exclude each other"),
+    (["upgrade"], "--all-tenants"),
+    (["downgrade", "base", "--all-tenants"], "--yes"),
+    (["status", "--tenant", "Bad;Id"], "invalid tenant id"),
+])
+def test_bad_usage_exits_2_with_one_line(env, args, message):
+    run("provision", "acme_corp")
+    before = (env.everything(), tenant_snapshot(env, "acme_corp"))
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (env.everything(), tenant_snapshot(env, "acme_corp")) == before
+
+
+def test_schema_template_problems_are_config_errors(env, monkeypatch, tmp_path):
+    config = yaml.safe_load(env.config_file.read_text())
+    block = "postgres" if env.kind == "postgres" else "sqlite"
+    key = "schema_template" if env.kind == "postgres" else "path_template"
+    for template in ("no_placeholder", "x';drop table y;--{tenant_id}", "{tenant_id}/../../../x"):
+        config["database"][block][key] = template
+        env.config_file.write_text(yaml.safe_dump(config))
+        before = env.everything()
+        result = run("provision", "acme_corp")
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("error: database.") or "leaves" in result.stderr
+        assert env.everything() == before
+
+
+def test_malformed_config_is_refused(env):
+    env.config_file.write_text("database: [unclosed\n")
+    result = run("provision", "acme_corp")
+    assert result.exit_code == 2
+    assert "not valid YAML at line" in result.stderr
+    assert not (env.workdir / "storage").exists()
+
+
+def test_provision_of_an_existing_tenant(env):
+    assert run("provision", "acme_corp").exit_code == 0
+    result = run("provision", "acme_corp")
+    assert result.exit_code == 1
+    assert "already exists" in result.stdout and "--exist-ok" in result.stdout
+    result = run("provision", "acme_corp", "--exist-ok")
+    assert result.exit_code == 0
+    assert "nothing to provision" in result.stdout
+
+
+def test_row_level_refuses_until_enabled(env):
+    config = yaml.safe_load(env.config_file.read_text())
+    config["security"]["multi_tenancy_model"] = "row_level"
+    config["logging"] = {"level": "INFO"}
+    env.config_file.write_text(yaml.safe_dump(config))
+    before = env.everything()
+    result = run("provision", "acme_corp")
+    assert result.exit_code == 2
+    assert "row_level" in result.stderr and "--enable-multi-tenancy" in result.stderr
+    assert env.everything() == before
+
+    result = run("provision", "acme_corp", "--enable-multi-tenancy")
+    assert result.exit_code == 0, result.output
+    written = yaml.safe_load(env.config_file.read_text())
+    assert written["security"] == {"multi_tenancy_model": "database_level", "tenant_database_routing": True}
+    assert written["logging"] == {"level": "INFO"} and written["database"] == config["database"]
+    assert version_of(env, "acme_corp") == (HEAD,)
+
+
+def test_verify_leaves_no_trace(env):
+    result = run("provision", "acme_corp", "--verify")
+    assert result.exit_code == 0, result.output
+    assert "verified" in result.stdout
+    engine = tenant_engine(env, "acme_corp")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM docbasket")).scalar() == 0
+    engine.dispose()
+
+
+def test_verify_fails_when_an_index_is_missing(env):
+    run("provision", "acme_corp")
+    engine = tenant_engine(env, "acme_corp")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX idx_document_basket_name")
+    engine.dispose()
+    result = run("provision", "acme_corp", "--exist-ok", "--verify")
+    assert result.exit_code == 1
+    assert "index idx_document_basket_name is missing" in result.stdout
+
+
+def test_one_failing_tenant_does_not_stop_the_others_and_stays_untouched(env):
+    for tenant in ("a1", "b2", "c3"):
+        migrate_to(env, tenant, "s4_docex_2_6_1")
+    # b2 already has the third index S5 creates: S5 fails there after creating two indexes.
+    engine = tenant_engine(env, "b2")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE INDEX idx_document_metadata_doc_key_value ON document_metadata(id)")
+    engine.dispose()
+    before = tenant_snapshot(env, "b2")
+
+    result = run("upgrade", "--all-tenants", "--json")
+    assert result.exit_code == 1
+    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    assert rows["a1"]["action"] == rows["c3"]["action"] == "upgraded"
+    assert rows["b2"]["action"] == "failed"
+    assert rows["b2"]["to_revision"] == "s4_docex_2_6_1"
+    assert "idx_document_metadata_doc_key_value" in rows["b2"]["message"]
+    assert version_of(env, "a1") == version_of(env, "c3") == (HEAD,)
+    # Atomic: b2 is exactly as it was, without the two indexes S5 created before failing.
+    assert version_of(env, "b2") == ("s4_docex_2_6_1",)
+    assert tenant_snapshot(env, "b2") == before
+    assert "b2" in result.stderr and "FAILED" in result.stderr
+
+
+def test_unversioned_tenant_with_tables_is_not_touched(env):
+    migrate_to(env, "legacy", HEAD)
+    engine = tenant_engine(env, "legacy")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE alembic_version")
+    engine.dispose()
+    before = tenant_snapshot(env, "legacy")
+    status = json.loads(run("status", "--json").stdout)
+    assert [(r["tenant_id"], r["state"]) for r in status] == [("legacy", "unversioned")]
+    result = run("upgrade", "--all-tenants")
+    assert result.exit_code == 1
+    assert "no alembic_version" in result.stdout
+    assert tenant_snapshot(env, "legacy") == before
+
+
+def test_upgrade_of_a_missing_tenant_fails_and_creates_nothing(env):
+    before = env.everything()
+    result = run("upgrade", "--tenant", "ghost")
+    assert result.exit_code == 1
+    assert "does not exist" in result.stdout and "provision" in result.stdout
+    assert env.everything() == before
+
+
+def test_history_and_heads():
+    result = run("heads")
+    assert result.exit_code == 0 and result.stdout.strip() == HEAD
+    history = run("history").stdout.splitlines()
+    assert len(history) == 7
+    assert history[0].startswith(f"s6_docex_2_8_8 -> {HEAD} (head)")
+    assert history[-1].startswith("<base> -> s1_docex_0_2_0,")
+    rows = json.loads(run("history", "--json").stdout)
+    assert [r["revision"] for r in rows][::-1] == load_chain().order
+
+
+@pytest.mark.parametrize("command", ["provision", "upgrade", "downgrade", "status", "tenants", "history", "heads"])
+def test_every_command_has_help(command):
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    assert "--json" in result.stdout and "--verbose" in result.stdout
+    assert app.registered_commands and all(c.callback.__doc__ for c in app.registered_commands)
