@@ -1,0 +1,31 @@
+# Two commands do everything from a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO := build/demo
+SOURCES := pyproject.toml $(shell find docex_migrate alembic -name '*.py' -o -name '*.mako')
+
+.PHONY: install demo test lint clean
+
+$(VENV)/.installed: $(SOURCES)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet ".[test]"
+	touch $@
+
+install: $(VENV)/.installed  ## a virtualenv in .venv with docex-migrate (as a user gets it) and the test tools
+
+demo: install  ## the main job on the embedded default: SQLite tenants under build/demo/storage
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	cd $(DEMO) && env -u DOCEX_CONFIG -u DOCEX_DATABASE_URL HOME=$(CURDIR)/$(DEMO) $(CURDIR)/$(BIN)/docex-migrate provision acme-corp globex-corp --verify
+	cd $(DEMO) && env -u DOCEX_CONFIG -u DOCEX_DATABASE_URL HOME=$(CURDIR)/$(DEMO) $(CURDIR)/$(BIN)/docex-migrate upgrade --all-tenants
+	cd $(DEMO) && env -u DOCEX_CONFIG -u DOCEX_DATABASE_URL HOME=$(CURDIR)/$(DEMO) $(CURDIR)/$(BIN)/docex-migrate status
+
+test: install  ## the test suite; PostgreSQL tests need DOCEX_TEST_DATABASE_URL (see README)
+	$(BIN)/python -m pytest
+
+lint: install  ## byte-compile everything and check the chain has one head
+	$(BIN)/python -m compileall -q docex_migrate alembic tests
+	$(BIN)/docex-migrate heads
+
+clean:
+	rm -rf $(VENV) build dist
