@@ -111,18 +111,28 @@ def _write_config(path: Path, kind: str, url: URL | None, prefix: str) -> None:
     path.write_text(yaml.safe_dump(data))
 
 
+def _make_env(request, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DOCEX_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    url = request.getfixturevalue("pg_url") if kind == "postgres" else None
+    config_file = tmp_path / "docex.yaml"
+    _write_config(config_file, kind, url, f"t{uuid.uuid4().hex[:8]}_")
+    monkeypatch.setenv("DOCEX_CONFIG", str(config_file))
+    return Env(kind, config_file, tmp_path, load_settings(), url)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def env(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
     """Parametrised over both backends. PostgreSQL tenants get a schema prefix unique to the test,
     so tests sharing the run's database never see each other's tenants."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DOCEX_DATABASE_URL", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    config_file = tmp_path / "docex.yaml"
-    _write_config(config_file, request.param, url, f"t{uuid.uuid4().hex[:8]}_")
-    monkeypatch.setenv("DOCEX_CONFIG", str(config_file))
-    return Env(request.param, config_file, tmp_path, load_settings(), url)
+    return _make_env(request, request.param, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def pg_env(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """PostgreSQL only, for what only PostgreSQL has (schemas, search_path, enum types)."""
+    return _make_env(request, "postgres", tmp_path, monkeypatch)
 
 
 @pytest.fixture

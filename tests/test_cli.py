@@ -262,3 +262,39 @@ def test_every_command_has_help(command):
     assert result.exit_code == 0
     assert "--json" in result.stdout and "--verbose" in result.stdout
     assert app.registered_commands and all(c.callback.__doc__ for c in app.registered_commands)
+
+
+def test_discovery_ignores_lookalikes_and_reserved_namespaces(env):
+    run("provision", "acme_corp")
+    prefix = env.settings.postgres.schema_template.split("{")[0] if env.kind == "postgres" else None
+    if env.kind == "postgres":
+        with env.engine().begin() as conn:
+            # '_' is a LIKE wildcard: 'tXXXXXXXXYother' must not pass for a tenant of 'tXXXXXXXX_{tenant_id}'.
+            conn.exec_driver_sql(f'CREATE SCHEMA "{prefix[:-1]}Yother"')
+            conn.exec_driver_sql(f'CREATE SCHEMA "{prefix}Upper"')
+    else:
+        for name in ("storage/tenant_Upper/docex.db", "storage/tenantXother/docex.db", "storage/tenant_x/other.db"):
+            (env.workdir / name).parent.mkdir(parents=True, exist_ok=True)
+            (env.workdir / name).write_bytes(b"")
+    assert [r["tenant_id"] for r in json.loads(run("tenants", "--json").stdout)] == ["acme_corp"]
+
+
+@pytest.mark.postgres
+def test_reserved_namespaces_under_a_bare_template_are_not_tenants(pg_url, tmp_path):
+    # With schema_template '{tenant_id}' every schema matches the pattern; public and pg_* are not tenants.
+    config = tmp_path / "bare.yaml"
+    config.write_text(yaml.safe_dump({"database": {"type": "postgres", "postgres": {
+        "host": pg_url.host, "port": pg_url.port or 5432, "database": pg_url.database,
+        "user": pg_url.username, "password": pg_url.password or "", "schema_template": "{tenant_id}",
+    }}}))
+    result = run("tenants", "--json", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    names = [r["tenant_id"] for r in json.loads(result.stdout)]
+    assert "public" not in names and not any(n.startswith("pg_") for n in names)
+
+
+@pytest.mark.postgres
+def test_postgres_warns_about_names_docex_refuses(pg_env):
+    result = run("provision", "acme-corp")
+    assert result.exit_code == 0
+    assert "warning: acme-corp:" in result.stderr and "DocEX's PostgreSQL runtime" in result.stderr

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
+from ..errors import DocexMigrateError
 from ..tenants import TemplateMatcher
 
 
@@ -34,6 +35,17 @@ class Backend(ABC):
     @property
     def matcher(self) -> TemplateMatcher:
         return TemplateMatcher(self.template)
+
+    def tenant_of(self, namespace: str) -> str | None:
+        """The tenant a namespace belongs to, or None if it is not a valid tenant namespace
+        (e.g. 'public' under the template '{tenant_id}', which is reserved)."""
+        tenant_id = self.matcher.tenant_id(namespace)
+        if tenant_id is None:
+            return None
+        try:
+            return tenant_id if self.namespace(tenant_id) == namespace else None
+        except DocexMigrateError:
+            return None
 
     @abstractmethod
     def namespace(self, tenant_id: str) -> str:

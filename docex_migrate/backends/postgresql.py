@@ -29,6 +29,16 @@ def _batches(items: list[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+def scope_to(connection: Connection, schema: str) -> None:
+    """Make ``schema`` the only schema unqualified names resolve to, for the current transaction.
+
+    set_config(..., is_local => true) is SET LOCAL: it ends with the transaction, so it can never
+    carry over to the next tenant even on a reused connection, and public is not searched.
+    """
+    quoted = connection.dialect.identifier_preparer.quote_identifier(schema)
+    connection.execute(sa.select(sa.func.set_config("search_path", quoted, True)))
+
+
 class PostgresBackend(Backend):
     kind = "postgresql"
 
@@ -80,12 +90,7 @@ class PostgresBackend(Backend):
         )
         with self.connect() as connection:
             names = connection.execute(query).scalars().all()
-        found = set()
-        for name in names:
-            tenant_id = self.matcher.tenant_id(name)
-            if tenant_id:
-                found.add(tenant_id)
-        return sorted(found)
+        return sorted({t for t in map(self.tenant_of, names) if t})
 
     def read_states(self, tenant_ids: Iterable[str]) -> dict[str, NamespaceState]:
         by_schema = {self.namespace(t): t for t in tenant_ids}
@@ -135,10 +140,7 @@ class PostgresBackend(Backend):
                 sa.select(sa.func.count()).select_from(_pg_namespace).where(_pg_namespace.c.nspname == schema)
             ).scalar():
                 raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no schema {schema!r}): provision it first")
-            # is_local=true: the search_path lasts for this transaction only, on this connection
-            # only; the tenant's schema alone, so nothing can land in public.
-            quoted = connection.dialect.identifier_preparer.quote_identifier(schema)
-            connection.execute(sa.select(sa.func.set_config("search_path", quoted, True)))
+            scope_to(connection, schema)
             yield connection
 
     def schema(self, tenant_id: str) -> str | None:

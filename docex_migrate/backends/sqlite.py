@@ -69,12 +69,8 @@ class SqliteBackend(Backend):
         return tenants.sqlite_path(self.template, tenant_id)
 
     def discover(self) -> list[str]:
-        found = set()
-        for path in glob.glob(self.matcher.glob_pattern()):
-            tenant_id = self.matcher.tenant_id(path)
-            if tenant_id and os.path.isfile(path):
-                found.add(tenant_id)
-        return sorted(found)
+        paths = glob.glob(self.matcher.glob_pattern())
+        return sorted({t for t in map(self.tenant_of, paths) if t and os.path.isfile(self.namespace(t))})
 
     def read_states(self, tenant_ids: Iterable[str]) -> dict[str, NamespaceState]:
         return {t: read_namespace_state(self.namespace(t)) for t in tenant_ids}
