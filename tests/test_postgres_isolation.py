@@ -47,11 +47,13 @@ def test_search_path_lasts_for_the_tenant_transaction_only(pg_env):
     one, two = pg_env.namespace("one"), pg_env.namespace("two")
     with pg_env.engine().connect() as conn:  # one server session, reused for both tenants
         default = conn.exec_driver_sql("SHOW search_path").scalar()
+        conn.rollback()
         with conn.begin():
             scope_to(conn, one)
             assert conn.exec_driver_sql("SHOW search_path").scalar() == f'"{one}"'
             conn.exec_driver_sql("INSERT INTO docbasket VALUES ('b1', 'n', NULL, '{}', 'active', now(), now())")
         assert conn.exec_driver_sql("SHOW search_path").scalar() == default
+        conn.rollback()
         with conn.begin():
             scope_to(conn, two)
             assert conn.exec_driver_sql("SELECT count(*) FROM docbasket").scalar() == 0
