@@ -19,7 +19,7 @@ from . import schema as tenant_schema
 from .backends import Backend, NamespaceState, backend_for
 from .chain import Chain, load_chain
 from .config import ROW_LEVEL, Settings, load_settings
-from .errors import ConfigError, DocexMigrateError, UsageError
+from .errors import ConfigError, DatabaseUnavailableError, DocexMigrateError, UsageError
 from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, migrate_tenant
 
 log = logging.getLogger(__name__)
@@ -160,10 +160,17 @@ def _migrate(
     revision, _ = _state_of(chain, state)
     result = TenantResult(tenant_id, namespace, action or ("downgraded" if downgrade else "upgraded"), revision, target)
     try:
-        migrate_tenant(backend, tenant_id, target, downgrade=downgrade, create=create)
+        result.from_revision, result.to_revision = migrate_tenant(
+            backend, tenant_id, target, downgrade=downgrade, create=create
+        )
+    except DatabaseUnavailableError:
+        raise  # the database itself is unusable: no point trying the next tenant
     except Exception as exc:  # one tenant's failure is a value; the loop goes on
         log.debug("tenant %s failed", tenant_id, exc_info=True)
         result.action, result.to_revision, result.message = "failed", revision, describe_error(exc)
+        return result
+    if result.from_revision == result.to_revision and state.versioned:
+        result.action, result.message = "skipped", f"{ALREADY_AT_TARGET} (another run got there first)"
     return result
 
 

@@ -28,6 +28,21 @@ _MODELS = (DATABASE_LEVEL, ROW_LEVEL)
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """How long a migration may wait, in seconds; 0 disables a limit (waits forever)."""
+
+    lock_timeout: float = 10.0  # one statement waiting for a lock an application holds
+    statement_timeout: float = 900.0  # one migration statement running (PostgreSQL)
+    tenant_lock_wait: float = 300.0  # waiting for another docex-migrate run on the same tenant
+
+    def __post_init__(self) -> None:
+        for name in ("lock_timeout", "statement_timeout", "tenant_lock_wait"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be a number of seconds >= 0 (0 disables it), not {value!r}")
+
+
+@dataclass(frozen=True)
 class PostgresSettings:
     url: URL
     schema_template: str = DEFAULT_SCHEMA_TEMPLATE
@@ -44,6 +59,7 @@ class Settings:
     multi_tenancy_model: str = DATABASE_LEVEL
     sqlite: SqliteSettings = field(default_factory=SqliteSettings)
     postgres: PostgresSettings | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
     source: Path | None = None  # the file read, None for the built-in default
 
     def describe_source(self) -> str:

@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass, field
 
 from alembic import command
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from .backends import Backend
@@ -59,6 +61,11 @@ def describe_error(exc: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
+def current_revision(connection: Connection, version_table_schema: str | None) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table_schema": version_table_schema})
+    return context.get_current_revision()
+
+
 def migrate_tenant(
     backend: Backend,
     tenant_id: str,
@@ -66,18 +73,21 @@ def migrate_tenant(
     *,
     downgrade: bool = False,
     create: bool = False,
-) -> None:
+) -> tuple[str | None, str | None]:
     """Bring one tenant to ``target`` (None = base) in one transaction: all steps or none.
 
+    Returns the revisions before and after, both read inside the transaction, after the
+    tenant's lock: a run that waited for another sees what that one did and skips it.
     Raises on failure; the transaction is rolled back and the tenant stays where it was.
     """
     with backend.transaction(tenant_id, create=create) as connection:
-        config = alembic_config(
-            connection=connection,
-            tenant_id=tenant_id,
-            version_table_schema=backend.schema(tenant_id),
-        )
+        schema = backend.schema(tenant_id)
+        before = current_revision(connection, schema)
+        if before == target:
+            return before, before
+        config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=schema)
         if downgrade:
             command.downgrade(config, target or "base")
         else:
             command.upgrade(config, target or "base")
+        return before, current_revision(connection, schema)

@@ -12,5 +12,5 @@ __all__ = ["MISSING", "Backend", "NamespaceState", "PostgresBackend", "SqliteBac
 
 def backend_for(settings: Settings) -> Backend:
     if settings.postgres is not None:
-        return PostgresBackend(settings.postgres.url, settings.postgres.schema_template)
-    return SqliteBackend(settings.sqlite.path_template)
+        return PostgresBackend(settings.postgres.url, settings.postgres.schema_template, settings.timeouts)
+    return SqliteBackend(settings.sqlite.path_template, settings.timeouts)

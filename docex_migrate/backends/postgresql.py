@@ -13,6 +13,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateSchema
 
 from .. import tenants
+from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, TenantNotFoundError
 from .base import MISSING, Backend, NamespaceState
 
@@ -39,13 +40,33 @@ def scope_to(connection: Connection, schema: str) -> None:
     connection.execute(sa.select(sa.func.set_config("search_path", quoted, True)))
 
 
+def _ms(seconds: float) -> str:
+    return f"{int(seconds * 1000)}ms"  # 0 disables the limit, as in PostgreSQL
+
+
+def lock_tenant(connection: Connection, schema: str, timeouts: Timeouts) -> None:
+    """Take the tenant's advisory lock for this transaction, then set the migration's timeouts.
+
+    The lock is keyed on the schema name and taken before anything is read or created, so two
+    runs on one tenant (two deploys, a provision racing an upgrade) go one after the other, and
+    the second reads the revision the first left. Waiting for it is bounded by tenant_lock_wait;
+    the migration's own statements then by lock_timeout and statement_timeout, all SET LOCAL.
+    """
+    set_local = lambda name, value: connection.execute(sa.select(sa.func.set_config(name, value, True)))  # noqa: E731
+    set_local("lock_timeout", _ms(timeouts.tenant_lock_wait))
+    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(schema, 0))))
+    set_local("lock_timeout", _ms(timeouts.lock_timeout))
+    set_local("statement_timeout", _ms(timeouts.statement_timeout))
+
+
 class PostgresBackend(Backend):
     kind = "postgresql"
 
-    def __init__(self, url: URL, schema_template: str) -> None:
+    def __init__(self, url: URL, schema_template: str, timeouts: Timeouts = Timeouts()) -> None:
         tenants.validate_schema_template(schema_template)
         self.url = url
         self.template = schema_template
+        self.timeouts = timeouts
         # NullPool: every tenant gets a fresh connection, so no session state (search_path
         # above all) can ever be carried from one tenant to the next.
         self._engine: Engine | None = None
@@ -134,6 +155,7 @@ class PostgresBackend(Backend):
     def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Connection]:
         schema = self.namespace(tenant_id)
         with self.connect() as connection, connection.begin():
+            lock_tenant(connection, schema, self.timeouts)
             if create:
                 connection.execute(CreateSchema(schema, if_not_exists=True))
             elif not connection.execute(

@@ -14,20 +14,22 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from .. import tenants
+from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, TenantNotFoundError
 from .base import MISSING, Backend, NamespaceState
 
 VERSION_TABLE = "alembic_version"
+FOREVER = 10.0**9  # seconds; sqlite3's timeout has no "no limit" value
 
 
-def transactional_engine(path: str) -> Engine:
+def transactional_engine(path: str, busy_timeout: float = 5.0) -> Engine:
     """An engine whose transactions really include DDL.
 
     pysqlite commits implicitly before DDL, which would split a migration into pieces. As the
     SQLAlchemy pysqlite docs recommend, turn the driver's transaction handling off and emit
     BEGIN ourselves, so DDL and the alembic_version update share one transaction.
     """
-    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
+    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool, connect_args={"timeout": busy_timeout})
 
     @event.listens_for(engine, "connect")
     def _no_driver_transactions(dbapi_connection, _record):  # noqa: ANN001
@@ -35,6 +37,8 @@ def transactional_engine(path: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection):  # noqa: ANN001
+        # IMMEDIATE takes the file's write lock before anything is read: this is the per-tenant
+        # lock, so two runs never read the same revision and apply the same step twice.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -61,9 +65,10 @@ def read_namespace_state(path: str) -> NamespaceState:
 class SqliteBackend(Backend):
     kind = "sqlite"
 
-    def __init__(self, path_template: str) -> None:
+    def __init__(self, path_template: str, timeouts: Timeouts = Timeouts()) -> None:
         tenants.validate_path_template(path_template)
         self.template = path_template
+        self.timeouts = timeouts
 
     def namespace(self, tenant_id: str) -> str:
         return tenants.sqlite_path(self.template, tenant_id)
@@ -80,24 +85,14 @@ class SqliteBackend(Backend):
         path = Path(self.namespace(tenant_id))
         if not create and not path.is_file():
             raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist ({path} is missing): provision it first")
-        new_dirs = [p for p in reversed(path.parents) if not p.exists()]
-        created_file = not path.exists()
+        # A provision that fails leaves at most an empty file: deleting it could pull it from under
+        # a concurrent provision of the same tenant. An empty file is provisioned by the next run.
         path.parent.mkdir(parents=True, exist_ok=True)
-        engine = transactional_engine(str(path))
+        wait = self.timeouts.tenant_lock_wait or FOREVER
+        engine = transactional_engine(str(path), busy_timeout=wait)
         try:
             with engine.connect() as connection, connection.begin():
                 yield connection
-        except BaseException:
-            # A provision that failed leaves no empty file or directory behind.
-            engine.dispose()
-            if created_file:
-                path.unlink(missing_ok=True)
-                for directory in reversed(new_dirs):
-                    try:
-                        directory.rmdir()
-                    except OSError:
-                        break
-            raise
         finally:
             engine.dispose()
 
