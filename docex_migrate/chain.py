@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,8 +16,20 @@ from .errors import RevisionError
 BASE = "base"
 
 
+SCRIPT_LOCATION_ENV = "DOCEX_MIGRATE_SCRIPT_LOCATION"
+
+
 def script_location() -> Path:
-    """The alembic/ folder: shipped inside the wheel, or at the top of a source checkout."""
+    """The alembic/ folder: shipped inside the wheel, or at the top of a source checkout.
+
+    $DOCEX_MIGRATE_SCRIPT_LOCATION names another revision folder (one whose env.py runs
+    docex_migrate.environment); the fault tests use it for small chains of their own.
+    """
+    override = os.environ.get(SCRIPT_LOCATION_ENV)
+    if override:
+        if not (Path(override) / "env.py").is_file():
+            raise RevisionError(f"${SCRIPT_LOCATION_ENV}={override!r} is not a revision folder (no env.py)")
+        return Path(override)
     packaged = Path(__file__).resolve().parent / "alembic"
     if (packaged / "env.py").is_file():
         return packaged

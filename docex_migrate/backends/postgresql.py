@@ -18,6 +18,7 @@ from ..errors import DatabaseUnavailableError, TenantNotFoundError
 from .base import MISSING, Backend, NamespaceState
 
 VERSION_TABLE = "alembic_version"
+INSUFFICIENT_PRIVILEGE = "42501"
 BATCH_SIZE = 1000  # namespaces read per round trip
 
 _pg_namespace = sa.table("pg_namespace", sa.column("oid"), sa.column("nspname"), schema="pg_catalog")
@@ -74,7 +75,7 @@ class PostgresBackend(Backend):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = sa.create_engine(self.url, poolclass=NullPool)
+            self._engine = sa.create_engine(self.url, poolclass=NullPool, connect_args={"connect_timeout": 10})
         return self._engine
 
     def describe(self) -> str:
@@ -88,11 +89,26 @@ class PostgresBackend(Backend):
         try:
             return self.engine.connect()
         except DBAPIError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
-            raise DatabaseUnavailableError(
-                f"cannot connect to PostgreSQL at {self.where()} as {self.url.username or 'the current user'}: "
-                f"{reason} (check database.postgres in the config or $DOCEX_DATABASE_URL)"
-            ) from None
+            raise DatabaseUnavailableError(self._explain(exc)) from None
+
+    def _explain(self, exc: DBAPIError) -> str:
+        """One line for a connection failure: where, what, and the fix. Never the password."""
+        reason = " ".join(str(exc.orig or exc).split())
+        where, user, database = self.where(), self.url.username or "the current user", self.url.database
+        fixes = (
+            ("Connection refused", f"nothing answers at {where}: start PostgreSQL, or fix database.postgres host and port"),
+            ("resolve host", f"unknown host in {where}: fix database.postgres.host"),
+            ("translate host name", f"unknown host in {where}: fix database.postgres.host"),
+            ("timeout expired", f"no answer from {where}: check the host, port and firewall"),
+            ("password authentication failed", f"PostgreSQL at {where} refused user {user}: check database.postgres user and password"),
+            ("role", f"PostgreSQL at {where} has no user {user}: check database.postgres.user, or create the role"),
+            ("pg_hba.conf", f"PostgreSQL at {where} does not let user {user} in: add a pg_hba.conf entry"),
+            ("does not exist", f"database {database!r} does not exist at {where}: create it (createdb {database}) or fix database.postgres.database"),
+        )
+        for marker, message in fixes:
+            if marker in reason:
+                return f"cannot connect to PostgreSQL: {message}"
+        return f"cannot connect to PostgreSQL at {where} as {user}: {reason[:200]}"
 
     def namespace(self, tenant_id: str) -> str:
         return tenants.schema_name(self.template, tenant_id)
@@ -157,13 +173,25 @@ class PostgresBackend(Backend):
         with self.connect() as connection, connection.begin():
             lock_tenant(connection, schema, self.timeouts)
             if create:
-                connection.execute(CreateSchema(schema, if_not_exists=True))
+                self._create_schema(connection, schema)
             elif not connection.execute(
                 sa.select(sa.func.count()).select_from(_pg_namespace).where(_pg_namespace.c.nspname == schema)
             ).scalar():
                 raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no schema {schema!r}): provision it first")
             scope_to(connection, schema)
             yield connection
+
+    def _create_schema(self, connection: Connection, schema: str) -> None:
+        try:
+            connection.execute(CreateSchema(schema, if_not_exists=True))
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
+                user, database = self.url.username or "the current user", self.url.database
+                raise DatabaseUnavailableError(
+                    f"user {user} may not create schemas in database {database!r} at {self.where()}: "
+                    f"GRANT CREATE ON DATABASE {database} TO {user}"
+                ) from None
+            raise
 
     def schema(self, tenant_id: str) -> str | None:
         return self.namespace(tenant_id)

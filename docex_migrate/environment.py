@@ -1,0 +1,59 @@
+"""What alembic/env.py runs: one tenant namespace per Alembic run.
+
+docex-migrate passes the tenant's connection (already inside its transaction, locked, and
+scoped to the tenant's namespace) through ``config.attributes``. Only under the plain Alembic
+CLI, ``alembic -x tenant=acme-corp upgrade head``, is a connection made here, from DocEX's
+configuration (``-x config=PATH``, $DOCEX_CONFIG, ~/.docex/config.yaml or the built-in SQLite
+default), creating the tenant's namespace if it is missing.
+"""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from .schema import metadata
+
+
+def _run_on(connection: Connection, version_table_schema: str | None) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table_schema=version_table_schema,  # alembic_version lives inside the namespace
+        render_as_batch=True,  # SQLite cannot ALTER most things; batch mode rebuilds tables
+        compare_type=True,
+        compare_server_default=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run_from_alembic_cli() -> None:
+    from .backends import backend_for
+    from .config import load_settings
+
+    config = context.config
+    if config.config_file_name is not None:
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
+    arguments = context.get_x_argument(as_dictionary=True)
+    tenant_id = arguments.get("tenant")
+    if not tenant_id:
+        raise SystemExit("name the tenant: alembic -x tenant=TENANT_ID upgrade head")
+    backend = backend_for(load_settings(arguments.get("config")))
+    try:
+        with backend.transaction(tenant_id, create=True) as connection:
+            _run_on(connection, backend.schema(tenant_id))
+    finally:
+        backend.dispose()
+
+
+def run() -> None:
+    if context.is_offline_mode():
+        raise SystemExit("offline (--sql) mode is not supported for tenant namespaces yet")
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run_on(connection, context.config.attributes.get("version_table_schema"))
+    else:
+        _run_from_alembic_cli()
