@@ -25,6 +25,7 @@ from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, migrate_ten
 log = logging.getLogger(__name__)
 
 CURRENT, BEHIND, AHEAD, UNVERSIONED, MISSING = "current", "behind", "ahead", "unversioned", "missing"
+NOT_RUN = "not-run"  # a tenant left alone because --fail-fast / --max-failures stopped the run
 
 
 @dataclass(frozen=True)
@@ -126,19 +127,31 @@ def _run(
     revision: str,
     *,
     downgrade: bool,
+    max_failures: int | None = None,
     chain: Chain | None = None,
 ) -> list[TenantResult]:
+    if max_failures is not None and max_failures < 1:
+        raise UsageError(f"--max-failures must be at least 1, not {max_failures}")
     chain = chain or load_chain()
     target = chain.resolve(revision)
     backend = backend_for(settings)
     try:
         namespaces = _select(backend, tenant_ids)
         states = backend.read_states(namespaces)
-        results = []
+        results: list[TenantResult] = []
+        failures = 0
         for tenant_id, namespace in namespaces.items():
+            if max_failures is not None and failures >= max_failures:
+                revision_now, _ = _state_of(chain, states[tenant_id])
+                results.append(TenantResult(
+                    tenant_id, namespace, NOT_RUN, revision_now, revision_now,
+                    f"not attempted: stopped after {failures} failure(s)",
+                ))
+                continue
             result = _plan(chain, tenant_id, namespace, states[tenant_id], target, downgrade=downgrade)
             if result is None:
                 result = _migrate(backend, chain, tenant_id, namespace, states[tenant_id], target, downgrade=downgrade)
+            failures += result.failed
             results.append(result)
         return results
     finally:
@@ -169,13 +182,16 @@ def _migrate(
         log.debug("tenant %s failed", tenant_id, exc_info=True)
         result.action, result.to_revision, result.message = "failed", revision, describe_error(exc)
         return result
-    if result.from_revision == result.to_revision and state.versioned:
+    if result.from_revision == result.to_revision:  # read after the lock: nothing was left to do
         result.action, result.message = "skipped", f"{ALREADY_AT_TARGET} (another run got there first)"
     return result
 
 
 def upgrade(settings: Settings, tenant_ids: Sequence[str] | None = None, revision: str = "head", **kw) -> list[TenantResult]:
-    """Bring tenants (None = every tenant found) to ``revision``; tenants already there are skipped."""
+    """Bring tenants (None = every tenant found) to ``revision``; tenants already there are skipped.
+
+    A failing tenant does not stop the others unless ``max_failures`` is reached (1 = fail fast);
+    the tenants after that are reported as not run."""
     return _run(settings, tenant_ids, revision, downgrade=False, **kw)
 
 

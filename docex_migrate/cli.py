@@ -11,6 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,7 +19,7 @@ import typer
 
 from . import api
 from .chain import load_chain
-from .config import config_path, enable_multi_tenancy, load_settings
+from .config import Settings, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, UsageError
 from .reporting import Reporter
 from .runner import TenantResult, describe_error
@@ -39,6 +40,22 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log each migration step; show tracebacks.")]
 TenantOpt = Annotated[Optional[list[str]], typer.Option("--tenant", "-t", help="A tenant id (repeatable).")]
 AllOpt = Annotated[bool, typer.Option("--all-tenants", help="Every tenant found in the database.")]
+FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing tenant.")]
+MaxFailuresOpt = Annotated[
+    Optional[int], typer.Option("--max-failures", min=1, help="Stop after N failing tenants (default: never stop).")
+]
+LockTimeoutOpt = Annotated[
+    Optional[float],
+    typer.Option("--lock-timeout", min=0, help="Seconds a step may wait for a lock the application holds (default 10; 0 = no limit)."),
+]
+StatementTimeoutOpt = Annotated[
+    Optional[float],
+    typer.Option("--statement-timeout", min=0, help="Seconds one PostgreSQL statement may run (default 900; 0 = no limit)."),
+]
+TenantLockWaitOpt = Annotated[
+    Optional[float],
+    typer.Option("--tenant-lock-wait", min=0, help="Seconds to wait for another run on the same tenant (default 300; 0 = no limit)."),
+]
 
 
 @contextmanager
@@ -69,9 +86,21 @@ def _targets(tenant: list[str] | None, all_tenants: bool) -> list[str] | None:
     return None if all_tenants else tenant
 
 
+def _stop_after(fail_fast: bool, max_failures: int | None) -> int | None:
+    if fail_fast and max_failures is not None:
+        raise UsageError("--fail-fast and --max-failures exclude each other: pass one")
+    return 1 if fail_fast else max_failures
+
+
+def _with_timeouts(settings: Settings, lock: float | None, statement: float | None, wait: float | None) -> Settings:
+    given = {"lock_timeout": lock, "statement_timeout": statement, "tenant_lock_wait": wait}
+    given = {k: v for k, v in given.items() if v is not None}
+    return replace(settings, timeouts=replace(settings.timeouts, **given)) if given else settings
+
+
 def _finish(reporter: Reporter, results: list[TenantResult], verb: str) -> None:
     reporter.results(results, verb)
-    if any(r.failed for r in results):
+    if any(r.incomplete for r in results):
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -104,14 +133,25 @@ def upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision: head, an id or a unique prefix.")] = "head",
     tenant: TenantOpt = None,
     all_tenants: AllOpt = False,
+    fail_fast: FailFastOpt = False,
+    max_failures: MaxFailuresOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StatementTimeoutOpt = None,
+    tenant_lock_wait: TenantLockWaitOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Bring tenants to REVISION (default head); tenants already there are skipped."""
+    """Bring tenants to REVISION (default head); tenants already there are skipped.
+
+    A failing tenant does not stop the others (unless --fail-fast or --max-failures); each one
+    is rolled back to the revision it had, and listed with the database's error.
+    """
     with _guard(verbose):
         targets = _targets(tenant, all_tenants)
-        _finish(Reporter(json), api.upgrade(load_settings(config), targets, revision), "upgrade")
+        stop = _stop_after(fail_fast, max_failures)
+        settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
+        _finish(Reporter(json), api.upgrade(settings, targets, revision, max_failures=stop), "upgrade")
 
 
 @app.command()
@@ -120,6 +160,11 @@ def downgrade(
     tenant: TenantOpt = None,
     all_tenants: AllOpt = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    fail_fast: FailFastOpt = False,
+    max_failures: MaxFailuresOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StatementTimeoutOpt = None,
+    tenant_lock_wait: TenantLockWaitOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -127,14 +172,15 @@ def downgrade(
     """Take tenants back to REVISION; asks for confirmation unless --yes."""
     with _guard(verbose):
         targets = _targets(tenant, all_tenants)
-        settings = load_settings(config)
+        stop = _stop_after(fail_fast, max_failures)
+        settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
         load_chain().resolve(revision)  # an unknown revision is refused before asking
         if not yes:
             if not sys.stdin.isatty():
                 raise UsageError("downgrade can drop tables and data: pass --yes to confirm")
             who = "every tenant" if targets is None else ", ".join(targets)
             typer.confirm(f"Downgrade {who} to {revision}? Tables and data may be dropped", abort=True)
-        _finish(Reporter(json), api.downgrade(settings, targets, revision), "downgrade")
+        _finish(Reporter(json), api.downgrade(settings, targets, revision, max_failures=stop), "downgrade")
 
 
 @app.command()

@@ -62,7 +62,7 @@ class Reporter:
 
 
 def _detail(r: TenantResult) -> str:
-    if r.failed:
+    if r.incomplete:
         return f"at {r.to_revision or 'base'}: {r.message}"
     if r.action == "skipped":
         return f"at {r.to_revision or 'base'} ({r.message})"

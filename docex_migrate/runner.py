@@ -27,7 +27,7 @@ ALREADY_AT_TARGET = "already at the target"
 class TenantResult:
     tenant_id: str
     namespace: str
-    action: str  # provisioned, upgraded, downgraded, skipped, failed
+    action: str  # provisioned, upgraded, downgraded, skipped, failed, not-run
     from_revision: str | None = None
     to_revision: str | None = None
     message: str = ""
@@ -36,6 +36,11 @@ class TenantResult:
     @property
     def failed(self) -> bool:
         return self.action == "failed"
+
+    @property
+    def incomplete(self) -> bool:
+        """Failed, or never attempted because the run stopped early: either way, exit 1."""
+        return self.action in ("failed", "not-run")
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -37,3 +37,16 @@ def migrate_to(env, tenant_id: str, revision: str | None, *, downgrade: bool = F
 
 def version_of(env, tenant_id: str) -> tuple[str, ...]:
     return env.backend.read_states([tenant_id])[tenant_id].revisions
+
+
+def ensure_in_child(config_file: str, workdir: str, tenant_id: str, start_at: float) -> str:
+    """Run ensure_tenant in a spawned process, all children starting at the same instant."""
+    import os
+    import time
+
+    from docex_migrate import ensure_tenant, load_settings
+
+    os.chdir(workdir)
+    settings = load_settings(config_file)
+    time.sleep(max(0.0, start_at - time.time()))
+    return ensure_tenant(tenant_id, settings).action

@@ -1,0 +1,33 @@
+"""step 2: can pause or fail after its DDL (see ../README.md)
+
+Revision ID: r2
+Revises: r1
+"""
+import os
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision = "r2"
+down_revision = "r1"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("t2", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("INSERT INTO applied (step) VALUES ('r2')")
+    tenant_id = op.get_context().config.attributes.get("tenant_id")
+    if os.environ.get("STEPS_MARKER"):
+        Path(os.environ["STEPS_MARKER"]).write_text(str(tenant_id))
+    time.sleep(float(os.environ.get("STEPS_SLEEP", "0")))
+    if tenant_id and tenant_id == os.environ.get("STEPS_FAIL_TENANT"):
+        raise RuntimeError(f"step 2 fails for {tenant_id} on purpose")
+
+
+def downgrade() -> None:
+    op.execute("DELETE FROM applied WHERE step = 'r2'")
+    op.drop_table("t2")
