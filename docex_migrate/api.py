@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -19,7 +20,7 @@ from . import schema as tenant_schema
 from .backends import Backend, NamespaceState, backend_for
 from .chain import Chain, load_chain
 from .config import ROW_LEVEL, Settings, load_settings
-from .errors import ConfigError, DatabaseUnavailableError, DocexMigrateError, UsageError
+from .errors import ConfigError, DatabaseUnavailableError, DocexMigrateError, TenantNotFoundError, UsageError
 from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, migrate_tenant
 
 log = logging.getLogger(__name__)
@@ -303,3 +304,31 @@ def ensure_tenant(tenant_id: str, settings: Settings | None = None) -> TenantRes
     if result.failed:
         raise DocexMigrateError(f"tenant {tenant_id!r}: {result.message}")
     return result
+
+
+@dataclass(frozen=True)
+class Deprovisioned:
+    tenant_id: str
+    namespace: str
+    backup: Path | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"tenant_id": self.tenant_id, "namespace": self.namespace, "backup": str(self.backup) if self.backup else None}
+
+
+def deprovision(settings: Settings, tenant_id: str, *, backup_dir: Path | None = Path("backups")) -> Deprovisioned:
+    """Drop a tenant's schema or delete its file, after writing a backup into ``backup_dir``
+    (None: no backup). The directory of a SQLite tenant goes too, but only if it is then empty."""
+    backend = backend_for(settings)
+    try:
+        namespace = backend.namespace(tenant_id)
+        if not backend.read_states([tenant_id])[tenant_id].exists:
+            raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no {namespace})")
+        backup = None
+        if backup_dir is not None:
+            backup_dir.mkdir(parents=True, exist_ok=True)
+            backup = backend.backup(tenant_id, backup_dir)
+        backend.drop(tenant_id)
+        return Deprovisioned(tenant_id, namespace, backup)
+    finally:
+        backend.dispose()

@@ -184,6 +184,30 @@ def downgrade(
 
 
 @app.command()
+def deprovision(
+    tenant: Annotated[str, typer.Argument(help="The tenant id to remove.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm: the tenant's data is dropped.")] = False,
+    no_backup: Annotated[bool, typer.Option("--no-backup", help="Do not write a backup first.")] = False,
+    backup_dir: Annotated[Path, typer.Option("--backup-dir", help="Where the backup is written.")] = Path("backups"),
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Drop a tenant's schema or delete its file, after a backup (pg_dump, or SQLite's backup API)."""
+    with _guard(verbose):
+        settings = load_settings(config)
+        api.check_tenant_ids(settings, [tenant])
+        if not yes:
+            raise UsageError(f"deprovision drops every table and row of {tenant!r}: pass --yes to confirm")
+        done = api.deprovision(settings, tenant, backup_dir=None if no_backup else backup_dir)
+        reporter = Reporter(json)
+        if json:
+            reporter.emit_json(done.as_dict())
+        backup = f"; backup in {done.backup}" if done.backup else "; no backup written"
+        reporter.say(f"{tenant}: {done.namespace} removed{backup}")
+
+
+@app.command()
 def status(
     tenant: TenantOpt = None,
     config: ConfigOpt = None,

@@ -54,6 +54,14 @@ class TenantResult:
         }
 
 
+# What a blocked or slow migration reports, and what to do about it.
+_HINTS = {
+    "55P03": "an application holds a lock on the table: retry when it is idle, or raise --lock-timeout",
+    "57014": "a statement ran longer than --statement-timeout",
+    "database is locked": "another process holds the tenant's file: retry, or raise --tenant-lock-wait",
+}
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a failed tenant: the database's own message, without the SQL or a URL."""
     if isinstance(exc, DocexMigrateError):
@@ -62,8 +70,10 @@ def describe_error(exc: BaseException) -> str:
         orig = getattr(exc, "orig", None)
         text = str(orig if orig is not None else exc)
     else:
-        text = f"{type(exc).__name__}: {exc}"
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        orig, text = None, f"{type(exc).__name__}: {exc}"
+    line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    hint = _HINTS.get(getattr(orig, "sqlstate", None) or "") or _HINTS.get(line)
+    return f"{line} ({hint})" if hint else line
 
 
 def current_revision(connection: Connection, version_table_schema: str | None) -> str | None:

@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -149,3 +150,30 @@ def test_sixteen_first_accesses_provision_one_tenant_once(env):
     assert len(tenant_snapshot(env, "newco")["tables"]) == 11
     rows = json.loads(CliRunner().invoke(app, ["status", "--json"]).stdout)
     assert [(r["tenant_id"], r["revision"]) for r in rows] == [("newco", env_head)]
+
+
+def test_a_migration_blocked_by_an_application_lock_fails_instead_of_hanging(env):
+    migrate_to(env, "busy", "s4_docex_2_6_1")
+    if env.kind == "postgres":
+        app_engine = tenant_engine(env, "busy")
+        holder = app_engine.connect()
+        holder.exec_driver_sql("LOCK TABLE docbasket IN ACCESS EXCLUSIVE MODE")  # an open transaction
+        args, expected = ["--lock-timeout", "1"], "lock timeout"
+    else:
+        holder = sqlite3.connect(env.workdir / env.namespace("busy"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # an application writing to the tenant's file
+        args, expected = ["--tenant-lock-wait", "1"], "database is locked"
+    started = time.monotonic()
+    try:
+        result = CliRunner().invoke(app, ["upgrade", "--tenant", "busy", *args])
+    finally:
+        holder.rollback() if env.kind == "sqlite" else holder.close()
+        if env.kind == "sqlite":
+            holder.close()
+        else:
+            app_engine.dispose()
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 1
+    assert expected in result.stdout and ("--lock-timeout" in result.stdout or "--tenant-lock-wait" in result.stdout)
+    assert version_of(env, "busy") == ("s4_docex_2_6_1",)
+    assert CliRunner().invoke(app, ["upgrade", "--tenant", "busy"]).exit_code == 0

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
@@ -75,6 +76,14 @@ class Backend(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where the tenants live, for messages; never includes a password."""
+
+    @abstractmethod
+    def backup(self, tenant_id: str, directory: Path) -> Path:
+        """Write a backup of the tenant's namespace into ``directory``; return the file."""
+
+    @abstractmethod
+    def drop(self, tenant_id: str) -> None:
+        """Remove the tenant's namespace and everything in it."""
 
     def warnings_for(self, tenant_id: str) -> Iterator[str]:
         """Non-fatal remarks about a tenant's namespace (e.g. what DocEX's runtime refuses)."""

@@ -16,6 +16,7 @@ from sqlalchemy.pool import NullPool
 from .. import tenants
 from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, TenantNotFoundError
+from ..timestamps import timestamp
 from .base import MISSING, Backend, NamespaceState
 
 VERSION_TABLE = "alembic_version"
@@ -83,8 +84,8 @@ class SqliteBackend(Backend):
     @contextmanager
     def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Connection]:
         path = Path(self.namespace(tenant_id))
-        if not create and not path.is_file():
-            raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist ({path} is missing): provision it first")
+        if not create:
+            self._existing(tenant_id)
         # A provision that fails leaves at most an empty file: deleting it could pull it from under
         # a concurrent provision of the same tenant. An empty file is provisioned by the next run.
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +96,35 @@ class SqliteBackend(Backend):
                 yield connection
         finally:
             engine.dispose()
+
+    def backup(self, tenant_id: str, directory: Path) -> Path:
+        """SQLite's online backup API: a consistent copy even while the file is in use."""
+        target = directory / f"{tenant_id}-{timestamp()}.db"
+        source = sqlite3.connect(self._existing(tenant_id), timeout=self.timeouts.tenant_lock_wait or FOREVER)
+        try:
+            with sqlite3.connect(target) as copy:
+                source.backup(copy)
+            copy.close()
+        finally:
+            source.close()
+        return target
+
+    def drop(self, tenant_id: str) -> None:
+        path = Path(self._existing(tenant_id))
+        with self.transaction(tenant_id, create=False):  # wait for any run on this tenant
+            pass
+        for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
+            leftover.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()  # only if empty: never anything else the directory holds
+        except OSError:
+            pass
+
+    def _existing(self, tenant_id: str) -> str:
+        path = self.namespace(tenant_id)
+        if not os.path.isfile(path):
+            raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist ({path} is missing)")
+        return path
 
     def schema(self, tenant_id: str) -> str | None:
         return None
