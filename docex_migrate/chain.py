@@ -36,9 +36,9 @@ def script_location() -> Path:
     return Path(__file__).resolve().parent.parent / "alembic"
 
 
-def alembic_config(**attributes: object) -> Config:
+def alembic_config(output_buffer: object = None, **attributes: object) -> Config:
     """An Alembic Config for our chain; live objects reach env.py through ``attributes``."""
-    config = Config()
+    config = Config(output_buffer=output_buffer)
     config.set_main_option("script_location", str(script_location()))
     config.attributes.update(attributes)
     return config

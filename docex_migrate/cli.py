@@ -273,5 +273,38 @@ def heads(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     _chain_command(render, json, verbose)
 
 
+@app.command()
+def check(
+    only: Annotated[
+        Optional[list[str]], typer.Option("--only", help="Run only this check (repeatable); see the list below.")
+    ] = None,
+    update_manifest: Annotated[
+        bool, typer.Option("--update-manifest", help="Record the current revisions as released (revisions.sum), then check.")
+    ] = False,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """The CI migration checks. Exit 0 all pass, 1 any fails, 2 a check could not run.
+
+    single-head, no-schema-names, offline-sql, immutable-history, upgrade-from-empty, stepwise,
+    metadata-matches-head, downgrade-leaves-no-trace, mixed-fleet, isolation, fleet-at-head, lint.
+    The database checks run on scratch namespaces of the configured backend, removed afterwards.
+    """
+    from . import checks
+
+    with _guard(verbose):
+        settings = load_settings(config)
+        reporter = Reporter(json)
+        if update_manifest:
+            reporter.say(f"manifest written: {checks.update_manifest()}")
+        results = checks.run_checks(settings, only)
+        reporter.checks(results)
+        if any(r.status == checks.ERROR for r in results):
+            raise typer.Exit(EXIT_USAGE)
+        if any(r.status == checks.FAILED for r in results):
+            raise typer.Exit(EXIT_FAILED)
+
+
 def main() -> None:
     app()

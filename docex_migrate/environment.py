@@ -49,9 +49,34 @@ def _run_from_alembic_cli() -> None:
         backend.dispose()
 
 
+def _render_offline() -> None:
+    """--sql: write the SQL instead of running it (for review, and the offline-sql check).
+
+    The dialect comes from ``config.attributes["dialect_name"]`` or, under the plain CLI, from
+    DocEX's configuration. The SQL is unqualified: run it with the tenant's search_path set.
+    """
+    attributes = context.config.attributes
+    dialect = attributes.get("dialect_name")
+    if dialect is None:
+        from .config import load_settings
+
+        settings = load_settings(context.get_x_argument(as_dictionary=True).get("config"))
+        dialect = "postgresql" if settings.postgres is not None else "sqlite"
+    context.configure(
+        dialect_name=dialect,
+        literal_binds=True,
+        target_metadata=metadata,
+        version_table_schema=attributes.get("version_table_schema"),
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run() -> None:
     if context.is_offline_mode():
-        raise SystemExit("offline (--sql) mode is not supported for tenant namespaces yet")
+        _render_offline()
+        return
     connection = context.config.attributes.get("connection")
     if connection is not None:
         _run_on(connection, context.config.attributes.get("version_table_schema"))

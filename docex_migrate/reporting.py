@@ -42,6 +42,15 @@ class Reporter:
         _table([("TENANT", "NAMESPACE", "REVISION", "STATE")]
                + [(r.tenant_id, r.namespace, r.revision or "-", r.state) for r in rows], self.human)
 
+    def checks(self, results: list) -> None:
+        if self.as_json:
+            self.emit_json({"passed": all(r.status in ("passed", "skipped") for r in results),
+                            "checks": [r.as_dict() for r in results]})
+        for line in _check_lines(results):
+            self.say(line)
+        counts = Counter(r.status for r in results)
+        self.say(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+
     def results(self, results: list[TenantResult], verb: str) -> None:
         for result in results:
             for warning in result.warnings:
@@ -59,6 +68,16 @@ class Reporter:
             self.say(f"nothing to {verb}: all {len(results)} tenant(s) already at the target revision")
         else:
             self.say(", ".join(f"{n} {action}" for action, n in sorted(counts.items())))
+
+
+def _check_lines(results: list) -> list[str]:
+    lines = []
+    for r in results:
+        lines.append(f"{r.status.upper():7} {r.name}: {r.message}")
+        lines += [f"          {line}" for line in r.evidence[:50]]
+        if len(r.evidence) > 50:
+            lines.append(f"          ... and {len(r.evidence) - 50} more")
+    return lines
 
 
 def _detail(r: TenantResult) -> str:

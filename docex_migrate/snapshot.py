@@ -1,7 +1,7 @@
 """A normalised catalog snapshot of one tenant namespace, for comparing schemas exactly.
 
 Tables, columns (type, nullability, server default), primary keys, foreign keys with ON DELETE,
-unique constraints, indexes with their columns and sort order, and PostgreSQL enum types.
+unique constraints, indexes with their columns and sort order, PostgreSQL enum types and sequences.
 Column order is left out on purpose: a column added by a revision is appended on PostgreSQL.
 """
 
@@ -78,6 +78,7 @@ def snapshot(connection: Connection, schema: str | None = None) -> dict[str, Any
     result: dict[str, Any] = {"tables": tables}
     if dialect.name == "postgresql":
         result["enums"] = sorted([e["name"], list(e["labels"])] for e in inspector.get_enums(schema=schema))
+        result["sequences"] = sorted(inspector.get_sequence_names(schema=schema))
     return result
 
 

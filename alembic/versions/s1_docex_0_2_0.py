@@ -11,6 +11,7 @@ Revises:
 import sqlalchemy as sa
 
 from alembic import op
+from docex_migrate.revision_tools import dialect_name
 
 revision = "s1_docex_0_2_0"
 down_revision = None
@@ -169,6 +170,6 @@ def downgrade() -> None:
     ):
         op.drop_table(table)
     # Dropping the tables leaves PostgreSQL's native enum types behind; they belong to S1.
-    bind = op.get_bind()
-    sa.Enum(name="routemethod").drop(bind, checkfirst=True)
-    sa.Enum(name="transporttype").drop(bind, checkfirst=True)
+    if dialect_name() == "postgresql":
+        sa.Enum(name="routemethod").drop(op.get_bind(), checkfirst=False)
+        sa.Enum(name="transporttype").drop(op.get_bind(), checkfirst=False)

@@ -7,6 +7,7 @@ Revises: s1_docex_0_2_0
 import sqlalchemy as sa
 
 from alembic import op
+from docex_migrate.revision_tools import batch_alter_table
 
 revision = "s2_docex_2_0_3"
 down_revision = "s1_docex_0_2_0"
@@ -15,7 +16,7 @@ depends_on = None
 
 
 def _source_default(default: str, previous: str) -> None:
-    with op.batch_alter_table("doc_events") as batch:
+    with batch_alter_table("doc_events") as batch:
         batch.alter_column(
             "source",
             existing_type=sa.String(50),

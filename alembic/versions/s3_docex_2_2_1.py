@@ -12,6 +12,7 @@ Revises: s2_docex_2_0_3
 import sqlalchemy as sa
 
 from alembic import op
+from docex_migrate.revision_tools import batch_alter_table, dialect_name
 
 revision = "s3_docex_2_2_1"
 down_revision = "s2_docex_2_0_3"
@@ -37,9 +38,9 @@ def _remap(table: str, column: str, mapping: dict[str, str]) -> None:
 
 
 def upgrade() -> None:
-    is_postgres = op.get_bind().dialect.name == "postgresql"
+    is_postgres = dialect_name() == "postgresql"
     for table, column, type_name, names in ENUM_COLUMNS:
-        with op.batch_alter_table(table) as batch:
+        with batch_alter_table(table) as batch:
             batch.alter_column(
                 column,
                 existing_type=sa.Enum(*names, name=type_name),
@@ -53,13 +54,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    is_postgres = op.get_bind().dialect.name == "postgresql"
+    is_postgres = dialect_name() == "postgresql"
     for table, column, type_name, names in ENUM_COLUMNS:
         enum = sa.Enum(*names, name=type_name)
         _remap(table, column, {name.lower(): name for name in names})
         if is_postgres:
             enum.create(op.get_bind(), checkfirst=False)
-        with op.batch_alter_table(table) as batch:
+        with batch_alter_table(table) as batch:
             batch.alter_column(
                 column,
                 existing_type=sa.String(50),

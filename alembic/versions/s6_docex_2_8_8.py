@@ -14,6 +14,7 @@ Revises: s5_docex_2_8_4
 import sqlalchemy as sa
 
 from alembic import op
+from docex_migrate.revision_tools import batch_alter_table
 
 revision = "s6_docex_2_8_8"
 down_revision = "s5_docex_2_8_4"
@@ -37,5 +38,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     _indexes(["key", "value"], ["document_id", "key", "value"])
-    with op.batch_alter_table(TABLE) as batch:
+    with batch_alter_table(TABLE) as batch:
         batch.drop_column("coordination_id")

@@ -17,6 +17,7 @@ Revises: s6_docex_2_8_8
 import sqlalchemy as sa
 
 from alembic import op
+from docex_migrate.revision_tools import batch_alter_table, dialect_name
 
 revision = "s7_docex_2_9_10"
 down_revision = "s6_docex_2_8_8"
@@ -36,12 +37,12 @@ DESC_INDEXES = {
 
 
 def _change_types(old: sa.types.TypeEngine, new: sa.types.TypeEngine) -> None:
-    rebuilds = op.get_bind().dialect.name == "sqlite"
+    rebuilds = dialect_name() == "sqlite"
     for table, columns in COLUMNS.items():
         desc_indexes = DESC_INDEXES.get(table, ()) if rebuilds else ()
         for name, _ in desc_indexes:
             op.drop_index(name, table_name=table)
-        with op.batch_alter_table(table) as batch:
+        with batch_alter_table(table) as batch:
             for column, nullable in columns:
                 batch.alter_column(column, existing_type=old, existing_nullable=nullable, type_=new)
         for name, column in desc_indexes:

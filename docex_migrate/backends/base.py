@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from ..errors import DocexMigrateError
 from ..tenants import TemplateMatcher
@@ -76,6 +76,11 @@ class Backend(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where the tenants live, for messages; never includes a password."""
+
+    @abstractmethod
+    def reflection_engine(self, tenant_id: str) -> Engine:
+        """An engine whose default schema is the tenant's, for reflection and autogenerate
+        (which look at the dialect's default schema). Only for reading and scratch work."""
 
     @abstractmethod
     def backup(self, tenant_id: str, directory: Path) -> Path:

@@ -221,6 +221,10 @@ class PostgresBackend(Backend):
                 ) from None
             raise
 
+    def reflection_engine(self, tenant_id: str) -> Engine:
+        schema = self.namespace(tenant_id)  # letters, digits, '_' and '-' only: safe in options
+        return sa.create_engine(self.url, poolclass=NullPool, connect_args={"options": f"-csearch_path={schema}"})
+
     def backup(self, tenant_id: str, directory: Path) -> Path:
         """pg_dump -n when it is installed, else an SQL dump written through the driver."""
         schema = self.namespace(tenant_id)

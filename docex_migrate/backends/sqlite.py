@@ -97,6 +97,9 @@ class SqliteBackend(Backend):
         finally:
             engine.dispose()
 
+    def reflection_engine(self, tenant_id: str) -> Engine:
+        return create_engine(f"sqlite:///{self._existing(tenant_id)}", poolclass=NullPool)
+
     def backup(self, tenant_id: str, directory: Path) -> Path:
         """SQLite's online backup API: a consistent copy even while the file is in use."""
         target = directory / f"{tenant_id}-{timestamp()}.db"

@@ -1,0 +1,431 @@
+"""The CI migration checks (`docex-migrate check`): each proves one thing about the chain.
+
+Static checks read the revision files; database checks run on scratch namespaces of the
+configured backend (always removed afterwards); fleet-at-head reads the real tenants.
+A check ends passed, failed (the chain is wrong: exit 1) or error (it could not run: exit 2).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from . import api, manifest
+from .backends import backend_for
+from .chain import Chain, alembic_config, load_chain, script_location
+from .config import Settings
+from .errors import DocexMigrateError
+from .runner import describe_error, migrate_tenant
+from .scratch import namespace_snapshot, scratch_settings
+from .snapshot import differences
+from .schema import metadata as docex_metadata
+
+PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
+
+
+class CheckFailed(Exception):
+    """The check ran and found the chain wrong; ``evidence`` shows where."""
+
+    def __init__(self, message: str, evidence: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.evidence = list(evidence)
+
+
+class CheckSkipped(Exception):
+    pass
+
+
+@dataclass
+class CheckResult:
+    name: str
+    statement: str
+    status: str
+    message: str = ""
+    evidence: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "statement": self.statement, "status": self.status,
+                "message": self.message, "evidence": self.evidence}
+
+
+@dataclass
+class Context:
+    settings: Settings
+    metadata: sa.MetaData
+    _chain: Chain | None = None
+    _fleet: dict | None = None
+
+    @property
+    def chain(self) -> Chain:
+        if self._chain is None:
+            self._chain = load_chain()
+        return self._chain
+
+    @property
+    def folder(self) -> Path:
+        return script_location()
+
+    def revision_files(self) -> list[Path]:
+        """The revision files in chain order, first to head."""
+        return [Path(self.chain.script.get_revision(r).path) for r in self.chain.order]
+
+    def all_revision_files(self) -> list[Path]:
+        """Every revision file, whatever the shape of the history."""
+        return sorted(Path(rev.path) for rev in self.chain.script.walk_revisions())
+
+
+# --- static -------------------------------------------------------------------------------
+
+
+def check_single_head(ctx: Context) -> str:
+    script = ctx.chain.script
+    heads = script.get_heads()
+    if len(heads) != 1:
+        raise CheckFailed(f"the chain has {len(heads)} heads: merge them into one revision", heads)
+    problems = []
+    for rev in script.walk_revisions():
+        if isinstance(rev.down_revision, (tuple, list)) and len(rev.down_revision) > 1:
+            problems.append(f"{rev.revision} merges {', '.join(rev.down_revision)}")
+        if len(rev.nextrev) > 1:
+            problems.append(f"{rev.revision} branches into {', '.join(sorted(rev.nextrev))}")
+    if problems:
+        raise CheckFailed("the history is not linear: every tenant must take the same path", problems)
+    return f"one head ({heads[0]}), {len(ctx.chain.order)} revisions in a line"
+
+
+_SCHEMA_KEYWORDS = {"schema", "referent_schema", "source_schema", "version_table_schema"}
+_QUALIFIED = re.compile(r'(?i)(\b(public|pg_catalog|information_schema|tenant_\w*)\s*\.\s*"?[a-z_]|"[^"]+"\s*\.\s*"?[a-z_])')
+_SQL_CALLS = {"execute", "text", "exec_driver_sql"}
+
+
+def check_no_schema_names(ctx: Context) -> str:
+    """No revision names a schema: the search_path decides which tenant a statement touches."""
+    evidence = []
+    files = ctx.all_revision_files()
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            for keyword in node.keywords:
+                if keyword.arg in _SCHEMA_KEYWORDS:
+                    evidence.append(f"{path.name}:{node.lineno}: passes {keyword.arg}=")
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            if name in _SQL_CALLS:
+                for arg in node.args:
+                    for const in ast.walk(arg):
+                        if isinstance(const, ast.Constant) and isinstance(const.value, str) and _QUALIFIED.search(const.value):
+                            evidence.append(f"{path.name}:{const.lineno}: schema-qualified SQL {const.value[:80]!r}")
+    if evidence:
+        raise CheckFailed("revisions must not name a schema; each run is scoped to one tenant", evidence)
+    return f"{len(files)} revisions, no schema names"
+
+
+def render_offline(ctx: Context, dialect: str, revision: str, down: str | None, *, downgrade: bool = False,
+                   offline_tables: Callable[[str], sa.Table] | None = None) -> str:
+    buffer = io.StringIO()
+    config = alembic_config(output_buffer=buffer, dialect_name=dialect, offline_tables=offline_tables)
+    if downgrade:
+        command.downgrade(config, f"{revision}:{down or 'base'}", sql=True)
+    else:
+        command.upgrade(config, f"{down}:{revision}" if down else revision, sql=True)
+    return buffer.getvalue()
+
+
+def check_offline_sql(ctx: Context) -> str:
+    """Every revision renders as SQL without a database (--sql), up and down, on both dialects.
+
+    SQLite's batch rebuilds need each table's definition; it is reflected from a scratch SQLite
+    database migrated to the revision's starting point."""
+    failures = []
+    order = ctx.chain.order
+    with tempfile.TemporaryDirectory(prefix="docex_migrate_offline_") as directory:
+        shadow_settings = Settings(sqlite=ctx.settings.sqlite.__class__(path_template=f"{directory}/{{tenant_id}}.db"))
+        shadow = backend_for(shadow_settings)
+        for i, revision in enumerate(order):
+            down = order[i - 1] if i else None
+            for dialect in ("postgresql", "sqlite"):
+                for downgrade in (False, True):
+                    start = revision if downgrade else down
+                    tables = None
+                    if dialect == "sqlite":
+                        migrate_tenant(shadow, "shadow", start, downgrade=False, create=True)
+                        engine = shadow.reflection_engine("shadow")
+                        tables = lambda name, engine=engine: sa.Table(name, sa.MetaData(), autoload_with=engine)  # noqa: E731
+                    try:
+                        render_offline(ctx, dialect, revision, down, downgrade=downgrade, offline_tables=tables)
+                    except Exception as exc:
+                        way = "downgrade" if downgrade else "upgrade"
+                        failures.append(f"{revision} {way} on {dialect}: {describe_error(exc)}")
+                    finally:
+                        if tables is not None:
+                            engine.dispose()
+    if failures:
+        raise CheckFailed("some revisions cannot be rendered with --sql", failures)
+    return f"{len(order)} revisions render up and down for PostgreSQL and SQLite"
+
+
+def check_immutable_history(ctx: Context) -> str:
+    released = manifest.read(ctx.folder / manifest.MANIFEST_NAME)
+    if released is None:
+        raise CheckFailed(f"no {manifest.MANIFEST_NAME} in {ctx.folder}: run `docex-migrate check --update-manifest`")
+    problems, new = manifest.compare(released, manifest.chained(ctx.revision_files()))
+    if problems:
+        raise CheckFailed("released revisions must never change: add a new revision instead", problems)
+    tail = f"; new since the last release: {', '.join(new)}" if new else ""
+    return f"{len(released)} released revisions unchanged{tail}"
+
+
+# --- per backend, on scratch namespaces ---------------------------------------------------
+
+
+def _scratch_tenant(ctx: Context, scratch: Settings, tenant_id: str, revision: str | None):
+    backend = backend_for(scratch)
+    migrate_tenant(backend, tenant_id, revision, create=True)
+    return backend
+
+
+def check_upgrade_from_empty(ctx: Context, scratch: Settings) -> str:
+    backend = _scratch_tenant(ctx, scratch, "empty", ctx.chain.head)
+    try:
+        state = backend.read_states(["empty"])["empty"]
+    finally:
+        backend.dispose()
+    if state.revisions != (ctx.chain.head,):
+        raise CheckFailed(f"after upgrade head the tenant is at {state.revisions}, not {ctx.chain.head}")
+    return f"an empty namespace reaches {ctx.chain.head}"
+
+
+def check_stepwise(ctx: Context, scratch: Settings) -> str:
+    backend = backend_for(scratch)
+    try:
+        for revision in ctx.chain.order:
+            try:
+                migrate_tenant(backend, "stepwise", revision, create=True)
+            except Exception as exc:
+                raise CheckFailed(f"upgrade to {revision} failed one step at a time", [describe_error(exc)]) from None
+    finally:
+        backend.dispose()
+    return f"{len(ctx.chain.order)} steps, one at a time"
+
+
+def check_metadata_matches_head(ctx: Context, scratch: Settings) -> str:
+    backend = _scratch_tenant(ctx, scratch, "metadata", ctx.chain.head)
+    engine = backend.reflection_engine("metadata")
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True, "compare_server_default": True})
+            diffs = compare_metadata(context, ctx.metadata)
+    finally:
+        engine.dispose()
+        backend.dispose()
+    if diffs:
+        raise CheckFailed(
+            "the package's tenant metadata and the head of the chain differ: add a revision "
+            "(autogenerate would emit the operations below) or fix the metadata",
+            [repr(d) for d in diffs],
+        )
+    return "autogenerate finds nothing to do at head"
+
+
+def check_downgrade_leaves_no_trace(ctx: Context, scratch: Settings) -> str:
+    backend = backend_for(scratch)
+    previous = None
+    try:
+        migrate_tenant(backend, "roundtrip", None, create=True)
+        for revision in ctx.chain.order:
+            before = namespace_snapshot(backend, "roundtrip")
+            migrate_tenant(backend, "roundtrip", revision)
+            migrate_tenant(backend, "roundtrip", previous, downgrade=True)
+            diff = differences(before, namespace_snapshot(backend, "roundtrip"))
+            if diff:
+                raise CheckFailed(f"the downgrade of {revision} leaves a trace: the catalog differs from before its upgrade", diff)
+            migrate_tenant(backend, "roundtrip", revision)
+            previous = revision
+    finally:
+        backend.dispose()
+    return f"{len(ctx.chain.order)} downgrades restore the catalog exactly"
+
+
+# --- fleet ---------------------------------------------------------------------------------
+
+
+def _public_snapshot(settings: Settings) -> dict | None:
+    if settings.postgres is None:
+        return None
+    backend = backend_for(settings)
+    try:
+        with backend.connect() as connection:
+            from .snapshot import snapshot
+
+            return snapshot(connection, "public")
+    finally:
+        backend.dispose()
+
+
+def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
+    order = ctx.chain.order
+    starts = {"fleet-base": None}
+    for back in (2, 1):
+        if len(order) > back:
+            starts[f"fleet-head-{back}"] = order[-1 - back]
+    public_before = _public_snapshot(scratch)
+    backend = backend_for(scratch)
+    try:
+        for tenant_id, revision in starts.items():
+            migrate_tenant(backend, tenant_id, revision, create=True)
+    finally:
+        backend.dispose()
+    results = api.upgrade(scratch, list(starts), chain=ctx.chain)
+    failed = [f"{r.tenant_id}: {r.message}" for r in results if r.failed]
+    if failed:
+        raise CheckFailed("tenants at mixed revisions did not all reach head through the loop", failed)
+    not_current = [f"{s.tenant_id}: {s.state}" for s in api.status(scratch, list(starts), chain=ctx.chain) if s.state != api.CURRENT]
+    if not_current:
+        raise CheckFailed("after the loop some tenants are not at head", not_current)
+    ctx._fleet = {"tenants": list(starts), "public_before": public_before}
+    return f"tenants at {', '.join(r or 'base' for r in starts.values())} all reached {ctx.chain.head}"
+
+
+def check_isolation(ctx: Context, scratch: Settings) -> str:
+    if ctx._fleet is None:
+        check_mixed_fleet(ctx, scratch)
+    assert ctx._fleet is not None
+    backend = backend_for(scratch)
+    try:
+        tenants = ctx._fleet["tenants"]
+        snapshots = {t: namespace_snapshot(backend, t) for t in tenants}
+    finally:
+        backend.dispose()
+    evidence = []
+    first = tenants[0]
+    for other in tenants[1:]:
+        evidence += [f"{other} vs {first}: {line}" for line in differences(snapshots[first], snapshots[other])]
+    public_after = _public_snapshot(scratch)
+    if public_after != ctx._fleet["public_before"]:
+        evidence += [f"public: {line}" for line in differences(ctx._fleet["public_before"] or {}, public_after or {})]
+    if evidence:
+        raise CheckFailed("tenants are not isolated: something landed in public or tenants differ", evidence)
+    where = "public untouched, " if public_after is not None else ""
+    return f"{where}{len(tenants)} tenant schemas identical"
+
+
+def check_fleet_at_head(ctx: Context) -> str:
+    rows = api.status(ctx.settings, chain=ctx.chain)
+    behind = [f"{r.tenant_id} ({r.namespace}): {r.state} at {r.revision or 'base'}" for r in rows if r.state != api.CURRENT]
+    if behind:
+        raise CheckFailed(f"{len(behind)} of {len(rows)} tenants are not at {ctx.chain.head}: run `docex-migrate upgrade --all-tenants`", behind)
+    return f"all {len(rows)} tenants at {ctx.chain.head}"
+
+
+# --- lint ----------------------------------------------------------------------------------
+
+
+def _squawk() -> str:
+    found = shutil.which("squawk") or shutil.which("squawk", path=str(Path(sys.executable).parent))
+    if not found:
+        raise DocexMigrateError("squawk is not installed: pip install 'docex-migrate[check]' (squawk-cli)")
+    return found
+
+
+def check_lint(ctx: Context) -> str:
+    """PostgreSQL lock and safety rules (squawk) on the SQL of revisions not yet released.
+
+    A revision opts out of a rule with a module-level ``squawk_ignore = {"rule": "why"}``;
+    an opt-out without a reason fails."""
+    released = manifest.read(ctx.folder / manifest.MANIFEST_NAME) or []
+    order = ctx.chain.order
+    new = order[len(released):]
+    if not new:
+        return "no revisions since the last release"
+    squawk = _squawk()
+    evidence = []
+    for revision in new:
+        script = ctx.chain.script.get_revision(revision)
+        ignore = getattr(script.module, "squawk_ignore", {}) or {}
+        missing = [rule for rule, why in ignore.items() if not str(why).strip()]
+        evidence += [f"{revision}: squawk_ignore[{rule!r}] needs a reason" for rule in missing]
+        index = order.index(revision)
+        sql = render_offline(ctx, "postgresql", revision, order[index - 1] if index else None)
+        args = [squawk, "--assume-in-transaction", "--reporter", "gcc", f"--stdin-filepath={revision}.sql"]
+        if ignore:
+            args.append("--exclude=" + ",".join(ignore))
+        done = subprocess.run(args, input=sql, capture_output=True, text=True)
+        if done.returncode != 0:
+            evidence += [line for line in done.stdout.splitlines() if line.strip()] or [done.stderr.strip()]
+    if evidence:
+        raise CheckFailed("squawk found unsafe SQL in revisions since the last release", evidence)
+    return f"{len(new)} new revision(s) pass squawk"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    statement: str
+    run: Callable
+    scratch: bool = False  # runs on scratch namespaces of the configured backend
+    needs_chain: bool = True  # skipped when the chain has no single, linear head
+
+
+CHECKS = (
+    Check("single-head", "the chain has one head and a linear history", check_single_head, needs_chain=False),
+    Check("no-schema-names", "no revision passes schema= or writes a schema-qualified name into SQL", check_no_schema_names, needs_chain=False),
+    Check("offline-sql", "every revision renders with --sql for PostgreSQL and SQLite, up and down", check_offline_sql),
+    Check("immutable-history", "released revisions match the manifest of chained checksums", check_immutable_history),
+    Check("upgrade-from-empty", "an empty namespace upgrades to head", check_upgrade_from_empty, scratch=True),
+    Check("stepwise", "every revision applies on its own, one at a time", check_stepwise, scratch=True),
+    Check("metadata-matches-head", "autogenerate against the package's tenant metadata finds nothing at head", check_metadata_matches_head, scratch=True),
+    Check("downgrade-leaves-no-trace", "every downgrade restores the catalog exactly as before its upgrade", check_downgrade_leaves_no_trace, scratch=True),
+    Check("mixed-fleet", "tenants at base, head-2 and head-1 all reach head through the real loop", check_mixed_fleet, scratch=True),
+    Check("isolation", "after the fleet upgrade nothing is in public and all tenants are identical", check_isolation, scratch=True),
+    Check("fleet-at-head", "every tenant of the configured database is at head (the deploy gate)", check_fleet_at_head),
+    Check("lint", "SQL of revisions since the last release passes squawk (PostgreSQL)", check_lint),
+)
+NAMES = tuple(c.name for c in CHECKS)
+
+
+def run_checks(settings: Settings, only: Sequence[str] | None = None, *, metadata: sa.MetaData | None = None) -> list[CheckResult]:
+    unknown = [n for n in only or () if n not in NAMES]
+    if unknown:
+        raise DocexMigrateError(f"unknown check {', '.join(unknown)}: choose from {', '.join(NAMES)}")
+    selected = [c for c in CHECKS if not only or c.name in only]
+    ctx = Context(settings, metadata if metadata is not None else docex_metadata)
+    results: list[CheckResult] = []
+    chain_ok = True
+    with scratch_settings(settings) as scratch:
+        for check in selected:
+            result = CheckResult(check.name, check.statement, PASSED)
+            try:
+                if check.needs_chain and not chain_ok:
+                    raise CheckSkipped("needs a chain with one head (see single-head)")
+                result.message = check.run(ctx, scratch) if check.scratch else check.run(ctx)
+            except CheckFailed as failure:
+                result.status, result.message, result.evidence = FAILED, str(failure), failure.evidence
+            except CheckSkipped as skipped:
+                result.status, result.message = SKIPPED, str(skipped)
+            except Exception as exc:  # could not run (no database, no squawk, ...): exit 2
+                result.status, result.message = ERROR, describe_error(exc)
+            if check.name == "single-head" and result.status != PASSED:
+                chain_ok = False
+            results.append(result)
+    return results
+
+
+def update_manifest() -> Path:
+    ctx = Context(Settings(), docex_metadata)
+    path = ctx.folder / manifest.MANIFEST_NAME
+    manifest.write(path, manifest.chained(ctx.revision_files()))
+    return path
