@@ -26,7 +26,7 @@ from alembic.migration import MigrationContext
 from . import api, manifest
 from .backends import backend_for
 from .chain import Chain, alembic_config, load_chain, script_location
-from .config import Settings
+from .config import Settings, SqliteSettings
 from .errors import DocexMigrateError
 from .runner import describe_error, migrate_tenant
 from .scratch import namespace_snapshot, scratch_settings
@@ -145,6 +145,30 @@ def render_offline(ctx: Context, dialect: str, revision: str, down: str | None, 
     return buffer.getvalue()
 
 
+def _shadow_tables(shadow, revision: str | None) -> Callable[[str], sa.Table]:
+    """Table definitions at ``revision``, reflected from the shadow SQLite tenant.
+
+    The shadow is migrated before rendering starts: Alembic's ``op`` is process-global, so no
+    migration may run inside another's rendering. If the chain cannot reach ``revision`` on
+    SQLite, only a batch rebuild that asks for a table fails (with that reason)."""
+    try:
+        migrate_tenant(shadow, "shadow", revision, create=True)
+        problem = None
+    except Exception as exc:
+        problem = describe_error(exc)
+
+    def table(name: str) -> sa.Table:
+        if problem:
+            raise RuntimeError(f"cannot reflect {name}: the chain does not reach {revision} on SQLite ({problem})")
+        engine = shadow.reflection_engine("shadow")
+        try:
+            return sa.Table(name, sa.MetaData(), autoload_with=engine)
+        finally:
+            engine.dispose()
+
+    return table
+
+
 def check_offline_sql(ctx: Context) -> str:
     """Every revision renders as SQL without a database (--sql), up and down, on both dialects.
 
@@ -153,26 +177,19 @@ def check_offline_sql(ctx: Context) -> str:
     failures = []
     order = ctx.chain.order
     with tempfile.TemporaryDirectory(prefix="docex_migrate_offline_") as directory:
-        shadow_settings = Settings(sqlite=ctx.settings.sqlite.__class__(path_template=f"{directory}/{{tenant_id}}.db"))
+        shadow_settings = Settings(sqlite=SqliteSettings(path_template=f"{directory}/{{tenant_id}}.db"))
         shadow = backend_for(shadow_settings)
         for i, revision in enumerate(order):
             down = order[i - 1] if i else None
             for dialect in ("postgresql", "sqlite"):
                 for downgrade in (False, True):
                     start = revision if downgrade else down
-                    tables = None
-                    if dialect == "sqlite":
-                        migrate_tenant(shadow, "shadow", start, downgrade=False, create=True)
-                        engine = shadow.reflection_engine("shadow")
-                        tables = lambda name, engine=engine: sa.Table(name, sa.MetaData(), autoload_with=engine)  # noqa: E731
+                    tables = _shadow_tables(shadow, start) if dialect == "sqlite" else None
                     try:
                         render_offline(ctx, dialect, revision, down, downgrade=downgrade, offline_tables=tables)
                     except Exception as exc:
                         way = "downgrade" if downgrade else "upgrade"
                         failures.append(f"{revision} {way} on {dialect}: {describe_error(exc)}")
-                    finally:
-                        if tables is not None:
-                            engine.dispose()
     if failures:
         raise CheckFailed("some revisions cannot be rendered with --sql", failures)
     return f"{len(order)} revisions render up and down for PostgreSQL and SQLite"
@@ -360,9 +377,12 @@ def check_lint(ctx: Context) -> str:
         evidence += [f"{revision}: squawk_ignore[{rule!r}] needs a reason" for rule in missing]
         index = order.index(revision)
         sql = render_offline(ctx, "postgresql", revision, order[index - 1] if index else None)
+        # The tenant's transaction is ours (squawk --assume-in-transaction): drop Alembic's own.
+        sql = "\n".join(line for line in sql.splitlines() if line.strip() not in ("BEGIN;", "COMMIT;"))
         args = [squawk, "--assume-in-transaction", "--reporter", "gcc", f"--stdin-filepath={revision}.sql"]
-        if ignore:
-            args.append("--exclude=" + ",".join(ignore))
+        # docex-migrate itself sets lock_timeout and statement_timeout (SET LOCAL) in every
+        # tenant transaction, so the rules asking each file to set them are always met.
+        args.append("--exclude=" + ",".join(["require-lock-timeout", "require-statement-timeout", *ignore]))
         done = subprocess.run(args, input=sql, capture_output=True, text=True)
         if done.returncode != 0:
             evidence += [line for line in done.stdout.splitlines() if line.strip()] or [done.stderr.strip()]
@@ -416,8 +436,11 @@ def run_checks(settings: Settings, only: Sequence[str] | None = None, *, metadat
                 result.status, result.message, result.evidence = FAILED, str(failure), failure.evidence
             except CheckSkipped as skipped:
                 result.status, result.message = SKIPPED, str(skipped)
-            except Exception as exc:  # could not run (no database, no squawk, ...): exit 2
-                result.status, result.message = ERROR, describe_error(exc)
+            except DocexMigrateError as exc:  # could not run (no database, no squawk, ...): exit 2
+                result.status, result.message = ERROR, str(exc)
+            except Exception as exc:  # a revision raised or the database refused its SQL
+                result.status, result.message = FAILED, "a migration failed"
+                result.evidence = [describe_error(exc)]
             if check.name == "single-head" and result.status != PASSED:
                 chain_ok = False
             results.append(result)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from .backends import Backend, backend_for
 from .config import Settings, SqliteSettings
+from .errors import DocexMigrateError
 
 
 @contextmanager
@@ -38,7 +39,11 @@ def scratch_settings(settings: Settings) -> Iterator[Settings]:
     finally:
         backend = backend_for(scratch)
         try:
-            with backend.connect() as connection, connection.begin():
+            connection = backend.connect()
+        except DocexMigrateError:  # could not connect: nothing was created either
+            return
+        try:
+            with connection, connection.begin():
                 names = connection.execute(
                     sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p ESCAPE '\\'"),
                     {"p": prefix.replace("_", "\\_") + "%"},

@@ -1,0 +1,20 @@
+"""adds an index, and its downgrade forgets to drop it
+
+Revision ID: b1
+Revises: s7_docex_2_9_10
+"""
+from alembic import op
+
+revision = "b1"
+down_revision = "s7_docex_2_9_10"
+branch_labels = None
+depends_on = None
+squawk_ignore = {"require-concurrent-index-creation": "test fixture: the table is empty"}
+
+
+def upgrade() -> None:
+    op.create_index("idx_docbasket_description", "docbasket", ["description"])
+
+
+def downgrade() -> None:
+    pass  # forgot: op.drop_index("idx_docbasket_description", table_name="docbasket")
