@@ -21,11 +21,14 @@ from .backends import Backend, NamespaceState, backend_for
 from .chain import Chain, load_chain
 from .config import ROW_LEVEL, Settings, load_settings
 from .errors import ConfigError, DatabaseUnavailableError, DocexMigrateError, TenantNotFoundError, UsageError
-from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, migrate_tenant
+from . import adoption
+from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, migrate_tenant, stamp_tenant
+from .snapshot import differences
 
 log = logging.getLogger(__name__)
 
 CURRENT, BEHIND, AHEAD, UNVERSIONED, MISSING = "current", "behind", "ahead", "unversioned", "missing"
+NEEDS_ADOPT = "needs-adopt"  # skipped: an unversioned tenant with tables is never migrated blindly
 NOT_RUN = "not-run"  # a tenant left alone because --fail-fast / --max-failures stopped the run
 
 
@@ -35,9 +38,14 @@ class TenantStatus:
     namespace: str
     revision: str | None
     state: str  # current, behind, ahead, unversioned, missing
+    matches: str | None = None  # unversioned only: the revision adopt would stamp
+    adopt: str | None = None  # unversioned only: adopt (exact), repair (indexes) or refuse
 
     def as_dict(self) -> dict[str, object]:
-        return {"tenant_id": self.tenant_id, "namespace": self.namespace, "revision": self.revision, "state": self.state}
+        row = {"tenant_id": self.tenant_id, "namespace": self.namespace, "revision": self.revision, "state": self.state}
+        if self.state == UNVERSIONED:
+            row.update(matches=self.matches, adopt=self.adopt)
+        return row
 
 
 def _unique(tenant_ids: Iterable[str]) -> list[str]:
@@ -83,13 +91,85 @@ def status(settings: Settings, tenant_ids: Sequence[str] | None = None, *, chain
     try:
         namespaces = _select(backend, None if not tenant_ids else tenant_ids)
         states = backend.read_states(namespaces)
+        rows = []
+        for tenant_id, namespace in namespaces.items():
+            revision, state = _state_of(chain, states[tenant_id])
+            matches = adopt_as = None
+            if state == UNVERSIONED and states[tenant_id].table_count:
+                recognition = _recognise(settings, backend, chain, tenant_id)
+                matches, adopt_as = recognition.revision, recognition.action
+            rows.append(TenantStatus(tenant_id, namespace, revision, state, matches, adopt_as))
+        return rows
     finally:
         backend.dispose()
-    rows = []
-    for tenant_id, namespace in namespaces.items():
-        revision, state = _state_of(chain, states[tenant_id])
-        rows.append(TenantStatus(tenant_id, namespace, revision, state))
-    return rows
+
+
+def _recognise(settings: Settings, backend: Backend, chain: Chain, tenant_id: str) -> adoption.Recognition:
+    snaps = adoption.revision_snapshots(settings, chain)
+    return adoption.recognise(adoption.tenant_snapshot(backend, tenant_id), snaps, chain.order)
+
+
+def adopt(
+    settings: Settings, tenant_ids: Sequence[str] | None = None, *, dry_run: bool = False, chain: Chain | None = None
+) -> list[TenantResult]:
+    """Stamp tenants that DocEX created itself at the revision they are (see adoption.py).
+
+    A tenant already versioned is reported and left alone; one that matches nothing is refused
+    with the diff and left untouched. ``dry_run`` decides and reports, changing nothing."""
+    chain = chain or load_chain()
+    backend = backend_for(settings)
+    try:
+        namespaces = _select(backend, tenant_ids)
+        states = backend.read_states(namespaces)
+        return [_adopt_one(settings, backend, chain, t, ns, states[t], dry_run) for t, ns in namespaces.items()]
+    finally:
+        backend.dispose()
+
+
+def _adopt_one(
+    settings: Settings, backend: Backend, chain: Chain, tenant_id: str, namespace: str, state: NamespaceState, dry_run: bool
+) -> TenantResult:
+    revision, kind = _state_of(chain, state)
+    result = TenantResult(tenant_id, namespace, "skipped", revision, revision)
+    if kind == MISSING:
+        result.action, result.message = "failed", "does not exist"
+        return result
+    if kind != UNVERSIONED:
+        result.message = f"already versioned at {revision or 'base'}: left alone"
+        return result
+    if not state.table_count:
+        result.message = f"empty: nothing to adopt (run `docex-migrate provision {tenant_id} --exist-ok`)"
+        return result
+    recognition = _recognise(settings, backend, chain, tenant_id)
+    result.to_revision = recognition.revision
+    if recognition.action == adoption.REFUSE:
+        result.action = "failed"
+        result.message = f"matches no revision (nearest: {recognition.revision}); refused, nothing changed"
+        result.details = recognition.diff
+        return result
+    result.details = recognition.describe_repairs()
+    repaired = f" after {len(recognition.repairs)} index repair(s)" if recognition.repairs else ""
+    if dry_run:
+        result.action = "would-adopt"
+        result.message = f"would be stamped at {recognition.revision}{repaired}"
+        return result
+    expected = adoption.revision_snapshots(settings, chain)[recognition.revision]
+
+    def repair_and_prove(connection: sa.Connection) -> None:
+        adoption.apply_repairs(connection, recognition)
+        left = differences(expected, adoption.tenant_snapshot(backend, tenant_id, connection))
+        if left:  # never stamp what is not exactly the revision; the transaction rolls back
+            raise DocexMigrateError(f"after repair the tenant still differs from {recognition.revision}: {left[0]}")
+
+    try:
+        stamp_tenant(backend, tenant_id, recognition.revision, repair_and_prove)
+    except DatabaseUnavailableError:
+        raise
+    except Exception as exc:
+        result.action, result.message = "failed", describe_error(exc)
+        return result
+    result.action, result.message = "adopted", f"stamped at {recognition.revision}{repaired}"
+    return result
 
 
 def list_tenants(settings: Settings) -> list[TenantStatus]:
@@ -106,9 +186,10 @@ def _plan(
     if kind == MISSING:
         result.message = f"does not exist: run `docex-migrate provision {tenant_id}` first"
     elif kind == UNVERSIONED and state.table_count:
+        result.action = NEEDS_ADOPT
         result.message = (
-            f"has {state.table_count} tables but no alembic_version (created by DocEX itself?): "
-            "it must be adopted before it can be migrated"
+            f"has {state.table_count} tables but no alembic_version (created by DocEX itself): "
+            f"run `docex-migrate adopt {tenant_id}`, or upgrade with --adopt"
         )
     elif kind == AHEAD:
         result.message = f"is at revision {revision}, which this chain does not know: use a newer docex-migrate"
@@ -129,6 +210,7 @@ def _run(
     *,
     downgrade: bool,
     max_failures: int | None = None,
+    adopt_first: bool = False,
     chain: Chain | None = None,
 ) -> list[TenantResult]:
     if max_failures is not None and max_failures < 1:
@@ -149,9 +231,19 @@ def _run(
                     f"not attempted: stopped after {failures} failure(s)",
                 ))
                 continue
-            result = _plan(chain, tenant_id, namespace, states[tenant_id], target, downgrade=downgrade)
+            state = states[tenant_id]
+            adopted = None
+            if adopt_first and state.exists and not state.versioned and state.table_count:
+                adopted = _adopt_one(settings, backend, chain, tenant_id, namespace, state, dry_run=False)
+                state = backend.read_states([tenant_id])[tenant_id]
+            result = adopted if adopted is not None and adopted.failed else None
             if result is None:
-                result = _migrate(backend, chain, tenant_id, namespace, states[tenant_id], target, downgrade=downgrade)
+                result = _plan(chain, tenant_id, namespace, state, target, downgrade=downgrade)
+            if result is None:
+                result = _migrate(backend, chain, tenant_id, namespace, state, target, downgrade=downgrade)
+            if adopted is not None and not adopted.failed:
+                result.message = "; ".join(m for m in (adopted.message, result.message) if m)
+                result.details = adopted.details + result.details
             failures += result.failed
             results.append(result)
         return results

@@ -80,9 +80,9 @@ def _guard(verbose: bool) -> Iterator[None]:
 
 def _targets(tenant: list[str] | None, all_tenants: bool) -> list[str] | None:
     if tenant and all_tenants:
-        raise UsageError("--tenant and --all-tenants exclude each other: pass one")
+        raise UsageError("naming tenants and --all-tenants exclude each other: pass one")
     if not tenant and not all_tenants:
-        raise UsageError("name the tenants with --tenant ID (repeatable) or pass --all-tenants")
+        raise UsageError("name the tenants (--tenant ID, repeatable) or pass --all-tenants")
     return None if all_tenants else tenant
 
 
@@ -138,11 +138,17 @@ def upgrade(
     lock_timeout: LockTimeoutOpt = None,
     statement_timeout: StatementTimeoutOpt = None,
     tenant_lock_wait: TenantLockWaitOpt = None,
+    adopt_first: Annotated[
+        bool, typer.Option("--adopt", help="Adopt tenants DocEX created itself (unversioned) first, then upgrade them.")
+    ] = False,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Bring tenants to REVISION (default head); tenants already there are skipped.
+
+    Unversioned tenants (created by DocEX itself) are skipped as needing `adopt`, exit 1,
+    unless --adopt adopts them first.
 
     A failing tenant does not stop the others (unless --fail-fast or --max-failures); each one
     is rolled back to the revision it had, and listed with the database's error.
@@ -151,7 +157,8 @@ def upgrade(
         targets = _targets(tenant, all_tenants)
         stop = _stop_after(fail_fast, max_failures)
         settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
-        _finish(Reporter(json), api.upgrade(settings, targets, revision, max_failures=stop), "upgrade")
+        results = api.upgrade(settings, targets, revision, max_failures=stop, adopt_first=adopt_first)
+        _finish(Reporter(json), results, "upgrade")
 
 
 @app.command()
@@ -181,6 +188,25 @@ def downgrade(
             who = "every tenant" if targets is None else ", ".join(targets)
             typer.confirm(f"Downgrade {who} to {revision}? Tables and data may be dropped", abort=True)
         _finish(Reporter(json), api.downgrade(settings, targets, revision, max_failures=stop), "downgrade")
+
+
+@app.command()
+def adopt(
+    tenants: Annotated[Optional[list[str]], typer.Argument(help="Tenant ids (or --all-tenants).", show_default=False)] = None,
+    all_tenants: AllOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision for each tenant; change nothing.")] = False,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Bring tenants DocEX created itself under the chain: recognise their revision and stamp it.
+
+    A known hybrid (DocEX's own indexes drifted) is repaired first, index by index, and proven
+    equal to the revision; anything else is refused with a diff (exit 1), untouched.
+    """
+    with _guard(verbose):
+        targets = _targets(tenants, all_tenants)
+        _finish(Reporter(json), api.adopt(load_settings(config), targets, dry_run=dry_run), "adopt")
 
 
 @app.command()

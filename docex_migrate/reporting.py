@@ -39,8 +39,13 @@ class Reporter:
         if not rows:
             self.say(empty)
             return
+        def state(r: TenantStatus) -> str:
+            if r.state == "unversioned" and r.adopt:
+                return f"unversioned (matches {r.matches}, adopt: {r.adopt})"
+            return r.state
+
         _table([("TENANT", "NAMESPACE", "REVISION", "STATE")]
-               + [(r.tenant_id, r.namespace, r.revision or "-", r.state) for r in rows], self.human)
+               + [(r.tenant_id, r.namespace, r.revision or "-", state(r)) for r in rows], self.human)
 
     def checks(self, results: list) -> None:
         if self.as_json:
@@ -62,6 +67,9 @@ class Reporter:
         rows = [r for r in results if r.action != "skipped" or r.message != ALREADY_AT_TARGET]
         if rows:
             _table([(r.tenant_id, r.namespace, r.action.upper() if r.failed else r.action, _detail(r)) for r in rows], self.human)
+            for r in rows:
+                for line in r.details:
+                    self.say(f"  {r.tenant_id}: {line}")
         if not results:
             self.say(f"nothing to {verb}: no tenants found")
         elif counts["skipped"] == len(results):
@@ -83,6 +91,8 @@ def _check_lines(results: list) -> list[str]:
 def _detail(r: TenantResult) -> str:
     if r.incomplete:
         return f"at {r.to_revision or 'base'}: {r.message}"
+    if r.action in ("adopted", "would-adopt"):
+        return r.message
     if r.action == "skipped":
         return f"at {r.to_revision or 'base'} ({r.message})"
     return f"{r.from_revision or 'base'} -> {r.to_revision or 'base'}" + (f" ({r.message})" if r.message else "")

@@ -7,7 +7,9 @@ migration at a time; parallel tenants need separate processes, never threads.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from alembic import command
 from alembic.migration import MigrationContext
@@ -21,17 +23,19 @@ from .errors import DocexMigrateError
 log = logging.getLogger(__name__)
 
 ALREADY_AT_TARGET = "already at the target"
+T = TypeVar("T")
 
 
 @dataclass
 class TenantResult:
     tenant_id: str
     namespace: str
-    action: str  # provisioned, upgraded, downgraded, skipped, failed, not-run
+    action: str  # provisioned, upgraded, downgraded, adopted, skipped, failed, not-run, needs-adopt, would-adopt
     from_revision: str | None = None
     to_revision: str | None = None
     message: str = ""
     warnings: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)  # e.g. adopt's repairs, or the diff it refused
 
     @property
     def failed(self) -> bool:
@@ -40,7 +44,7 @@ class TenantResult:
     @property
     def incomplete(self) -> bool:
         """Failed, or never attempted because the run stopped early: either way, exit 1."""
-        return self.action in ("failed", "not-run")
+        return self.action in ("failed", "not-run", "needs-adopt")
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -51,6 +55,7 @@ class TenantResult:
             "to_revision": self.to_revision,
             "message": self.message,
             "warnings": self.warnings,
+            "details": self.details,
         }
 
 
@@ -106,3 +111,39 @@ def migrate_tenant(
         else:
             command.upgrade(config, target or "base")
         return before, current_revision(connection, schema)
+
+
+def stamp_tenant(
+    backend: Backend, tenant_id: str, revision: str, prepare: Callable[[Connection], None] | None = None
+) -> None:
+    """Record ``revision`` in an unversioned tenant's namespace, after ``prepare`` (a repair),
+    in one transaction under the tenant's lock: both or neither."""
+    with backend.transaction(tenant_id, create=False) as connection:
+        schema = backend.schema(tenant_id)
+        if current_revision(connection, schema) is not None:
+            raise DocexMigrateError(f"tenant {tenant_id!r} was versioned by another run meanwhile; nothing done")
+        if prepare is not None:
+            prepare(connection)
+        config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=schema)
+        command.stamp(config, revision)
+
+
+class _RollBack(Exception):
+    pass
+
+
+def along_chain(backend: Backend, tenant_id: str, order: list[str], take: Callable[[Connection], T]) -> dict[str, T]:
+    """Migrate a scratch namespace through ``order`` one step at a time and ``take`` something
+    (a snapshot) at each revision, inside one transaction that is then rolled back: nothing
+    is ever committed, so no other session sees the scratch namespace."""
+    taken: dict[str, T] = {}
+    try:
+        with backend.transaction(tenant_id, create=True) as connection:
+            config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=backend.schema(tenant_id))
+            for revision in order:
+                command.upgrade(config, revision)
+                taken[revision] = take(connection)
+            raise _RollBack
+    except _RollBack:
+        pass
+    return taken

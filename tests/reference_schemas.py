@@ -52,3 +52,15 @@ def pg_reference(sql_file: str, engine: sa.Engine, schema: str) -> dict:
             conn.exec_driver_sql(statement)
     with engine.connect() as conn:
         return snapshot(conn, schema)
+
+
+def statements(sql_file: str, kind: str, schema: str | None = None) -> list[str]:
+    """The DDL of a reference file as separate statements, for building legacy tenants."""
+    if kind == "postgres":
+        return pg_statements(sql_file, schema)
+    text = "\n".join(line for line in (REFERENCE / sql_file).read_text().splitlines() if not line.startswith("--"))
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def index_statements(sql_file: str, kind: str, schema: str | None = None) -> list[str]:
+    return [s for s in statements(sql_file, kind, schema) if s.upper().startswith("CREATE INDEX")]
