@@ -7,6 +7,7 @@ value in the list, never an exception that stops the others.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -22,14 +23,14 @@ from .chain import Chain, load_chain
 from .config import ROW_LEVEL, Settings, load_settings
 from .errors import ConfigError, DatabaseUnavailableError, DocexMigrateError, TenantNotFoundError, UsageError
 from . import adoption
-from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, migrate_tenant, stamp_tenant
+from .executors import WorkItem, execute, not_run
+from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, stamp_tenant
 from .snapshot import differences
 
 log = logging.getLogger(__name__)
 
 CURRENT, BEHIND, AHEAD, UNVERSIONED, MISSING = "current", "behind", "ahead", "unversioned", "missing"
 NEEDS_ADOPT = "needs-adopt"  # skipped: an unversioned tenant with tables is never migrated blindly
-NOT_RUN = "not-run"  # a tenant left alone because --fail-fast / --max-failures stopped the run
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,18 @@ def _state_of(chain: Chain, state: NamespaceState) -> tuple[str | None, str]:
     return revision, BEHIND if chain.knows(revision) else AHEAD
 
 
-def status(settings: Settings, tenant_ids: Sequence[str] | None = None, *, chain: Chain | None = None) -> list[TenantStatus]:
+def status(
+    settings: Settings,
+    tenant_ids: Sequence[str] | None = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    chain: Chain | None = None,
+) -> list[TenantStatus]:
     """Every tenant's revision and state, read in bulk without Alembic; creates nothing."""
     chain = chain or load_chain()
     backend = backend_for(settings)
     try:
-        namespaces = _select(backend, None if not tenant_ids else tenant_ids)
+        namespaces = in_shard(_select(backend, None if not tenant_ids else tenant_ids), shard)
         states = backend.read_states(namespaces)
         rows = []
         for tenant_id, namespace in namespaces.items():
@@ -211,73 +218,61 @@ def _run(
     downgrade: bool,
     max_failures: int | None = None,
     adopt_first: bool = False,
+    jobs: int = 1,
+    shard: tuple[int, int] | None = None,
     chain: Chain | None = None,
 ) -> list[TenantResult]:
     if max_failures is not None and max_failures < 1:
         raise UsageError(f"--max-failures must be at least 1, not {max_failures}")
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {jobs}")
     chain = chain or load_chain()
     target = chain.resolve(revision)
     backend = backend_for(settings)
     try:
-        namespaces = _select(backend, tenant_ids)
+        namespaces = in_shard(_select(backend, tenant_ids), shard)
         states = backend.read_states(namespaces)
-        results: list[TenantResult] = []
-        failures = 0
+        finished: dict[str, TenantResult] = {}
+        adopted: dict[str, TenantResult] = {}
+        work: list[WorkItem] = []
         for tenant_id, namespace in namespaces.items():
-            if max_failures is not None and failures >= max_failures:
-                revision_now, _ = _state_of(chain, states[tenant_id])
-                results.append(TenantResult(
-                    tenant_id, namespace, NOT_RUN, revision_now, revision_now,
-                    f"not attempted: stopped after {failures} failure(s)",
-                ))
-                continue
             state = states[tenant_id]
-            adopted = None
             if adopt_first and state.exists and not state.versioned and state.table_count:
-                adopted = _adopt_one(settings, backend, chain, tenant_id, namespace, state, dry_run=False)
+                adopted[tenant_id] = _adopt_one(settings, backend, chain, tenant_id, namespace, state, dry_run=False)
                 state = backend.read_states([tenant_id])[tenant_id]
-            result = adopted if adopted is not None and adopted.failed else None
-            if result is None:
-                result = _plan(chain, tenant_id, namespace, state, target, downgrade=downgrade)
-            if result is None:
-                result = _migrate(backend, chain, tenant_id, namespace, state, target, downgrade=downgrade)
-            if adopted is not None and not adopted.failed:
-                result.message = "; ".join(m for m in (adopted.message, result.message) if m)
-                result.details = adopted.details + result.details
-            failures += result.failed
-            results.append(result)
-        return results
+            if tenant_id in adopted and adopted[tenant_id].failed:
+                finished[tenant_id] = adopted[tenant_id]
+                continue
+            planned = _plan(chain, tenant_id, namespace, state, target, downgrade=downgrade)
+            if planned is not None:
+                finished[tenant_id] = planned
+            else:
+                work.append(WorkItem(tenant_id, namespace, _state_of(chain, state)[0], target, downgrade))
+        refused = sum(r.failed for r in finished.values())  # refusals count towards --max-failures
+        budget = None if max_failures is None else max_failures - refused
+        if budget is not None and budget <= 0:
+            finished.update((i.tenant_id, not_run(i, refused)) for i in work)
+        else:
+            finished.update((r.tenant_id, r) for r in execute(settings, backend, work, jobs=jobs, max_failures=budget))
+        for tenant_id, before in adopted.items():
+            result = finished[tenant_id]
+            if result is not before:
+                result.message = "; ".join(m for m in (before.message, result.message) if m)
+                result.details = before.details + result.details
+        return [finished[t] for t in namespaces]
     finally:
         backend.dispose()
 
 
-def _migrate(
-    backend: Backend,
-    chain: Chain,
-    tenant_id: str,
-    namespace: str,
-    state: NamespaceState,
-    target: str | None,
-    *,
-    downgrade: bool = False,
-    create: bool = False,
-    action: str | None = None,
-) -> TenantResult:
-    revision, _ = _state_of(chain, state)
-    result = TenantResult(tenant_id, namespace, action or ("downgraded" if downgrade else "upgraded"), revision, target)
-    try:
-        result.from_revision, result.to_revision = migrate_tenant(
-            backend, tenant_id, target, downgrade=downgrade, create=create
-        )
-    except DatabaseUnavailableError:
-        raise  # the database itself is unusable: no point trying the next tenant
-    except Exception as exc:  # one tenant's failure is a value; the loop goes on
-        log.debug("tenant %s failed", tenant_id, exc_info=True)
-        result.action, result.to_revision, result.message = "failed", revision, describe_error(exc)
-        return result
-    if result.from_revision == result.to_revision:  # read after the lock: nothing was left to do
-        result.action, result.message = "skipped", f"{ALREADY_AT_TARGET} (another run got there first)"
-    return result
+def in_shard(namespaces: dict[str, str], shard: tuple[int, int] | None) -> dict[str, str]:
+    """The tenants of shard K of N (0 <= K < N): a stable hash of the tenant id, the same on
+    every machine and run, so N jobs (a Kubernetes indexed Job, a CI matrix) split a fleet."""
+    if shard is None:
+        return namespaces
+    index, count = shard
+    if not (count >= 1 and 0 <= index < count):
+        raise UsageError(f"--shard {index}/{count}: use K/N with 0 <= K < N, e.g. 0/4")
+    return {t: ns for t, ns in namespaces.items() if int(hashlib.sha256(t.encode()).hexdigest(), 16) % count == index}
 
 
 def upgrade(settings: Settings, tenant_ids: Sequence[str] | None = None, revision: str = "head", **kw) -> list[TenantResult]:
@@ -299,6 +294,7 @@ def provision(
     *,
     verify: bool = False,
     exist_ok: bool = False,
+    jobs: int = 1,
     chain: Chain | None = None,
 ) -> list[TenantResult]:
     """Create each tenant's namespace and upgrade it to head, in one transaction per tenant.
@@ -318,32 +314,35 @@ def provision(
     try:
         namespaces = _validated(backend, tenant_ids)
         states = backend.read_states(namespaces)
-        results = []
+        finished: dict[str, TenantResult] = {}
+        work: list[WorkItem] = []
         for tenant_id, namespace in namespaces.items():
             state = states[tenant_id]
+            revision, _ = _state_of(chain, state)
             if state.versioned and not exist_ok:
-                revision, _ = _state_of(chain, state)
-                result = TenantResult(
+                finished[tenant_id] = TenantResult(
                     tenant_id, namespace, "failed", revision, revision,
                     f"already exists at revision {revision or 'base'}: use `docex-migrate upgrade --tenant {tenant_id}`, "
                     "or pass --exist-ok",
                 )
+                continue
+            planned = _plan(chain, tenant_id, namespace, state, chain.head, downgrade=False) if state.exists else None
+            if planned is not None:
+                finished[tenant_id] = planned
             else:
-                result = _plan(chain, tenant_id, namespace, state, chain.head, downgrade=False) if state.exists else None
-                if result is None:
-                    result = _migrate(
-                        backend, chain, tenant_id, namespace, state, chain.head,
-                        create=True, action="upgraded" if state.versioned else "provisioned",
-                    )
-            result.warnings.extend(backend.warnings_for(tenant_id))
+                action = "upgraded" if state.versioned else "provisioned"
+                work.append(WorkItem(tenant_id, namespace, revision, chain.head, create=True, action=action))
+        finished.update((r.tenant_id, r) for r in execute(settings, backend, work, jobs=jobs))
+        results = [finished[t] for t in namespaces]
+        for result in results:
+            result.warnings.extend(backend.warnings_for(result.tenant_id))
             if verify and not result.failed:
-                problems = verify_tenant(backend, tenant_id)
+                problems = verify_tenant(backend, result.tenant_id)
                 if problems:
                     done, result.action = result.action, "failed"
                     result.message = f"{done} but verification failed: " + "; ".join(problems)
                 else:
                     result.message = (result.message + "; " if result.message else "") + "verified"
-            results.append(result)
         return results
     finally:
         backend.dispose()

@@ -52,6 +52,12 @@ StatementTimeoutOpt = Annotated[
     Optional[float],
     typer.Option("--statement-timeout", min=0, help="Seconds one PostgreSQL statement may run (default 900; 0 = no limit)."),
 ]
+JobsOpt = Annotated[
+    int, typer.Option("--jobs", "-j", min=1, help="Tenants migrated in parallel, one process each (capped by the free connections).")
+]
+ShardOpt = Annotated[
+    Optional[str], typer.Option("--shard", help="Only shard K of N (K/N, 0 <= K < N), by a stable hash of the tenant id.")
+]
 TenantLockWaitOpt = Annotated[
     Optional[float],
     typer.Option("--tenant-lock-wait", min=0, help="Seconds to wait for another run on the same tenant (default 300; 0 = no limit)."),
@@ -86,6 +92,15 @@ def _targets(tenant: list[str] | None, all_tenants: bool) -> list[str] | None:
     return None if all_tenants else tenant
 
 
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise UsageError(f"--shard {value!r}: use K/N with 0 <= K < N, e.g. --shard 0/4")
+    return int(index), int(count)
+
+
 def _stop_after(fail_fast: bool, max_failures: int | None) -> int | None:
     if fail_fast and max_failures is not None:
         raise UsageError("--fail-fast and --max-failures exclude each other: pass one")
@@ -112,6 +127,7 @@ def provision(
         bool, typer.Option("--enable-multi-tenancy", help="First write database-level multi-tenancy into the config file.")
     ] = False,
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="An existing tenant is brought to head, not an error.")] = False,
+    jobs: JobsOpt = 1,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -125,7 +141,7 @@ def provision(
             written = enable_multi_tenancy(config_path(config))
             reporter.say(f"database-level multi-tenancy enabled in {written}")
             settings = load_settings(written)
-        _finish(reporter, api.provision(settings, tenants, verify=verify, exist_ok=exist_ok), "provision")
+        _finish(reporter, api.provision(settings, tenants, verify=verify, exist_ok=exist_ok, jobs=jobs), "provision")
 
 
 @app.command()
@@ -141,6 +157,8 @@ def upgrade(
     adopt_first: Annotated[
         bool, typer.Option("--adopt", help="Adopt tenants DocEX created itself (unversioned) first, then upgrade them.")
     ] = False,
+    jobs: JobsOpt = 1,
+    shard: ShardOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -157,7 +175,9 @@ def upgrade(
         targets = _targets(tenant, all_tenants)
         stop = _stop_after(fail_fast, max_failures)
         settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
-        results = api.upgrade(settings, targets, revision, max_failures=stop, adopt_first=adopt_first)
+        results = api.upgrade(
+            settings, targets, revision, max_failures=stop, adopt_first=adopt_first, jobs=jobs, shard=_shard(shard)
+        )
         _finish(Reporter(json), results, "upgrade")
 
 
@@ -172,6 +192,8 @@ def downgrade(
     lock_timeout: LockTimeoutOpt = None,
     statement_timeout: StatementTimeoutOpt = None,
     tenant_lock_wait: TenantLockWaitOpt = None,
+    jobs: JobsOpt = 1,
+    shard: ShardOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -187,7 +209,8 @@ def downgrade(
                 raise UsageError("downgrade can drop tables and data: pass --yes to confirm")
             who = "every tenant" if targets is None else ", ".join(targets)
             typer.confirm(f"Downgrade {who} to {revision}? Tables and data may be dropped", abort=True)
-        _finish(Reporter(json), api.downgrade(settings, targets, revision, max_failures=stop), "downgrade")
+        results = api.downgrade(settings, targets, revision, max_failures=stop, jobs=jobs, shard=_shard(shard))
+        _finish(Reporter(json), results, "downgrade")
 
 
 @app.command()
@@ -236,13 +259,14 @@ def deprovision(
 @app.command()
 def status(
     tenant: TenantOpt = None,
+    shard: ShardOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Every tenant's namespace, revision and state (current, behind, ahead, unversioned, missing)."""
     with _guard(verbose):
-        rows = api.status(load_settings(config), tenant)
+        rows = api.status(load_settings(config), tenant, shard=_shard(shard))
         Reporter(json).statuses(rows, "no tenants found")
 
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TypeVar
 
 from alembic import command
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -106,11 +110,31 @@ def migrate_tenant(
         if before == target:
             return before, before
         config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=schema)
-        if downgrade:
-            command.downgrade(config, target or "base")
-        else:
-            command.upgrade(config, target or "base")
+        _run_env(config, target, downgrade=downgrade)
         return before, current_revision(connection, schema)
+
+
+@cache
+def _script(location: str) -> ScriptDirectory:
+    """The revision scripts, parsed once per process (command.upgrade would re-read every
+    revision file for every tenant)."""
+    return ScriptDirectory(location)
+
+
+def _run_env(config: Config, target: str | None, *, downgrade: bool) -> None:
+    """What alembic.command.upgrade / downgrade do, with the process's cached ScriptDirectory.
+
+    Uses ScriptDirectory._upgrade_revs / _downgrade_revs, the functions those commands use."""
+    script = _script(config.get_main_option("script_location"))
+    destination = target or "base"
+
+    def steps(revision, context):  # noqa: ANN001, ANN202 - Alembic's callback signature
+        if downgrade:
+            return script._downgrade_revs(destination, revision)
+        return script._upgrade_revs(destination, revision)
+
+    with EnvironmentContext(config, script, fn=steps, destination_rev=destination):
+        script.run_env()
 
 
 def stamp_tenant(
@@ -141,7 +165,7 @@ def along_chain(backend: Backend, tenant_id: str, order: list[str], take: Callab
         with backend.transaction(tenant_id, create=True) as connection:
             config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=backend.schema(tenant_id))
             for revision in order:
-                command.upgrade(config, revision)
+                _run_env(config, revision, downgrade=False)
                 taken[revision] = take(connection)
             raise _RollBack
     except _RollBack:

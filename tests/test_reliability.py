@@ -177,3 +177,18 @@ def test_a_migration_blocked_by_an_application_lock_fails_instead_of_hanging(env
     assert expected in result.stdout and ("--lock-timeout" in result.stdout or "--tenant-lock-wait" in result.stdout)
     assert version_of(env, "busy") == ("s4_docex_2_6_1",)
     assert CliRunner().invoke(app, ["upgrade", "--tenant", "busy"]).exit_code == 0
+
+
+def test_parallel_jobs_return_failures_as_values(steps):
+    env = steps
+    tenants = [f"p{i}" for i in range(8)]
+    for tenant in tenants:
+        migrate_to(env, tenant, "r1")
+    run = start(env, "upgrade", "--all-tenants", "--jobs", "3", "--json", STEPS_FAIL_TENANT="p5")
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 1, err
+    rows = {r["tenant_id"]: r for r in json.loads(out)}
+    assert list(rows) == tenants  # reported in tenant order, whatever order they finished in
+    assert {t: r["action"] for t, r in rows.items()} == {t: "failed" if t == "p5" else "upgraded" for t in tenants}
+    assert [version_of(env, t) for t in tenants] == [("r1",) if t == "p5" else ("r3",) for t in tenants]
+    assert all(applied(env, t) == (["r1"] if t == "p5" else ["r1", "r2", "r3"]) for t in tenants)

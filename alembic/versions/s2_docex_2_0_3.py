@@ -6,7 +6,6 @@ Revises: s1_docex_0_2_0
 
 import sqlalchemy as sa
 
-from alembic import op
 from docex_migrate.revision_tools import batch_alter_table
 
 revision = "s2_docex_2_0_3"

@@ -90,6 +90,10 @@ class Backend(ABC):
     def drop(self, tenant_id: str) -> None:
         """Remove the tenant's namespace and everything in it."""
 
+    def connection_budget(self) -> int:
+        """How many more connections the database allows us (for --jobs)."""
+        return 1 << 16
+
     def warnings_for(self, tenant_id: str) -> Iterator[str]:
         """Non-fatal remarks about a tenant's namespace (e.g. what DocEX's runtime refuses)."""
         return iter(())

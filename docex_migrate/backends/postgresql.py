@@ -143,6 +143,19 @@ class PostgresBackend(Backend):
     def namespace(self, tenant_id: str) -> str:
         return tenants.schema_name(self.template, tenant_id)
 
+    def connection_budget(self) -> int:
+        """Free connection slots: max_connections less the reserved ones and those in use, less
+        one for whoever else needs to connect meanwhile (an operator's psql, say)."""
+        query = sa.text(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+            " - (SELECT count(*) FROM pg_stat_activity)"
+        )
+        with self.connect() as connection:
+            free = connection.execute(query).scalar() or 0
+        budget = max(1, free - 1)
+        return budget
+
     def warnings_for(self, tenant_id: str) -> Iterator[str]:
         name = self.namespace(tenant_id)
         if not tenants.docex_postgres_runtime_accepts(name):

@@ -1,0 +1,43 @@
+"""Fleet scheduling: shards split a fleet stably; --jobs gives the same outcome as serial."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from docex_migrate.api import in_shard
+from docex_migrate.cli import app
+from docex_migrate.errors import UsageError
+from helpers import version_of
+
+
+def test_shards_partition_the_fleet_stably():
+    fleet = {f"tenant-{i}": f"ns{i}" for i in range(1000)}
+    shards = [in_shard(fleet, (k, 4)) for k in range(4)]
+    assert sorted(t for shard in shards for t in shard) == sorted(fleet)  # every tenant exactly once
+    assert all(200 < len(shard) < 300 for shard in shards)  # roughly even
+    assert in_shard(fleet, (2, 4)) == shards[2]  # the same on every run and machine
+    assert in_shard({"acme-corp": "x"}, (0, 1)) == {"acme-corp": "x"}
+    with pytest.raises(UsageError):
+        in_shard(fleet, (4, 4))
+
+
+def test_cli_shard_and_jobs(env):
+    runner = CliRunner()
+    tenants = [f"t{i}" for i in range(6)]
+    assert runner.invoke(app, ["provision", *tenants, "--jobs", "2"]).exit_code == 0
+    assert runner.invoke(app, ["downgrade", "s5", "--all-tenants", "--yes", "--jobs", "2"]).exit_code == 0
+    seen = []
+    for k in range(3):
+        result = runner.invoke(app, ["upgrade", "--all-tenants", "--shard", f"{k}/3", "--json"])
+        assert result.exit_code == 0, result.output
+        seen += [r["tenant_id"] for r in json.loads(result.stdout)]
+        status = json.loads(runner.invoke(app, ["status", "--shard", f"{k}/3", "--json"]).stdout)
+        assert {r["state"] for r in status} <= {"current"}
+    assert sorted(seen) == tenants
+    assert {version_of(env, t) for t in tenants} == {("s7_docex_2_9_10",)}
+    for bad in ("3/3", "x/2", "1", "-1/2"):
+        result = runner.invoke(app, ["upgrade", "--all-tenants", "--shard", bad])
+        assert result.exit_code == 2 and "--shard" in result.stderr
