@@ -23,6 +23,7 @@ from .chain import Chain, load_chain
 from .config import ROW_LEVEL, Settings, load_settings
 from .errors import ConfigError, DatabaseUnavailableError, DocexMigrateError, TenantNotFoundError, UsageError
 from . import adoption
+from . import fresh as fresh_tenants
 from .executors import WorkItem, execute, not_run
 from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, stamp_tenant
 from .snapshot import differences
@@ -295,9 +296,13 @@ def provision(
     verify: bool = False,
     exist_ok: bool = False,
     jobs: int = 1,
+    replay: bool = True,
     chain: Chain | None = None,
 ) -> list[TenantResult]:
     """Create each tenant's namespace and upgrade it to head, in one transaction per tenant.
+
+    A fresh namespace gets the chain's own statements replayed (``replay``, see fresh.py)
+    instead of a full Alembic run: the same result, without Alembic's cost per tenant.
 
     An existing tenant is a failure ("already exists") unless ``exist_ok``, when it is brought
     to head instead. ``verify`` then proves each tenant works and leaves no trace.
@@ -331,8 +336,10 @@ def provision(
                 finished[tenant_id] = planned
             else:
                 action = "upgraded" if state.versioned else "provisioned"
-                work.append(WorkItem(tenant_id, namespace, revision, chain.head, create=True, action=action))
-        finished.update((r.tenant_id, r) for r in execute(settings, backend, work, jobs=jobs))
+                fresh = not state.versioned and not state.table_count
+                work.append(WorkItem(tenant_id, namespace, revision, chain.head, create=True, action=action, fresh=fresh))
+        recorded = fresh_tenants.recording(settings, chain) if replay and any(i.fresh for i in work) else None
+        finished.update((r.tenant_id, r) for r in execute(settings, backend, work, jobs=jobs, recording=recorded))
         results = [finished[t] for t in namespaces]
         for result in results:
             result.warnings.extend(backend.warnings_for(result.tenant_id))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .backends import Backend, backend_for
 from .config import Settings
 from .errors import DatabaseUnavailableError
-from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, migrate_tenant
+from .runner import ALREADY_AT_TARGET, Recorded, TenantResult, describe_error, migrate_tenant, replay_chain
 
 log = logging.getLogger(__name__)
 NOT_RUN = "not-run"  # left alone because --fail-fast / --max-failures stopped the run
@@ -35,15 +35,22 @@ class WorkItem:
     downgrade: bool = False
     create: bool = False
     action: str = ""  # what success is called: provisioned, upgraded, downgraded
+    fresh: bool = False  # an empty namespace going to head: a recording of the chain may be replayed
 
 
-def run_item(backend: Backend, item: WorkItem) -> TenantResult:
+def _migrate(backend: Backend, item: WorkItem, recording: list[Recorded] | None) -> tuple[str | None, str | None]:
+    if item.fresh and recording is not None:
+        replayed = replay_chain(backend, item.tenant_id, recording)
+        if replayed is not None:
+            return replayed
+    return migrate_tenant(backend, item.tenant_id, item.target, downgrade=item.downgrade, create=item.create)
+
+
+def run_item(backend: Backend, item: WorkItem, recording: list[Recorded] | None = None) -> TenantResult:
     action = item.action or ("downgraded" if item.downgrade else "upgraded")
     result = TenantResult(item.tenant_id, item.namespace, action, item.revision, item.target)
     try:
-        result.from_revision, result.to_revision = migrate_tenant(
-            backend, item.tenant_id, item.target, downgrade=item.downgrade, create=item.create
-        )
+        result.from_revision, result.to_revision = _migrate(backend, item, recording)
     except DatabaseUnavailableError:
         raise  # the database itself is unusable: no point trying the next tenant
     except Exception as exc:  # one tenant's failure is a value; the loop goes on
@@ -60,38 +67,41 @@ def not_run(item: WorkItem, failures: int) -> TenantResult:
                         f"not attempted: stopped after {failures} failure(s)")
 
 
-def run_serial(backend: Backend, items: Iterable[WorkItem], max_failures: int | None) -> Iterator[TenantResult]:
+def run_serial(
+    backend: Backend, items: Iterable[WorkItem], max_failures: int | None, recording: list[Recorded] | None = None
+) -> Iterator[TenantResult]:
     failures = 0
     for item in items:
         if max_failures is not None and failures >= max_failures:
             yield not_run(item, failures)
             continue
-        result = run_item(backend, item)
+        result = run_item(backend, item, recording)
         failures += result.failed
         yield result
 
 
 _worker_backend: Backend | None = None
+_worker_recording: list[Recorded] | None = None
 
 
-def _start_worker(settings: Settings) -> None:
-    global _worker_backend
-    _worker_backend = backend_for(settings)
+def _start_worker(settings: Settings, recording: list[Recorded] | None) -> None:
+    global _worker_backend, _worker_recording
+    _worker_backend, _worker_recording = backend_for(settings), recording
 
 
 def _work(item: WorkItem) -> TenantResult:
     assert _worker_backend is not None
-    return run_item(_worker_backend, item)
+    return run_item(_worker_backend, item, _worker_recording)
 
 
 def run_parallel(
-    settings: Settings, items: list[WorkItem], jobs: int, max_failures: int | None
+    settings: Settings, items: list[WorkItem], jobs: int, max_failures: int | None, recording: list[Recorded] | None = None
 ) -> Iterator[TenantResult]:
     """``jobs`` processes; at most ``jobs`` tenants in flight, handed out one at a time."""
     failures = 0
     queue = iter(items)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(settings,)) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(settings, recording)) as pool:
         running: dict[Future, WorkItem] = {}
 
         def refill() -> None:
@@ -116,7 +126,13 @@ def run_parallel(
 
 
 def execute(
-    settings: Settings, backend: Backend, items: list[WorkItem], *, jobs: int = 1, max_failures: int | None = None
+    settings: Settings,
+    backend: Backend,
+    items: list[WorkItem],
+    *,
+    jobs: int = 1,
+    max_failures: int | None = None,
+    recording: list[Recorded] | None = None,
 ) -> Iterator[TenantResult]:
     if jobs > 1 and len(items) > 1:
         budget = backend.connection_budget()
@@ -124,5 +140,5 @@ def execute(
             log.warning("--jobs %d lowered to %d: the database allows only %d more connections", jobs, budget, budget)
         jobs = min(jobs, len(items), budget)
     if jobs <= 1 or len(items) <= 1:
-        return run_serial(backend, items, max_failures)
-    return run_parallel(settings, items, jobs, max_failures)
+        return run_serial(backend, items, max_failures, recording)
+    return run_parallel(settings, items, jobs, max_failures, recording)

@@ -17,6 +17,8 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -171,3 +173,39 @@ def along_chain(backend: Backend, tenant_id: str, order: list[str], take: Callab
     except _RollBack:
         pass
     return taken
+
+
+Recorded = tuple[str, object]  # a statement and its parameters, as the driver received them
+
+
+def record_chain(backend: Backend, tenant_id: str, target: str) -> list[Recorded]:
+    """Every statement the chain sends to an empty namespace on its way to ``target``, recorded
+    on a scratch namespace in a transaction that is rolled back. alembic_version is left
+    unqualified here (the search_path places it), so no statement names the scratch namespace."""
+    recorded: list[Recorded] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
+        recorded.append((statement, parameters))
+
+    try:
+        with backend.transaction(tenant_id, create=True) as connection:
+            event.listen(connection, "before_cursor_execute", capture)
+            config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=None)
+            _run_env(config, target, downgrade=False)
+            event.remove(connection, "before_cursor_execute", capture)
+            raise _RollBack
+    except _RollBack:
+        pass
+    return recorded
+
+
+def replay_chain(backend: Backend, tenant_id: str, recording: list[Recorded]) -> tuple[str | None, str | None] | None:
+    """Provision a fresh namespace by replaying a recording, in one transaction under the
+    tenant's lock. None (nothing done) if the namespace turns out not to be empty."""
+    with backend.transaction(tenant_id, create=True) as connection:
+        schema = backend.schema(tenant_id)
+        if current_revision(connection, schema) is not None or sa.inspect(connection).get_table_names(schema=schema):
+            return None
+        for statement, parameters in recording:
+            connection.exec_driver_sql(statement, parameters or ())
+        return None, current_revision(connection, schema)

@@ -1,0 +1,306 @@
+"""docex-migrate fleet benchmarks: every figure next to a baseline measured in the same run.
+
+    python benchmarks/bench.py [--backend sqlite|postgresql|both] [--n 200] [--fleet 1000,10000]
+                               [--naive-sample 25] [--jobs 1,2,4]
+
+Baselines:
+- floor: the same DDL replayed directly in one session, one transaction per tenant (for
+  provisioning: the head schema's DDL dumped from a freshly provisioned tenant);
+- naive: `alembic -x tenant=T upgrade head` as a subprocess per tenant, the loop users write
+  today. It costs about a second per tenant, so by default it runs on a sample of tenants and
+  is reported per tenant and scaled to N (pass --naive-sample N to run all of them).
+
+PostgreSQL comes from $DOCEX_BENCH_DATABASE_URL (else $DOCEX_TEST_DATABASE_URL, else the local
+server); the benchmark creates its own database there and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+HEAD = "s7_docex_2_9_10"
+BENCH_REVISION = '''"""benchmark: a nullable column and an index on document
+
+Revision ID: bench_note
+Revises: s7_docex_2_9_10
+"""
+import sqlalchemy as sa
+
+from alembic import op
+
+revision = "bench_note"
+down_revision = "s7_docex_2_9_10"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("document", sa.Column("bench_note", sa.String(100), nullable=True))
+    op.create_index("ix_document_bench_note", "document", ["bench_note"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_document_bench_note", table_name="document")
+    with op.batch_alter_table("document") as batch:
+        batch.drop_column("bench_note")
+'''
+FLOOR_UPGRADE = [
+    "ALTER TABLE document ADD COLUMN bench_note VARCHAR(100)",
+    "CREATE INDEX ix_document_bench_note ON document (bench_note)",
+]
+RSS_WRAPPER = (
+    "import resource, subprocess, sys, time; t = time.perf_counter(); "
+    "p = subprocess.run(sys.argv[1:], capture_output=True); "
+    "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, p.returncode)"
+)
+
+
+def ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i:05d}" for i in range(n)]
+
+
+class Backend:
+    """Where one benchmark run keeps its tenants, and how to reach them without docex-migrate."""
+
+    def __init__(self, kind: str, workdir: Path, server_url: str | None) -> None:
+        self.kind, self.workdir = kind, workdir
+        self.env = {k: v for k, v in os.environ.items() if k not in ("DOCEX_CONFIG", "DOCEX_DATABASE_URL")}
+        self.env["HOME"] = str(workdir)
+        self.database = None
+        if kind == "postgresql":
+            url = sa.make_url(server_url)
+            self.database = f"docex_bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(self._dsn(url), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+            self.url = url.set(database=self.database)
+            self.env["DOCEX_DATABASE_URL"] = self.url.render_as_string(hide_password=False).replace("+psycopg", "")
+            self.server = url
+
+    @staticmethod
+    def _dsn(url: sa.URL) -> str:
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def close(self) -> None:
+        if self.database:
+            with psycopg.connect(self._dsn(self.server), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def tool(self, *args: str, extra_env: dict | None = None) -> tuple[float, int]:
+        """Wall seconds and peak RSS (KiB) of one docex-migrate command, as a user runs it."""
+        env = {**self.env, **(extra_env or {})}
+        out = subprocess.run([sys.executable, "-c", RSS_WRAPPER, str(BIN / "docex-migrate"), *args],
+                             cwd=self.workdir, env=env, capture_output=True, text=True, check=True)
+        seconds, rss, code = out.stdout.split()
+        if code != "0":
+            raise SystemExit(f"docex-migrate {' '.join(args[:3])} ... failed with exit {code}")
+        return float(seconds), int(rss)
+
+    def path(self, tenant: str) -> Path:
+        return self.workdir / f"storage/tenant_{tenant}/docex.db"
+
+    def schema(self, tenant: str) -> str:
+        return f"tenant_{tenant}"
+
+    # --- the floor: DDL replayed directly, one session, one transaction per tenant ---------
+    def head_ddl(self, tenant: str) -> list[str]:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.path(tenant)) as db:
+                rows = db.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name != 'alembic_version'"
+                                  " ORDER BY type = 'index', rowid").fetchall()
+            return [r[0] for r in rows]
+        dump = subprocess.run(["pg_dump", "--schema-only", "--no-owner", "-n", self.schema(tenant), self._dsn(self.url)],
+                              capture_output=True, text=True, check=True).stdout
+        body = "\n".join(line for line in dump.splitlines() if line and not line.startswith(("--", "SET ", "SELECT ")))
+        statements = [s.strip() for s in body.split(";") if s.strip() and not s.strip().startswith("CREATE SCHEMA")]
+        statements = [s for s in statements if "alembic_version" not in s]
+        return [s.replace(f"{self.schema(tenant)}.", "") for s in statements]
+
+    def floor(self, tenants: list[str], statements: list[str], create: bool) -> float:
+        started = time.perf_counter()
+        if self.kind == "sqlite":
+            for tenant in tenants:
+                path = self.path(tenant)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(path, isolation_level=None)
+                db.execute("BEGIN")
+                for statement in statements:
+                    db.execute(statement)
+                db.execute("COMMIT")
+                db.close()
+            return time.perf_counter() - started
+        with psycopg.connect(self._dsn(self.url)) as conn:
+            for tenant in tenants:
+                with conn.transaction():
+                    if create:
+                        conn.execute(f'CREATE SCHEMA "{self.schema(tenant)}"')
+                    conn.execute(f"SET LOCAL search_path TO \"{self.schema(tenant)}\"")
+                    for statement in statements:
+                        conn.execute(statement)
+        return time.perf_counter() - started
+
+    def drop_floor_tenants(self, tenants: list[str]) -> None:
+        if self.kind == "sqlite":
+            for tenant in tenants:
+                shutil.rmtree(self.path(tenant).parent, ignore_errors=True)
+            return
+        with psycopg.connect(self._dsn(self.url), autocommit=True) as conn:
+            for tenant in tenants:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema(tenant)}" CASCADE')
+
+    # --- a large fleet at head, made quickly (only what status and a no-op upgrade read) ----
+    def make_fleet(self, tenants: list[str], template: str) -> None:
+        if self.kind == "sqlite":
+            source = self.path(template)
+            for tenant in tenants:
+                self.path(tenant).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, self.path(tenant))
+            return
+        with psycopg.connect(self._dsn(self.url), autocommit=True) as conn:
+            for start in range(0, len(tenants), 500):
+                script = "".join(
+                    f'CREATE SCHEMA "{self.schema(t)}"; CREATE TABLE "{self.schema(t)}".alembic_version '
+                    f"(version_num VARCHAR(32) PRIMARY KEY); INSERT INTO \"{self.schema(t)}\".alembic_version VALUES ('{HEAD}');"
+                    for t in tenants[start:start + 500]
+                )
+                conn.execute(script)
+
+    def drop_fleet(self, tenants: list[str]) -> None:
+        if self.kind == "sqlite":
+            shutil.rmtree(self.workdir / "storage", ignore_errors=True)
+            return
+        with psycopg.connect(self._dsn(self.url), autocommit=True) as conn:
+            for start in range(0, len(tenants), 500):
+                conn.execute("".join(f'DROP SCHEMA "{self.schema(t)}" CASCADE;' for t in tenants[start:start + 500]))
+
+
+@contextmanager
+def bench_chain() -> Path:
+    """The real chain plus one benchmark revision, with an alembic.ini for the naive loop."""
+    folder = Path(tempfile.mkdtemp(prefix="docex_bench_chain_"))
+    try:
+        shutil.copytree(ROOT / "alembic", folder / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
+        (folder / "alembic" / "versions" / "bench_note.py").write_text(BENCH_REVISION)
+        ini = (ROOT / "alembic.ini").read_text().replace("%(here)s/alembic", str(folder / "alembic"))
+        (folder / "alembic.ini").write_text(ini)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def naive_loop(backend: Backend, tenants: list[str], ini: Path, extra_env: dict | None = None) -> float:
+    """Seconds per tenant of `alembic -x tenant=T upgrade head`, one subprocess each."""
+    env = {**backend.env, **(extra_env or {})}
+    started = time.perf_counter()
+    for tenant in tenants:
+        subprocess.run([str(BIN / "alembic"), "-c", str(ini), "-x", f"tenant={tenant}", "upgrade", "head"],
+                       cwd=backend.workdir, env=env, capture_output=True, check=True)
+    return (time.perf_counter() - started) / len(tenants)
+
+
+def run_backend(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix=f"docex_bench_{kind}_"))
+    server = os.environ.get("DOCEX_BENCH_DATABASE_URL") or os.environ.get("DOCEX_TEST_DATABASE_URL") \
+        or "postgresql://postgres@127.0.0.1:5432/postgres"
+    backend = Backend(kind, workdir, server if kind == "postgresql" else None)
+
+    def record(metric: str, n: int, ours: float, baseline: float | None, baseline_name: str, rss: int | None = None) -> None:
+        row = {"backend": kind, "metric": metric, "n": n, "ours_s": round(ours, 3), "baseline": baseline_name,
+               "baseline_s": None if baseline is None else round(baseline, 3),
+               "ratio": None if not baseline else round(ours / baseline, 2), "peak_rss_mb": rss and round(rss / 1024, 1)}
+        rows.append(row)
+        ratio = f"{row['ratio']:>7}x" if row["ratio"] is not None else "       -"
+        base = f"{row['baseline_s']:>9.3f}" if row["baseline_s"] is not None else "        -"
+        mem = f"{row['peak_rss_mb']:>7} MB" if rss else ""
+        print(f"{kind:10} {metric:42} {n:>6} {ours:>9.3f} {base} {ratio} {baseline_name:28} {mem}", flush=True)
+
+    try:
+        n = args.n
+        tenants = ids("p", n)
+        # 1. provision N fresh tenants: docex-migrate (one command) vs the head DDL replayed directly.
+        ours, _ = backend.tool("provision", *tenants)
+        ddl = backend.head_ddl(tenants[0])
+        floor_tenants = ids("f", n)
+        floor = backend.floor(floor_tenants, ddl, create=True)
+        backend.drop_floor_tenants(floor_tenants)
+        record("provision (whole command)", n, ours, floor, "floor: head DDL replayed")
+        sample = ids("n", min(args.naive_sample, n))
+        per_tenant = naive_loop(backend, sample, ROOT / "alembic.ini")
+        record("provision", n, ours, per_tenant * n, f"naive loop ({len(sample)} measured)")
+        backend.drop_floor_tenants(sample)
+
+        with bench_chain() as chain:
+            override = {"DOCEX_MIGRATE_SCRIPT_LOCATION": str(chain / "alembic")}
+            # 2. upgrade-all by one new revision, --jobs 1/2/4, vs the same DDL replayed directly.
+            for jobs in args.jobs:
+                seconds, _ = backend.tool("upgrade", "--all-tenants", "--jobs", str(jobs), extra_env=override)
+                record(f"upgrade-all +1 revision (--jobs {jobs})", n, seconds, None, "", None)
+                backend.tool("downgrade", HEAD, "--all-tenants", "--yes", "--jobs", "4", extra_env=override)
+            floor = backend.floor(tenants, FLOOR_UPGRADE, create=False)
+            for row in rows:
+                if row["backend"] == kind and row["metric"].startswith("upgrade-all +1"):
+                    row.update(baseline="floor: the ALTER + CREATE INDEX", baseline_s=round(floor, 3),
+                               ratio=round(row["ours_s"] / floor, 2))
+            print(f"{kind:10} {'  (floor for upgrade-all +1 revision)':42} {n:>6} {floor:>9.3f}", flush=True)
+            backend.floor(tenants, ["DROP INDEX ix_document_bench_note", "ALTER TABLE document DROP COLUMN bench_note"],
+                          create=False)
+            per_tenant = naive_loop(backend, tenants[: len(sample)], chain / "alembic.ini", override)
+            seconds, _ = backend.tool("upgrade", "--all-tenants", extra_env=override)
+            record("upgrade-all +1 revision", n, seconds, per_tenant * n, f"naive loop ({len(sample)} measured)")
+            backend.tool("downgrade", HEAD, "--all-tenants", "--yes", "--jobs", "4", extra_env=override)
+
+        # 3. no-op upgrade-all and status over large fleets at head.
+        for size in args.fleet:
+            fleet = ids("x", size)
+            backend.make_fleet(fleet, tenants[0])
+            total = size + n
+            seconds, rss = backend.tool("upgrade", "--all-tenants")
+            record("no-op upgrade --all-tenants", total, seconds, None, "target: <3 s @1k, <15 s @10k", rss)
+            seconds, rss = backend.tool("status", "--json")
+            record("status", total, seconds, None, "target: <10 s, <250 MB @10k", rss)
+            backend.drop_fleet(fleet)
+            if kind == "sqlite":  # drop_fleet removed storage/: provision the N tenants again
+                backend.tool("provision", *tenants)
+    finally:
+        backend.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--fleet", default="1000,10000", help="sizes of the no-op fleets, comma-separated")
+    parser.add_argument("--naive-sample", type=int, default=25)
+    parser.add_argument("--jobs", default="1,2,4")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    args.fleet = [int(x) for x in args.fleet.split(",") if x]
+    args.jobs = [int(x) for x in args.jobs.split(",") if x]
+    print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"{'backend':10} {'metric':42} {'N':>6} {'ours s':>9} {'base s':>9} {'ratio':>8} baseline")
+    rows: list[dict] = []
+    for kind in (["sqlite", "postgresql"] if args.backend == "both" else [args.backend]):
+        run_backend(kind, args, rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

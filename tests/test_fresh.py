@@ -1,0 +1,42 @@
+"""Fresh tenants get the chain's own recorded statements replayed: the same result as running
+the chain, data and alembic_version included, unless a revision says it cannot be replayed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from docex_migrate import api, fresh
+from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain
+from helpers import migrate_to, tenant_snapshot, version_of
+from test_reliability import STEPS, applied
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_replayed_tenant_equals_a_tenant_migrated_by_the_chain(env):
+    assert fresh.recording(env.settings, load_chain())  # the fast path is in use
+    (result,) = api.provision(env.settings, ["replayed"])
+    assert result.action == "provisioned"
+    migrate_to(env, "migrated", "s7_docex_2_9_10")
+    assert tenant_snapshot(env, "replayed") == tenant_snapshot(env, "migrated")
+    assert version_of(env, "replayed") == version_of(env, "migrated") == ("s7_docex_2_9_10",)
+
+
+def test_replay_includes_the_data_revisions_write(env, monkeypatch):
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    (result,) = api.provision(env.settings, ["seeded"])
+    assert result.action == "provisioned"
+    assert applied(env, "seeded") == ["r1", "r2", "r3"]
+    assert version_of(env, "seeded") == ("r3",)
+
+
+def test_a_revision_can_turn_replay_off(env, monkeypatch, tmp_path):
+    chain = tmp_path / "chain"
+    shutil.copytree(ROOT / "alembic", chain, ignore=shutil.ignore_patterns("__pycache__"))
+    s7 = chain / "versions" / "s7_docex_2_9_10.py"
+    s7.write_text(s7.read_text() + "\nreplayable = False  # e.g. it reads the tenant id\n")
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(chain))
+    assert fresh.recording(env.settings, load_chain()) is None
+    (result,) = api.provision(env.settings, ["slow_path"])
+    assert result.action == "provisioned" and version_of(env, "slow_path") == ("s7_docex_2_9_10",)
