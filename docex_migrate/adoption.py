@@ -72,7 +72,7 @@ def revision_snapshots(settings: Settings, chain: Chain) -> dict[str, dict[str, 
     """The catalog snapshot at every revision, taken while migrating a scratch namespace of the
     configured backend through the chain in a transaction that is rolled back (so even status,
     which is read-only, may compute it). Once per process and backend kind."""
-    key = (settings.database_type, tuple(chain.order))
+    key = (settings.database_type, chain.fingerprint)
     if key not in _SNAPSHOTS:
         with scratch_settings(settings) as scratch:
             backend = backend_for(scratch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -61,6 +62,14 @@ class Chain:
         if len(heads) != 1:
             raise RevisionError(f"the revision chain has {len(heads)} heads ({', '.join(heads)}): merge them into one")
         return [rev.revision for rev in reversed(list(self.script.walk_revisions()))]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Changes whenever any revision file does: the key for what is derived from the chain."""
+        digest = hashlib.sha256(str(script_location()).encode())
+        for revision in self.order:
+            digest.update(Path(self.script.get_revision(revision).path).read_bytes())
+        return digest.hexdigest()
 
     @property
     def head(self) -> str:

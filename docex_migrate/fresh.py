@@ -34,7 +34,7 @@ def replayable(chain: Chain) -> bool:
 def recording(settings: Settings, chain: Chain) -> list[Recorded] | None:
     """The chain's statements from base to head on this backend kind, once per process;
     None when the chain must not be replayed."""
-    key = (settings.database_type, tuple(chain.order))
+    key = (settings.database_type, chain.fingerprint)
     if key not in _RECORDINGS:
         if not replayable(chain):
             log.info("a revision sets replayable = False: fresh tenants run the chain itself")
