@@ -127,7 +127,7 @@ class Backend:
             return [r[0] for r in rows]
         dump = subprocess.run(["pg_dump", "--schema-only", "--no-owner", "-n", self.schema(tenant), self._dsn(self.url)],
                               capture_output=True, text=True, check=True).stdout
-        body = "\n".join(line for line in dump.splitlines() if line and not line.startswith(("--", "SET ", "SELECT ")))
+        body = "\n".join(line for line in dump.splitlines() if line and not line.startswith(("--", "SET ", "SELECT ", "\\")))
         statements = [s.strip() for s in body.split(";") if s.strip() and not s.strip().startswith("CREATE SCHEMA")]
         statements = [s for s in statements if "alembic_version" not in s]
         return [s.replace(f"{self.schema(tenant)}.", "") for s in statements]

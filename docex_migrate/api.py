@@ -248,7 +248,8 @@ def _run(
             if planned is not None:
                 finished[tenant_id] = planned
             else:
-                work.append(WorkItem(tenant_id, namespace, _state_of(chain, state)[0], target, downgrade))
+                revision_now = _state_of(chain, state)[0]
+                work.append(WorkItem(tenant_id, namespace, revision_now, target, downgrade, versioned=state.versioned))
         refused = sum(r.failed for r in finished.values())  # refusals count towards --max-failures
         budget = None if max_failures is None else max_failures - refused
         if budget is not None and budget <= 0:
@@ -337,9 +338,11 @@ def provision(
             else:
                 action = "upgraded" if state.versioned else "provisioned"
                 fresh = not state.versioned and not state.table_count
-                work.append(WorkItem(tenant_id, namespace, revision, chain.head, create=True, action=action, fresh=fresh))
-        recorded = fresh_tenants.recording(settings, chain) if replay and any(i.fresh for i in work) else None
-        finished.update((r.tenant_id, r) for r in execute(settings, backend, work, jobs=jobs, recording=recorded))
+                work.append(WorkItem(
+                    tenant_id, namespace, revision, chain.head, create=True, action=action, fresh=fresh, versioned=state.versioned
+                ))
+        template = fresh_tenants.template(settings, chain) if replay and any(i.fresh for i in work) else None
+        finished.update((r.tenant_id, r) for r in execute(settings, backend, work, jobs=jobs, template=template))
         results = [finished[t] for t in namespaces]
         for result in results:
             result.warnings.extend(backend.warnings_for(result.tenant_id))

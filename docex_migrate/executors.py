@@ -15,10 +15,13 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
-from .backends import Backend, backend_for
+from pathlib import Path
+
+from .backends import Backend, SqliteBackend, backend_for
 from .config import Settings
 from .errors import DatabaseUnavailableError
-from .runner import ALREADY_AT_TARGET, Recorded, TenantResult, describe_error, migrate_tenant, replay_chain
+from .fresh import Template
+from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, migrate_tenant, replay_chain
 
 log = logging.getLogger(__name__)
 NOT_RUN = "not-run"  # left alone because --fail-fast / --max-failures stopped the run
@@ -36,21 +39,27 @@ class WorkItem:
     create: bool = False
     action: str = ""  # what success is called: provisioned, upgraded, downgraded
     fresh: bool = False  # an empty namespace going to head: a recording of the chain may be replayed
+    versioned: bool = False  # the bulk read saw its alembic_version: read the revision directly
 
 
-def _migrate(backend: Backend, item: WorkItem, recording: list[Recorded] | None) -> tuple[str | None, str | None]:
-    if item.fresh and recording is not None:
-        replayed = replay_chain(backend, item.tenant_id, recording)
+def _migrate(backend: Backend, item: WorkItem, template: Template | None) -> tuple[str | None, str | None]:
+    if item.fresh and isinstance(template, Path) and isinstance(backend, SqliteBackend):
+        if backend.install_copy(item.tenant_id, template):
+            return None, item.target
+    elif item.fresh and isinstance(template, list):
+        replayed = replay_chain(backend, item.tenant_id, template)
         if replayed is not None:
             return replayed
-    return migrate_tenant(backend, item.tenant_id, item.target, downgrade=item.downgrade, create=item.create)
+    return migrate_tenant(
+        backend, item.tenant_id, item.target, downgrade=item.downgrade, create=item.create, versioned=item.versioned
+    )
 
 
-def run_item(backend: Backend, item: WorkItem, recording: list[Recorded] | None = None) -> TenantResult:
+def run_item(backend: Backend, item: WorkItem, template: Template | None = None) -> TenantResult:
     action = item.action or ("downgraded" if item.downgrade else "upgraded")
     result = TenantResult(item.tenant_id, item.namespace, action, item.revision, item.target)
     try:
-        result.from_revision, result.to_revision = _migrate(backend, item, recording)
+        result.from_revision, result.to_revision = _migrate(backend, item, template)
     except DatabaseUnavailableError:
         raise  # the database itself is unusable: no point trying the next tenant
     except Exception as exc:  # one tenant's failure is a value; the loop goes on
@@ -68,40 +77,40 @@ def not_run(item: WorkItem, failures: int) -> TenantResult:
 
 
 def run_serial(
-    backend: Backend, items: Iterable[WorkItem], max_failures: int | None, recording: list[Recorded] | None = None
+    backend: Backend, items: Iterable[WorkItem], max_failures: int | None, template: Template | None = None
 ) -> Iterator[TenantResult]:
     failures = 0
     for item in items:
         if max_failures is not None and failures >= max_failures:
             yield not_run(item, failures)
             continue
-        result = run_item(backend, item, recording)
+        result = run_item(backend, item, template)
         failures += result.failed
         yield result
 
 
 _worker_backend: Backend | None = None
-_worker_recording: list[Recorded] | None = None
+_worker_template: Template | None = None
 
 
-def _start_worker(settings: Settings, recording: list[Recorded] | None) -> None:
-    global _worker_backend, _worker_recording
-    _worker_backend, _worker_recording = backend_for(settings), recording
+def _start_worker(settings: Settings, template: Template | None) -> None:
+    global _worker_backend, _worker_template
+    _worker_backend, _worker_template = backend_for(settings), template
 
 
 def _work(item: WorkItem) -> TenantResult:
     assert _worker_backend is not None
-    return run_item(_worker_backend, item, _worker_recording)
+    return run_item(_worker_backend, item, _worker_template)
 
 
 def run_parallel(
-    settings: Settings, items: list[WorkItem], jobs: int, max_failures: int | None, recording: list[Recorded] | None = None
+    settings: Settings, items: list[WorkItem], jobs: int, max_failures: int | None, template: Template | None = None
 ) -> Iterator[TenantResult]:
     """``jobs`` processes; at most ``jobs`` tenants in flight, handed out one at a time."""
     failures = 0
     queue = iter(items)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(settings, recording)) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(settings, template)) as pool:
         running: dict[Future, WorkItem] = {}
 
         def refill() -> None:
@@ -132,7 +141,7 @@ def execute(
     *,
     jobs: int = 1,
     max_failures: int | None = None,
-    recording: list[Recorded] | None = None,
+    template: Template | None = None,
 ) -> Iterator[TenantResult]:
     if jobs > 1 and len(items) > 1:
         budget = backend.connection_budget()
@@ -140,5 +149,5 @@ def execute(
             log.warning("--jobs %d lowered to %d: the database allows only %d more connections", jobs, budget, budget)
         jobs = min(jobs, len(items), budget)
     if jobs <= 1 or len(items) <= 1:
-        return run_serial(backend, items, max_failures, recording)
-    return run_parallel(settings, items, jobs, max_failures, recording)
+        return run_serial(backend, items, max_failures, template)
+    return run_parallel(settings, items, jobs, max_failures, template)

@@ -87,7 +87,13 @@ def describe_error(exc: BaseException) -> str:
     return f"{line} ({hint})" if hint else line
 
 
-def current_revision(connection: Connection, version_table_schema: str | None) -> str | None:
+def current_revision(connection: Connection, version_table_schema: str | None, *, versioned: bool = False) -> str | None:
+    """The tenant's revision. With ``versioned`` (the bulk read saw its alembic_version) one
+    plain SELECT; otherwise Alembic's own check, which first asks the catalog for the table."""
+    if versioned:
+        table = sa.table("alembic_version", sa.column("version_num"), schema=version_table_schema)
+        rows = connection.execute(sa.select(table.c.version_num)).scalars().all()
+        return rows[0] if len(rows) == 1 else None
     context = MigrationContext.configure(connection, opts={"version_table_schema": version_table_schema})
     return context.get_current_revision()
 
@@ -99,6 +105,7 @@ def migrate_tenant(
     *,
     downgrade: bool = False,
     create: bool = False,
+    versioned: bool = False,
 ) -> tuple[str | None, str | None]:
     """Bring one tenant to ``target`` (None = base) in one transaction: all steps or none.
 
@@ -108,12 +115,12 @@ def migrate_tenant(
     """
     with backend.transaction(tenant_id, create=create) as connection:
         schema = backend.schema(tenant_id)
-        before = current_revision(connection, schema)
+        before = current_revision(connection, schema, versioned=versioned)
         if before == target:
             return before, before
         config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=schema)
         _run_env(config, target, downgrade=downgrade)
-        return before, current_revision(connection, schema)
+        return before, target  # Alembic raises unless it reached the target
 
 
 @cache

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_replayed_tenant_equals_a_tenant_migrated_by_the_chain(env):
-    assert fresh.recording(env.settings, load_chain())  # the fast path is in use
+    assert fresh.template(env.settings, load_chain())  # the fast path is in use
     (result,) = api.provision(env.settings, ["replayed"])
     assert result.action == "provisioned"
     migrate_to(env, "migrated", "s7_docex_2_9_10")
@@ -37,6 +37,6 @@ def test_a_revision_can_turn_replay_off(env, monkeypatch, tmp_path):
     s7 = chain / "versions" / "s7_docex_2_9_10.py"
     s7.write_text(s7.read_text() + "\nreplayable = False  # e.g. it reads the tenant id\n")
     monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(chain))
-    assert fresh.recording(env.settings, load_chain()) is None
+    assert fresh.template(env.settings, load_chain()) is None
     (result,) = api.provision(env.settings, ["slow_path"])
     assert result.action == "provisioned" and version_of(env, "slow_path") == ("s7_docex_2_9_10",)

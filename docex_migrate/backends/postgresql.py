@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 VERSION_TABLE = "alembic_version"
 INSUFFICIENT_PRIVILEGE = "42501"
-BATCH_SIZE = 1000  # namespaces read per round trip
+# Namespaces read per round trip. Reading a version table takes a lock on it (and its index)
+# until the transaction ends, from a pool shared by the whole server (max_locks_per_transaction
+# x max_connections, 6,400 by default): so batches stay small and each is its own transaction.
+BATCH_SIZE = 500
 
 _pg_namespace = sa.table("pg_namespace", sa.column("oid"), sa.column("nspname"), schema="pg_catalog")
 _pg_class = sa.table("pg_class", sa.column("relname"), sa.column("relnamespace"), sa.column("relkind"), schema="pg_catalog")
@@ -201,6 +204,7 @@ class PostgresBackend(Backend):
                     ))
                     for schema, revision in connection.execute(union):
                         revisions[schema].append(revision)
+                connection.rollback()  # read-only: release this batch's locks now
                 for schema, names in contents.items():
                     states[by_schema[schema]] = NamespaceState(
                         exists=True,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,6 +98,22 @@ class SqliteBackend(Backend):
                 yield connection
         finally:
             engine.dispose()
+
+    def install_copy(self, tenant_id: str, source: Path) -> bool:
+        """Put a copy of ``source`` in place as the tenant's file, atomically and never over an
+        existing file (a concurrent provision, or an empty file left by a failed one): False
+        then, and the caller takes the ordinary path under the tenant's lock."""
+        path = Path(self.namespace(tenant_id))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        shutil.copyfile(source, staged)
+        try:
+            os.link(staged, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            staged.unlink(missing_ok=True)
 
     def reflection_engine(self, tenant_id: str) -> Engine:
         return create_engine(f"sqlite:///{self._existing(tenant_id)}", poolclass=NullPool)
