@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO := build/demo
 SOURCES := pyproject.toml $(shell find docex_migrate alembic -name '*.py' -o -name '*.mako')
 
-.PHONY: install demo test check lint clean
+.PHONY: install demo test check bench lint clean
 
 $(VENV)/.installed: $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: install  ## the test suite; PostgreSQL tests need DOCEX_TEST_DATABASE_URL 
 
 check: install  ## the CI migration checks on the configured database (SQLite default, or $$DOCEX_DATABASE_URL)
 	mkdir -p build && cd build && env -u DOCEX_CONFIG HOME=$(CURDIR)/build $(CURDIR)/$(BIN)/docex-migrate check
+
+bench: install  ## fleet benchmarks vs floors and the naive loop (minutes; not part of the tests)
+	$(BIN)/python benchmarks/bench.py
 
 lint: install  ## byte-compile everything and check the chain has one head
 	$(BIN)/python -m compileall -q docex_migrate alembic tests
