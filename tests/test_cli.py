@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -298,3 +299,37 @@ def test_postgres_warns_about_names_docex_refuses(pg_env):
     result = run("provision", "acme-corp")
     assert result.exit_code == 0
     assert "warning: acme-corp:" in result.stderr and "DocEX's PostgreSQL runtime" in result.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("change, expected", [
+    ({"port": 1}, "nothing answers at 127.0.0.1:1/"),
+    ({"username": "no_such_role_x"}, "has no user no_such_role_x"),
+    ({"database": "no_such_database_x"}, "database 'no_such_database_x' does not exist"),
+])
+def test_connection_problems_are_one_line_with_the_fix(pg_url, tmp_path, monkeypatch, change, expected):
+    monkeypatch.chdir(tmp_path)
+    url = pg_url.set(host="127.0.0.1", password="hunter2-secret", **change)
+    monkeypatch.setenv("DOCEX_DATABASE_URL", url.render_as_string(hide_password=False))
+    result = run("provision", "acme_corp")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: cannot connect to PostgreSQL") and expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "hunter2" not in result.output
+
+
+@pytest.mark.postgres
+def test_missing_create_privilege_names_the_grant(pg_url, tmp_path, monkeypatch):
+    role = f"docex_noprivs_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("DOCEX_DATABASE_URL", pg_url.set(username=role, password=None).render_as_string(hide_password=False))
+        result = run("provision", "acme_corp")
+        assert result.exit_code == 2, result.output
+        assert f"user {role} may not create schemas" in result.stderr and "GRANT CREATE ON DATABASE" in result.stderr
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
+        admin.dispose()
