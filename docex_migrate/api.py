@@ -17,13 +17,19 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from . import adoption
+from . import fresh as fresh_tenants
 from . import schema as tenant_schema
 from .backends import Backend, NamespaceState, backend_for
 from .chain import Chain, load_chain
 from .config import ROW_LEVEL, Settings, load_settings
-from .errors import ConfigError, DatabaseUnavailableError, DocexMigrateError, TenantNotFoundError, UsageError
-from . import adoption
-from . import fresh as fresh_tenants
+from .errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    DocexMigrateError,
+    TenantNotFoundError,
+    UsageError,
+)
 from .executors import WorkItem, execute, not_run
 from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, stamp_tenant
 from .snapshot import differences

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+
+from alembic import command
 
 from . import api, manifest
 from .backends import backend_for
@@ -29,9 +30,9 @@ from .chain import Chain, alembic_config, load_chain, script_location
 from .config import Settings, SqliteSettings
 from .errors import DocexMigrateError
 from .runner import describe_error, migrate_tenant
-from .scratch import namespace_snapshot, scratch_settings
-from .snapshot import differences
 from .schema import metadata as docex_metadata
+from .scratch import namespace_snapshot, scratch_settings
+from .snapshot import differences, snapshot
 
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
 
@@ -286,8 +287,6 @@ def _public_snapshot(settings: Settings) -> dict | None:
     backend = backend_for(settings)
     try:
         with backend.connect() as connection:
-            from .snapshot import snapshot
-
             return snapshot(connection, "public")
     finally:
         backend.dispose()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
-from alembic import context
 from sqlalchemy.engine import Connection
+
+from alembic import context
 
 from .schema import metadata
 

@@ -14,14 +14,19 @@ import multiprocessing
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-
 from pathlib import Path
 
 from .backends import Backend, SqliteBackend, backend_for
 from .config import Settings
 from .errors import DatabaseUnavailableError
 from .fresh import Template
-from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, migrate_tenant, replay_chain
+from .runner import (
+    ALREADY_AT_TARGET,
+    TenantResult,
+    describe_error,
+    migrate_tenant,
+    replay_chain,
+)
 
 log = logging.getLogger(__name__)
 NOT_RUN = "not-run"  # left alone because --fail-fast / --max-failures stopped the run

@@ -26,10 +26,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .backends import Backend, backend_for
+from .backends import Backend, SqliteBackend, backend_for
 from .chain import Chain
 from .config import Settings
-from .backends import SqliteBackend
 from .runner import Recorded, migrate_tenant, record_chain
 from .scratch import scratch_settings
 

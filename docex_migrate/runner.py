@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 import sqlalchemy as sa
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
+
+from alembic import command
 
 from .backends import Backend
 from .chain import alembic_config

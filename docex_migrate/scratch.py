@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from .backends import Backend, backend_for
 from .config import Settings, SqliteSettings
 from .errors import DocexMigrateError
+from .snapshot import snapshot
 
 
 @contextmanager
@@ -55,8 +56,6 @@ def scratch_settings(settings: Settings) -> Iterator[Settings]:
 
 
 def namespace_snapshot(backend: Backend, tenant_id: str) -> dict:
-    from .snapshot import snapshot
-
     engine = backend.reflection_engine(tenant_id)
     try:
         with engine.connect() as connection:

@@ -11,6 +11,7 @@ import os
 import re
 import string
 from dataclasses import dataclass
+from functools import cached_property
 
 from .errors import ConfigError, InvalidTenantError
 
@@ -131,7 +132,7 @@ class TemplateMatcher:
 
     template: str
 
-    @property
+    @cached_property  # discovery matches every namespace in the database against it
     def regex(self) -> re.Pattern[str]:
         parts = [re.escape(p) for p in self.template.split(PLACEHOLDER)]
         first, *rest = parts

@@ -8,12 +8,18 @@ import sqlite3
 
 import pytest
 import sqlalchemy as sa
+from helpers import tenant_engine, tenant_snapshot, version_of
+from reference_schemas import (
+    GENERATIONS,
+    HEAD_PG,
+    HEAD_SQLITE,
+    index_statements,
+    statements,
+)
 from typer.testing import CliRunner
 
 from docex_migrate.cli import app
 from docex_migrate.snapshot import differences
-from helpers import tenant_engine, tenant_snapshot, version_of
-from reference_schemas import GENERATIONS, HEAD_PG, HEAD_SQLITE, index_statements, statements
 
 HEAD = "s7_docex_2_9_10"
 FILES = {**{rev: name for rev, name in GENERATIONS.items()}, HEAD: None}

@@ -8,11 +8,11 @@ import uuid
 import pytest
 import sqlalchemy as sa
 import yaml
+from helpers import migrate_to, tenant_engine, tenant_snapshot, version_of
 from typer.testing import CliRunner
 
 from docex_migrate.chain import load_chain
 from docex_migrate.cli import app
-from helpers import migrate_to, tenant_engine, tenant_snapshot, version_of
 
 HEAD = load_chain().head
 

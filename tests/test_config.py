@@ -6,7 +6,10 @@ import pytest
 import yaml
 
 from docex_migrate.config import (
-    DEFAULT_PATH_TEMPLATE, enable_multi_tenancy, load_settings, parse_settings,
+    DEFAULT_PATH_TEMPLATE,
+    enable_multi_tenancy,
+    load_settings,
+    parse_settings,
 )
 from docex_migrate.errors import ConfigError
 

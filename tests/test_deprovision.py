@@ -7,11 +7,11 @@ import sqlite3
 
 import pytest
 import sqlalchemy as sa
+from helpers import tenant_engine
 from typer.testing import CliRunner
 
 from docex_migrate.backends.postgresql import driver_dump
 from docex_migrate.cli import app
-from helpers import tenant_engine
 
 
 def run(*args):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import version_of
 from typer.testing import CliRunner
 
 from docex_migrate.api import in_shard
 from docex_migrate.cli import app
 from docex_migrate.errors import UsageError
-from helpers import version_of
 
 
 def test_shards_partition_the_fleet_stably():

@@ -6,10 +6,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from docex_migrate import api, fresh
-from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain
 from helpers import migrate_to, tenant_snapshot, version_of
 from test_reliability import STEPS, applied
+
+from docex_migrate import api, fresh
+from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 

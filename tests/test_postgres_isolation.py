@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from helpers import migrate_to
 
 from docex_migrate import api
 from docex_migrate.backends.postgresql import scope_to
-from helpers import migrate_to
 
 pytestmark = pytest.mark.postgres
 

@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import tenant_snapshot, version_of
 from typer.testing import CliRunner
 
 from docex_migrate.cli import app
 from docex_migrate.snapshot import differences
-from helpers import tenant_snapshot, version_of
 
 DRIVER = Path(__file__).resolve().parent / "docex_driver.py"
 HEAD = "s7_docex_2_9_10"

@@ -6,13 +6,19 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from helpers import migrate_to, tenant_engine, tenant_snapshot
+from reference_schemas import (
+    GENERATIONS,
+    HEAD_PG,
+    HEAD_SQLITE,
+    pg_reference,
+    sqlite_reference,
+)
 
 from docex_migrate import api
 from docex_migrate.chain import load_chain
 from docex_migrate.schema import metadata
 from docex_migrate.snapshot import differences
-from helpers import migrate_to, tenant_engine, tenant_snapshot
-from reference_schemas import GENERATIONS, HEAD_PG, HEAD_SQLITE, pg_reference, sqlite_reference
 
 
 def reference(env, sql_file: str, tmp_path) -> dict:

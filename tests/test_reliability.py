@@ -19,11 +19,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import (
+    ensure_in_child,
+    migrate_to,
+    tenant_engine,
+    tenant_snapshot,
+    version_of,
+)
 from typer.testing import CliRunner
 
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.cli import app
-from helpers import ensure_in_child, migrate_to, tenant_engine, tenant_snapshot, version_of
 
 STEPS = Path(__file__).resolve().parent / "chains" / "steps"
 

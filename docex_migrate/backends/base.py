@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
@@ -33,7 +34,7 @@ class Backend(ABC):
     kind: str  # "sqlite" or "postgresql"
     template: str
 
-    @property
+    @cached_property
     def matcher(self) -> TemplateMatcher:
         return TemplateMatcher(self.template)
 
