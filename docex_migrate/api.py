@@ -21,7 +21,7 @@ from . import adoption
 from . import fresh as fresh_tenants
 from . import schema as tenant_schema
 from .backends import Backend, NamespaceState, backend_for
-from .chain import Chain, load_chain
+from .chain import Chain, load_chain, script_location
 from .config import ROW_LEVEL, Settings, load_settings
 from .errors import (
     ConfigError,
@@ -31,7 +31,8 @@ from .errors import (
     UsageError,
 )
 from .executors import WorkItem, execute, not_run
-from .runner import ALREADY_AT_TARGET, TenantResult, describe_error, stamp_tenant
+from .runner import ALREADY_AT_TARGET, TenantResult, author_revision, describe_error, stamp_tenant
+from .scratch import scratch_settings
 from .snapshot import differences
 
 log = logging.getLogger(__name__)
@@ -439,3 +440,27 @@ def deprovision(settings: Settings, tenant_id: str, *, backup_dir: Path | None =
         return Deprovisioned(tenant_id, namespace, backup)
     finally:
         backend.dispose()
+
+
+def new_revision(settings: Settings, message: str, *, autogenerate: bool = False) -> Path | None:
+    """Add a revision on top of the chain in the source checkout (alembic/versions/).
+
+    ``autogenerate`` compares a scratch tenant at head (on the configured backend, removed
+    afterwards) with docex_migrate/schema.py; None means it found nothing, and wrote nothing."""
+    location = script_location()
+    if "site-packages" in location.parts or "dist-packages" in location.parts:
+        raise UsageError(
+            f"the revisions in use are the installed package's ({location}): add revisions in a source "
+            "checkout (alembic/ beside pyproject.toml), or point $DOCEX_MIGRATE_SCRIPT_LOCATION at one"
+        )
+    if not message.strip():
+        raise UsageError("give the revision a message: -m 'what it changes'")
+    chain = load_chain()
+    if not autogenerate:
+        return author_revision(None, "", message, chain.head)
+    with scratch_settings(settings) as scratch:
+        backend = backend_for(scratch)
+        try:
+            return author_revision(backend, "autogenerate", message, chain.head)
+        finally:
+            backend.dispose()

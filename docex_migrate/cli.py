@@ -288,6 +288,25 @@ def tenants(
             reporter.say(f"{row.tenant_id}\t{row.namespace}")
 
 
+@app.command()
+def revision(
+    message: Annotated[str, typer.Option("--message", "-m", help="What the revision changes.", show_default=False)],
+    autogenerate: Annotated[
+        bool, typer.Option("--autogenerate", help="Compare a scratch tenant at head with docex_migrate/schema.py.")
+    ] = False,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Add a revision on top of the chain (in a source checkout's alembic/versions/)."""
+    with _guard(verbose):
+        path = api.new_revision(load_settings(config), message, autogenerate=autogenerate)
+        reporter = Reporter(json)
+        if json:
+            reporter.emit_json({"path": str(path) if path else None})
+        reporter.say(f"new revision: {path}" if path else "no changes detected against the tenant metadata; nothing written")
+
+
 def _chain_command(render: Callable[[Reporter], None], json: bool, verbose: bool) -> None:
     with _guard(verbose):
         render(Reporter(json))

@@ -26,6 +26,7 @@ def _run_on(connection: Connection, version_table_schema: str | None) -> None:
         render_as_batch=True,  # SQLite cannot ALTER most things; batch mode rebuilds tables
         compare_type=True,
         compare_server_default=True,
+        process_revision_directives=context.config.attributes.get("process_revision_directives"),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -257,7 +257,9 @@ def test_history_and_heads():
     assert [r["revision"] for r in rows][::-1] == load_chain().order
 
 
-@pytest.mark.parametrize("command", ["provision", "upgrade", "downgrade", "status", "tenants", "history", "heads"])
+@pytest.mark.parametrize("command", [
+    "provision", "upgrade", "downgrade", "status", "tenants", "history", "heads", "adopt", "deprovision", "check", "revision",
+])
 def test_every_command_has_help(command):
     result = run(command, "--help")
     assert result.exit_code == 0
