@@ -31,7 +31,13 @@ from .errors import (
     UsageError,
 )
 from .executors import WorkItem, execute, not_run
-from .runner import ALREADY_AT_TARGET, TenantResult, author_revision, describe_error, stamp_tenant
+from .runner import (
+    ALREADY_AT_TARGET,
+    TenantResult,
+    author_revision,
+    describe_error,
+    stamp_tenant,
+)
 from .scratch import scratch_settings
 from .snapshot import differences
 
