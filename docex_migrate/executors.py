@@ -52,7 +52,7 @@ def _migrate(backend: Backend, item: WorkItem, template: Template | None) -> tup
         if backend.install_copy(item.tenant_id, template):
             return None, item.target
     elif item.fresh and isinstance(template, list):
-        replayed = replay_chain(backend, item.tenant_id, template)
+        replayed = replay_chain(backend, item.tenant_id, template, item.target)
         if replayed is not None:
             return replayed
     return migrate_tenant(

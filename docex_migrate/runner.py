@@ -7,7 +7,8 @@ migration at a time; parallel tenants need separate processes, never threads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -167,20 +168,28 @@ class _RollBack(Exception):
     pass
 
 
-def along_chain(backend: Backend, tenant_id: str, order: list[str], take: Callable[[Connection], T]) -> dict[str, T]:
-    """Migrate a scratch namespace through ``order`` one step at a time and ``take`` something
-    (a snapshot) at each revision, inside one transaction that is then rolled back: nothing
-    is ever committed, so no other session sees the scratch namespace."""
-    taken: dict[str, T] = {}
+@contextmanager
+def _rolled_back(backend: Backend, tenant_id: str, version_table_schema: str | None) -> Iterator[tuple[Connection, Config]]:
+    """A scratch namespace's connection and Alembic config, in one transaction that is always
+    rolled back: nothing is ever committed, so no other session sees the scratch namespace."""
     try:
         with backend.transaction(tenant_id, create=True) as connection:
-            config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=backend.schema(tenant_id))
-            for revision in order:
-                _run_env(config, revision, downgrade=False)
-                taken[revision] = take(connection)
+            yield connection, alembic_config(
+                connection=connection, tenant_id=tenant_id, version_table_schema=version_table_schema
+            )
             raise _RollBack
     except _RollBack:
         pass
+
+
+def along_chain(backend: Backend, tenant_id: str, order: list[str], take: Callable[[Connection], T]) -> dict[str, T]:
+    """Migrate a scratch namespace through ``order`` one step at a time and ``take`` something
+    (a snapshot) at each revision; all of it rolled back."""
+    taken: dict[str, T] = {}
+    with _rolled_back(backend, tenant_id, backend.schema(tenant_id)) as (connection, config):
+        for revision in order:
+            _run_env(config, revision, downgrade=False)
+            taken[revision] = take(connection)
     return taken
 
 
@@ -189,35 +198,32 @@ Recorded = tuple[str, object]  # a statement and its parameters, as the driver r
 
 def record_chain(backend: Backend, tenant_id: str, target: str) -> list[Recorded]:
     """Every statement the chain sends to an empty namespace on its way to ``target``, recorded
-    on a scratch namespace in a transaction that is rolled back. alembic_version is left
-    unqualified here (the search_path places it), so no statement names the scratch namespace."""
+    on a scratch namespace and rolled back. alembic_version is left unqualified here (the
+    search_path places it), so no statement names the scratch namespace."""
     recorded: list[Recorded] = []
 
     def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
         recorded.append((statement, parameters))
 
-    try:
-        with backend.transaction(tenant_id, create=True) as connection:
-            event.listen(connection, "before_cursor_execute", capture)
-            config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=None)
-            _run_env(config, target, downgrade=False)
-            event.remove(connection, "before_cursor_execute", capture)
-            raise _RollBack
-    except _RollBack:
-        pass
+    with _rolled_back(backend, tenant_id, None) as (connection, config):
+        event.listen(connection, "before_cursor_execute", capture)
+        _run_env(config, target, downgrade=False)
+        event.remove(connection, "before_cursor_execute", capture)
     return recorded
 
 
-def replay_chain(backend: Backend, tenant_id: str, recording: list[Recorded]) -> tuple[str | None, str | None] | None:
-    """Provision a fresh namespace by replaying a recording, in one transaction under the
-    tenant's lock. None (nothing done) if the namespace turns out not to be empty."""
+def replay_chain(
+    backend: Backend, tenant_id: str, recording: list[Recorded], target: str
+) -> tuple[str | None, str | None] | None:
+    """Provision a fresh namespace by replaying a recording of the chain up to ``target``, in
+    one transaction under the tenant's lock. None (nothing done) if the namespace turns out
+    not to be empty: any table, alembic_version included, means someone else got there."""
     with backend.transaction(tenant_id, create=True) as connection:
-        schema = backend.schema(tenant_id)
-        if current_revision(connection, schema) is not None or sa.inspect(connection).get_table_names(schema=schema):
+        if sa.inspect(connection).get_table_names(schema=backend.schema(tenant_id)):
             return None
         for statement, parameters in recording:
             connection.exec_driver_sql(statement, parameters or ())
-        return None, current_revision(connection, schema)
+        return None, target
 
 
 def author_revision(backend: Backend | None, tenant_id: str, message: str, head: str) -> Path | None:

@@ -9,6 +9,7 @@ missing PostgreSQL is an error, not a skip.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -22,8 +23,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from docex_migrate.backends import Backend, backend_for
+from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.config import Settings, load_settings
 
+ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(__file__).resolve().parent / "reference"
 
 
@@ -156,3 +159,13 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
     monkeypatch.delenv("DOCEX_CONFIG", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     return Env("sqlite", tmp_path / "no-config.yaml", tmp_path, load_settings())
+
+
+@pytest.fixture
+def chain_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real chain, copied into tmp_path/chain and selected through the override variable,
+    for tests that add, edit or break revisions."""
+    folder = tmp_path / "chain"
+    shutil.copytree(ROOT / "alembic", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(folder))
+    return folder

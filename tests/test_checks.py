@@ -11,21 +11,11 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from docex_migrate import checks
-from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.cli import app
 from docex_migrate.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKEN = Path(__file__).resolve().parent / "chains" / "broken"
-
-
-@pytest.fixture
-def chain_copy(tmp_path, monkeypatch):
-    """The real chain, copied; returns its folder, selected through the override variable."""
-    folder = tmp_path / "chain"
-    shutil.copytree(ROOT / "alembic", folder, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(folder))
-    return folder
 
 
 def add(folder: Path, defect: str) -> None:

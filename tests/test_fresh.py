@@ -3,7 +3,6 @@ the chain, data and alembic_version included, unless a revision says it cannot b
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from helpers import migrate_to, tenant_snapshot, version_of
@@ -32,12 +31,9 @@ def test_replay_includes_the_data_revisions_write(env, monkeypatch):
     assert version_of(env, "seeded") == ("r3",)
 
 
-def test_a_revision_can_turn_replay_off(env, monkeypatch, tmp_path):
-    chain = tmp_path / "chain"
-    shutil.copytree(ROOT / "alembic", chain, ignore=shutil.ignore_patterns("__pycache__"))
-    s7 = chain / "versions" / "s7_docex_2_9_10.py"
+def test_a_revision_can_turn_replay_off(env, chain_copy):
+    s7 = chain_copy / "versions" / "s7_docex_2_9_10.py"
     s7.write_text(s7.read_text() + "\nreplayable = False  # e.g. it reads the tenant id\n")
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(chain))
     assert fresh.template(env.settings, load_chain()) is None
     (result,) = api.provision(env.settings, ["slow_path"])
     assert result.action == "provisioned" and version_of(env, "slow_path") == ("s7_docex_2_9_10",)

@@ -3,27 +3,17 @@ tenant when asked, and nothing written when there is nothing to do."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from docex_migrate import environment
-from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain
+from docex_migrate.chain import load_chain
 from docex_migrate.cli import app
 from docex_migrate.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def chain_copy(tmp_path, monkeypatch):
-    folder = tmp_path / "chain"
-    shutil.copytree(ROOT / "alembic", folder, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(folder))
-    return folder
 
 
 def test_plain_revision_goes_on_top_of_head(sqlite_env, chain_copy):
