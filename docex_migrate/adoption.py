@@ -23,16 +23,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .backends import Backend, backend_for
+from . import revision_snapshots as revision_snapshots_
+from .backends import Backend
 from .chain import Chain
 from .config import Settings
-from .runner import along_chain
-from .scratch import namespace_snapshot, scratch_settings
+from .revision_snapshots import Snapshots
+from .scratch import namespace_snapshot
 from .snapshot import differences, snapshot
 
 log = logging.getLogger(__name__)
 
 ADOPT, REPAIR, REFUSE = "adopt", "repair", "refuse"
+UNKNOWN = "unknown"  # status only: recognition was not possible (no snapshots, no CREATE)
+NO_SNAPSHOTS = (
+    "recognition needs CREATE: this chain ships no snapshots for this backend and the role may not "
+    "create a scratch schema (run `docex-migrate check --update-manifest`, or grant CREATE)"
+)
 
 
 @dataclass
@@ -65,23 +71,9 @@ def _indexes(snap: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
-_SNAPSHOTS: dict[tuple, dict[str, dict[str, Any]]] = {}
-
-
-def revision_snapshots(settings: Settings, chain: Chain) -> dict[str, dict[str, Any]]:
-    """The catalog snapshot at every revision, taken while migrating a scratch namespace of the
-    configured backend through the chain in a transaction that is rolled back (so even status,
-    which is read-only, may compute it). Once per process and backend kind."""
-    key = (settings.database_type, chain.fingerprint)
-    if key not in _SNAPSHOTS:
-        with scratch_settings(settings) as scratch:
-            backend = backend_for(scratch)
-            try:
-                schema = backend.schema("fingerprint")
-                _SNAPSHOTS[key] = along_chain(backend, "fingerprint", chain.order, lambda c: snapshot(c, schema))
-            finally:
-                backend.dispose()
-    return _SNAPSHOTS[key]
+def revision_snapshots(settings: Settings, chain: Chain) -> Snapshots | None:
+    """The chain's snapshot at every revision for this backend (see revision_snapshots.py)."""
+    return revision_snapshots_.for_chain(settings, chain)
 
 
 def recognise(tenant: dict[str, Any], snaps: dict[str, dict[str, Any]], order: list[str]) -> Recognition:

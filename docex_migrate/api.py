@@ -11,7 +11,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from .snapshot import differences
 log = logging.getLogger(__name__)
 
 CURRENT, BEHIND, AHEAD, UNVERSIONED, MISSING = "current", "behind", "ahead", "unversioned", "missing"
+UNREADABLE = "unreadable"  # exists but cannot be read (corrupt file, no privilege): that tenant's failure
 NEEDS_ADOPT = "needs-adopt"  # skipped: an unversioned tenant with tables is never migrated blindly
 
 
@@ -52,14 +53,23 @@ class TenantStatus:
     tenant_id: str
     namespace: str
     revision: str | None
-    state: str  # current, behind, ahead, unversioned, missing
+    state: str  # current, behind, ahead, unversioned, missing, unreadable
     matches: str | None = None  # unversioned only: the revision adopt would stamp
-    adopt: str | None = None  # unversioned only: adopt (exact), repair (indexes) or refuse
+    adopt: str | None = None  # unversioned only: adopt (exact), repair (indexes), refuse, or unknown
+    error: str | None = None  # unreadable: why; unversioned with adopt unknown: why recognition could not run
+
+    @property
+    def failed(self) -> bool:
+        return self.state == UNREADABLE
 
     def as_dict(self) -> dict[str, object]:
-        row = {"tenant_id": self.tenant_id, "namespace": self.namespace, "revision": self.revision, "state": self.state}
+        row: dict[str, object] = {
+            "tenant_id": self.tenant_id, "namespace": self.namespace, "revision": self.revision, "state": self.state
+        }
         if self.state == UNVERSIONED:
             row.update(matches=self.matches, adopt=self.adopt)
+        if self.error:
+            row["error"] = self.error
         return row
 
 
@@ -89,6 +99,8 @@ def _select(backend: Backend, tenant_ids: Sequence[str] | None) -> dict[str, str
 def _state_of(chain: Chain, state: NamespaceState) -> tuple[str | None, str]:
     if not state.exists:
         return None, MISSING
+    if state.error:
+        return None, UNREADABLE
     if not state.versioned:
         return None, UNVERSIONED
     if not state.revisions:
@@ -115,18 +127,33 @@ def status(
         rows = []
         for tenant_id, namespace in namespaces.items():
             revision, state = _state_of(chain, states[tenant_id])
-            matches = adopt_as = None
+            row = TenantStatus(tenant_id, namespace, revision, state, error=states[tenant_id].error)
             if state == UNVERSIONED and states[tenant_id].table_count:
-                recognition = _recognise(settings, backend, chain, tenant_id)
-                matches, adopt_as = recognition.revision, recognition.action
-            rows.append(TenantStatus(tenant_id, namespace, revision, state, matches, adopt_as))
+                row = _with_recognition(settings, backend, chain, row)
+            rows.append(row)
         return rows
     finally:
         backend.dispose()
 
 
+def _with_recognition(settings: Settings, backend: Backend, chain: Chain, row: TenantStatus) -> TenantStatus:
+    """An unversioned tenant's row, with the revision adopt would stamp. Read-only: without the
+    chain's snapshots for this backend (see adoption.revision_snapshots) it says so instead."""
+    snaps = adoption.revision_snapshots(settings, chain)
+    if snaps is None:
+        return replace(row, adopt=adoption.UNKNOWN, error=adoption.NO_SNAPSHOTS)
+    try:
+        tenant = adoption.tenant_snapshot(backend, row.tenant_id)
+    except sa.exc.SQLAlchemyError as exc:
+        return replace(row, state=UNREADABLE, error=f"cannot read its catalog: {describe_error(exc)}")
+    recognition = adoption.recognise(tenant, snaps, chain.order)
+    return replace(row, matches=recognition.revision, adopt=recognition.action)
+
+
 def _recognise(settings: Settings, backend: Backend, chain: Chain, tenant_id: str) -> adoption.Recognition:
     snaps = adoption.revision_snapshots(settings, chain)
+    if snaps is None:
+        raise DocexMigrateError(adoption.NO_SNAPSHOTS)
     return adoption.recognise(adoption.tenant_snapshot(backend, tenant_id), snaps, chain.order)
 
 
@@ -155,13 +182,20 @@ def _adopt_one(
     if kind == MISSING:
         result.action, result.message = "failed", "does not exist"
         return result
+    if kind == UNREADABLE:
+        result.action, result.message = "failed", state.error or "cannot be read"
+        return result
     if kind != UNVERSIONED:
         result.message = f"already versioned at {revision or 'base'}: left alone"
         return result
     if not state.table_count:
         result.message = f"empty: nothing to adopt (run `docex-migrate provision {tenant_id} --exist-ok`)"
         return result
-    recognition = _recognise(settings, backend, chain, tenant_id)
+    try:
+        recognition = _recognise(settings, backend, chain, tenant_id)
+    except (DocexMigrateError, sa.exc.SQLAlchemyError) as exc:
+        result.action, result.message = "failed", f"cannot recognise it: {describe_error(exc)}"
+        return result
     result.to_revision = recognition.revision
     if recognition.action == adoption.REFUSE:
         result.action = "failed"
@@ -174,7 +208,9 @@ def _adopt_one(
         result.action = "would-adopt"
         result.message = f"would be stamped at {recognition.revision}{repaired}"
         return result
-    expected = adoption.revision_snapshots(settings, chain)[recognition.revision]
+    snaps = adoption.revision_snapshots(settings, chain)
+    assert snaps is not None  # recognition above needed them
+    expected = snaps[recognition.revision]
 
     def repair_and_prove(connection: sa.Connection) -> None:
         adoption.apply_repairs(connection, recognition)
@@ -193,9 +229,16 @@ def _adopt_one(
     return result
 
 
-def list_tenants(settings: Settings) -> list[TenantStatus]:
-    """The tenants found in the database (from their namespaces), with their state."""
-    return status(settings)
+def list_tenants(settings: Settings) -> dict[str, str]:
+    """The tenants found in the database: tenant id -> namespace, from the namespaces alone.
+
+    Cheap and read-only: no tenant is opened, so a corrupt or unreadable one is still listed
+    (``status`` says what is wrong with it)."""
+    backend = backend_for(settings)
+    try:
+        return _select(backend, None)
+    finally:
+        backend.dispose()
 
 
 def _plan(
@@ -206,6 +249,8 @@ def _plan(
     result = TenantResult(tenant_id, namespace, "failed", revision, revision)
     if kind == MISSING:
         result.message = f"does not exist: run `docex-migrate provision {tenant_id}` first"
+    elif kind == UNREADABLE:
+        result.message = state.error or "cannot be read"
     elif kind == UNVERSIONED and state.table_count:
         result.action = NEEDS_ADOPT
         result.message = (
@@ -338,6 +383,9 @@ def provision(
         for tenant_id, namespace in namespaces.items():
             state = states[tenant_id]
             revision, _ = _state_of(chain, state)
+            if state.error:
+                finished[tenant_id] = TenantResult(tenant_id, namespace, "failed", None, None, state.error)
+                continue
             if state.versioned and not exist_ok:
                 finished[tenant_id] = TenantResult(
                     tenant_id, namespace, "failed", revision, revision,

@@ -24,7 +24,7 @@ from alembic.migration import MigrationContext
 
 from alembic import command
 
-from . import api, manifest
+from . import api, manifest, revision_snapshots
 from .backends import backend_for
 from .chain import Chain, alembic_config, load_chain, script_location
 from .config import Settings, SqliteSettings
@@ -205,6 +205,24 @@ def check_immutable_history(ctx: Context) -> str:
         raise CheckFailed("released revisions must never change: add a new revision instead", problems)
     tail = f"; new since the last release: {', '.join(new)}" if new else ""
     return f"{len(released)} released revisions unchanged{tail}"
+
+
+def check_shipped_snapshots(ctx: Context) -> str:
+    """The snapshots the package ships (for read-only recognition) are what the chain produces here."""
+    kind = revision_snapshots.kind_of(ctx.settings)
+    shipped = revision_snapshots.shipped(kind, ctx.chain, partial=True) or {}
+    order = ctx.chain.order
+    released = [r for r in order if r in shipped]  # revisions newer than these are the other checks' business
+    computed = revision_snapshots.compute(ctx.settings, ctx.chain, order[: order.index(released[-1]) + 1]) if released else {}
+    evidence = [f"{r}: {line}" for r in ctx.chain.order if r in shipped for line in differences(shipped[r], computed[r])]
+    if evidence:
+        raise CheckFailed(
+            f"the shipped {kind} snapshots differ from what the chain produces: "
+            "run `docex-migrate check --update-manifest` on this backend", evidence[:50]
+        )
+    missing = [r for r in ctx.chain.order if r not in shipped]
+    tail = f"; none yet for {', '.join(missing)} (recorded by --update-manifest)" if missing else ""
+    return f"{len(shipped)} shipped {kind} snapshots equal the chain's{tail}"
 
 
 # --- per backend, on scratch namespaces ---------------------------------------------------
@@ -404,6 +422,7 @@ CHECKS = (
     Check("no-schema-names", "no revision passes schema= or writes a schema-qualified name into SQL", check_no_schema_names, needs_chain=False),
     Check("offline-sql", "every revision renders with --sql for PostgreSQL and SQLite, up and down", check_offline_sql),
     Check("immutable-history", "released revisions match the manifest of chained checksums", check_immutable_history),
+    Check("shipped-snapshots", "the revision snapshots shipped for read-only recognition equal the chain's", check_shipped_snapshots),
     Check("upgrade-from-empty", "an empty namespace upgrades to head", check_upgrade_from_empty, scratch=True),
     Check("stepwise", "every revision applies on its own, one at a time", check_stepwise, scratch=True),
     Check("metadata-matches-head", "autogenerate against the package's tenant metadata finds nothing at head", check_metadata_matches_head, scratch=True),
@@ -446,8 +465,10 @@ def run_checks(settings: Settings, only: Sequence[str] | None = None, *, metadat
     return results
 
 
-def update_manifest() -> Path:
-    ctx = Context(Settings(), docex_metadata)
+def update_manifest(settings: Settings) -> list[Path]:
+    """Record the current revisions as released: revisions.sum, and their snapshots for SQLite
+    and (when configured) PostgreSQL."""
+    ctx = Context(settings, docex_metadata)
     path = ctx.folder / manifest.MANIFEST_NAME
     manifest.write(path, manifest.chained(ctx.revision_files()))
-    return path
+    return [path, revision_snapshots.write(settings, ctx.chain)]

@@ -264,10 +264,13 @@ def status(
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Every tenant's namespace, revision and state (current, behind, ahead, unversioned, missing)."""
+    """Every tenant's namespace, revision and state (current, behind, ahead, unversioned, missing,
+    unreadable). Read-only: creates nothing. Exit 1 when a tenant cannot be read."""
     with _guard(verbose):
         rows = api.status(load_settings(config), tenant, shard=_shard(shard))
         Reporter(json).statuses(rows, "no tenants found")
+        if any(r.failed for r in rows):
+            raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
@@ -276,16 +279,16 @@ def tenants(
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """List the tenants found in the database."""
+    """List the tenants found in the database, from their namespaces alone (opens no tenant)."""
     with _guard(verbose):
-        rows = api.list_tenants(load_settings(config))
+        found = api.list_tenants(load_settings(config))
         reporter = Reporter(json)
         if json:
-            reporter.emit_json([{"tenant_id": r.tenant_id, "namespace": r.namespace} for r in rows])
-        elif not rows:
+            reporter.emit_json([{"tenant_id": t, "namespace": ns} for t, ns in found.items()])
+        elif not found:
             reporter.say("no tenants found")
-        for row in [] if json else rows:
-            reporter.say(f"{row.tenant_id}\t{row.namespace}")
+        for tenant_id, namespace in {} if json else found.items():
+            reporter.say(f"{tenant_id}\t{namespace}")
 
 
 @app.command()
@@ -356,7 +359,7 @@ def check(
 ) -> None:
     """The CI migration checks. Exit 0 all pass, 1 any fails, 2 a check could not run.
 
-    single-head, no-schema-names, offline-sql, immutable-history, upgrade-from-empty, stepwise,
+    single-head, no-schema-names, offline-sql, immutable-history, shipped-snapshots, upgrade-from-empty, stepwise,
     metadata-matches-head, downgrade-leaves-no-trace, mixed-fleet, isolation, fleet-at-head, lint.
     The database checks run on scratch namespaces of the configured backend, removed afterwards.
     """
@@ -366,7 +369,8 @@ def check(
         settings = load_settings(config)
         reporter = Reporter(json)
         if update_manifest:
-            reporter.say(f"manifest written: {checks.update_manifest()}")
+            written = checks.update_manifest(settings)
+            reporter.say(f"manifest written: {', '.join(map(str, written))}")
         results = checks.run_checks(settings, only)
         reporter.checks(results)
         if any(r.status == checks.ERROR for r in results):

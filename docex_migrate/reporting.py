@@ -40,8 +40,12 @@ class Reporter:
             self.say(empty)
             return
         def state(r: TenantStatus) -> str:
+            if r.state == "unversioned" and r.adopt == "unknown":
+                return f"unversioned ({r.error})"
             if r.state == "unversioned" and r.adopt:
                 return f"unversioned (matches {r.matches}, adopt: {r.adopt})"
+            if r.error:
+                return f"{r.state}: {r.error}"
             return r.state
 
         _table([("TENANT", "NAMESPACE", "REVISION", "STATE")]

@@ -94,7 +94,7 @@ def test_reordered_history_and_a_new_revision_on_top(chain_copy, sqlite_env):
     add(chain_copy, "sqlite_only")  # any new revision on top of the released ones
     (result,) = checks.run_checks(sqlite_env.settings, ["immutable-history"])
     assert result.status == checks.PASSED and "new since the last release: b1.py" in result.message
-    checks.update_manifest()
+    checks.update_manifest(sqlite_env.settings)
     assert manifest.read_text().splitlines()[-1].startswith("b1.py h1:")
     (result,) = checks.run_checks(sqlite_env.settings, ["immutable-history"])
     assert result.status == checks.PASSED and result.message == "8 released revisions unchanged"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import MISSING, Backend, NamespaceState
+from .base import MISSING, Backend, NamespaceState, unreadable
 from .postgresql import PostgresBackend
 from .sqlite import SqliteBackend
 
-__all__ = ["MISSING", "Backend", "NamespaceState", "PostgresBackend", "SqliteBackend", "backend_for"]
+__all__ = ["MISSING", "Backend", "NamespaceState", "PostgresBackend", "SqliteBackend", "backend_for", "unreadable"]
 
 
 def backend_for(settings: Settings) -> Backend:

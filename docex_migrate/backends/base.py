@@ -23,9 +23,15 @@ class NamespaceState:
     versioned: bool = False  # has an alembic_version table (empty when at base)
     revisions: tuple[str, ...] = ()  # the rows of alembic_version
     table_count: int = 0  # tables other than alembic_version
+    error: str | None = None  # the namespace exists but cannot be read: that tenant's failure alone
 
 
 MISSING = NamespaceState(exists=False)
+
+
+def unreadable(reason: str) -> NamespaceState:
+    """A namespace that exists but cannot be read (corrupt file, no privilege, odd version table)."""
+    return NamespaceState(exists=True, error=reason)
 
 
 class Backend(ABC):

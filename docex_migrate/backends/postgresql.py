@@ -21,7 +21,7 @@ from .. import tenants
 from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, TenantNotFoundError
 from ..timestamps import timestamp
-from .base import MISSING, Backend, NamespaceState
+from .base import MISSING, Backend, NamespaceState, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,32 @@ BATCH_SIZE = 500
 
 _pg_namespace = sa.table("pg_namespace", sa.column("oid"), sa.column("nspname"), schema="pg_catalog")
 _pg_class = sa.table("pg_class", sa.column("relname"), sa.column("relnamespace"), sa.column("relkind"), schema="pg_catalog")
+
+
+# Each schema's tables, and why its version table cannot be read, if it cannot: the catalog is
+# readable by every role, the tables themselves may not be.
+_CATALOG = sa.text("""
+SELECT n.nspname, c.relname,
+       CASE WHEN NOT has_schema_privilege(n.oid, 'USAGE') THEN 'usage'
+            WHEN c.relname IS DISTINCT FROM 'alembic_version' THEN NULL
+            WHEN NOT has_table_privilege(c.oid, 'SELECT') THEN 'select'
+            WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid
+                             AND a.attname = 'version_num' AND NOT a.attisdropped) THEN 'shape'
+       END
+FROM pg_catalog.pg_namespace n
+LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+WHERE n.nspname = ANY(:schemas)
+""")
+_UNREADABLE = {
+    "usage": "permission denied for schema {schema}: GRANT USAGE ON SCHEMA \"{schema}\" TO {user}",
+    "select": "permission denied for {schema}.alembic_version: GRANT SELECT ON \"{schema}\".alembic_version TO {user}",
+    "shape": "{schema}.alembic_version has no version_num column: it is not Alembic's version table; fix or rename it",
+}
+
+
+def _first_line(exc: DBAPIError) -> str:
+    text = str(exc.orig or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def driver_dump(connection: Connection, schema: str) -> str:
@@ -182,37 +208,60 @@ class PostgresBackend(Backend):
             return states
         with self.connect() as connection:
             for batch in _batches(list(by_schema), BATCH_SIZE):
-                tables = sa.select(
-                    _pg_namespace.c.nspname, _pg_class.c.relname
-                ).select_from(
-                    _pg_namespace.outerjoin(
-                        _pg_class,
-                        sa.and_(_pg_class.c.relnamespace == _pg_namespace.c.oid, _pg_class.c.relkind.in_(["r", "p"])),
-                    )
-                ).where(_pg_namespace.c.nspname.in_(batch))
-                contents: dict[str, set[str]] = {}
-                for schema, table in connection.execute(tables):
-                    contents.setdefault(schema, set()).update([table] if table else [])
-                versioned = [s for s, names in contents.items() if VERSION_TABLE in names]
-                revisions: dict[str, list[str]] = {s: [] for s in versioned}
-                if versioned:
-                    # One UNION ALL over the version tables; SQLAlchemy quotes every schema name.
-                    union = sa.union_all(*(
-                        sa.select(sa.literal(s).label("schema"), sa.column("version_num"))
-                        .select_from(sa.table(VERSION_TABLE, sa.column("version_num"), schema=s))
-                        for s in versioned
-                    ))
-                    for schema, revision in connection.execute(union):
-                        revisions[schema].append(revision)
-                connection.rollback()  # read-only: release this batch's locks now
-                for schema, names in contents.items():
-                    states[by_schema[schema]] = NamespaceState(
-                        exists=True,
-                        versioned=VERSION_TABLE in names,
-                        revisions=tuple(revisions.get(schema, ())),
-                        table_count=len(names - {VERSION_TABLE}),
-                    )
+                for schema, state in self._read_batch(connection, batch).items():
+                    states[by_schema[schema]] = state
         return states
+
+    def _read_batch(self, connection: Connection, batch: list[str]) -> dict[str, NamespaceState]:
+        """The states of up to BATCH_SIZE schemas: one catalog query, one UNION ALL over the
+        version tables that can be read. A schema whose version table cannot be read (no
+        privilege, not Alembic's shape) is reported alone, never fails the batch."""
+        contents: dict[str, set[str]] = {}
+        problems: dict[str, str] = {}
+        for schema, table, problem in connection.execute(_CATALOG, {"schemas": batch}):
+            contents.setdefault(schema, set()).update([table] if table else [])
+            if problem:
+                problems[schema] = _UNREADABLE[problem].format(schema=schema, user=self.url.username or "the current user")
+        readable = [s for s, names in contents.items() if VERSION_TABLE in names and s not in problems]
+        try:
+            revisions = self._read_versions(connection, readable)
+        except DBAPIError:  # something the catalog did not foresee: read them one by one
+            connection.rollback()
+            revisions = {}
+            for schema in readable:
+                try:
+                    revisions.update(self._read_versions(connection, [schema]))
+                except DBAPIError as exc:
+                    connection.rollback()
+                    problems[schema] = f"cannot read {schema}.{VERSION_TABLE}: {_first_line(exc)}"
+        connection.rollback()  # read-only: release this batch's locks now
+        states = {}
+        for schema, names in contents.items():
+            if schema in problems:
+                states[schema] = unreadable(problems[schema])
+                continue
+            states[schema] = NamespaceState(
+                exists=True,
+                versioned=VERSION_TABLE in names,
+                revisions=tuple(revisions.get(schema, ())),
+                table_count=len(names - {VERSION_TABLE}),
+            )
+        return states
+
+    @staticmethod
+    def _read_versions(connection: Connection, schemas: list[str]) -> dict[str, list[str]]:
+        revisions: dict[str, list[str]] = {s: [] for s in schemas}
+        if not schemas:
+            return revisions
+        # One UNION ALL over the version tables; SQLAlchemy quotes every schema name.
+        union = sa.union_all(*(
+            sa.select(sa.literal(s).label("schema"), sa.column("version_num"))
+            .select_from(sa.table(VERSION_TABLE, sa.column("version_num"), schema=s))
+            for s in schemas
+        ))
+        for schema, revision in connection.execute(union):
+            revisions[schema].append(revision)
+        return revisions
 
     @contextmanager
     def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Connection]:

@@ -19,7 +19,7 @@ from .. import tenants
 from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, TenantNotFoundError
 from ..timestamps import timestamp
-from .base import MISSING, Backend, NamespaceState
+from .base import MISSING, Backend, NamespaceState, unreadable
 
 VERSION_TABLE = "alembic_version"
 FOREVER = 10.0**9  # seconds; sqlite3's timeout has no "no limit" value
@@ -47,22 +47,40 @@ def transactional_engine(path: str, busy_timeout: float = 5.0) -> Engine:
     return engine
 
 
-def read_namespace_state(path: str) -> NamespaceState:
-    """Read a tenant file's version rows directly, read-only: never creates the file."""
+def read_namespace_state(path: str, busy_timeout: float = 5.0) -> NamespaceState:
+    """Read a tenant file's version rows directly: never creates the file, never writes to it.
+
+    The file is opened read-write (mode=rw never creates it): a hot journal left by a killed
+    writer (ours or the application's) must be rolled back before the file can be read, which
+    SQLite does on the first read, and a read-only open (mode=ro) cannot do. That recovery is
+    what any DocEX connection would do too; no write lock is kept. A file that still cannot be
+    read (corrupt, not a database, locked) is that tenant's failure alone.
+    """
     if not os.path.isfile(path):
         return MISSING
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    uri = Path(path).resolve().as_uri() + "?mode=rw"
     try:
-        with sqlite3.connect(uri, uri=True) as db:
+        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
+        try:
             names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             revisions: tuple[str, ...] = ()
             if VERSION_TABLE in names:
                 revisions = tuple(row[0] for row in db.execute(f"SELECT version_num FROM {VERSION_TABLE}"))
-        db.close()
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseUnavailableError(f"cannot read SQLite file {path!r}: {exc}") from None
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        hint = _READ_HINTS.get(str(exc), "")
+        return unreadable(f"cannot read SQLite file {path}: {exc}{hint}")
     tables = {n for n in names if n != VERSION_TABLE and not n.startswith("sqlite_")}
     return NamespaceState(exists=True, versioned=VERSION_TABLE in names, revisions=revisions, table_count=len(tables))
+
+
+_READ_HINTS = {
+    "file is not a database": " (restore it from a backup, or deprovision it)",
+    "database disk image is malformed": " (restore it from a backup, or deprovision it)",
+    "database is locked": " (another process holds it: retry when it is idle)",
+    "no such column: version_num": " (its alembic_version is not Alembic's: fix or rename that table)",
+}
 
 
 class SqliteBackend(Backend):
