@@ -35,3 +35,9 @@ class TenantNotFoundError(DocexMigrateError):
     """The tenant's namespace does not exist (a per-tenant failure, not bad usage)."""
 
     exit_code = EXIT_FAILED
+
+
+class TenantBusyError(DocexMigrateError):
+    """Another process held the tenant's lock past the wait allowed (a per-tenant failure)."""
+
+    exit_code = EXIT_FAILED

@@ -72,7 +72,9 @@ class TenantResult:
 _HINTS = {
     "55P03": "an application holds a lock on the table: retry when it is idle, or raise --lock-timeout",
     "57014": "a statement ran longer than --statement-timeout",
-    "database is locked": "another process holds the tenant's file: retry, or raise --tenant-lock-wait",
+    # SQLite, once the tenant's write lock is ours: the commit waited past --lock-timeout for
+    # the application's readers (the wait for the lock itself is TenantBusyError's message).
+    "database is locked": "an application is reading or writing the tenant's file: retry when it is idle, or raise --lock-timeout",
 }
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from .. import tenants
 from ..config import Timeouts
-from ..errors import DatabaseUnavailableError, TenantNotFoundError
+from ..errors import TenantBusyError, TenantNotFoundError
 from ..timestamps import timestamp
 from .base import MISSING, Backend, NamespaceState, unreadable
 
@@ -25,12 +26,22 @@ VERSION_TABLE = "alembic_version"
 FOREVER = 10.0**9  # seconds; sqlite3's timeout has no "no limit" value
 
 
-def transactional_engine(path: str, busy_timeout: float = 5.0) -> Engine:
+def _ms(seconds: float) -> int:
+    return int(min(seconds or FOREVER, FOREVER) * 1000)  # 0 means no limit here, as on PostgreSQL
+
+
+def transactional_engine(path: str, busy_timeout: float = 5.0, lock_timeout: float | None = None) -> Engine:
     """An engine whose transactions really include DDL.
 
     pysqlite commits implicitly before DDL, which would split a migration into pieces. As the
     SQLAlchemy pysqlite docs recommend, turn the driver's transaction handling off and emit
     BEGIN ourselves, so DDL and the alembic_version update share one transaction.
+
+    ``busy_timeout`` bounds the wait for the file's write lock (another writer: another run, or
+    the application); once it is ours, ``lock_timeout`` bounds every later wait. The commit
+    waits for the application's readers to finish, and while it waits SQLite turns new readers
+    away ("database is locked"), so that wait must be short: past it the tenant rolls back and
+    the application's readers resume.
     """
     engine = create_engine(f"sqlite:///{path}", poolclass=NullPool, connect_args={"timeout": busy_timeout})
 
@@ -42,7 +53,17 @@ def transactional_engine(path: str, busy_timeout: float = 5.0) -> Engine:
     def _begin(connection):  # noqa: ANN001
         # IMMEDIATE takes the file's write lock before anything is read: this is the per-tenant
         # lock, so two runs never read the same revision and apply the same step twice.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except OperationalError as exc:
+            if "locked" in str(exc.orig):
+                raise TenantBusyError(
+                    f"database is locked: {path} stayed write-locked by another process past --tenant-lock-wait "
+                    f"({busy_timeout:g} s): retry when it is idle, or raise --tenant-lock-wait"
+                ) from None
+            raise
+        if lock_timeout is not None:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {_ms(lock_timeout)}")
 
     return engine
 
@@ -109,8 +130,8 @@ class SqliteBackend(Backend):
         # A provision that fails leaves at most an empty file: deleting it could pull it from under
         # a concurrent provision of the same tenant. An empty file is provisioned by the next run.
         path.parent.mkdir(parents=True, exist_ok=True)
-        wait = self.timeouts.tenant_lock_wait or FOREVER
-        engine = transactional_engine(str(path), busy_timeout=wait)
+        wait = min(self.timeouts.tenant_lock_wait or FOREVER, FOREVER)
+        engine = transactional_engine(str(path), busy_timeout=wait, lock_timeout=self.timeouts.lock_timeout)
         try:
             with engine.connect() as connection, connection.begin():
                 yield connection
