@@ -512,7 +512,7 @@ def new_revision(settings: Settings, message: str, *, autogenerate: bool = False
     chain = load_chain()
     if not autogenerate:
         return author_revision(None, "", message, chain.head)
-    with scratch_settings(settings) as scratch:
+    with scratch_settings(settings, committed=True) as scratch:
         backend = backend_for(scratch)
         try:
             return author_revision(backend, "autogenerate", message, chain.head)

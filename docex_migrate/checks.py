@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from .config import Settings, SqliteSettings
 from .errors import DocexMigrateError
 from .runner import describe_error, migrate_tenant
 from .schema import metadata as docex_metadata
-from .scratch import namespace_snapshot, scratch_settings
+from .scratch import locked_directory, namespace_snapshot, scratch_settings
 from .snapshot import differences, snapshot
 
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
@@ -177,7 +176,7 @@ def check_offline_sql(ctx: Context) -> str:
     database migrated to the revision's starting point."""
     failures = []
     order = ctx.chain.order
-    with tempfile.TemporaryDirectory(prefix="docex_migrate_offline_") as directory:
+    with locked_directory("docex_migrate_offline_", sweep=True) as directory:
         shadow_settings = Settings(sqlite=SqliteSettings(path_template=f"{directory}/{{tenant_id}}.db"))
         shadow = backend_for(shadow_settings)
         for i, revision in enumerate(order):
@@ -443,7 +442,7 @@ def run_checks(settings: Settings, only: Sequence[str] | None = None, *, metadat
     ctx = Context(settings, metadata if metadata is not None else docex_metadata)
     results: list[CheckResult] = []
     chain_ok = True
-    with scratch_settings(settings) as scratch:
+    with scratch_settings(settings, committed=True) as scratch:
         for check in selected:
             result = CheckResult(check.name, check.statement, PASSED)
             try:

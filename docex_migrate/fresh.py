@@ -22,20 +22,21 @@ from __future__ import annotations
 
 import atexit
 import logging
-import shutil
-import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from .backends import Backend, SqliteBackend, backend_for
 from .chain import Chain
 from .config import Settings
 from .runner import Recorded, migrate_tenant, record_chain
-from .scratch import scratch_settings
+from .scratch import locked_directory, scratch_settings
 
 log = logging.getLogger(__name__)
 
 Template = Path | list[Recorded]  # a head file (SQLite) or the chain's statements (PostgreSQL)
 _TEMPLATES: dict[tuple, Template | None] = {}
+_HELD = ExitStack()  # the head files' directories, removed when the process exits
+atexit.register(_HELD.close)
 
 
 def replayable(chain: Chain) -> bool:
@@ -63,8 +64,9 @@ def template(settings: Settings, chain: Chain) -> Template | None:
 
 
 def _sqlite_head_file(chain: Chain) -> Path:
-    directory = tempfile.mkdtemp(prefix="docex_migrate_template_")
-    atexit.register(shutil.rmtree, directory, True)
+    """The head file, in a directory held for the life of the process (a killed process's
+    directory is swept by the next one, see scratch.locked_directory)."""
+    directory = _HELD.enter_context(locked_directory("docex_migrate_template_", sweep=True))
     backend = SqliteBackend(f"{directory}/{{tenant_id}}.db")
     migrate_tenant(backend, "head", chain.head, create=True)
-    return Path(directory) / "head.db"
+    return directory / "head.db"

@@ -145,8 +145,8 @@ class SqliteBackend(Backend):
         path = Path(self.namespace(tenant_id))
         path.parent.mkdir(parents=True, exist_ok=True)
         staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        shutil.copyfile(source, staged)
-        try:
+        try:  # the copy itself may fail (a full disk): the staged file goes either way
+            shutil.copyfile(source, staged)
             os.link(staged, path)
             return True
         except FileExistsError:

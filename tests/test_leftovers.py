@@ -1,0 +1,132 @@
+"""Leftovers: a failed copy leaves no staging file, and what a killed run leaves (scratch schemas,
+temporary directories) is removed by the next run, but never while a live process holds it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from docex_migrate.cli import app
+from docex_migrate.scratch import MIN_AGE, SCHEMA_PREFIX
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(code: str, *, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    """A Python process of ours, importing the package from this checkout."""
+    environ = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", code], env=environ, text=True, **kw)
+
+
+def test_a_full_disk_during_provision_leaves_no_staging_file(sqlite_env):
+    """The head file is copied beside the tenant's file and linked into place; with the disk
+    full (a file-size limit, EFBIG like ENOSPC) the copy fails and its staging file stayed."""
+    code = (
+        "import resource, signal\n"
+        "from docex_migrate import api, fresh, load_settings\n"
+        "from docex_migrate.chain import load_chain\n"
+        "settings = load_settings()\n"
+        "fresh.template(settings, load_chain())  # built before the disk fills\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.RLIM_INFINITY))\n"
+        "(result,) = api.provision(settings, ['acme'])\n"
+        "print(result.action, result.message)\n"
+    )
+    done = child(code, cwd=sqlite_env.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err
+    assert out.startswith("failed") and "File too large" in out
+    folder = sqlite_env.workdir / "storage" / "tenant_acme"
+    assert not folder.exists() or not any(folder.iterdir())
+    assert not list(sqlite_env.workdir.rglob("*.tmp"))
+    result = CliRunner().invoke(app, ["provision", "acme", "--exist-ok"])  # the disk has room again
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.postgres
+def test_scratch_schemas_of_a_killed_check_are_removed_by_the_next_check_but_not_a_live_ones(pg_env):
+    def scratch_schemas() -> set[str]:
+        with pg_env.engine().connect() as conn:
+            pattern = SCHEMA_PREFIX.replace("_", "\\_") + "%"
+            return set(conn.execute(sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"), {"p": pattern}).scalars())
+
+    before = scratch_schemas()  # other tests' live checks may share this database
+    environ = {"DOCEX_CONFIG": str(pg_env.config_file), "HOME": str(pg_env.workdir / "home")}
+    killed = child(
+        "from docex_migrate import checks, load_settings\n"
+        "checks.run_checks(load_settings(), ['upgrade-from-empty', 'mixed-fleet'])\n",
+        cwd=pg_env.workdir, env=environ,
+    )
+    deadline = time.time() + 60
+    while not scratch_schemas() - before:
+        assert killed.poll() is None and time.time() < deadline, "the check never created its scratch schemas"
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    left = scratch_schemas() - before
+    assert left  # what a kill -9 leaves
+
+    live = child(  # a check still running: holds its set, which must survive the sweep
+        "import sys, sqlalchemy as sa\n"
+        "from docex_migrate import load_settings\n"
+        "from docex_migrate.backends import backend_for\n"
+        "from docex_migrate.scratch import scratch_settings\n"
+        "with scratch_settings(load_settings(), committed=True) as scratch:\n"
+        "    backend = backend_for(scratch)\n"
+        "    with backend.transaction('alive', create=True): pass\n"
+        "    print(backend.namespace('alive'), flush=True)\n"
+        "    sys.stdin.readline()\n",
+        cwd=pg_env.workdir, env=environ,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )
+    alive = live.stdout.readline().strip()
+    try:
+        result = CliRunner().invoke(app, ["check", "--only", "single-head", "--only", "upgrade-from-empty"])
+        assert result.exit_code == 0, result.output
+        remaining = scratch_schemas()
+        assert not (left & remaining), "the killed check's schemas are still there"
+        assert alive in remaining
+    finally:
+        live.communicate("\n", timeout=60)
+    assert alive not in scratch_schemas()  # and its own run removed it at the end
+
+
+def test_a_killed_provisions_template_directory_is_removed_by_the_next_but_not_a_live_ones(sqlite_env):
+    code = (
+        "import os, signal, sys\n"
+        "from docex_migrate import fresh, load_settings\n"
+        "from docex_migrate.chain import load_chain\n"
+        "path = fresh.template(load_settings(), load_chain())\n"
+        "print(path.parent, flush=True)\n"
+        "if sys.argv[1] == 'die': os.kill(os.getpid(), signal.SIGKILL)\n"
+        "sys.stdin.readline()\n"
+    )
+    dead = child(code.replace("sys.argv[1]", "'die'"), cwd=sqlite_env.workdir, stdout=subprocess.PIPE)
+    dead_dir = Path(dead.communicate(timeout=120)[0].strip())
+    live = child(code.replace("sys.argv[1]", "'live'"), cwd=sqlite_env.workdir, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+    live_dir = Path(live.stdout.readline().strip())
+    try:
+        assert dead_dir.is_dir() and live_dir.is_dir()
+        old = time.time() - MIN_AGE - 5  # leftovers younger than MIN_AGE may be taking their lock
+        for directory in (dead_dir, live_dir):
+            os.utime(directory, (old, old))
+        provision = subprocess.run(  # a fresh process builds its template, and sweeps first
+            [sys.executable, "-m", "docex_migrate", "provision", "acme"], cwd=sqlite_env.workdir,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+        )
+        assert provision.returncode == 0, provision.stderr
+        assert not dead_dir.exists()
+        assert live_dir.is_dir() and (live_dir / "head.db").is_file()
+    finally:
+        live.communicate("\n", timeout=60)
+    assert not live_dir.exists()
+    assert Path(tempfile.gettempdir()) == dead_dir.parent
