@@ -139,9 +139,13 @@ def scratch_settings(settings: Settings, *, committed: bool = False) -> Iterator
             backend.dispose()
 
 
-def _hold(backend: Backend, prefix: str) -> Connection:
-    """A session that holds the set's advisory lock; it sweeps abandoned sets first."""
-    holder = backend.connect()
+def _hold(backend: Backend, prefix: str) -> Connection | None:
+    """A session that holds the set's advisory lock; it sweeps abandoned sets first. None when
+    the database cannot be reached: then nothing can be created either (the checks say why)."""
+    try:
+        holder = backend.connect()
+    except DocexMigrateError:
+        return None
     try:
         dropped = sweep_schemas(holder)
         if dropped:
