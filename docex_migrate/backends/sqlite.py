@@ -16,13 +16,14 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from .. import tenants
-from ..config import Timeouts
+from ..config import MAX_TIMEOUT_SECONDS, Timeouts
 from ..errors import DatabaseUnavailableError, TenantNotFoundError
 from ..timestamps import timestamp
 from .base import MISSING, Backend, NamespaceState
 
 VERSION_TABLE = "alembic_version"
-FOREVER = 10.0**9  # seconds; sqlite3's timeout has no "no limit" value
+# sqlite3's timeout has no "no limit" value, and one past this overflows to 0 (no waiting at all).
+FOREVER = float(MAX_TIMEOUT_SECONDS)
 
 
 def transactional_engine(path: str, busy_timeout: float = 5.0) -> Engine:
