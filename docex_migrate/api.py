@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CURRENT, BEHIND, AHEAD, UNVERSIONED, MISSING = "current", "behind", "ahead", "unversioned", "missing"
 UNREADABLE = "unreadable"  # exists but cannot be read (corrupt file, no privilege): that tenant's failure
+CORRUPT = "corrupt"  # more than one row in alembic_version: the linear chain keeps exactly one
 NEEDS_ADOPT = "needs-adopt"  # skipped: an unversioned tenant with tables is never migrated blindly
 
 
@@ -53,14 +54,14 @@ class TenantStatus:
     tenant_id: str
     namespace: str
     revision: str | None
-    state: str  # current, behind, ahead, unversioned, missing, unreadable
+    state: str  # current, behind, ahead, corrupt, unversioned, missing, unreadable
     matches: str | None = None  # unversioned only: the revision adopt would stamp
     adopt: str | None = None  # unversioned only: adopt (exact), repair (indexes), refuse, or unknown
     error: str | None = None  # unreadable: why; unversioned with adopt unknown: why recognition could not run
 
     @property
     def failed(self) -> bool:
-        return self.state == UNREADABLE
+        return self.state in (UNREADABLE, CORRUPT)  # needs a person before it can be migrated
 
     def as_dict(self) -> dict[str, object]:
         row: dict[str, object] = {
@@ -105,7 +106,9 @@ def _state_of(chain: Chain, state: NamespaceState) -> tuple[str | None, str]:
         return None, UNVERSIONED
     if not state.revisions:
         return None, BEHIND  # at base: the version table is there, empty
-    revision = state.revisions[0] if len(state.revisions) == 1 else ",".join(state.revisions)
+    if len(state.revisions) > 1:
+        return ",".join(state.revisions), CORRUPT
+    revision = state.revisions[0]
     if revision == chain.head:
         return revision, CURRENT
     return revision, BEHIND if chain.knows(revision) else AHEAD
@@ -256,6 +259,11 @@ def _plan(
         result.message = (
             f"has {state.table_count} tables but no alembic_version (created by DocEX itself): "
             f"run `docex-migrate adopt {tenant_id}`, or upgrade with --adopt"
+        )
+    elif kind == CORRUPT:
+        result.message = (
+            f"has {len(state.revisions)} rows in alembic_version ({', '.join(state.revisions)}): "
+            "a corrupt or branched version table; fix it by hand to one row"
         )
     elif kind == AHEAD:
         result.message = f"is at revision {revision}, which this chain does not know: use a newer docex-migrate"

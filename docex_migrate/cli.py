@@ -19,7 +19,7 @@ import typer
 
 from . import api
 from .chain import load_chain
-from .config import Settings, config_path, enable_multi_tenancy, load_settings
+from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, UsageError
 from .reporting import Reporter
 from .runner import TenantResult, describe_error
@@ -44,13 +44,15 @@ FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the firs
 MaxFailuresOpt = Annotated[
     Optional[int], typer.Option("--max-failures", min=1, help="Stop after N failing tenants (default: never stop).")
 ]
+# Timeouts are checked by config.Timeouts, not by typer's min/max: one line, exit 2, like any bad input.
+_TIMEOUT_RANGE = f"0 = no limit; at most {MAX_TIMEOUT_SECONDS}, about 24 days"
 LockTimeoutOpt = Annotated[
     Optional[float],
-    typer.Option("--lock-timeout", min=0, help="Seconds a step may wait for a lock the application holds (default 10; 0 = no limit)."),
+    typer.Option("--lock-timeout", help=f"Seconds a step may wait for a lock the application holds (default 10; {_TIMEOUT_RANGE})."),
 ]
 StatementTimeoutOpt = Annotated[
     Optional[float],
-    typer.Option("--statement-timeout", min=0, help="Seconds one PostgreSQL statement may run (default 900; 0 = no limit)."),
+    typer.Option("--statement-timeout", help=f"Seconds one PostgreSQL statement may run (default 900; {_TIMEOUT_RANGE})."),
 ]
 JobsOpt = Annotated[
     int, typer.Option("--jobs", "-j", min=1, help="Tenants migrated in parallel, one process each (capped by the free connections).")
@@ -60,7 +62,7 @@ ShardOpt = Annotated[
 ]
 TenantLockWaitOpt = Annotated[
     Optional[float],
-    typer.Option("--tenant-lock-wait", min=0, help="Seconds to wait for another run on the same tenant (default 300; 0 = no limit)."),
+    typer.Option("--tenant-lock-wait", help=f"Seconds to wait for another run on the same tenant (default 300; {_TIMEOUT_RANGE})."),
 ]
 
 
@@ -264,8 +266,13 @@ def status(
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Every tenant's namespace, revision and state (current, behind, ahead, unversioned, missing,
-    unreadable). Read-only: creates nothing. Exit 1 when a tenant cannot be read."""
+    """Every tenant's namespace, revision and state. Read-only: creates nothing.
+
+    States: current, behind, ahead (a revision this chain does not know),
+    corrupt (more than one row in alembic_version; REVISION lists them all),
+    unversioned, missing, unreadable (the namespace cannot be read).
+    Exit 1 when a tenant is corrupt or unreadable.
+    """
     with _guard(verbose):
         rows = api.status(load_settings(config), tenant, shard=_shard(shard))
         Reporter(json).statuses(rows, "no tenants found")

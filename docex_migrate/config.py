@@ -7,7 +7,9 @@ default (SQLite files under ``./storage``, database-level multi-tenancy). ``$DOC
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,10 @@ USER_CONFIG = Path("~/.docex/config.yaml")
 DATABASE_LEVEL = "database_level"
 ROW_LEVEL = "row_level"
 _MODELS = (DATABASE_LEVEL, ROW_LEVEL)
+# PostgreSQL's lock_timeout and statement_timeout are int milliseconds (at most 2147483647), and
+# sqlite3 turns its timeout into int milliseconds too (a longer one overflows to 0: no waiting).
+# One whole-second bound for every timeout, about 24.8 days, fits both.
+MAX_TIMEOUT_SECONDS = 2_147_483
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,13 @@ class Timeouts:
     def __post_init__(self) -> None:
         for name in ("lock_timeout", "statement_timeout", "tenant_lock_wait"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be a number of seconds >= 0 (0 disables it), not {value!r}")
+            # bool is an int to Python; nan compares false with everything, so test it by name.
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or not 0 <= value <= MAX_TIMEOUT_SECONDS:
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be a number of seconds from 0 to {MAX_TIMEOUT_SECONDS} "
+                    f"(about 24 days; 0 disables it), not {value!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -69,18 +80,20 @@ class Settings:
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """The configuration file to read, in lookup order; None means the built-in default."""
     if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist: check --config")
-        return path
+        return _named_file(Path(explicit), "--config")
     env = os.environ.get("DOCEX_CONFIG")
     if env:
-        path = Path(env)
-        if not path.is_file():
-            raise ConfigError(f"config file {env!r} named by $DOCEX_CONFIG does not exist")
-        return path
+        return _named_file(Path(env), "$DOCEX_CONFIG")
     user = USER_CONFIG.expanduser()
     return user if user.is_file() else None
+
+
+def _named_file(path: Path, named_by: str) -> Path:
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} named by {named_by} is a directory, not a file: name the YAML file itself")
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} named by {named_by} does not exist: check {named_by}")
+    return path
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -106,30 +119,57 @@ def _section(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
+def _port(value: object, where: str) -> int:
+    """A TCP port. YAML's true is a bool, an int to Python, and 5432.7 is no port: neither passes."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"{where} must be a whole number from 1 to 65535, not {value!r}")
+    return value
+
+
+def _text(block: dict[str, Any], key: str, default: str | None) -> str | None:
+    """A string key of the postgres block. YAML reads an unquoted 1234 as a number, which is
+    meant as the digits; anything else is refused by type only, so a password is never printed."""
+    value = block.get(key, default)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"database.postgres.{key} must be a string, not {type(value).__name__}: quote it in the config")
+
+
+def _env_url(env: str) -> URL:
+    try:
+        url = make_url(env)
+        port = url.port  # an unparsable port raises ValueError, in make_url or here
+    except (ArgumentError, ValueError):
+        raise ConfigError("$DOCEX_DATABASE_URL is not a valid URL: use postgresql://user:password@host:5432/dbname") from None
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(f"$DOCEX_DATABASE_URL must be a PostgreSQL URL, not {url.get_backend_name()!r}")
+    if not url.database:
+        raise ConfigError("$DOCEX_DATABASE_URL names no database: add it, as in postgresql://user:password@host:5432/dbname")
+    if port is not None:
+        _port(port, "the port in $DOCEX_DATABASE_URL")
+    return url.set(drivername="postgresql+psycopg")
+
+
 def _postgres_url(block: dict[str, Any]) -> URL:
     """The PostgreSQL URL: $DOCEX_DATABASE_URL if set, else the postgres block's keys."""
     env = os.environ.get("DOCEX_DATABASE_URL")
     if env:
-        try:
-            url = make_url(env)
-        except ArgumentError:
-            raise ConfigError("$DOCEX_DATABASE_URL is not a valid URL: use postgresql://user:password@host:5432/dbname") from None
-        if url.get_backend_name() != "postgresql":
-            raise ConfigError(f"$DOCEX_DATABASE_URL must be a PostgreSQL URL, not {url.get_backend_name()!r}")
-        return url.set(drivername="postgresql+psycopg")
-    port = block.get("port", 5432)
-    try:
-        port = int(port)
-    except (TypeError, ValueError):
-        raise ConfigError(f"database.postgres.port must be a number, not {port!r}") from None
+        return _env_url(env)
+    database = _text(block, "database", "docex_db")
+    if not database:
+        raise ConfigError("database.postgres.database must name the database (DocEX's default is docex_db)")
     query = {"sslmode": str(block["sslmode"])} if block.get("sslmode") else {}
     return URL.create(
         "postgresql+psycopg",
-        username=block.get("user"),
-        password=block.get("password"),
-        host=block.get("host", "localhost"),
-        port=port,
-        database=block.get("database", "docex_db"),
+        username=_text(block, "user", None),
+        password=_text(block, "password", None),
+        host=_text(block, "host", "localhost"),
+        port=_port(block.get("port", 5432), "database.postgres.port"),
+        database=database,
         query=query,
     )
 
@@ -150,11 +190,11 @@ def parse_settings(data: dict[str, Any], source: Path | None = None) -> Settings
         raise ConfigError(f"database.type must be 'sqlite' or 'postgres', not {database.get('type')!r}")
 
     sqlite_block = _section(database, "sqlite", "database.")
-    path_template = str(sqlite_block.get("path_template", DEFAULT_PATH_TEMPLATE))
+    path_template = sqlite_block.get("path_template", DEFAULT_PATH_TEMPLATE)
     postgres = None
     if db_type == "postgres":
         pg_block = _section(database, "postgres", "database.")
-        schema_template = str(pg_block.get("schema_template", DEFAULT_SCHEMA_TEMPLATE))
+        schema_template = pg_block.get("schema_template", DEFAULT_SCHEMA_TEMPLATE)
         tenants.validate_schema_template(schema_template)
         postgres = PostgresSettings(url=_postgres_url(pg_block), schema_template=schema_template)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -32,6 +33,7 @@ _DOCEX_RUNTIME_SCHEMA_CHARS = re.compile(r"[A-Za-z0-9_]+")
 # Fixed parts of a SQLite path template: no quotes, ';', whitespace, URI syntax ('?', '#', '%').
 _PATH_TEMPLATE_CHARS = re.compile(r"[A-Za-z0-9_./{}-]+")
 _RESERVED_SCHEMAS = {"public", "information_schema", "docex_system"}
+_PROBES = ("probe-a1", "probe-b2")  # two valid ids, to prove a template depends on the id
 
 
 def validate_tenant_id(tenant_id: str) -> str:
@@ -44,14 +46,33 @@ def validate_tenant_id(tenant_id: str) -> str:
 
 
 def _check_template(template: str, key: str) -> None:
-    """A template must contain ``{tenant_id}`` and no other format field."""
+    """A template must hold {tenant_id} as a plain field, and no other braces.
+
+    DocEX formats it with str.format: '{{tenant_id}}' is the literal text '{tenant_id}' (every
+    tenant would share one namespace), and '!r', ':spec', '[i]' or '.attr' change the name DocEX
+    derives in ways nothing here could check. So only the plain field is allowed.
+    """
+    if not isinstance(template, str):
+        raise ConfigError(f"{key} must be a string like {PLACEHOLDER!r}, not {type(template).__name__}")
     try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+        parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise ConfigError(f"{key} {template!r} is not a valid template ({exc}); use e.g. {PLACEHOLDER}") from None
-    if PLACEHOLDER not in template or any(f != "tenant_id" for f in fields):
+    literal = "".join(text for text, _, _, _ in parsed)
+    fields = [(name, spec, conversion) for _, name, spec, conversion in parsed if name is not None]
+    if not fields or "{" in literal or "}" in literal or any(f != ("tenant_id", "", None) for f in fields):
         raise ConfigError(
-            f"{key} {template!r} must contain {PLACEHOLDER} and no other {{...}} field"
+            f"{key} {template!r} must contain a plain {PLACEHOLDER} field and no other braces "
+            f"(no '{{{{...}}}}', '!r', ':spec', '[index]' or '.attribute')"
+        )
+
+
+def _require_per_tenant(template: str, key: str, render: Callable[[str], str]) -> None:
+    """Two tenants must get two namespaces, each holding its id: else every tenant is one."""
+    first, second = (render(probe) for probe in _PROBES)
+    if first == second or _PROBES[0] not in first:
+        raise ConfigError(
+            f"{key} {template!r} gives every tenant the same namespace {first!r}: the tenant id must stay in it"
         )
 
 
@@ -63,6 +84,7 @@ def validate_schema_template(template: str) -> None:
             f"database.postgres.schema_template {template!r} may only hold letters, digits, '_' and '-' "
             f"around {PLACEHOLDER}"
         )
+    _require_per_tenant(template, "database.postgres.schema_template", lambda t: template.format(tenant_id=t))
 
 
 def validate_path_template(template: str) -> None:
@@ -73,7 +95,9 @@ def validate_path_template(template: str) -> None:
             f"and '/' around {PLACEHOLDER}"
         )
     # With valid ids only the template itself can escape, e.g. 'storage/{tenant_id}/../../x.db'.
-    sqlite_path(template, "probe")
+    sqlite_path(template, _PROBES[0])
+    # ... or drop the id again: 'storage/{tenant_id}/../x.db' is one file for every tenant.
+    _require_per_tenant(template, "database.sqlite.path_template", lambda t: os.path.normpath(sqlite_path(template, t)))
 
 
 def schema_name(template: str, tenant_id: str) -> str:
@@ -107,18 +131,19 @@ def fixed_directory(template: str) -> str:
     return head[: head.rfind("/") + 1]
 
 
+def _inside(path: str, root: str) -> bool:
+    """Whether ``path`` names something strictly below the directory ``root`` ('' is the working
+    directory), compared after normalising both: './x.db' is inside './', '../../x' is not inside '../'."""
+    relative = os.path.relpath(os.path.normpath(path), os.path.normpath(root or os.curdir))
+    return relative != os.curdir and relative != os.pardir and not relative.startswith(os.pardir + os.sep)
+
+
 def sqlite_path(template: str, tenant_id: str) -> str:
     """The SQLite file of a tenant, exactly as DocEX derives it (relative to the working directory)."""
     validate_tenant_id(tenant_id)
     path = template.format(tenant_id=tenant_id)
     root = fixed_directory(template)
-    normalised = os.path.normpath(path)
-    if root:
-        base = os.path.normpath(root)
-        inside = normalised.startswith(base.rstrip(os.sep) + os.sep)
-    else:
-        inside = not (os.path.isabs(normalised) or normalised == os.pardir or normalised.startswith(os.pardir + os.sep))
-    if not inside:
+    if not _inside(path, root):
         raise InvalidTenantError(
             f"tenant {tenant_id!r} gives SQLite path {path!r}, which leaves the template's directory "
             f"{root or './'!r}: fix database.sqlite.path_template"

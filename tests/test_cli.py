@@ -127,6 +127,119 @@ def test_bad_usage_exits_2_with_one_line(env, args, message):
     assert (env.everything(), tenant_snapshot(env, "acme_corp")) == before
 
 
+@pytest.mark.parametrize("flag", ["--lock-timeout", "--statement-timeout", "--tenant-lock-wait"])
+@pytest.mark.parametrize("value", ["inf", "nan", "1e12", "1e300", "-1"])
+def test_out_of_range_timeouts_exit_2_before_any_tenant(env, flag, value):
+    # PostgreSQL takes int milliseconds up to 2147483647, sqlite3 the same: refused up front,
+    # not as one OverflowError or "invalid value for parameter" per tenant.
+    migrate_to(env, "acme_corp", "s4_docex_2_6_1")
+    before = (env.everything(), tenant_snapshot(env, "acme_corp"))
+    result = run("upgrade", "--all-tenants", f"{flag}={value}")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag[2:]} must be") and "2147483" in lines[0], result.stderr
+    assert (env.everything(), tenant_snapshot(env, "acme_corp")) == before
+
+
+def _backend_with_timeouts(env, seconds: float):
+    from dataclasses import replace
+
+    from docex_migrate.backends import backend_for
+    from docex_migrate.config import Timeouts
+
+    timeouts = Timeouts(lock_timeout=seconds, statement_timeout=seconds, tenant_lock_wait=seconds)
+    return backend_for(replace(env.settings, timeouts=timeouts))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("seconds, shown", [(0.0004, "1ms"), (1.1, "1100ms"), (0, "0")])
+def test_postgres_timeouts_round_up_never_to_no_limit(pg_env, seconds, shown):
+    # PostgreSQL takes whole milliseconds and 0 means "no limit": 0.4 ms must be 1 ms, not 0.
+    backend = _backend_with_timeouts(pg_env, seconds)
+    try:
+        with backend.transaction("acme_corp", create=True) as conn:
+            assert [conn.exec_driver_sql(f"SHOW {name}").scalar() for name in ("lock_timeout", "statement_timeout")] == [shown] * 2
+    finally:
+        backend.dispose()
+
+
+def test_no_limit_on_sqlite_is_its_longest_wait_not_no_wait(sqlite_env):
+    # sqlite3 has no "no limit": 0 becomes its longest wait; a longer one overflowed to 0, no waiting at all.
+    from docex_migrate.config import MAX_TIMEOUT_SECONDS
+
+    backend = _backend_with_timeouts(sqlite_env, 0)
+    with backend.transaction("acme_corp", create=True) as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == MAX_TIMEOUT_SECONDS * 1000
+
+
+def test_timeout_help_states_the_bound():
+    result = run("upgrade", "--help")
+    assert result.exit_code == 0 and result.stdout.count("2147483") >= 3
+
+
+def test_a_path_template_with_an_escaped_placeholder_is_refused_before_anything(sqlite_env):
+    # '{{tenant_id}}' formats to the literal '{tenant_id}': every tenant would be one file, and
+    # `deprovision globex --yes` deleted acme-corp's data.
+    config = sqlite_env.workdir / "escaped.yaml"
+    config.write_text(yaml.safe_dump({"database": {"sqlite": {"path_template": "storage/{{tenant_id}}/docex.db"}}}))
+    for args in (["provision", "acme-corp"], ["tenants"], ["deprovision", "globex", "--yes"], ["status"]):
+        result = run(*args, "--config", str(config))
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "database.sqlite.path_template" in lines[0] and "plain {tenant_id} field" in lines[0]
+    assert not (sqlite_env.workdir / "storage").exists()
+
+
+def test_a_two_row_version_table_is_reported_corrupt_not_ahead(env):
+    run("provision", "acme_corp")
+    engine = tenant_engine(env, "acme_corp")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('r2')")
+    engine.dispose()
+    before = tenant_snapshot(env, "acme_corp")
+    (row,) = json.loads(run("status", "--json").stdout)
+    assert row == {"tenant_id": "acme_corp", "namespace": env.namespace("acme_corp"),
+                   "revision": f"{HEAD},r2", "state": "corrupt"}
+    assert "corrupt" in run("status").stdout
+    expected = f"has 2 rows in alembic_version ({HEAD}, r2): a corrupt or branched version table"
+    for args in (["upgrade", "--tenant", "acme_corp"], ["downgrade", "base", "--all-tenants", "--yes"],
+                 ["provision", "acme_corp", "--exist-ok"]):
+        result = run(*args, "--json")
+        assert result.exit_code == 1, result.output
+        (done,) = json.loads(result.stdout)
+        assert done["action"] == "failed" and expected in done["message"] and "newer docex-migrate" not in done["message"]
+    assert tenant_snapshot(env, "acme_corp") == before
+
+
+def test_status_help_names_every_state():
+    assert all(state in run("status", "--help").stdout for state in ("current", "behind", "ahead", "corrupt", "unversioned", "missing"))
+
+
+def test_a_directory_as_config_exits_2_with_one_line(tmp_path):
+    result = run("status", "--config", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: config file {str(tmp_path)!r} named by --config is a directory, not a file: name the YAML file itself"
+
+
+def test_a_url_without_a_database_exits_2_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DOCEX_CONFIG", raising=False)
+    monkeypatch.setenv("DOCEX_DATABASE_URL", "postgresql://postgres:hunter2-secret@127.0.0.1:5432")
+    result = run("provision", "acme_corp")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "names no database" in lines[0] and "None" not in lines[0] and "hunter2" not in result.output
+
+
+def test_connection_messages_never_say_none_for_a_missing_database_name():
+    from docex_migrate.backends.postgresql import PostgresBackend
+
+    backend = PostgresBackend(sa.engine.make_url("postgresql+psycopg://u@db:5432"), "tenant_{tenant_id}")
+    error = sa.exc.OperationalError("connect", {}, Exception('FATAL:  database "u" does not exist'))
+    message = backend._explain(error)
+    assert "None" not in message and "None" not in backend.where(), message
+    assert "database.postgres.database" in message
+
 def test_schema_template_problems_are_config_errors(env, monkeypatch, tmp_path):
     config = yaml.safe_load(env.config_file.read_text())
     block = "postgres" if env.kind == "postgres" else "sqlite"

@@ -7,6 +7,7 @@ import yaml
 
 from docex_migrate.config import (
     DEFAULT_PATH_TEMPLATE,
+    Timeouts,
     enable_multi_tenancy,
     load_settings,
     parse_settings,
@@ -113,3 +114,73 @@ def test_enable_multi_tenancy_without_file_writes_user_config(tmp_path):
     written = enable_multi_tenancy(None)
     assert written == tmp_path / "home/.docex/config.yaml"
     assert yaml.safe_load(written.read_text())["security"]["multi_tenancy_model"] == "database_level"
+
+
+def test_a_directory_as_config_file_is_named_a_directory(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="is a directory, not a file"):
+        load_settings(tmp_path)
+    monkeypatch.setenv("DOCEX_CONFIG", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"is a directory, not a file.*DOCEX_CONFIG|DOCEX_CONFIG.*is a directory"):
+        load_settings()
+
+
+@pytest.mark.parametrize("url", ["postgresql://postgres@127.0.0.1:5432", "postgresql://postgres@127.0.0.1:5432/"])
+def test_database_url_without_a_database_is_refused(monkeypatch, url):
+    monkeypatch.setenv("DOCEX_DATABASE_URL", url)
+    with pytest.raises(ConfigError, match="names no database") as caught:
+        load_settings()
+    assert "None" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h:99999/d", "postgresql://u@h:0/d", "postgresql://u@h:abc/d"])
+def test_database_url_with_a_bad_port_is_refused(monkeypatch, url):
+    monkeypatch.setenv("DOCEX_DATABASE_URL", url)
+    with pytest.raises(ConfigError, match="DOCEX_DATABASE_URL"):
+        load_settings()
+
+
+@pytest.mark.parametrize("port", [5432.7, True, False, 0, 65536, -1, "5432.0", "abc", [5432], None])
+def test_port_must_be_a_whole_number_from_1_to_65535(port):
+    # YAML's true is a bool, and bool is an int to Python: it must not become port 1.
+    with pytest.raises(ConfigError, match="port must be a whole number from 1 to 65535"):
+        parse_settings({"database": {"type": "postgres", "postgres": {"port": port}}})
+
+
+@pytest.mark.parametrize("port", [5432, "5433"])
+def test_integer_ports_are_accepted(port):
+    settings = parse_settings({"database": {"type": "postgres", "postgres": {"port": port}}})
+    assert settings.postgres.url.port == int(port)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("host", ["db"]), ("host", 127.1), ("host", True), ("user", {"name": "u"}), ("database", ["docex"]),
+    ("database", None), ("database", ""), ("schema_template", ["tenant_{tenant_id}"]), ("schema_template", 5),
+])
+def test_postgres_keys_of_the_wrong_type_are_refused(key, value):
+    with pytest.raises(ConfigError, match=f"database.postgres.{key} must"):
+        parse_settings({"database": {"type": "postgres", "postgres": {key: value}}})
+
+
+def test_a_password_of_the_wrong_type_is_refused_without_printing_it():
+    with pytest.raises(ConfigError, match="database.postgres.password must be a string") as caught:
+        parse_settings({"database": {"type": "postgres", "postgres": {"password": ["hunter2-secret"]}}})
+    assert "hunter2" not in str(caught.value)
+    # An unquoted numeric password is read by YAML as a number: it is meant as the digits.
+    settings = parse_settings({"database": {"type": "postgres", "postgres": {"password": 123456}}})
+    assert settings.postgres.url.password == "123456"
+
+
+def test_a_path_template_of_the_wrong_type_is_refused():
+    with pytest.raises(ConfigError, match="database.sqlite.path_template must be a string"):
+        parse_settings({"database": {"sqlite": {"path_template": ["storage/{tenant_id}.db"]}}})
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e12, 1e300, -1, 2_147_484, True, "10"])
+def test_timeouts_outside_what_the_databases_accept_are_refused(value):
+    for name in ("lock_timeout", "statement_timeout", "tenant_lock_wait"):
+        with pytest.raises(ConfigError, match=f"{name.replace('_', '-')} must be .* from 0 to 2147483"):
+            Timeouts(**{name: value})
+
+
+def test_timeouts_inside_the_range_are_accepted():
+    assert Timeouts(lock_timeout=0, statement_timeout=2_147_483, tenant_lock_wait=0.0004).statement_timeout == 2_147_483

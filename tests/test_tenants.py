@@ -102,3 +102,54 @@ def test_matcher_recognises_only_its_own_namespaces():
 def test_postgres_runtime_rule():
     assert tenants.docex_postgres_runtime_accepts("tenant_acme_corp")
     assert not tenants.docex_postgres_runtime_accepts("tenant_acme-corp")
+
+
+# DocEX formats templates with str.format: '{{tenant_id}}' is the literal text '{tenant_id}', so
+# every tenant would share one namespace (deprovisioning one deleted another's data).
+NOT_PLAIN = ["{{tenant_id}}", "{tenant_id!r}", "{tenant_id!s}", "{tenant_id:>5}", "{tenant_id[0]}", "{tenant_id.upper}"]
+
+
+@pytest.mark.parametrize("field", NOT_PLAIN)
+def test_templates_without_a_plain_tenant_id_field_are_refused_on_both_backends(field):
+    for validate, template in ((tenants.validate_path_template, f"storage/{field}/docex.db"),
+                               (tenants.validate_schema_template, f"tenant_{field}")):
+        with pytest.raises(ConfigError, match="plain {tenant_id} field"):
+            validate(template)
+        with pytest.raises(ConfigError, match="plain {tenant_id} field"):  # even beside a real field
+            validate(template.replace(field, field + "{tenant_id}"))
+
+
+@pytest.mark.parametrize("template", [
+    "storage/{tenant_id}/../x.db", "{tenant_id}/../x.db", "./{tenant_id}/../docex.db", "storage/{tenant_id}/./..",
+])
+def test_path_templates_giving_every_tenant_one_file_are_refused(template):
+    with pytest.raises((ConfigError, InvalidTenantError), match="same|leaves"):
+        tenants.validate_path_template(template)
+
+
+@pytest.mark.parametrize("template, tenant_id, path", [
+    ("./{tenant_id}.db", "acme", "./acme.db"),
+    ("./storage/{tenant_id}/docex.db", "acme", "./storage/acme/docex.db"),
+    ("/srv/docex/{tenant_id}.db", "acme", "/srv/docex/acme.db"),
+    ("storage/{tenant_id}/../{tenant_id}.db", "acme", "storage/acme/../acme.db"),
+    ("../{tenant_id}.db", "acme", "../acme.db"),  # like '../data/{tenant_id}.db': the operator's choice
+])
+def test_path_templates_whose_tenants_stay_inside_are_accepted(template, tenant_id, path):
+    tenants.validate_path_template(template)
+    assert tenants.sqlite_path(template, tenant_id) == path
+
+
+@pytest.mark.parametrize("template", [
+    "./{tenant_id}/../../x.db", "/srv/{tenant_id}/../../x.db", "../data/{tenant_id}/../../../x.db", "./../{tenant_id}/../../x.db",
+])
+def test_dot_slash_parent_and_absolute_templates_still_may_not_escape(template):
+    with pytest.raises((ConfigError, InvalidTenantError)):
+        tenants.validate_path_template(template)
+
+
+@pytest.mark.parametrize("template", [None, 5, ["tenant_{tenant_id}"]])
+def test_non_string_templates_are_refused(template):
+    with pytest.raises(ConfigError, match="must be a string"):
+        tenants.validate_schema_template(template)
+    with pytest.raises(ConfigError, match="must be a string"):
+        tenants.validate_path_template(template)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -101,7 +102,11 @@ def scope_to(connection: Connection, schema: str) -> None:
 
 
 def _ms(seconds: float) -> str:
-    return f"{int(seconds * 1000)}ms"  # 0 disables the limit, as in PostgreSQL
+    """Whole milliseconds, rounded up: 0 disables a limit in PostgreSQL, so a positive timeout
+    must never become 0 (rounded to the microsecond first, so 1.1 s is 1100 ms, not 1101)."""
+    if seconds <= 0:
+        return "0"
+    return f"{max(1, math.ceil(round(seconds * 1000, 3)))}ms"
 
 
 def lock_tenant(connection: Connection, schema: str, timeouts: Timeouts) -> None:
@@ -142,7 +147,7 @@ class PostgresBackend(Backend):
 
     def where(self) -> str:
         url = self.url
-        return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+        return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
 
     def connect(self) -> Connection:
         try:
@@ -154,6 +159,10 @@ class PostgresBackend(Backend):
         """One line for a connection failure: where, what, and the fix. Never the password."""
         reason = " ".join(str(exc.orig or exc).split())
         where, user, database = self.where(), self.url.username or "the current user", self.url.database
+        no_database = (  # a URL without a database name connects to libpq's default, the user's name
+            f"database {database!r} does not exist at {where}: create it (createdb {database}) or fix database.postgres.database"
+            if database else f"the URL names no database and libpq's default does not exist at {where}: set database.postgres.database"
+        )
         fixes = (
             ("Connection refused", f"nothing answers at {where}: start PostgreSQL, or fix database.postgres host and port"),
             ("resolve host", f"unknown host in {where}: fix database.postgres.host"),
@@ -162,7 +171,7 @@ class PostgresBackend(Backend):
             ("password authentication failed", f"PostgreSQL at {where} refused user {user}: check database.postgres user and password"),
             ("role", f"PostgreSQL at {where} has no user {user}: check database.postgres.user, or create the role"),
             ("pg_hba.conf", f"PostgreSQL at {where} does not let user {user} in: add a pg_hba.conf entry"),
-            ("does not exist", f"database {database!r} does not exist at {where}: create it (createdb {database}) or fix database.postgres.database"),
+            ("does not exist", no_database),
         )
         for marker, message in fixes:
             if marker in reason:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import math
 import os
 import shutil
 import sqlite3
@@ -17,17 +18,19 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from .. import tenants
-from ..config import Timeouts
+from ..config import MAX_TIMEOUT_SECONDS, Timeouts
 from ..errors import TenantBusyError, TenantNotFoundError
 from ..timestamps import timestamp
 from .base import MISSING, Backend, NamespaceState, unreadable
 
 VERSION_TABLE = "alembic_version"
-FOREVER = 10.0**9  # seconds; sqlite3's timeout has no "no limit" value
+# sqlite3's timeout has no "no limit" value, and one past this overflows to 0 (no waiting at all).
+FOREVER = float(MAX_TIMEOUT_SECONDS)
 
 
 def _ms(seconds: float) -> int:
-    return int(min(seconds or FOREVER, FOREVER) * 1000)  # 0 means no limit here, as on PostgreSQL
+    # 0 means no limit here, as on PostgreSQL; a positive wait never rounds down to "no wait"
+    return math.ceil(min(seconds or FOREVER, FOREVER) * 1000)
 
 
 def transactional_engine(path: str, busy_timeout: float = 5.0, lock_timeout: float | None = None) -> Engine:
