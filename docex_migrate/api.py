@@ -177,6 +177,13 @@ def adopt(
         backend.dispose()
 
 
+def _corrupt(state: NamespaceState) -> str:
+    return (
+        f"has {len(state.revisions)} rows in alembic_version ({', '.join(state.revisions)}): "
+        "a corrupt or branched version table; fix it by hand to one row"
+    )
+
+
 def _adopt_one(
     settings: Settings, backend: Backend, chain: Chain, tenant_id: str, namespace: str, state: NamespaceState, dry_run: bool
 ) -> TenantResult:
@@ -185,8 +192,8 @@ def _adopt_one(
     if kind == MISSING:
         result.action, result.message = "failed", "does not exist"
         return result
-    if kind == UNREADABLE:
-        result.action, result.message = "failed", state.error or "cannot be read"
+    if kind in (UNREADABLE, CORRUPT):
+        result.action, result.message = "failed", state.error or _corrupt(state)
         return result
     if kind != UNVERSIONED:
         result.message = f"already versioned at {revision or 'base'}: left alone"
@@ -261,10 +268,7 @@ def _plan(
             f"run `docex-migrate adopt {tenant_id}`, or upgrade with --adopt"
         )
     elif kind == CORRUPT:
-        result.message = (
-            f"has {len(state.revisions)} rows in alembic_version ({', '.join(state.revisions)}): "
-            "a corrupt or branched version table; fix it by hand to one row"
-        )
+        result.message = _corrupt(state)
     elif kind == AHEAD:
         result.message = f"is at revision {revision}, which this chain does not know: use a newer docex-migrate"
     else:
@@ -390,9 +394,10 @@ def provision(
         work: list[WorkItem] = []
         for tenant_id, namespace in namespaces.items():
             state = states[tenant_id]
-            revision, _ = _state_of(chain, state)
-            if state.error:
-                finished[tenant_id] = TenantResult(tenant_id, namespace, "failed", None, None, state.error)
+            revision, kind = _state_of(chain, state)
+            if kind in (UNREADABLE, CORRUPT):
+                finished[tenant_id] = TenantResult(tenant_id, namespace, "failed", revision, revision,
+                                                   state.error or _corrupt(state))
                 continue
             if state.versioned and not exist_ok:
                 finished[tenant_id] = TenantResult(

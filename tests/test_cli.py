@@ -200,10 +200,11 @@ def test_a_two_row_version_table_is_reported_corrupt_not_ahead(env):
     (row,) = json.loads(run("status", "--json").stdout)
     assert row == {"tenant_id": "acme_corp", "namespace": env.namespace("acme_corp"),
                    "revision": f"{HEAD},r2", "state": "corrupt"}
-    assert "corrupt" in run("status").stdout
+    human = run("status")
+    assert "corrupt" in human.stdout and human.exit_code == 1
     expected = f"has 2 rows in alembic_version ({HEAD}, r2): a corrupt or branched version table"
     for args in (["upgrade", "--tenant", "acme_corp"], ["downgrade", "base", "--all-tenants", "--yes"],
-                 ["provision", "acme_corp", "--exist-ok"]):
+                 ["provision", "acme_corp", "--exist-ok"], ["provision", "acme_corp"], ["adopt", "acme_corp"]):
         result = run(*args, "--json")
         assert result.exit_code == 1, result.output
         (done,) = json.loads(result.stdout)
@@ -212,7 +213,8 @@ def test_a_two_row_version_table_is_reported_corrupt_not_ahead(env):
 
 
 def test_status_help_names_every_state():
-    assert all(state in run("status", "--help").stdout for state in ("current", "behind", "ahead", "corrupt", "unversioned", "missing"))
+    states = ("current", "behind", "ahead", "corrupt", "unversioned", "missing", "unreadable")
+    assert all(state in run("status", "--help").stdout for state in states)
 
 
 def test_a_directory_as_config_exits_2_with_one_line(tmp_path):
