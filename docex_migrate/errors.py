@@ -35,3 +35,10 @@ class TenantNotFoundError(DocexMigrateError):
     """The tenant's namespace does not exist (a per-tenant failure, not bad usage)."""
 
     exit_code = EXIT_FAILED
+
+
+class DeprovisionRefusedError(DocexMigrateError):
+    """deprovision stopped before dropping anything: the tenant is in use, something outside
+    it depends on it, or its backup could not be written or verified."""
+
+    exit_code = EXIT_FAILED
