@@ -493,18 +493,18 @@ class Deprovisioned:
 
 def deprovision(settings: Settings, tenant_id: str, *, backup_dir: Path | None = Path("backups")) -> Deprovisioned:
     """Drop a tenant's schema or delete its file, after writing a backup into ``backup_dir``
-    (None: no backup). The directory of a SQLite tenant goes too, but only if it is then empty."""
+    (None: no backup). The directory of a SQLite tenant goes too, but only if it is then empty.
+
+    Backup and drop happen under one lock, and the backup is checked to hold exactly what is
+    dropped. DeprovisionRefusedError (exit 1), with nothing dropped and no backup kept, when the
+    tenant stays in use past the lock timeout, objects outside it depend on it (PostgreSQL), or
+    the backup cannot be written or verified."""
     backend = backend_for(settings)
     try:
         namespace = backend.namespace(tenant_id)
         if not backend.read_states([tenant_id])[tenant_id].exists:
             raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no {namespace})")
-        backup = None
-        if backup_dir is not None:
-            backup_dir.mkdir(parents=True, exist_ok=True)
-            backup = backend.backup(tenant_id, backup_dir)
-        backend.drop(tenant_id)
-        return Deprovisioned(tenant_id, namespace, backup)
+        return Deprovisioned(tenant_id, namespace, backend.deprovision(tenant_id, backup_dir))
     finally:
         backend.dispose()
 

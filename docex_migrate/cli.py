@@ -244,7 +244,9 @@ def deprovision(
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Drop a tenant's schema or delete its file, after a backup (pg_dump, or SQLite's backup API)."""
+    """Drop a tenant's schema or delete its file, after a verified backup (pg_dump, or SQLite's backup API).
+
+    Refused (exit 1, nothing dropped) while the tenant stays in use, or when objects outside it depend on it."""
     with _guard(verbose):
         settings = load_settings(config)
         api.check_tenant_ids(settings, [tenant])

@@ -41,3 +41,10 @@ class TenantBusyError(DocexMigrateError):
     """Another process held the tenant's lock past the wait allowed (a per-tenant failure)."""
 
     exit_code = EXIT_FAILED
+
+
+class DeprovisionRefusedError(DocexMigrateError):
+    """deprovision stopped before dropping anything: the tenant is in use, something outside
+    it depends on it, or its backup could not be written or verified."""
+
+    exit_code = EXIT_FAILED

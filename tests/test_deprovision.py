@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import replace
 
+import psycopg
 import pytest
 import sqlalchemy as sa
+import yaml
 from helpers import tenant_engine
 from typer.testing import CliRunner
 
+from docex_migrate import api
 from docex_migrate.backends.postgresql import driver_dump
 from docex_migrate.cli import app
+from docex_migrate.errors import DocexMigrateError
 
 
 def run(*args):
@@ -85,3 +93,200 @@ def test_driver_dump_restores_without_pg_dump(pg_env):
         tables = conn.execute(sa.text("SELECT count(*) FROM pg_tables WHERE schemaname = :s"), {"s": schema}).scalar()
     assert tuple(basket) == ("invoices", '{"a": 1}')
     assert tables == 12  # 11 tables and alembic_version
+
+
+# --- data-loss defects: what is backed up is exactly what is dropped ------------------------
+
+
+def _backup_rows(env, backup) -> str:
+    """The backup's contents as text: the SQL dump, or the SQLite copy's basket ids."""
+    if env.kind == "sqlite":
+        with sqlite3.connect(backup) as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM docbasket ORDER BY id")]
+        db.close()
+        return " ".join(ids)
+    return backup.read_text()
+
+
+def _insert_basket_sql(basket_id: str) -> str:
+    return (
+        f"INSERT INTO docbasket VALUES ('{basket_id}', '{basket_id}', NULL, '{{}}', 'active', "
+        "'2024-01-01 00:00:00', '2024-01-01 00:00:00')"
+    )
+
+
+def _wait_for_a_lock_wait(env, app_pid: int | None) -> None:
+    """Until some other session of this database waits for a lock (PostgreSQL), or a moment
+    (SQLite: a waiting writer cannot be observed from outside; the backup would be written by then)."""
+    if env.kind == "sqlite":
+        time.sleep(1.5)
+        return
+    with env.engine().connect() as conn:
+        for _ in range(200):
+            waiting = conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> :app"), {"app": app_pid}).scalar()
+            conn.rollback()
+            if waiting:
+                return
+            time.sleep(0.05)
+    raise AssertionError("deprovision never waited for the application's transaction")
+
+
+def test_a_row_committed_while_deprovision_runs_is_in_the_backup(env):
+    """An application transaction that commits while deprovision is under way must end up in
+    the backup (deprovision waits for it, backs up, and drops under the same lock); before,
+    the backup was taken first and the drop waited for the commit: the row was in neither."""
+    run("provision", "acme_corp")
+    if env.kind == "sqlite":
+        app = sqlite3.connect(env.namespace("acme_corp"), isolation_level=None)
+        app.execute("BEGIN IMMEDIATE")
+        app_pid = None
+    else:
+        app = psycopg.connect(env.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                              options=f"-csearch_path={env.namespace('acme_corp')}")
+        app_pid = app.info.backend_pid
+    app.execute(_insert_basket_sql("bas_late"))
+    outcome = {}
+
+    def deprovision():
+        try:
+            outcome["done"] = api.deprovision(env.settings, "acme_corp", backup_dir=env.workdir / "backups")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=deprovision)
+    worker.start()
+    try:
+        _wait_for_a_lock_wait(env, app_pid)
+        app.execute("COMMIT")
+    finally:
+        worker.join(60)
+        app.close()
+    assert "error" not in outcome, outcome
+    assert not env.exists("acme_corp")
+    assert "bas_late" in _backup_rows(env, outcome["done"].backup)
+
+
+@pytest.mark.postgres
+def test_an_application_holding_the_tables_makes_deprovision_refuse_after_lock_timeout(pg_env):
+    """A write transaction that stays open longer than lock_timeout: deprovision fails with
+    one clear message, drops nothing and leaves no backup behind."""
+    run("provision", "acme_corp")
+    app = psycopg.connect(pg_env.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                          options=f"-csearch_path={pg_env.namespace('acme_corp')}")
+    try:
+        app.execute(_insert_basket_sql("bas_open"))
+        settings = replace(pg_env.settings, timeouts=replace(pg_env.settings.timeouts, lock_timeout=0.5))
+        with pytest.raises(DocexMigrateError, match="in use") as refused:
+            api.deprovision(settings, "acme_corp", backup_dir=pg_env.workdir / "backups")
+        assert refused.value.exit_code == 1
+    finally:
+        app.rollback()
+        app.close()
+    assert pg_env.exists("acme_corp")
+    assert not (pg_env.workdir / "backups").exists()
+
+
+def test_an_open_application_connection_cannot_write_into_the_dropped_tenant(env):
+    """A connection the application opened before deprovision and writes with afterwards must
+    get an error, never a silent commit into a deleted file (SQLite refuses to write to a file
+    that was unlinked: 'readonly database') or a dropped schema."""
+    run("provision", "acme_corp")
+    if env.kind == "sqlite":
+        app = sqlite3.connect(env.namespace("acme_corp"), isolation_level=None)
+        app.execute("SELECT count(*) FROM docbasket").fetchall()
+    else:
+        app = psycopg.connect(pg_env_url(env), options=f"-csearch_path={env.namespace('acme_corp')}", autocommit=True)
+    try:
+        assert run("deprovision", "acme_corp", "--yes").exit_code == 0
+        with pytest.raises(Exception, match="no such table|readonly database|does not exist"):
+            app.execute("BEGIN IMMEDIATE" if env.kind == "sqlite" else "BEGIN")
+            app.execute(_insert_basket_sql("bas_lost"))
+            app.execute("COMMIT")
+    finally:
+        app.close()
+
+
+def pg_env_url(env) -> str:
+    return env.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.mark.postgres
+def test_deprovision_refuses_when_objects_outside_the_schema_depend_on_it(pg_env):
+    """A view in another schema reading two tenants and a foreign key from another schema's
+    table: DROP SCHEMA ... CASCADE removed both. Now: refused, exit 1, both named, nothing
+    dropped, no backup left behind."""
+    run("provision", "acme_corp", "globex")
+    add_basket(pg_env, "acme_corp")
+    acme, globex = pg_env.namespace("acme_corp"), pg_env.namespace("globex")
+    reports = f"reports_{uuid.uuid4().hex[:8]}"
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{reports}"')
+        conn.exec_driver_sql(
+            f'CREATE VIEW "{reports}".all_baskets AS SELECT id FROM "{acme}".docbasket '
+            f'UNION ALL SELECT id FROM "{globex}".docbasket')
+        conn.exec_driver_sql(
+            f'CREATE TABLE "{reports}".pinned (basket_id varchar(36) REFERENCES "{acme}".docbasket(id))')
+        conn.exec_driver_sql(f"INSERT INTO \"{reports}\".pinned VALUES ('bas_keep')")
+    before = pg_env.everything()
+    result = run("deprovision", "acme_corp", "--yes")
+    assert result.exit_code == 1, result.output
+    assert f"{reports}.all_baskets" in result.stderr and f"{reports}.pinned" in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+    assert pg_env.everything() == before and pg_env.exists("acme_corp")
+    with pg_env.engine().connect() as conn:
+        assert conn.execute(sa.text(f'SELECT count(*) FROM "{reports}".all_baskets')).scalar() == 1
+        fks = conn.execute(sa.text(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = to_regclass(:t)"),
+            {"t": f'"{reports}".pinned'}).scalar()
+        assert fks == 1
+    assert not (pg_env.workdir / "backups").exists()  # refused before any backup was started
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{reports}" CASCADE')
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("pg_dump_installed", [True, False], ids=["pg_dump", "driver-dump"])
+def test_mixed_case_schema_template_backs_up_the_schema_it_drops(pg_env, monkeypatch, pg_dump_installed):
+    """schema_template 'T..._{tenant_id}' next to a lower-case decoy schema with other data:
+    pg_dump --schema case-folded the name and dumped the decoy, then the real schema was
+    dropped with no backup of it. The backup must hold the real schema and its rows."""
+    prefix = f"T{uuid.uuid4().hex[:8]}_"
+    config = yaml.safe_load(pg_env.config_file.read_text())
+    config["database"]["postgres"]["schema_template"] = prefix + "{tenant_id}"
+    pg_env.config_file.write_text(yaml.safe_dump(config))
+    if not pg_dump_installed:
+        monkeypatch.setenv("PATH", str(pg_env.workdir / "no-bin"))
+    assert run("provision", "t001").exit_code == 0
+    real, decoy = prefix + "t001", (prefix + "t001").lower()
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(_insert_basket_sql("bas_real").replace("docbasket", f'"{real}".docbasket'))
+        conn.exec_driver_sql(f'CREATE SCHEMA "{decoy}"')
+        conn.exec_driver_sql(f'CREATE TABLE "{decoy}".docbasket AS SELECT * FROM "{real}".docbasket WHERE false')
+        conn.exec_driver_sql(f"INSERT INTO \"{decoy}\".docbasket SELECT 'bas_decoy', 'decoy', NULL, '{{}}', "
+                             "'active', now(), now()")
+    result = run("deprovision", "t001", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    text = (pg_env.workdir / json.loads(result.stdout)["backup"]).read_text()
+    assert ("PostgreSQL database dump" if pg_dump_installed else "written through the driver") in text
+    assert f'CREATE SCHEMA "{real}"' in text or f'CREATE SCHEMA IF NOT EXISTS "{real}"' in text
+    assert "bas_real" in text and "bas_decoy" not in text
+    with pg_env.engine().connect() as conn:
+        schemas = set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars())
+    assert real not in schemas and decoy in schemas
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{decoy}" CASCADE')
+
+
+def test_a_backup_that_cannot_be_written_leaves_the_tenant_untouched(env):
+    """An unusable backup directory: exit 1, one line naming it, the tenant as it was."""
+    run("provision", "acme_corp")
+    add_basket(env, "acme_corp")
+    (env.workdir / "not-a-dir").write_text("")
+    before = env.everything()
+    result = run("deprovision", "acme_corp", "--yes", "--backup-dir", "not-a-dir/backups")
+    assert result.exit_code == 1, result.output
+    assert "not-a-dir" in result.stderr and "nothing dropped" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert env.everything() == before and env.exists("acme_corp")

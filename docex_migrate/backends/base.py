@@ -11,8 +11,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import DocexMigrateError
+from ..errors import DeprovisionRefusedError, DocexMigrateError
 from ..tenants import TemplateMatcher
+from ..timestamps import timestamp
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,13 @@ class Backend(ABC):
         (which look at the dialect's default schema). Only for reading and scratch work."""
 
     @abstractmethod
-    def backup(self, tenant_id: str, directory: Path) -> Path:
-        """Write a backup of the tenant's namespace into ``directory``; return the file."""
+    def deprovision(self, tenant_id: str, backup_dir: Path | None) -> Path | None:
+        """Remove the tenant's namespace and everything in it, after writing a backup into
+        ``backup_dir`` (None: no backup) and checking that it holds exactly what is removed.
 
-    @abstractmethod
-    def drop(self, tenant_id: str) -> None:
-        """Remove the tenant's namespace and everything in it."""
+        Backup and removal happen under one lock that keeps the application's writes out, so
+        no commit can fall between them. Raises DeprovisionRefusedError, with nothing removed
+        and no backup kept, when that cannot be guaranteed."""
 
     def connection_budget(self) -> int:
         """How many more connections the database allows us (for --jobs)."""
@@ -107,3 +109,19 @@ class Backend(ABC):
 
     def dispose(self) -> None:
         """Release pooled resources."""
+
+
+def new_backup_file(tenant_id: str, directory: Path, suffix: str) -> Path:
+    """A fresh file name for a tenant's backup; the directory is created on first use."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise backup_failed(tenant_id, exc) from None
+    return directory / f"{tenant_id}-{timestamp()}{suffix}"
+
+
+def backup_failed(tenant_id: str, exc: OSError) -> DeprovisionRefusedError:
+    where = f": {exc.filename}" if exc.filename else ""
+    return DeprovisionRefusedError(
+        f"tenant {tenant_id!r}: the backup could not be written ({exc.strerror or exc}{where}); nothing dropped"
+    )

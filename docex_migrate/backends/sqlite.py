@@ -19,9 +19,8 @@ from sqlalchemy.pool import NullPool
 
 from .. import tenants
 from ..config import MAX_TIMEOUT_SECONDS, Timeouts
-from ..errors import TenantBusyError, TenantNotFoundError
-from ..timestamps import timestamp
-from .base import MISSING, Backend, NamespaceState, unreadable
+from ..errors import DeprovisionRefusedError, TenantBusyError, TenantNotFoundError
+from .base import MISSING, Backend, NamespaceState, backup_failed, new_backup_file, unreadable
 
 VERSION_TABLE = "alembic_version"
 # sqlite3's timeout has no "no limit" value, and one past this overflows to 0 (no waiting at all).
@@ -107,6 +106,41 @@ _READ_HINTS = {
 }
 
 
+def _backup_from(source_uri: str, tenant_id: str, target: Path) -> None:
+    """Copy the database with SQLite's backup API while the caller holds the write lock, then
+    check the copy: intact, the same tables and indexes, the same number of rows in each.
+
+    The copy reads through a second, read-only connection: the backup API refuses a source
+    connection in a write transaction, and the lock holder's is one (a reader may share it)."""
+    try:
+        source = sqlite3.connect(source_uri, uri=True)
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+            problems = [] if copy.execute("PRAGMA quick_check").fetchone()[0] == "ok" else ["the copy is damaged"]
+            if _inventory(copy) != _inventory(source):
+                problems.append("its tables or row counts differ from the tenant's")
+        finally:
+            copy.close()
+            source.close()
+    except OSError as exc:
+        raise backup_failed(tenant_id, exc) from None
+    except sqlite3.Error as exc:
+        problems = [str(exc)]
+    if problems:
+        raise DeprovisionRefusedError(
+            f"tenant {tenant_id!r}: the backup {target} does not hold what would be dropped ({'; '.join(problems)}); "
+            "nothing dropped"
+        )
+
+
+def _inventory(db: sqlite3.Connection) -> list[tuple[str, str, str | None, int | None]]:
+    """Every schema object with its SQL, and the row count of every table."""
+    objects = db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+    return [(kind, name, sql, db.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
+             if kind == "table" else None) for kind, name, sql in objects]
+
+
 class SqliteBackend(Backend):
     kind = "sqlite"
 
@@ -160,28 +194,38 @@ class SqliteBackend(Backend):
     def reflection_engine(self, tenant_id: str) -> Engine:
         return create_engine(f"sqlite:///{self._existing(tenant_id)}", poolclass=NullPool)
 
-    def backup(self, tenant_id: str, directory: Path) -> Path:
-        """SQLite's online backup API: a consistent copy even while the file is in use."""
-        target = directory / f"{tenant_id}-{timestamp()}.db"
-        source = sqlite3.connect(self._existing(tenant_id), timeout=self.timeouts.tenant_lock_wait or FOREVER)
-        try:
-            with sqlite3.connect(target) as copy:
-                source.backup(copy)
-            copy.close()
-        finally:
-            source.close()
-        return target
-
-    def drop(self, tenant_id: str) -> None:
+    def deprovision(self, tenant_id: str, backup_dir: Path | None) -> Path | None:
+        """Back up and delete the file under one write lock: once it is held no other connection
+        can commit, and the file is deleted before it is released, so the backup is exactly
+        what is deleted. (A connection left open on the deleted file gets 'readonly database'.)"""
         path = Path(self._existing(tenant_id))
-        with self.transaction(tenant_id, create=False):  # wait for any run on this tenant
-            pass
-        for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
-            leftover.unlink(missing_ok=True)
+        wait = self.timeouts.tenant_lock_wait or FOREVER
+        uri = path.resolve().as_uri()
+        lock = sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=wait, isolation_level=None)  # never creates
+        backup = None
+        try:
+            try:
+                lock.execute("BEGIN IMMEDIATE")  # the tenant's write lock: waits for the application's writes
+            except sqlite3.OperationalError as exc:
+                raise DeprovisionRefusedError(
+                    f"tenant {tenant_id!r} is in use: {exc} after waiting {wait:g}s; nothing dropped"
+                ) from None
+            if backup_dir is not None:
+                backup = new_backup_file(tenant_id, backup_dir, ".db")
+                _backup_from(f"{uri}?mode=ro", tenant_id, backup)
+            for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
+                leftover.unlink(missing_ok=True)
+        except BaseException:
+            if backup is not None and path.exists():
+                backup.unlink(missing_ok=True)  # the tenant is untouched: a backup would only mislead
+            raise
+        finally:
+            lock.close()
         try:
             path.parent.rmdir()  # only if empty: never anything else the directory holds
         except OSError:
             pass
+        return backup
 
     def _existing(self, tenant_id: str) -> str:
         path = self.namespace(tenant_id)
