@@ -37,7 +37,6 @@ DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
 BATCH_SIZE = 500
 
 _pg_namespace = sa.table("pg_namespace", sa.column("oid"), sa.column("nspname"), schema="pg_catalog")
-_pg_class = sa.table("pg_class", sa.column("relname"), sa.column("relnamespace"), sa.column("relkind"), schema="pg_catalog")
 
 
 # Each schema's tables, and why its version table cannot be read, if it cannot: the catalog is
