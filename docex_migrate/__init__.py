@@ -1,7 +1,8 @@
 """docex-migrate: one Alembic revision chain for the DocEX tenant schema, applied to every tenant."""
 
 from .api import (
-    TenantStatus,
+    adopt,
+    deprovision,
     downgrade,
     ensure_tenant,
     list_tenants,
@@ -11,10 +12,11 @@ from .api import (
 )
 from .config import Settings, load_settings
 from .errors import DocexMigrateError
-from .runner import TenantResult
+from .results import Action, TenantResult
+from .states import State, TenantStatus
 
 __all__ = [
-    "DocexMigrateError", "Settings", "TenantResult", "TenantStatus", "downgrade", "ensure_tenant",
-    "list_tenants", "load_settings", "provision", "status", "upgrade",
+    "Action", "DocexMigrateError", "Settings", "State", "TenantResult", "TenantStatus", "adopt", "deprovision",
+    "downgrade", "ensure_tenant", "list_tenants", "load_settings", "provision", "status", "upgrade",
 ]
 __version__ = "0.1.0"

@@ -17,24 +17,38 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import revision_snapshots as revision_snapshots_
-from .backends import Backend
-from .chain import Chain
+from . import revision_snapshots
+from .backends import Backend, NamespaceState, open_backend
+from .chain import Chain, load_chain
 from .config import Settings
-from .revision_snapshots import Snapshots
+from .errors import DatabaseUnavailableError, RecognitionError
+from .results import Action, TenantResult, describe_error
+from .runner import stamp_tenant
 from .scratch import namespace_snapshot
-from .snapshot import differences, snapshot
+from .selection import select
+from .snapshot import Snapshot, differences, snapshot
+from .states import NEEDS_A_PERSON, State, TenantStatus, state_of, why_not_migratable
 
 log = logging.getLogger(__name__)
 
-ADOPT, REPAIR, REFUSE = "adopt", "repair", "refuse"
-UNKNOWN = "unknown"  # status only: recognition was not possible (no snapshots, no CREATE)
+
+class Decision(str, Enum):
+    ADOPT = "adopt"  # an exact match: stamp it
+    REPAIR = "repair"  # a known index hybrid: repair DocEX's indexes, prove equality, stamp
+    REFUSE = "refuse"  # anything else: refused with a diff, untouched
+    UNKNOWN = "unknown"  # status only: recognition was not possible (no snapshots, no CREATE)
+
+    def __str__(self) -> str:
+        return self.value
+
 NO_SNAPSHOTS = (
     "recognition needs CREATE: this chain ships no snapshots for this backend and the role may not "
     "create a scratch schema (run `docex-migrate check --update-manifest`, or grant CREATE)"
@@ -43,7 +57,7 @@ NO_SNAPSHOTS = (
 
 @dataclass
 class Recognition:
-    action: str  # adopt, repair or refuse
+    action: Decision
     revision: str | None = None  # the revision to stamp
     repairs: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)  # (verb, table, index)
     diff: list[str] = field(default_factory=list)
@@ -56,14 +70,14 @@ class Recognition:
         return out
 
 
-def _tables_only(snap: dict[str, Any]) -> dict[str, Any]:
+def _tables_only(snap: Snapshot) -> Snapshot:
     stripped = copy.deepcopy(snap)
     for table in stripped["tables"].values():
         table.pop("indexes")
     return stripped
 
 
-def _indexes(snap: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+def _indexes(snap: Snapshot) -> dict[tuple[str, str], dict[str, Any]]:
     return {
         (table, name): {"name": name, **definition}
         for table, body in snap["tables"].items()
@@ -71,16 +85,11 @@ def _indexes(snap: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
-def revision_snapshots(settings: Settings, chain: Chain) -> Snapshots | None:
-    """The chain's snapshot at every revision for this backend (see revision_snapshots.py)."""
-    return revision_snapshots_.for_chain(settings, chain)
-
-
-def recognise(tenant: dict[str, Any], snaps: dict[str, dict[str, Any]], order: list[str]) -> Recognition:
+def recognise(tenant: Snapshot, snaps: dict[str, Snapshot], order: list[str]) -> Recognition:
     """Which revision an unversioned tenant is, and what (if anything) must be repaired."""
     for revision in reversed(order):
         if snaps[revision] == tenant:
-            return Recognition(ADOPT, revision)
+            return Recognition(Decision.ADOPT, revision)
     known_names = {name for snap in snaps.values() for (_, name) in _indexes(snap)}
     structure = _tables_only(tenant)
     actual = _indexes(tenant)
@@ -92,7 +101,7 @@ def recognise(tenant: dict[str, Any], snaps: dict[str, dict[str, Any]], order: l
         unknown = [f"extra index {name} on {table} (not one DocEX defines)"
                    for (table, name) in actual.keys() - expected.keys() if name not in known_names]
         if unknown:
-            return Recognition(REFUSE, revision, diff=sorted(unknown))
+            return Recognition(Decision.REFUSE, revision, diff=sorted(unknown))
         repairs = []
         for key in sorted(actual.keys() - expected.keys()):
             repairs.append(("drop", key[0], actual[key]))
@@ -102,11 +111,11 @@ def recognise(tenant: dict[str, Any], snaps: dict[str, dict[str, Any]], order: l
         for key in sorted(expected.keys() - actual.keys()):
             repairs.append(("create", key[0], expected[key]))
         if best is None or len(repairs) < len(best.repairs):
-            best = Recognition(REPAIR, revision, repairs)
+            best = Recognition(Decision.REPAIR, revision, repairs)
     if best is not None:
         return best
     nearest = min(reversed(order), key=lambda r: len(differences(snaps[r], tenant)))
-    return Recognition(REFUSE, nearest, diff=differences(snaps[nearest], tenant))
+    return Recognition(Decision.REFUSE, nearest, diff=differences(snaps[nearest], tenant))
 
 
 def apply_repairs(connection: Connection, recognition: Recognition) -> None:
@@ -121,7 +130,104 @@ def apply_repairs(connection: Connection, recognition: Recognition) -> None:
         (ddl.drop if verb == "drop" else ddl.create)(connection)
 
 
-def tenant_snapshot(backend: Backend, tenant_id: str, connection: Connection | None = None) -> dict[str, Any]:
+def tenant_snapshot(backend: Backend, tenant_id: str, connection: Connection | None = None) -> Snapshot:
     if connection is not None:
         return snapshot(connection, backend.schema(tenant_id))
     return namespace_snapshot(backend, tenant_id)
+
+
+def recognise_tenant(settings: Settings, backend: Backend, chain: Chain, tenant_id: str) -> Recognition:
+    snaps = revision_snapshots.for_chain(settings, chain)
+    if snaps is None:
+        raise RecognitionError(NO_SNAPSHOTS)
+    return recognise(tenant_snapshot(backend, tenant_id), snaps, chain.order)
+
+
+def with_recognition(settings: Settings, backend: Backend, chain: Chain, row: TenantStatus) -> TenantStatus:
+    """An unversioned tenant's status row, with the revision adopt would stamp. Read-only:
+    without the chain's snapshots for this backend (see revision_snapshots.py) it says so."""
+    snaps = revision_snapshots.for_chain(settings, chain)
+    if snaps is None:
+        return replace(row, adopt=Decision.UNKNOWN.value, error=NO_SNAPSHOTS)
+    try:
+        tenant = tenant_snapshot(backend, row.tenant_id)
+    except sa.exc.SQLAlchemyError as exc:
+        return replace(row, state=State.UNREADABLE, error=f"cannot read its catalog: {describe_error(exc)}")
+    recognition = recognise(tenant, snaps, chain.order)
+    return replace(row, matches=recognition.revision, adopt=recognition.action.value)
+
+
+def adopt(
+    settings: Settings, tenant_ids: Sequence[str] | None = None, *, dry_run: bool = False, chain: Chain | None = None
+) -> list[TenantResult]:
+    """Stamp tenants that DocEX created itself at the revision they are.
+
+    A tenant already versioned is reported and left alone; one that matches nothing is refused
+    with the diff and left untouched. ``dry_run`` decides and reports, changing nothing."""
+    chain = chain or load_chain()
+    with open_backend(settings) as backend:
+        namespaces = select(backend, tenant_ids)
+        states = backend.read_states(namespaces)
+        return [adopt_one(settings, backend, chain, t, ns, states[t], dry_run=dry_run) for t, ns in namespaces.items()]
+
+
+def adopt_one(
+    settings: Settings, backend: Backend, chain: Chain, tenant_id: str, namespace: str, state: NamespaceState,
+    *, dry_run: bool,
+) -> TenantResult:
+    revision, kind = state_of(chain, state)
+    result = TenantResult(tenant_id, namespace, Action.SKIPPED, revision, revision)
+    if kind == State.MISSING:
+        result.action, result.message = Action.FAILED, "does not exist"
+    elif kind in NEEDS_A_PERSON:
+        result.action, result.message = Action.FAILED, why_not_migratable(state)
+    elif kind != State.UNVERSIONED:
+        result.message = f"already versioned at {revision or 'base'}: left alone"
+    elif not state.table_count:
+        result.message = f"empty: nothing to adopt (run `docex-migrate provision {tenant_id} --exist-ok`)"
+    else:
+        _adopt_recognised(settings, backend, chain, result, dry_run=dry_run)
+    return result
+
+
+def _adopt_recognised(settings: Settings, backend: Backend, chain: Chain, result: TenantResult, *, dry_run: bool) -> None:
+    try:
+        recognition = recognise_tenant(settings, backend, chain, result.tenant_id)
+    except (RecognitionError, sa.exc.SQLAlchemyError) as exc:
+        result.action, result.message = Action.FAILED, f"cannot recognise it: {describe_error(exc)}"
+        return
+    result.to_revision = recognition.revision
+    if recognition.action == Decision.REFUSE:
+        result.action = Action.FAILED
+        result.message = f"matches no revision (nearest: {recognition.revision}); refused, nothing changed"
+        result.details = recognition.diff
+        return
+    result.details = recognition.describe_repairs()
+    repaired = f" after {len(recognition.repairs)} index repair(s)" if recognition.repairs else ""
+    if dry_run:
+        result.action, result.message = Action.WOULD_ADOPT, f"would be stamped at {recognition.revision}{repaired}"
+        return
+    try:
+        _stamp_repaired(settings, backend, chain, result.tenant_id, recognition)
+    except DatabaseUnavailableError:
+        raise
+    except Exception as exc:
+        result.action, result.message = Action.FAILED, describe_error(exc)
+        return
+    result.action, result.message = Action.ADOPTED, f"stamped at {recognition.revision}{repaired}"
+
+
+def _stamp_repaired(settings: Settings, backend: Backend, chain: Chain, tenant_id: str, recognition: Recognition) -> None:
+    """Repair, prove the tenant equals the revision, and stamp it: one transaction, under its lock."""
+    assert recognition.revision is not None
+    snaps = revision_snapshots.for_chain(settings, chain)
+    assert snaps is not None  # recognition needed them
+    expected = snaps[recognition.revision]
+
+    def repair_and_prove(connection: Connection) -> None:
+        apply_repairs(connection, recognition)
+        left = differences(expected, tenant_snapshot(backend, tenant_id, connection))
+        if left:  # never stamp what is not exactly the revision; the transaction rolls back
+            raise RecognitionError(f"after repair the tenant still differs from {recognition.revision}: {left[0]}")
+
+    stamp_tenant(backend, tenant_id, recognition.revision, repair_and_prove)

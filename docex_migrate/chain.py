@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -15,7 +17,8 @@ from alembic.util.exc import CommandError
 from .errors import RevisionError
 
 BASE = "base"
-
+VERSION_TABLE = "alembic_version"  # Alembic's default name; every tenant namespace holds its own
+T = TypeVar("T")
 
 SCRIPT_LOCATION_ENV = "DOCEX_MIGRATE_SCRIPT_LOCATION"
 
@@ -45,15 +48,25 @@ def alembic_config(output_buffer: object = None, **attributes: object) -> Config
     return config
 
 
-@dataclass
+@dataclass(eq=False)
 class Chain:
-    """The linear chain of tenant-schema revisions, parsed once."""
+    """The linear chain of tenant-schema revisions, parsed once per process (see load_chain)."""
 
     config: Config
 
     @cached_property
     def script(self) -> ScriptDirectory:
+        """The one ScriptDirectory of this chain: every Alembic call of the process uses it, so
+        the revision files are parsed once, not once per tenant."""
         return ScriptDirectory.from_config(self.config)
+
+    def cached(self, what: str, build: Callable[[], T]) -> T:
+        """What is derived from the chain (revision snapshots, fresh-tenant templates), built
+        once per process and keyed on the chain's content: one cache for all of them."""
+        key = (self.fingerprint, what)
+        if key not in _DERIVED:
+            _DERIVED[key] = build()
+        return _DERIVED[key]  # type: ignore[no-any-return]
 
     @cached_property
     def order(self) -> list[str]:
@@ -101,5 +114,22 @@ class Chain:
         return revision in self.order
 
 
+_DERIVED: dict[tuple[str, str], Any] = {}
+_CHAINS: dict[tuple[str, str], Chain] = {}
+
+
+def _content_key(location: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted((location / "versions").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def load_chain() -> Chain:
-    return Chain(alembic_config())
+    """The chain at script_location(), parsed once per process for as long as its revision
+    files stay the same (reading them to check costs microseconds; parsing them, milliseconds)."""
+    location = script_location()
+    key = (str(location), _content_key(location))
+    if key not in _CHAINS:
+        _CHAINS[key] = Chain(alembic_config())
+    return _CHAINS[key]

@@ -8,7 +8,6 @@ A check ends passed, failed (the chain is wrong: exit 1) or error (it could not 
 from __future__ import annotations
 
 import ast
-import io
 import re
 import shutil
 import subprocess
@@ -16,24 +15,26 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from alembic import command
-
 from . import api, manifest, revision_snapshots
-from .backends import backend_for
-from .chain import Chain, alembic_config, load_chain, script_location
-from .config import Settings, SqliteSettings
+from .backends import Backend, open_backend
+from .chain import Chain, load_chain, script_location
+from .config import Settings
 from .errors import DocexMigrateError
-from .runner import describe_error, migrate_tenant
+from .results import CheckStatus, describe_error
+from .runner import migrate_tenant, render_offline
 from .schema import metadata as docex_metadata
-from .scratch import locked_directory, namespace_snapshot, scratch_settings
-from .snapshot import differences, snapshot
+from .scratch import namespace_snapshot, scratch_settings
+from .snapshot import Snapshot, differences
+from .states import State
+from .tempdirs import locked_directory
 
-PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
+PASSED, FAILED, ERROR, SKIPPED = CheckStatus.PASSED, CheckStatus.FAILED, CheckStatus.ERROR, CheckStatus.SKIPPED
 
 
 class CheckFailed(Exception):
@@ -52,12 +53,12 @@ class CheckSkipped(Exception):
 class CheckResult:
     name: str
     statement: str
-    status: str
+    status: CheckStatus
     message: str = ""
     evidence: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "statement": self.statement, "status": self.status,
+        return {"name": self.name, "statement": self.statement, "status": self.status.value,
                 "message": self.message, "evidence": self.evidence}
 
 
@@ -66,7 +67,7 @@ class Context:
     settings: Settings
     metadata: sa.MetaData
     _chain: Chain | None = None
-    _fleet: dict | None = None
+    _fleet: dict[str, Any] | None = None
 
     @property
     def chain(self) -> Chain:
@@ -134,18 +135,7 @@ def check_no_schema_names(ctx: Context) -> str:
     return f"{len(files)} revisions, no schema names"
 
 
-def render_offline(ctx: Context, dialect: str, revision: str, down: str | None, *, downgrade: bool = False,
-                   offline_tables: Callable[[str], sa.Table] | None = None) -> str:
-    buffer = io.StringIO()
-    config = alembic_config(output_buffer=buffer, dialect_name=dialect, offline_tables=offline_tables)
-    if downgrade:
-        command.downgrade(config, f"{revision}:{down or 'base'}", sql=True)
-    else:
-        command.upgrade(config, f"{down}:{revision}" if down else revision, sql=True)
-    return buffer.getvalue()
-
-
-def _shadow_tables(shadow, revision: str | None) -> Callable[[str], sa.Table]:
+def _shadow_tables(shadow: Backend, revision: str | None) -> Callable[[str], sa.Table]:
     """Table definitions at ``revision``, reflected from the shadow SQLite tenant.
 
     The shadow is migrated before rendering starts: Alembic's ``op`` is process-global, so no
@@ -177,19 +167,18 @@ def check_offline_sql(ctx: Context) -> str:
     failures = []
     order = ctx.chain.order
     with locked_directory("docex_migrate_offline_", sweep=True) as directory:
-        shadow_settings = Settings(sqlite=SqliteSettings(path_template=f"{directory}/{{tenant_id}}.db"))
-        shadow = backend_for(shadow_settings)
-        for i, revision in enumerate(order):
-            down = order[i - 1] if i else None
-            for dialect in ("postgresql", "sqlite"):
+        with open_backend(Settings().with_template(f"{directory}/{{tenant_id}}.db")) as shadow:
+            for i, revision in enumerate(order):
+                down = order[i - 1] if i else None
                 for downgrade in (False, True):
-                    start = revision if downgrade else down
-                    tables = _shadow_tables(shadow, start) if dialect == "sqlite" else None
-                    try:
-                        render_offline(ctx, dialect, revision, down, downgrade=downgrade, offline_tables=tables)
-                    except Exception as exc:
-                        way = "downgrade" if downgrade else "upgrade"
-                        failures.append(f"{revision} {way} on {dialect}: {describe_error(exc)}")
+                    # Batch rebuilds (SQLite's) need the tables as they are where the step starts.
+                    tables = _shadow_tables(shadow, revision if downgrade else down)
+                    for dialect in ("postgresql", "sqlite"):
+                        try:
+                            render_offline(revision, down, dialect=dialect, downgrade=downgrade, offline_tables=tables)
+                        except Exception as exc:
+                            way = "downgrade" if downgrade else "upgrade"
+                            failures.append(f"{revision} {way} on {dialect}: {describe_error(exc)}")
     if failures:
         raise CheckFailed("some revisions cannot be rendered with --sql", failures)
     return f"{len(order)} revisions render up and down for PostgreSQL and SQLite"
@@ -227,46 +216,35 @@ def check_shipped_snapshots(ctx: Context) -> str:
 # --- per backend, on scratch namespaces ---------------------------------------------------
 
 
-def _scratch_tenant(ctx: Context, scratch: Settings, tenant_id: str, revision: str | None):
-    backend = backend_for(scratch)
-    migrate_tenant(backend, tenant_id, revision, create=True)
-    return backend
-
-
 def check_upgrade_from_empty(ctx: Context, scratch: Settings) -> str:
-    backend = _scratch_tenant(ctx, scratch, "empty", ctx.chain.head)
-    try:
+    with open_backend(scratch) as backend:
+        migrate_tenant(backend, "empty", ctx.chain.head, create=True, chain=ctx.chain)
         state = backend.read_states(["empty"])["empty"]
-    finally:
-        backend.dispose()
     if state.revisions != (ctx.chain.head,):
         raise CheckFailed(f"after upgrade head the tenant is at {state.revisions}, not {ctx.chain.head}")
     return f"an empty namespace reaches {ctx.chain.head}"
 
 
 def check_stepwise(ctx: Context, scratch: Settings) -> str:
-    backend = backend_for(scratch)
-    try:
+    with open_backend(scratch) as backend:
         for revision in ctx.chain.order:
             try:
-                migrate_tenant(backend, "stepwise", revision, create=True)
+                migrate_tenant(backend, "stepwise", revision, create=True, chain=ctx.chain)
             except Exception as exc:
                 raise CheckFailed(f"upgrade to {revision} failed one step at a time", [describe_error(exc)]) from None
-    finally:
-        backend.dispose()
     return f"{len(ctx.chain.order)} steps, one at a time"
 
 
 def check_metadata_matches_head(ctx: Context, scratch: Settings) -> str:
-    backend = _scratch_tenant(ctx, scratch, "metadata", ctx.chain.head)
-    engine = backend.reflection_engine("metadata")
-    try:
-        with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True, "compare_server_default": True})
-            diffs = compare_metadata(context, ctx.metadata)
-    finally:
-        engine.dispose()
-        backend.dispose()
+    with open_backend(scratch) as backend:
+        migrate_tenant(backend, "metadata", ctx.chain.head, create=True, chain=ctx.chain)
+        engine = backend.reflection_engine("metadata")
+        try:
+            with engine.connect() as connection:
+                context = MigrationContext.configure(connection, opts={"compare_type": True, "compare_server_default": True})
+                diffs = compare_metadata(context, ctx.metadata)
+        finally:
+            engine.dispose()
     if diffs:
         raise CheckFailed(
             "the package's tenant metadata and the head of the chain differ: add a revision "
@@ -277,36 +255,27 @@ def check_metadata_matches_head(ctx: Context, scratch: Settings) -> str:
 
 
 def check_downgrade_leaves_no_trace(ctx: Context, scratch: Settings) -> str:
-    backend = backend_for(scratch)
     previous = None
-    try:
-        migrate_tenant(backend, "roundtrip", None, create=True)
+    with open_backend(scratch) as backend:
+        migrate_tenant(backend, "roundtrip", None, create=True, chain=ctx.chain)
         for revision in ctx.chain.order:
             before = namespace_snapshot(backend, "roundtrip")
-            migrate_tenant(backend, "roundtrip", revision)
-            migrate_tenant(backend, "roundtrip", previous, downgrade=True)
+            migrate_tenant(backend, "roundtrip", revision, chain=ctx.chain)
+            migrate_tenant(backend, "roundtrip", previous, downgrade=True, chain=ctx.chain)
             diff = differences(before, namespace_snapshot(backend, "roundtrip"))
             if diff:
                 raise CheckFailed(f"the downgrade of {revision} leaves a trace: the catalog differs from before its upgrade", diff)
-            migrate_tenant(backend, "roundtrip", revision)
+            migrate_tenant(backend, "roundtrip", revision, chain=ctx.chain)
             previous = revision
-    finally:
-        backend.dispose()
     return f"{len(ctx.chain.order)} downgrades restore the catalog exactly"
 
 
 # --- fleet ---------------------------------------------------------------------------------
 
 
-def _public_snapshot(settings: Settings) -> dict | None:
-    if settings.postgres is None:
-        return None
-    backend = backend_for(settings)
-    try:
-        with backend.connect() as connection:
-            return snapshot(connection, "public")
-    finally:
-        backend.dispose()
+def _outside_snapshot(settings: Settings) -> Snapshot | None:
+    with open_backend(settings) as backend:
+        return backend.outside_snapshot()
 
 
 def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
@@ -315,18 +284,15 @@ def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
     for back in (2, 1):
         if len(order) > back:
             starts[f"fleet-head-{back}"] = order[-1 - back]
-    public_before = _public_snapshot(scratch)
-    backend = backend_for(scratch)
-    try:
+    public_before = _outside_snapshot(scratch)
+    with open_backend(scratch) as backend:
         for tenant_id, revision in starts.items():
-            migrate_tenant(backend, tenant_id, revision, create=True)
-    finally:
-        backend.dispose()
+            migrate_tenant(backend, tenant_id, revision, create=True, chain=ctx.chain)
     results = api.upgrade(scratch, list(starts), chain=ctx.chain)
     failed = [f"{r.tenant_id}: {r.message}" for r in results if r.failed]
     if failed:
         raise CheckFailed("tenants at mixed revisions did not all reach head through the loop", failed)
-    not_current = [f"{s.tenant_id}: {s.state}" for s in api.status(scratch, list(starts), chain=ctx.chain) if s.state != api.CURRENT]
+    not_current = [f"{s.tenant_id}: {s.state}" for s in api.status(scratch, list(starts), chain=ctx.chain) if s.state != State.CURRENT]
     if not_current:
         raise CheckFailed("after the loop some tenants are not at head", not_current)
     ctx._fleet = {"tenants": list(starts), "public_before": public_before}
@@ -337,17 +303,14 @@ def check_isolation(ctx: Context, scratch: Settings) -> str:
     if ctx._fleet is None:
         check_mixed_fleet(ctx, scratch)
     assert ctx._fleet is not None
-    backend = backend_for(scratch)
-    try:
-        tenants = ctx._fleet["tenants"]
+    tenants = ctx._fleet["tenants"]
+    with open_backend(scratch) as backend:
         snapshots = {t: namespace_snapshot(backend, t) for t in tenants}
-    finally:
-        backend.dispose()
     evidence = []
     first = tenants[0]
     for other in tenants[1:]:
         evidence += [f"{other} vs {first}: {line}" for line in differences(snapshots[first], snapshots[other])]
-    public_after = _public_snapshot(scratch)
+    public_after = _outside_snapshot(scratch)
     if public_after != ctx._fleet["public_before"]:
         evidence += [f"public: {line}" for line in differences(ctx._fleet["public_before"] or {}, public_after or {})]
     if evidence:
@@ -358,7 +321,7 @@ def check_isolation(ctx: Context, scratch: Settings) -> str:
 
 def check_fleet_at_head(ctx: Context) -> str:
     rows = api.status(ctx.settings, chain=ctx.chain)
-    behind = [f"{r.tenant_id} ({r.namespace}): {r.state} at {r.revision or 'base'}" for r in rows if r.state != api.CURRENT]
+    behind = [f"{r.tenant_id} ({r.namespace}): {r.state} at {r.revision or 'base'}" for r in rows if r.state != State.CURRENT]
     if behind:
         raise CheckFailed(f"{len(behind)} of {len(rows)} tenants are not at {ctx.chain.head}: run `docex-migrate upgrade --all-tenants`", behind)
     return f"all {len(rows)} tenants at {ctx.chain.head}"
@@ -392,7 +355,7 @@ def check_lint(ctx: Context) -> str:
         missing = [rule for rule, why in ignore.items() if not str(why).strip()]
         evidence += [f"{revision}: squawk_ignore[{rule!r}] needs a reason" for rule in missing]
         index = order.index(revision)
-        sql = render_offline(ctx, "postgresql", revision, order[index - 1] if index else None)
+        sql = render_offline(revision, order[index - 1] if index else None, dialect="postgresql")
         # The tenant's transaction is ours (squawk --assume-in-transaction): drop Alembic's own.
         sql = "\n".join(line for line in sql.splitlines() if line.strip() not in ("BEGIN;", "COMMIT;"))
         args = [squawk, "--assume-in-transaction", "--reporter", "gcc", f"--stdin-filepath={revision}.sql"]
@@ -411,7 +374,7 @@ def check_lint(ctx: Context) -> str:
 class Check:
     name: str
     statement: str
-    run: Callable
+    run: Callable[..., str]
     scratch: bool = False  # runs on scratch namespaces of the configured backend
     needs_chain: bool = True  # skipped when the chain has no single, linear head
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +22,7 @@ from .chain import load_chain
 from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, UsageError
 from .reporting import Reporter
-from .runner import TenantResult, describe_error
+from .results import TenantResult, describe_error
 
 app = typer.Typer(
     help="Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant "
@@ -319,39 +319,28 @@ def revision(
         reporter.say(f"new revision: {path}" if path else "no changes detected against the tenant metadata; nothing written")
 
 
-def _chain_command(render: Callable[[Reporter], None], json: bool, verbose: bool) -> None:
-    with _guard(verbose):
-        render(Reporter(json))
-
-
 @app.command()
 def history(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """The revision chain, newest first."""
-    def render(reporter: Reporter) -> None:
-        chain = load_chain()
-        revisions = [chain.script.get_revision(r) for r in reversed(chain.order)]
+    with _guard(verbose):
+        revisions = api.history()
+        reporter = Reporter(json)
         if json:
-            reporter.emit_json([
-                {"revision": r.revision, "down_revision": r.down_revision, "doc": r.doc, "head": r.revision == chain.head}
-                for r in revisions
-            ])
-            return
-        for r in revisions:
-            marker = " (head)" if r.revision == chain.head else ""
-            reporter.say(f"{r.down_revision or '<base>'} -> {r.revision}{marker}, {r.doc}")
-    _chain_command(render, json, verbose)
+            reporter.emit_json([r.as_dict() for r in revisions])
+        for r in [] if json else revisions:
+            reporter.say(f"{r.down_revision or '<base>'} -> {r.revision}{' (head)' if r.head else ''}, {r.doc}")
 
 
 @app.command()
 def heads(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """The head revision of the chain."""
-    def render(reporter: Reporter) -> None:
-        found = load_chain().script.get_heads()
+    with _guard(verbose):
+        found = api.heads()
+        reporter = Reporter(json)
         if json:
             reporter.emit_json(found)
         for head in [] if json else found:
             reporter.say(head)
-    _chain_command(render, json, verbose)
 
 
 @app.command()
@@ -382,9 +371,9 @@ def check(
             reporter.say(f"manifest written: {', '.join(map(str, written))}")
         results = checks.run_checks(settings, only)
         reporter.checks(results)
-        if any(r.status == checks.ERROR for r in results):
+        if any(r.status == checks.CheckStatus.ERROR for r in results):
             raise typer.Exit(EXIT_USAGE)
-        if any(r.status == checks.FAILED for r in results):
+        if any(r.status == checks.CheckStatus.FAILED for r in results):
             raise typer.Exit(EXIT_FAILED)
 
 

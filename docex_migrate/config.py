@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,12 @@ class Settings:
 
     def describe_source(self) -> str:
         return str(self.source) if self.source else "the built-in default"
+
+    def with_template(self, template: str) -> Settings:
+        """The same settings with tenants at another template (a scratch namespace's)."""
+        if self.postgres is None:
+            return replace(self, sqlite=SqliteSettings(path_template=template))
+        return replace(self, postgres=replace(self.postgres, schema_template=template))
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:

@@ -33,7 +33,7 @@ def _run_on(connection: Connection, version_table_schema: str | None) -> None:
 
 
 def _run_from_alembic_cli() -> None:
-    from .backends import backend_for
+    from .backends import open_backend
     from .config import load_settings
 
     config = context.config
@@ -43,12 +43,9 @@ def _run_from_alembic_cli() -> None:
     tenant_id = arguments.get("tenant")
     if not tenant_id:
         raise SystemExit("name the tenant: alembic -x tenant=TENANT_ID upgrade head")
-    backend = backend_for(load_settings(arguments.get("config")))
-    try:
+    with open_backend(load_settings(arguments.get("config"))) as backend:
         with backend.transaction(tenant_id, create=True) as connection:
             _run_on(connection, backend.schema(tenant_id))
-    finally:
-        backend.dispose()
 
 
 def _render_offline() -> None:
@@ -60,10 +57,11 @@ def _render_offline() -> None:
     attributes = context.config.attributes
     dialect = attributes.get("dialect_name")
     if dialect is None:
+        from .backends import open_backend
         from .config import load_settings
 
-        settings = load_settings(context.get_x_argument(as_dictionary=True).get("config"))
-        dialect = "postgresql" if settings.postgres is not None else "sqlite"
+        with open_backend(load_settings(context.get_x_argument(as_dictionary=True).get("config"))) as backend:
+            dialect = backend.kind
     context.configure(
         dialect_name=dialect,
         literal_binds=True,

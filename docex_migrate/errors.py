@@ -48,3 +48,15 @@ class DeprovisionRefusedError(DocexMigrateError):
     it depends on it, or its backup could not be written or verified."""
 
     exit_code = EXIT_FAILED
+
+
+class TenantNotReadyError(DocexMigrateError):
+    """ensure_tenant could not bring a tenant to head (that tenant's failure, not bad usage)."""
+
+    exit_code = EXIT_FAILED
+
+
+class RecognitionError(DocexMigrateError):
+    """adopt could not recognise or repair a tenant (that tenant's failure)."""
+
+    exit_code = EXIT_FAILED

@@ -14,22 +14,14 @@ import multiprocessing
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 
-from .backends import Backend, SqliteBackend, backend_for
+from .backends import Backend, FreshTemplate, backend_for
 from .config import Settings
 from .errors import DatabaseUnavailableError
-from .fresh import Template
-from .runner import (
-    ALREADY_AT_TARGET,
-    TenantResult,
-    describe_error,
-    migrate_tenant,
-    replay_chain,
-)
+from .results import ALREADY_AT_TARGET, Action, TenantResult, describe_error
+from .runner import migrate_tenant
 
 log = logging.getLogger(__name__)
-NOT_RUN = "not-run"  # left alone because --fail-fast / --max-failures stopped the run
 
 
 @dataclass(frozen=True)
@@ -42,26 +34,21 @@ class WorkItem:
     target: str | None
     downgrade: bool = False
     create: bool = False
-    action: str = ""  # what success is called: provisioned, upgraded, downgraded
+    action: Action | None = None  # what success is called (default: upgraded or downgraded)
     fresh: bool = False  # an empty namespace going to head: a recording of the chain may be replayed
     versioned: bool = False  # the bulk read saw its alembic_version: read the revision directly
 
 
-def _migrate(backend: Backend, item: WorkItem, template: Template | None) -> tuple[str | None, str | None]:
-    if item.fresh and isinstance(template, Path) and isinstance(backend, SqliteBackend):
-        if backend.install_copy(item.tenant_id, template):
-            return None, item.target
-    elif item.fresh and isinstance(template, list):
-        replayed = replay_chain(backend, item.tenant_id, template, item.target)
-        if replayed is not None:
-            return replayed
+def _migrate(backend: Backend, item: WorkItem, template: FreshTemplate | None) -> tuple[str | None, str | None]:
+    if item.fresh and template is not None and item.target and backend.install_fresh(item.tenant_id, template, item.target):
+        return None, item.target
     return migrate_tenant(
         backend, item.tenant_id, item.target, downgrade=item.downgrade, create=item.create, versioned=item.versioned
     )
 
 
-def run_item(backend: Backend, item: WorkItem, template: Template | None = None) -> TenantResult:
-    action = item.action or ("downgraded" if item.downgrade else "upgraded")
+def run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None = None) -> TenantResult:
+    action = item.action or (Action.DOWNGRADED if item.downgrade else Action.UPGRADED)
     result = TenantResult(item.tenant_id, item.namespace, action, item.revision, item.target)
     try:
         result.from_revision, result.to_revision = _migrate(backend, item, template)
@@ -69,20 +56,20 @@ def run_item(backend: Backend, item: WorkItem, template: Template | None = None)
         raise  # the database itself is unusable: no point trying the next tenant
     except Exception as exc:  # one tenant's failure is a value; the loop goes on
         log.debug("tenant %s failed", item.tenant_id, exc_info=True)
-        result.action, result.to_revision, result.message = "failed", item.revision, describe_error(exc)
+        result.action, result.to_revision, result.message = Action.FAILED, item.revision, describe_error(exc)
         return result
     if result.from_revision == result.to_revision:  # read after the lock: nothing was left to do
-        result.action, result.message = "skipped", f"{ALREADY_AT_TARGET} (another run got there first)"
+        result.action, result.message = Action.SKIPPED, f"{ALREADY_AT_TARGET} (another run got there first)"
     return result
 
 
 def not_run(item: WorkItem, failures: int) -> TenantResult:
-    return TenantResult(item.tenant_id, item.namespace, NOT_RUN, item.revision, item.revision,
+    return TenantResult(item.tenant_id, item.namespace, Action.NOT_RUN, item.revision, item.revision,
                         f"not attempted: stopped after {failures} failure(s)")
 
 
 def run_serial(
-    backend: Backend, items: Iterable[WorkItem], max_failures: int | None, template: Template | None = None
+    backend: Backend, items: Iterable[WorkItem], max_failures: int | None, template: FreshTemplate | None = None
 ) -> Iterator[TenantResult]:
     failures = 0
     for item in items:
@@ -95,10 +82,10 @@ def run_serial(
 
 
 _worker_backend: Backend | None = None
-_worker_template: Template | None = None
+_worker_template: FreshTemplate | None = None
 
 
-def _start_worker(settings: Settings, template: Template | None) -> None:
+def _start_worker(settings: Settings, template: FreshTemplate | None) -> None:
     global _worker_backend, _worker_template
     _worker_backend, _worker_template = backend_for(settings), template
 
@@ -109,7 +96,7 @@ def _work(item: WorkItem) -> TenantResult:
 
 
 def run_parallel(
-    settings: Settings, items: list[WorkItem], jobs: int, max_failures: int | None, template: Template | None = None
+    settings: Settings, items: list[WorkItem], jobs: int, max_failures: int | None, template: FreshTemplate | None = None
 ) -> Iterator[TenantResult]:
     """``jobs`` processes; at most ``jobs`` tenants in flight, handed out one at a time."""
     failures = 0
@@ -146,7 +133,7 @@ def execute(
     *,
     jobs: int = 1,
     max_failures: int | None = None,
-    template: Template | None = None,
+    template: FreshTemplate | None = None,
 ) -> Iterator[TenantResult]:
     if jobs > 1 and len(items) > 1:
         budget = backend.connection_budget()

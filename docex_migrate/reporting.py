@@ -6,10 +6,13 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .api import TenantStatus
-from .runner import ALREADY_AT_TARGET, TenantResult
+from .results import ALREADY_AT_TARGET, Action, CheckStatus, TenantResult
+from .states import State, TenantStatus
+
+if TYPE_CHECKING:
+    from .checks import CheckResult
 
 
 def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
@@ -39,25 +42,16 @@ class Reporter:
         if not rows:
             self.say(empty)
             return
-        def state(r: TenantStatus) -> str:
-            if r.state == "unversioned" and r.adopt == "unknown":
-                return f"unversioned ({r.error})"
-            if r.state == "unversioned" and r.adopt:
-                return f"unversioned (matches {r.matches}, adopt: {r.adopt})"
-            if r.error:
-                return f"{r.state}: {r.error}"
-            return r.state
-
         _table([("TENANT", "NAMESPACE", "REVISION", "STATE")]
-               + [(r.tenant_id, r.namespace, r.revision or "-", state(r)) for r in rows], self.human)
+               + [(r.tenant_id, r.namespace, r.revision or "-", _state(r)) for r in rows], self.human)
 
-    def checks(self, results: list) -> None:
+    def checks(self, results: list[CheckResult]) -> None:
         if self.as_json:
-            self.emit_json({"passed": all(r.status in ("passed", "skipped") for r in results),
+            self.emit_json({"passed": all(r.status in (CheckStatus.PASSED, CheckStatus.SKIPPED) for r in results),
                             "checks": [r.as_dict() for r in results]})
         for line in _check_lines(results):
             self.say(line)
-        counts = Counter(r.status for r in results)
+        counts = Counter(r.status.value for r in results)
         self.say(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
 
     def results(self, results: list[TenantResult], verb: str) -> None:
@@ -66,37 +60,48 @@ class Reporter:
                 self.warn(f"{result.tenant_id}: {warning}")
         if self.as_json:
             self.emit_json([r.as_dict() for r in results])
-        counts = Counter(r.action for r in results)
+        counts = Counter(r.action.value for r in results)
         # A fleet at the target is one line, not a row per tenant; skipped rows show only with news.
-        rows = [r for r in results if r.action != "skipped" or r.message != ALREADY_AT_TARGET]
+        rows = [r for r in results if r.action != Action.SKIPPED or r.message != ALREADY_AT_TARGET]
         if rows:
-            _table([(r.tenant_id, r.namespace, r.action.upper() if r.failed else r.action, _detail(r)) for r in rows], self.human)
+            _table([(r.tenant_id, r.namespace, r.action.value.upper() if r.failed else r.action.value, _detail(r))
+                    for r in rows], self.human)
             for r in rows:
                 for line in r.details:
                     self.say(f"  {r.tenant_id}: {line}")
         if not results:
             self.say(f"nothing to {verb}: no tenants found")
-        elif counts["skipped"] == len(results):
+        elif counts[Action.SKIPPED.value] == len(results):
             self.say(f"nothing to {verb}: all {len(results)} tenant(s) already at the target revision")
         else:
             self.say(", ".join(f"{n} {action}" for action, n in sorted(counts.items())))
 
 
-def _check_lines(results: list) -> list[str]:
+def _check_lines(results: list[CheckResult]) -> list[str]:
     lines = []
     for r in results:
-        lines.append(f"{r.status.upper():7} {r.name}: {r.message}")
+        lines.append(f"{r.status.value.upper():7} {r.name}: {r.message}")
         lines += [f"          {line}" for line in r.evidence[:50]]
         if len(r.evidence) > 50:
             lines.append(f"          ... and {len(r.evidence) - 50} more")
     return lines
 
 
+def _state(r: TenantStatus) -> str:
+    if r.state == State.UNVERSIONED and r.adopt == "unknown":
+        return f"unversioned ({r.error})"
+    if r.state == State.UNVERSIONED and r.adopt:
+        return f"unversioned (matches {r.matches}, adopt: {r.adopt})"
+    if r.error:
+        return f"{r.state.value}: {r.error}"
+    return r.state.value
+
+
 def _detail(r: TenantResult) -> str:
     if r.incomplete:
         return f"at {r.to_revision or 'base'}: {r.message}"
-    if r.action in ("adopted", "would-adopt"):
+    if r.action in (Action.ADOPTED, Action.WOULD_ADOPT):
         return r.message
-    if r.action == "skipped":
+    if r.action == Action.SKIPPED:
         return f"at {r.to_revision or 'base'} ({r.message})"
     return f"{r.from_revision or 'base'} -> {r.to_revision or 'base'}" + (f" ({r.message})" if r.message else "")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import manifest
-from .backends import backend_for
+from .backends import open_backend
 from .chain import Chain, script_location
 from .config import Settings
 from .runner import along_chain
@@ -34,11 +34,11 @@ log = logging.getLogger(__name__)
 
 SNAPSHOTS_NAME = "snapshots.json"
 Snapshots = dict[str, dict[str, Any]]  # revision -> catalog snapshot
-_CACHE: dict[tuple[str, str], Snapshots | None] = {}
 
 
 def kind_of(settings: Settings) -> str:
-    return "sqlite" if settings.postgres is None else "postgresql"
+    with open_backend(settings) as backend:
+        return backend.kind
 
 
 def checksums(chain: Chain) -> dict[str, str]:
@@ -71,28 +71,26 @@ def shipped(kind: str, chain: Chain, *, partial: bool = False) -> Snapshots | No
 def compute(settings: Settings, chain: Chain, order: list[str] | None = None) -> Snapshots:
     """Migrate a scratch namespace through the chain (or its first revisions, ``order``),
     snapshotting each revision; all of it rolled back."""
-    with scratch_settings(settings) as scratch:
-        backend = backend_for(scratch)
-        try:
-            schema = backend.schema("fingerprint")
-            return along_chain(backend, "fingerprint", order or chain.order, lambda c: snapshot(c, schema))
-        finally:
-            backend.dispose()
+    with scratch_settings(settings) as scratch, open_backend(scratch) as backend:
+        schema = backend.schema("fingerprint")
+        return along_chain(backend, "fingerprint", chain, order or chain.order, lambda c: snapshot(c, schema))
 
 
 def for_chain(settings: Settings, chain: Chain) -> Snapshots | None:
     """The snapshots to recognise tenants with, once per process and backend kind; None when
     none are shipped for this chain and this role may not compute them."""
-    key = (kind_of(settings), chain.fingerprint)
-    if key not in _CACHE:
-        found = shipped(key[0], chain)
+    kind = kind_of(settings)
+
+    def build() -> Snapshots | None:
+        found = shipped(kind, chain)
         if found is None:
             try:
                 found = compute(settings, chain)
             except Exception as exc:  # e.g. no CREATE privilege: recognition is then unavailable
                 log.info("cannot compute the chain's snapshots: %s", exc)
-        _CACHE[key] = found
-    return _CACHE[key]
+        return found
+
+    return chain.cached(f"revision-snapshots:{kind}", build)
 
 
 def write(settings: Settings, chain: Chain) -> Path:
@@ -101,9 +99,7 @@ def write(settings: Settings, chain: Chain) -> Path:
     path = script_location() / SNAPSHOTS_NAME
     sums = checksums(chain)
     data = {kind: {c: e for c, e in entries.items() if c in sums.values()} for kind, entries in _read_file(path).items()}
-    kinds = {"sqlite": Settings()}
-    if settings.postgres is not None:
-        kinds["postgresql"] = settings
+    kinds = {kind_of(s): s for s in (Settings(), settings)}  # the built-in SQLite, and the configured backend
     for kind, kind_settings in kinds.items():
         try:
             computed = compute(kind_settings, chain)
@@ -112,5 +108,4 @@ def write(settings: Settings, chain: Chain) -> Path:
             continue
         data[kind] = {sums[r]: {"revision": r, "snapshot": computed[r]} for r in chain.order}
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    _CACHE.clear()
     return path

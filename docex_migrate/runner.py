@@ -6,97 +6,38 @@ migration at a time; parallel tenants need separate processes, never threads.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.runtime.environment import EnvironmentContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
 
-from .backends import Backend
-from .chain import alembic_config
+from .chain import VERSION_TABLE, Chain, alembic_config, load_chain
 from .errors import DocexMigrateError
+
+if TYPE_CHECKING:  # the backends call into this module; it only needs their type
+    from .backends import Backend
 
 log = logging.getLogger(__name__)
 
-ALREADY_AT_TARGET = "already at the target"
 T = TypeVar("T")
-
-
-@dataclass
-class TenantResult:
-    tenant_id: str
-    namespace: str
-    action: str  # provisioned, upgraded, downgraded, adopted, skipped, failed, not-run, needs-adopt, would-adopt
-    from_revision: str | None = None
-    to_revision: str | None = None
-    message: str = ""
-    warnings: list[str] = field(default_factory=list)
-    details: list[str] = field(default_factory=list)  # e.g. adopt's repairs, or the diff it refused
-
-    @property
-    def failed(self) -> bool:
-        return self.action == "failed"
-
-    @property
-    def incomplete(self) -> bool:
-        """Failed, or never attempted because the run stopped early: either way, exit 1."""
-        return self.action in ("failed", "not-run", "needs-adopt")
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "tenant_id": self.tenant_id,
-            "namespace": self.namespace,
-            "action": self.action,
-            "from_revision": self.from_revision,
-            "to_revision": self.to_revision,
-            "message": self.message,
-            "warnings": self.warnings,
-            "details": self.details,
-        }
-
-
-# What a blocked or slow migration reports, and what to do about it.
-_HINTS = {
-    "55P03": "an application holds a lock on the table: retry when it is idle, or raise --lock-timeout",
-    "57014": "a statement ran longer than --statement-timeout",
-    # SQLite, once the tenant's write lock is ours: the commit waited past --lock-timeout for
-    # the application's readers (the wait for the lock itself is TenantBusyError's message).
-    "database is locked": "an application is reading or writing the tenant's file: retry when it is idle, or raise --lock-timeout",
-}
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for a failed tenant: the database's own message, without the SQL or a URL."""
-    if isinstance(exc, DocexMigrateError):
-        return str(exc)
-    if isinstance(exc, SQLAlchemyError):
-        orig = getattr(exc, "orig", None)
-        text = str(orig if orig is not None else exc)
-    else:
-        orig, text = None, f"{type(exc).__name__}: {exc}"
-    line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    hint = _HINTS.get(getattr(orig, "sqlstate", None) or "") or _HINTS.get(line)
-    return f"{line} ({hint})" if hint else line
 
 
 def current_revision(connection: Connection, version_table_schema: str | None, *, versioned: bool = False) -> str | None:
     """The tenant's revision. With ``versioned`` (the bulk read saw its alembic_version) one
     plain SELECT; otherwise Alembic's own check, which first asks the catalog for the table."""
     if versioned:
-        table = sa.table("alembic_version", sa.column("version_num"), schema=version_table_schema)
+        table = sa.table(VERSION_TABLE, sa.column("version_num"), schema=version_table_schema)
         rows = connection.execute(sa.select(table.c.version_num)).scalars().all()
         return rows[0] if len(rows) == 1 else None
     context = MigrationContext.configure(connection, opts={"version_table_schema": version_table_schema})
@@ -111,6 +52,7 @@ def migrate_tenant(
     downgrade: bool = False,
     create: bool = False,
     versioned: bool = False,
+    chain: Chain | None = None,
 ) -> tuple[str | None, str | None]:
     """Bring one tenant to ``target`` (None = base) in one transaction: all steps or none.
 
@@ -124,25 +66,20 @@ def migrate_tenant(
         if before == target:
             return before, before
         config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=schema)
-        _run_env(config, target, downgrade=downgrade)
+        _run_env(chain or load_chain(), config, target, downgrade=downgrade)
         return before, target  # Alembic raises unless it reached the target
 
 
-@cache
-def _script(location: str) -> ScriptDirectory:
-    """The revision scripts, parsed once per process (command.upgrade would re-read every
-    revision file for every tenant)."""
-    return ScriptDirectory(location)
+def _run_env(chain: Chain, config: Config, target: str | None, *, downgrade: bool) -> None:
+    """What alembic.command.upgrade / downgrade do, with the chain's one ScriptDirectory.
 
-
-def _run_env(config: Config, target: str | None, *, downgrade: bool) -> None:
-    """What alembic.command.upgrade / downgrade do, with the process's cached ScriptDirectory.
-
-    Uses ScriptDirectory._upgrade_revs / _downgrade_revs, the functions those commands use."""
-    script = _script(config.get_main_option("script_location"))
+    Deliberately uses ScriptDirectory._upgrade_revs / _downgrade_revs, the private functions
+    those commands use (as pytest-alembic does): the public commands would parse every revision
+    file again for every tenant. Bound to the Alembic major version tested (pyproject.toml)."""
+    script = chain.script
     destination = target or "base"
 
-    def steps(revision, context):  # noqa: ANN001, ANN202 - Alembic's callback signature
+    def steps(revision: Any, context: Any) -> Any:  # Alembic's callback signature
         if downgrade:
             return script._downgrade_revs(destination, revision)
         return script._upgrade_revs(destination, revision)
@@ -166,50 +103,57 @@ def stamp_tenant(
         command.stamp(config, revision)
 
 
-class _RollBack(Exception):
-    pass
+class _RolledBack(Exception):
+    """Leaves a transaction that must never commit: the one way this package rolls back on purpose."""
 
 
 @contextmanager
-def _rolled_back(backend: Backend, tenant_id: str, version_table_schema: str | None) -> Iterator[tuple[Connection, Config]]:
-    """A scratch namespace's connection and Alembic config, in one transaction that is always
-    rolled back: nothing is ever committed, so no other session sees the scratch namespace."""
+def rolled_back(transaction: Callable[[], Any]) -> Iterator[Connection]:
+    """The connection of ``transaction()`` (a backend transaction context manager), rolled back
+    at the end whatever happens: nothing is committed, so no other session sees anything."""
     try:
-        with backend.transaction(tenant_id, create=True) as connection:
-            yield connection, alembic_config(
-                connection=connection, tenant_id=tenant_id, version_table_schema=version_table_schema
-            )
-            raise _RollBack
-    except _RollBack:
+        with transaction() as connection:
+            yield connection
+            raise _RolledBack
+    except _RolledBack:
         pass
 
 
-def along_chain(backend: Backend, tenant_id: str, order: list[str], take: Callable[[Connection], T]) -> dict[str, T]:
+@contextmanager
+def _scratch_run(backend: Backend, tenant_id: str, version_table_schema: str | None) -> Iterator[tuple[Connection, Config]]:
+    """A scratch namespace's connection and Alembic config, in a transaction that is rolled back."""
+    with rolled_back(lambda: backend.transaction(tenant_id, create=True)) as connection:
+        yield connection, alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=version_table_schema)
+
+
+def along_chain(
+    backend: Backend, tenant_id: str, chain: Chain, order: list[str], take: Callable[[Connection], T]
+) -> dict[str, T]:
     """Migrate a scratch namespace through ``order`` one step at a time and ``take`` something
     (a snapshot) at each revision; all of it rolled back."""
     taken: dict[str, T] = {}
-    with _rolled_back(backend, tenant_id, backend.schema(tenant_id)) as (connection, config):
+    with _scratch_run(backend, tenant_id, backend.schema(tenant_id)) as (connection, config):
         for revision in order:
-            _run_env(config, revision, downgrade=False)
+            _run_env(chain, config, revision, downgrade=False)
             taken[revision] = take(connection)
     return taken
 
 
-Recorded = tuple[str, object]  # a statement and its parameters, as the driver received them
+Recorded = tuple[str, Any]  # a statement and its parameters, as the driver received them
 
 
-def record_chain(backend: Backend, tenant_id: str, target: str) -> list[Recorded]:
+def record_chain(backend: Backend, tenant_id: str, chain: Chain, target: str) -> list[Recorded]:
     """Every statement the chain sends to an empty namespace on its way to ``target``, recorded
     on a scratch namespace and rolled back. alembic_version is left unqualified here (the
     search_path places it), so no statement names the scratch namespace."""
     recorded: list[Recorded] = []
 
-    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         recorded.append((statement, parameters))
 
-    with _rolled_back(backend, tenant_id, None) as (connection, config):
+    with _scratch_run(backend, tenant_id, None) as (connection, config):
         event.listen(connection, "before_cursor_execute", capture)
-        _run_env(config, target, downgrade=False)
+        _run_env(chain, config, target, downgrade=False)
         event.remove(connection, "before_cursor_execute", capture)
     return recorded
 
@@ -239,7 +183,7 @@ def author_revision(backend: Backend | None, tenant_id: str, message: str, head:
     engine = backend.reflection_engine(tenant_id)  # its default schema is the scratch tenant's
     found: list[bool] = []
 
-    def skip_empty(context, revision, directives):  # noqa: ANN001, ARG001 - Alembic's hook
+    def skip_empty(context: Any, revision: Any, directives: list[Any]) -> None:  # Alembic's hook
         if directives[0].upgrade_ops.is_empty():
             directives[:] = []
         found.append(bool(directives))
@@ -252,3 +196,18 @@ def author_revision(backend: Backend | None, tenant_id: str, message: str, head:
     finally:
         engine.dispose()
     return Path(script.path) if script is not None and found and found[0] else None
+
+
+def render_offline(
+    revision: str, down: str | None, *, dialect: str, downgrade: bool = False,
+    offline_tables: Callable[[str], sa.Table] | None = None,
+) -> str:
+    """The SQL of one step, rendered without a database (Alembic's --sql), for ``dialect``.
+    SQLite's batch rebuilds need each table's definition: ``offline_tables`` gives it."""
+    buffer = io.StringIO()
+    config = alembic_config(output_buffer=buffer, dialect_name=dialect, offline_tables=offline_tables)
+    if downgrade:
+        command.downgrade(config, f"{revision}:{down or 'base'}", sql=True)
+    else:
+        command.upgrade(config, f"{down}:{revision}" if down else revision, sql=True)
+    return buffer.getvalue()

@@ -3,86 +3,19 @@
 Tables, columns (type, nullability, server default), primary keys, foreign keys with ON DELETE,
 unique constraints, indexes with their columns and sort order, PostgreSQL enum types and sequences.
 Column order is left out on purpose: a column added by a revision is appended on PostgreSQL.
+Reading one is the backends' business (backends/catalog.py); comparing two is here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from .backends.catalog import IGNORED_TABLES, Snapshot, snapshot
 
-IGNORED_TABLES = {"alembic_version"}
-
-
-def _ondelete(value: str | None) -> str | None:
-    value = (value or "").upper()
-    return None if value in ("", "NO ACTION") else value
+__all__ = ["IGNORED_TABLES", "Snapshot", "differences", "snapshot"]
 
 
-def _type(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
-    if isinstance(type_, sa.Enum):  # by name and labels; a schema qualifier depends on search_path
-        return f"ENUM {type_.name}({', '.join(type_.enums)})"
-    return str(type_.compile(dialect=dialect))
-
-
-def _index_columns(connection: Connection, index: dict[str, Any]) -> list[list[str]]:
-    if connection.dialect.name == "sqlite":
-        # SQLite's reflection drops DESC; index_xinfo has it (key=1 rows are the indexed columns).
-        quoted = connection.dialect.identifier_preparer.quote(index["name"])
-        rows = connection.exec_driver_sql(f"PRAGMA index_xinfo({quoted})").all()
-        return [[row[2], "desc" if row[3] else "asc"] for row in rows if row[5]]
-    sorting = index.get("column_sorting") or {}
-    return [[c, "desc" if "desc" in sorting.get(c, ()) else "asc"] for c in index["column_names"]]
-
-
-def snapshot(connection: Connection, schema: str | None = None) -> dict[str, Any]:
-    inspector = sa.inspect(connection)
-    dialect = connection.dialect
-    tables: dict[str, Any] = {}
-    for table in sorted(set(inspector.get_table_names(schema=schema)) - IGNORED_TABLES):
-        columns = {
-            c["name"]: {
-                "type": _type(c["type"], dialect),
-                "nullable": bool(c["nullable"]),
-                "default": c.get("default"),
-            }
-            for c in inspector.get_columns(table, schema=schema)
-        }
-        pk = inspector.get_pk_constraint(table, schema=schema)
-        foreign_keys = sorted(
-            [
-                fk.get("name"),
-                fk["constrained_columns"],
-                fk["referred_table"],
-                fk["referred_columns"],
-                _ondelete((fk.get("options") or {}).get("ondelete")),
-            ]
-            for fk in inspector.get_foreign_keys(table, schema=schema)
-        )
-        uniques = sorted(
-            [u.get("name"), u["column_names"]] for u in inspector.get_unique_constraints(table, schema=schema)
-        )
-        indexes = {
-            ix["name"]: {"columns": _index_columns(connection, ix), "unique": bool(ix["unique"])}
-            for ix in inspector.get_indexes(table, schema=schema)
-            if not ix.get("duplicates_constraint")
-        }
-        tables[table] = {
-            "columns": columns,
-            "primary_key": {"name": pk.get("name"), "columns": pk["constrained_columns"]},
-            "foreign_keys": foreign_keys,
-            "unique_constraints": uniques,
-            "indexes": indexes,
-        }
-    result: dict[str, Any] = {"tables": tables}
-    if dialect.name == "postgresql":
-        result["enums"] = sorted([e["name"], list(e["labels"])] for e in inspector.get_enums(schema=schema))
-        result["sequences"] = sorted(inspector.get_sequence_names(schema=schema))
-    return result
-
-
-def differences(expected: dict[str, Any], actual: dict[str, Any], path: str = "") -> list[str]:
+def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
     """Readable lines naming every place two snapshots differ."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         lines = []

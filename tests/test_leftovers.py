@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from docex_migrate.cli import app
-from docex_migrate.scratch import MIN_AGE, SCHEMA_PREFIX
+from docex_migrate.backends.postgresql import SCRATCH_PREFIX as SCHEMA_PREFIX
+from docex_migrate.tempdirs import MIN_AGE
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,12 +8,20 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import DeprovisionRefusedError, DocexMigrateError
 from ..tenants import TemplateMatcher
 from ..timestamps import timestamp
+
+if TYPE_CHECKING:
+    from ..chain import Chain
+
+# What a fresh tenant gets, built once per process from the chain itself and sent to --jobs
+# workers: a head file to copy (SQLite) or the chain's recorded statements to replay (PostgreSQL).
+FreshTemplate = Any
 
 
 @dataclass(frozen=True)
@@ -36,9 +44,12 @@ def unreadable(reason: str) -> NamespaceState:
 
 
 class Backend(ABC):
-    """One database holding one namespace per tenant."""
+    """One database holding one namespace per tenant.
 
-    kind: str  # "sqlite" or "postgresql"
+    Everything that differs between databases is answered here, as Alembic's dialect ``impl``
+    answers for it: callers never ask which backend they have."""
+
+    kind: str  # "sqlite" or "postgresql": the SQLAlchemy dialect name, and the key of shipped snapshots
     template: str
 
     @cached_property
@@ -98,6 +109,31 @@ class Backend(ABC):
         Backup and removal happen under one lock that keeps the application's writes out, so
         no commit can fall between them. Raises DeprovisionRefusedError, with nothing removed
         and no backup kept, when that cannot be guaranteed."""
+
+    @abstractmethod
+    def with_template(self, template: str) -> Backend:
+        """The same database and settings, with tenants at another template (scratch work)."""
+
+    @abstractmethod
+    def scratch_template(self, *, committed: bool = False) -> AbstractContextManager[str]:
+        """A template for scratch namespaces beside the real tenants, never matched by the real
+        template, removed at the end. ``committed``: the caller commits scratch namespaces, so
+        they are held by a lock while in use, and abandoned ones (a killed run) are swept first."""
+
+    @abstractmethod
+    def fresh_template(self, chain: Chain) -> FreshTemplate:
+        """What a fresh tenant gets (see install_fresh), built from the chain itself."""
+
+    @abstractmethod
+    def install_fresh(self, tenant_id: str, template: FreshTemplate, target: str) -> bool:
+        """Make an empty or missing namespace exactly what the chain produces at ``target``,
+        atomically, under the tenant's lock. False (nothing done) when the namespace turns out
+        not to be empty: the caller then takes the ordinary path."""
+
+    def outside_snapshot(self) -> dict[str, Any] | None:
+        """A catalog snapshot of what lies outside every tenant (PostgreSQL's public schema), to
+        prove migrations put nothing there; None where tenants share nothing."""
+        return None
 
     def connection_budget(self) -> int:
         """How many more connections the database allows us (for --jobs)."""

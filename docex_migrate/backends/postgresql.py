@@ -8,26 +8,31 @@ import os
 import re
 import shutil
 import subprocess
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
-from sqlalchemy.schema import CreateSchema
+from sqlalchemy.schema import CreateSchema, DropSchema
 
 from .. import tenants
+from ..chain import VERSION_TABLE, Chain
 from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, DeprovisionRefusedError, TenantNotFoundError
+from ..runner import Recorded, record_chain
+from .catalog import snapshot
 from .base import MISSING, Backend, NamespaceState, backup_failed, new_backup_file, unreadable
 
 log = logging.getLogger(__name__)
 
-VERSION_TABLE = "alembic_version"
+SCRATCH_PREFIX = "dxcheck_"  # scratch schemas: dxcheck_<8 hex>_<tenant>, one set per scratch_template
 INSUFFICIENT_PRIVILEGE = "42501"
 LOCK_NOT_AVAILABLE = "55P03"
 DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
@@ -35,6 +40,7 @@ DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
 # until the transaction ends, from a pool shared by the whole server (max_locks_per_transaction
 # x max_connections, 6,400 by default): so batches stay small and each is its own transaction.
 BATCH_SIZE = 500
+_SCRATCH_SET = re.compile(SCRATCH_PREFIX + r"[0-9a-f]{8}_")
 
 _pg_namespace = sa.table("pg_namespace", sa.column("oid"), sa.column("nspname"), schema="pg_catalog")
 
@@ -249,6 +255,41 @@ def _verify_backup(connection: Connection, tenant_id: str, schema: str, contents
             f"tenant {tenant_id!r}: the backup does not hold what would be dropped ({'; '.join(problems[:5])}); "
             "nothing dropped"
         )
+
+
+def _set_key(prefix: str) -> sa.ColumnElement[Any]:
+    return sa.func.hashtextextended(prefix, 0)
+
+
+def _scratch_schemas(connection: Connection, prefix: str) -> list[str]:
+    pattern = prefix.replace("_", "\\_") + "%"
+    query = sa.select(_pg_namespace.c.nspname).where(_pg_namespace.c.nspname.like(pattern, escape="\\"))
+    return list(connection.execute(query).scalars())
+
+
+def sweep_scratch(connection: Connection) -> list[str]:
+    """Drop the scratch schemas whose set no live session holds; return their names."""
+    names = _scratch_schemas(connection, SCRATCH_PREFIX)
+    connection.commit()
+    dropped: list[str] = []
+    for prefix in sorted({m.group(0) for m in map(_SCRATCH_SET.match, names) if m}):
+        held_elsewhere = not connection.execute(sa.select(sa.func.pg_try_advisory_lock(_set_key(prefix)))).scalar()
+        connection.commit()
+        if held_elsewhere:
+            continue  # its run is still going
+        members = [n for n in names if n.startswith(prefix)]
+        try:
+            for name in members:
+                connection.execute(DropSchema(name, cascade=True, if_exists=True))
+            connection.commit()
+            dropped += members
+        except DBAPIError as exc:  # e.g. another role's leftovers: not ours to drop
+            connection.rollback()
+            log.info("cannot remove scratch schemas %s*: %s", prefix, _first_line(exc))
+        finally:
+            connection.execute(sa.select(sa.func.pg_advisory_unlock(_set_key(prefix))))
+            connection.commit()
+    return dropped
 
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
@@ -554,6 +595,77 @@ class PostgresBackend(Backend):
             found = connection.execute(query).scalar()
         if not found:
             raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no schema {schema!r})")
+
+    def with_template(self, template: str) -> PostgresBackend:
+        return PostgresBackend(self.url, template, self.timeouts)
+
+    @contextmanager
+    def scratch_template(self, *, committed: bool = False) -> Iterator[str]:
+        """Schemas ``dxcheck_<random>_<tenant>`` in this database, all dropped at the end. A
+        committed set is held by a session advisory lock on its prefix, which the server drops
+        when the holder dies however it dies: a lockable set is an abandoned one."""
+        prefix = f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:8]}_"
+        holder = self._hold_scratch(prefix) if committed else None
+        try:
+            yield prefix + tenants.PLACEHOLDER
+        finally:
+            try:
+                self._drop_scratch(prefix)
+            finally:
+                if holder is not None:
+                    holder.close()  # ends the session: its advisory lock goes with it
+
+    def _hold_scratch(self, prefix: str) -> Connection | None:
+        """A session holding the set's advisory lock, after sweeping abandoned sets. None when
+        the database cannot be reached: then nothing can be created either."""
+        try:
+            holder = self.connect()
+        except DatabaseUnavailableError:
+            return None
+        try:
+            dropped = sweep_scratch(holder)
+            if dropped:
+                log.info("removed %d scratch schema(s) left by killed runs", len(dropped))
+            holder.execute(sa.select(sa.func.pg_advisory_lock(_set_key(prefix))))
+            holder.commit()
+        except Exception:
+            holder.close()
+            raise
+        return holder
+
+    def _drop_scratch(self, prefix: str) -> None:
+        try:
+            connection = self.connect()
+        except DatabaseUnavailableError:  # could not connect: nothing was created either
+            return
+        with connection, connection.begin():
+            for name in _scratch_schemas(connection, prefix):
+                connection.execute(DropSchema(name, cascade=True))
+
+    def fresh_template(self, chain: Chain) -> list[Recorded]:
+        """Every statement the chain sends to an empty schema on its way to head, recorded on a
+        scratch schema in a transaction that is rolled back."""
+        with self.scratch_template() as template:
+            scratch = self.with_template(template)
+            try:
+                return record_chain(scratch, "recording", chain, chain.head)
+            finally:
+                scratch.dispose()
+
+    def install_fresh(self, tenant_id: str, template: list[Recorded], target: str) -> bool:
+        """Replay the recording in one transaction under the tenant's lock; nothing is done if
+        the schema turns out not to be empty (any table, alembic_version included, means
+        someone else got there)."""
+        with self.transaction(tenant_id, create=True) as connection:
+            if sa.inspect(connection).get_table_names(schema=self.namespace(tenant_id)):
+                return False
+            for statement, parameters in template:
+                connection.exec_driver_sql(statement, parameters or ())
+            return True
+
+    def outside_snapshot(self) -> dict[str, Any]:
+        with self.connect() as connection:
+            return snapshot(connection, "public")
 
     def schema(self, tenant_id: str) -> str | None:
         return self.namespace(tenant_id)

@@ -18,11 +18,13 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from .. import tenants
+from ..chain import VERSION_TABLE, Chain
 from ..config import MAX_TIMEOUT_SECONDS, Timeouts
 from ..errors import DeprovisionRefusedError, TenantBusyError, TenantNotFoundError
+from ..runner import migrate_tenant
+from ..tempdirs import held_for_process, locked_directory
 from .base import MISSING, Backend, NamespaceState, backup_failed, new_backup_file, unreadable
 
-VERSION_TABLE = "alembic_version"
 # sqlite3's timeout has no "no limit" value, and one past this overflows to 0 (no waiting at all).
 FOREVER = float(MAX_TIMEOUT_SECONDS)
 
@@ -175,15 +177,29 @@ class SqliteBackend(Backend):
         finally:
             engine.dispose()
 
-    def install_copy(self, tenant_id: str, source: Path) -> bool:
-        """Put a copy of ``source`` in place as the tenant's file, atomically and never over an
-        existing file (a concurrent provision, or an empty file left by a failed one): False
-        then, and the caller takes the ordinary path under the tenant's lock."""
+    def with_template(self, template: str) -> SqliteBackend:
+        return SqliteBackend(template, self.timeouts)
+
+    @contextmanager
+    def scratch_template(self, *, committed: bool = False) -> Iterator[str]:
+        with locked_directory("docex_migrate_check_", sweep=committed) as directory:
+            yield f"{directory}/t_{{tenant_id}}.db"
+
+    def fresh_template(self, chain: Chain) -> Path:
+        """The head file: a scratch file migrated to head, in a directory held for the life of
+        the process (a killed process's directory is swept by the next one)."""
+        directory = held_for_process("docex_migrate_template_")
+        migrate_tenant(SqliteBackend(f"{directory}/{{tenant_id}}.db"), "head", chain.head, create=True, chain=chain)
+        return directory / "head.db"
+
+    def install_fresh(self, tenant_id: str, template: Path, target: str) -> bool:
+        """Put a copy of the head file in place as the tenant's file, atomically and never over
+        an existing file (a concurrent provision, or an empty file left by a failed one)."""
         path = Path(self.namespace(tenant_id))
         path.parent.mkdir(parents=True, exist_ok=True)
         staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:  # the copy itself may fail (a full disk): the staged file goes either way
-            shutil.copyfile(source, staged)
+            shutil.copyfile(template, staged)
             os.link(staged, path)
             return True
         except FileExistsError:
