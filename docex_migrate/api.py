@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,10 +27,11 @@ from .errors import (
     ConfigError,
     DatabaseUnavailableError,
     DocexMigrateError,
+    Interrupted,
     TenantNotFoundError,
     UsageError,
 )
-from .executors import WorkItem, execute, not_run
+from .executors import WorkItem, execute, not_run, stopped_after
 from .runner import (
     ALREADY_AT_TARGET,
     TenantResult,
@@ -265,18 +266,40 @@ def _run(
                 work.append(WorkItem(tenant_id, namespace, revision_now, target, downgrade, versioned=state.versioned))
         refused = sum(r.failed for r in finished.values())  # refusals count towards --max-failures
         budget = None if max_failures is None else max_failures - refused
+        interrupted = None
         if budget is not None and budget <= 0:
-            finished.update((i.tenant_id, not_run(i, refused)) for i in work)
+            finished.update((i.tenant_id, not_run(i, stopped_after(refused))) for i in work)
         else:
-            finished.update((r.tenant_id, r) for r in execute(settings, backend, work, jobs=jobs, max_failures=budget))
+            interrupted = _collect(finished, lambda: execute(settings, backend, work, jobs=jobs, max_failures=budget))
         for tenant_id, before in adopted.items():
             result = finished[tenant_id]
             if result is not before:
                 result.message = "; ".join(m for m in (before.message, result.message) if m)
                 result.details = before.details + result.details
-        return [finished[t] for t in namespaces]
+        return _in_order(finished, namespaces, interrupted)
     finally:
         backend.dispose()
+
+
+def _collect(finished: dict[str, TenantResult], run: Callable[[], list[TenantResult]]) -> Interrupted | None:
+    """Run the executor, its results into ``finished``; on a signal, the results it carries
+    too, and the Interrupted is returned, to be raised once every result is in place."""
+    try:
+        results = run()
+    except Interrupted as stop:
+        finished.update((r.tenant_id, r) for r in stop.results or [])
+        return stop
+    finished.update((r.tenant_id, r) for r in results)
+    return None
+
+
+def _in_order(finished: dict[str, TenantResult], namespaces: dict[str, str], interrupted: Interrupted | None) -> list[TenantResult]:
+    """Every tenant's result in the order asked; raises ``interrupted`` carrying them, if given."""
+    results = [finished[t] for t in namespaces if t in finished]
+    if interrupted is not None:
+        interrupted.results = results
+        raise interrupted
+    return results
 
 
 def in_shard(namespaces: dict[str, str], shard: tuple[int, int] | None) -> dict[str, str]:
@@ -355,10 +378,11 @@ def provision(
                     tenant_id, namespace, revision, chain.head, create=True, action=action, fresh=fresh, versioned=state.versioned
                 ))
         template = fresh_tenants.template(settings, chain) if replay and any(i.fresh for i in work) else None
-        finished.update((r.tenant_id, r) for r in execute(settings, backend, work, jobs=jobs, template=template))
-        results = [finished[t] for t in namespaces]
-        for result in results:
+        interrupted = _collect(finished, lambda: execute(settings, backend, work, jobs=jobs, template=template))
+        for result in finished.values():
             result.warnings.extend(backend.warnings_for(result.tenant_id))
+        results = _in_order(finished, namespaces, interrupted)
+        for result in results:
             if verify and not result.failed:
                 problems = verify_tenant(backend, result.tenant_id)
                 if problems:
