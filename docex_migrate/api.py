@@ -18,7 +18,7 @@ from .backends import open_backend
 from .chain import Chain, load_chain, script_location
 from .config import Settings
 from .errors import TenantNotFoundError, UsageError
-from .executors import WorkItem, execute, not_run
+from .executors import WorkItem, collect, execute, in_order, not_run, stopped_after
 from .provisioning import ensure_tenant, provision, verify_tenant
 from .results import Action, TenantResult
 from .runner import author_revision
@@ -167,11 +167,12 @@ def _migrate(
                 work.append(WorkItem(tenant_id, namespace, revision, target, downgrade, versioned=state.versioned))
         failures = failures_so_far + sum(r.failed for r in finished.values())
         budget = None if max_failures is None else max_failures - failures
+        interrupted = None
         if budget is not None and budget <= 0:
-            finished.update((i.tenant_id, not_run(i, failures)) for i in work)
+            finished.update((i.tenant_id, not_run(i, stopped_after(failures))) for i in work)
         else:
-            finished.update((r.tenant_id, r) for r in execute(settings, backend, work, jobs=jobs, max_failures=budget))
-        return [finished[t] for t in namespaces]
+            interrupted = collect(finished, lambda: execute(settings, backend, work, jobs=jobs, max_failures=budget))
+        return in_order(finished, namespaces, interrupted)
 
 
 @dataclass(frozen=True)

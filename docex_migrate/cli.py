@@ -1,15 +1,18 @@
 """The command line: parse, call the library, map the outcome to an exit code.
 
 The only module that imports typer. Exit codes: 0 done, 1 some tenant failed, 2 bad usage,
-input, configuration or connection.
+input, configuration or connection; 130 / 143 stopped by SIGINT / SIGTERM, after printing what
+was done (the tenant in flight rolled back, the rest not run).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +23,7 @@ import typer
 from . import api
 from .chain import load_chain
 from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
-from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, UsageError
+from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
 from .reporting import Reporter
 from .results import TenantResult, describe_error
 
@@ -66,14 +69,38 @@ TenantLockWaitOpt = Annotated[
 ]
 
 
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted in the main thread: a run stops between tenants, or
+    inside one whose transaction then rolls back, and reports what it did (SIGTERM would
+    otherwise end the process on the spot, printing nothing and leaving its workers behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @contextmanager
 def _guard(verbose: bool) -> Iterator[None]:
     """Turn any error into one line on stderr and an exit code (traceback only with --verbose)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:
-        yield
+        with _signals_interrupt():
+            yield
     except (typer.Exit, typer.Abort):
         raise
+    except Interrupted as stop:  # before any tenant was touched, or while printing
+        typer.echo(f"interrupted by {stop.signal_name}", err=True)
+        raise typer.Exit(stop.exit_code) from None
     except DocexMigrateError as exc:
         if verbose:
             traceback.print_exc()
@@ -121,6 +148,21 @@ def _finish(reporter: Reporter, results: list[TenantResult], verb: str) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
+def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]) -> None:
+    """Run a migration and print its results. Stopped by a signal, print what it did anyway,
+    then exit 128 + the signal's number, as a shell reports a process the signal killed."""
+    try:
+        results = run()
+    except Interrupted as stop:
+        if not stop.results:
+            raise
+        reporter.results(stop.results, verb)
+        typer.echo(f"interrupted by {stop.signal_name}: tenants in flight were rolled back; "
+                   f"rerun the same command to finish", err=True)
+        raise typer.Exit(stop.exit_code) from None
+    _finish(reporter, results, verb)
+
+
 @app.command()
 def provision(
     tenants: Annotated[list[str], typer.Argument(help="Tenant ids, e.g. acme-corp.", show_default=False)],
@@ -143,7 +185,7 @@ def provision(
             written = enable_multi_tenancy(config_path(config))
             reporter.say(f"database-level multi-tenancy enabled in {written}")
             settings = load_settings(written)
-        _finish(reporter, api.provision(settings, tenants, verify=verify, exist_ok=exist_ok, jobs=jobs), "provision")
+        _report(reporter, "provision", lambda: api.provision(settings, tenants, verify=verify, exist_ok=exist_ok, jobs=jobs))
 
 
 @app.command()
@@ -177,10 +219,9 @@ def upgrade(
         targets = _targets(tenant, all_tenants)
         stop = _stop_after(fail_fast, max_failures)
         settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
-        results = api.upgrade(
+        _report(Reporter(json), "upgrade", lambda: api.upgrade(
             settings, targets, revision, max_failures=stop, adopt_first=adopt_first, jobs=jobs, shard=_shard(shard)
-        )
-        _finish(Reporter(json), results, "upgrade")
+        ))
 
 
 @app.command()
@@ -211,8 +252,9 @@ def downgrade(
                 raise UsageError("downgrade can drop tables and data: pass --yes to confirm")
             who = "every tenant" if targets is None else ", ".join(targets)
             typer.confirm(f"Downgrade {who} to {revision}? Tables and data may be dropped", abort=True)
-        results = api.downgrade(settings, targets, revision, max_failures=stop, jobs=jobs, shard=_shard(shard))
-        _finish(Reporter(json), results, "downgrade")
+        _report(Reporter(json), "downgrade", lambda: api.downgrade(
+            settings, targets, revision, max_failures=stop, jobs=jobs, shard=_shard(shard)
+        ))
 
 
 @app.command()

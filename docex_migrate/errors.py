@@ -1,5 +1,7 @@
 """The exception hierarchy and the exit codes it maps to (caught in one place: cli.main)."""
 
+import signal
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # some tenant or check failed
 EXIT_USAGE = 2  # bad usage, input, configuration or connection
@@ -60,3 +62,25 @@ class RecognitionError(DocexMigrateError):
     """adopt could not recognise or repair a tenant (that tenant's failure)."""
 
     exit_code = EXIT_FAILED
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run (the CLI turns both into this; a library caller's
+    Ctrl-C is a plain KeyboardInterrupt, which the executors treat alike).
+
+    A KeyboardInterrupt, not an Exception: no ``except Exception`` on the way swallows it, and
+    each tenant's transaction context manager rolls back as it passes. ``results`` holds every
+    tenant's outcome once migrating had begun: done, rolled back, or not attempted."""
+
+    def __init__(self, signum: int = signal.SIGINT, results: list | None = None) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+        self.results = results
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process the signal killed: 130, 143

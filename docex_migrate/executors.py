@@ -5,23 +5,52 @@ Processes, not threads: Alembic's ``context`` and ``op`` are process globals. Wo
 spawned (no state inherited from the parent), each builds its backend once and holds at most
 one connection at a time (a tenant's own), and takes the next tenant as soon as it is free, so
 one slow tenant never holds up a batch of others.
+
+When the database refuses a connection (it is down, or a connection limit is reached), that
+tenant fails with the database's reason and no more tenants are handed out: those in flight
+finish, the rest are reported not-run. A worker that dies (the OOM killer) fails its tenant the
+same way. Either way the caller gets every tenant's result, never an exception; except when the
+database refused before the run did anything at all: that is bad configuration or connection,
+raised as DatabaseUnavailableError (exit 2, one line), as when it refuses the first read.
+
+Signals. Workers ignore SIGINT: a Ctrl-C in a terminal reaches the whole process group, and only
+the parent decides. SIGINT, or SIGTERM (which the CLI turns into Interrupted), interrupts the
+parent: it hands out no more tenants, has every worker exit at once (a PostgreSQL transaction
+whose connection is gone is rolled back by the server, a SQLite one from its journal on the
+next open), reads the unfinished tenants' revisions again, and raises Interrupted with every
+tenant's result: done, rolled back (never half-migrated), or not attempted. In a serial run the
+interrupted tenant's transaction rolls back as the exception leaves it.
+
+Parent death. A worker never outlives its parent, even one killed with kill -9: each watches a
+pipe whose only write end the parent holds, and os._exit()s at its end of file, which comes as
+the parent closes it to stop the workers or dies, however it dies; on Linux the kernel kills it
+with the parent as well (prctl PR_SET_PDEATHSIG). Its tenant is rolled back as above, never
+committed after the run is gone, and it holds none of the parent's pipes (stdout) open.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
-from collections.abc import Iterable, Iterator
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 from .backends import Backend, FreshTemplate, backend_for
 from .config import Settings
-from .errors import DatabaseUnavailableError
+from .errors import DatabaseUnavailableError, DocexMigrateError, Interrupted
 from .results import ALREADY_AT_TARGET, Action, TenantResult, describe_error
 from .runner import migrate_tenant
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -47,13 +76,17 @@ def _migrate(backend: Backend, item: WorkItem, template: FreshTemplate | None) -
     )
 
 
+def _success(item: WorkItem) -> Action:
+    return item.action or (Action.DOWNGRADED if item.downgrade else Action.UPGRADED)
+
+
 def run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None = None) -> TenantResult:
-    action = item.action or (Action.DOWNGRADED if item.downgrade else Action.UPGRADED)
-    result = TenantResult(item.tenant_id, item.namespace, action, item.revision, item.target)
+    result = TenantResult(item.tenant_id, item.namespace, _success(item), item.revision, item.target)
     try:
         result.from_revision, result.to_revision = _migrate(backend, item, template)
-    except DatabaseUnavailableError:
-        raise  # the database itself is unusable: no point trying the next tenant
+    except DatabaseUnavailableError as exc:  # the database refuses us: this tenant fails, the run stops
+        result.action, result.to_revision, result.message, result.stops_run = Action.FAILED, item.revision, str(exc), True
+        return result
     except Exception as exc:  # one tenant's failure is a value; the loop goes on
         log.debug("tenant %s failed", item.tenant_id, exc_info=True)
         result.action, result.to_revision, result.message = Action.FAILED, item.revision, describe_error(exc)
@@ -63,31 +96,125 @@ def run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None = 
     return result
 
 
-def not_run(item: WorkItem, failures: int) -> TenantResult:
-    return TenantResult(item.tenant_id, item.namespace, Action.NOT_RUN, item.revision, item.revision,
-                        f"not attempted: stopped after {failures} failure(s)")
+def stopped_after(failures: int) -> str:
+    return f"stopped after {failures} failure(s)"
+
+
+def not_run(item: WorkItem, reason: str) -> TenantResult:
+    return TenantResult(item.tenant_id, item.namespace, Action.NOT_RUN, item.revision, item.revision, f"not attempted: {reason}")
+
+
+@dataclass
+class _Progress:
+    """Failures so far, and why no more tenants are handed out once the run should stop."""
+
+    max_failures: int | None
+    failures: int = 0
+    stopped: str | None = None
+
+    def record(self, result: TenantResult) -> TenantResult:
+        log.info("%s: %s", result.tenant_id, result.action)
+        self.failures += result.failed
+        if self.stopped is None and result.stops_run:
+            self.stopped = f"the run stopped when {result.tenant_id} failed: {result.message}"
+        elif self.stopped is None and self.max_failures is not None and self.failures >= self.max_failures:
+            self.stopped = stopped_after(self.failures)
+        return result
+
+
+def _revision(backend: Backend, items: list[WorkItem]) -> dict[str, str | None]:
+    """The tenants' revisions read now ({} if they cannot be read), as states.state_of spells them."""
+    try:
+        states = backend.read_states([i.tenant_id for i in items])
+    except DocexMigrateError as exc:
+        log.warning("cannot read the revisions of the unfinished tenants: %s", exc)
+        return {}
+    return {t: ",".join(s.revisions) or None for t, s in states.items()}
+
+
+def unfinished(
+    backend: Backend, items: list[WorkItem], in_flight: set[str], why: str, in_flight_action: Action = Action.NOT_RUN
+) -> list[TenantResult]:
+    """Results for the tenants a stopped run saw no result for. Those in flight are read again:
+    each is at its target (committed just before the stop) or where it was (rolled back)."""
+    now = _revision(backend, [i for i in items if i.tenant_id in in_flight]) if in_flight else {}
+    results = []
+    for item in items:
+        if item.tenant_id not in in_flight:
+            results.append(not_run(item, why))
+            continue
+        result = TenantResult(item.tenant_id, item.namespace, in_flight_action, item.revision, item.revision)
+        if item.tenant_id not in now:
+            result.message = f"{why} while it was being migrated: run `docex-migrate status` to see its revision"
+        elif now[item.tenant_id] == item.target != item.revision:
+            result.action = _success(item)
+            result.to_revision, result.message = item.target, f"committed just before {why}"
+        else:
+            result.to_revision, result.message = now[item.tenant_id], f"{why}: rolled back"
+        results.append(result)
+    return results
+
+
+def _interrupted(
+    exc: KeyboardInterrupt, backend: Backend, items: list[WorkItem], results: list[TenantResult], in_flight: set[str]
+) -> Interrupted:
+    """The Interrupted to raise, carrying every tenant's result."""
+    stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+    done = {r.tenant_id for r in results}
+    left = [i for i in items if i.tenant_id not in done]
+    stop.results = results + unfinished(backend, left, in_flight, f"interrupted by {stop.signal_name}")
+    return stop
 
 
 def run_serial(
-    backend: Backend, items: Iterable[WorkItem], max_failures: int | None, template: FreshTemplate | None = None
-) -> Iterator[TenantResult]:
-    failures = 0
-    for item in items:
-        if max_failures is not None and failures >= max_failures:
-            yield not_run(item, failures)
-            continue
-        result = run_item(backend, item, template)
-        failures += result.failed
-        yield result
+    backend: Backend, items: list[WorkItem], progress: _Progress, template: FreshTemplate | None = None
+) -> list[TenantResult]:
+    results: list[TenantResult] = []
+    current: set[str] = set()
+    try:
+        for item in items:
+            if progress.stopped:
+                results.append(not_run(item, progress.stopped))
+                continue
+            current = {item.tenant_id}
+            results.append(progress.record(run_item(backend, item, template)))
+            current = set()
+    except KeyboardInterrupt as exc:  # the tenant's transaction has rolled back on the way out
+        raise _interrupted(exc, backend, items, results, current) from None
+    return results
 
 
 _worker_backend: Backend | None = None
 _worker_template: FreshTemplate | None = None
 
 
-def _start_worker(settings: Settings, template: FreshTemplate | None) -> None:
+def _start_worker(settings: Settings, template: FreshTemplate | None, lifeline: Connection) -> None:
     global _worker_backend, _worker_template
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    _die_with_parent(lifeline)
     _worker_backend, _worker_template = backend_for(settings), template
+
+
+def _die_with_parent(lifeline: Connection) -> None:
+    """Exit the moment the parent closes ``lifeline`` or dies, whatever the worker is doing:
+    os._exit leaves the in-flight transaction to be rolled back, and commits nothing more."""
+    if sys.platform == "linux":
+        # Set in the worker itself, after spawn's exec, so nothing clears it. (The kernel sends
+        # it when the thread that spawned us ends: the parent's main thread, in submit().)
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass  # the lifeline still ends with the parent
+    threading.Thread(target=_watch, args=(lifeline,), name="lifeline", daemon=True).start()
+
+
+def _watch(lifeline: Connection) -> None:
+    lifeline.poll(None)  # nothing is ever sent: this returns at end of file
+    os._exit(1)
+
+
+def _ready() -> None:
+    """A task that only proves the worker started."""
 
 
 def _work(item: WorkItem) -> TenantResult:
@@ -96,34 +223,68 @@ def _work(item: WorkItem) -> TenantResult:
 
 
 def run_parallel(
-    settings: Settings, items: list[WorkItem], jobs: int, max_failures: int | None, template: FreshTemplate | None = None
-) -> Iterator[TenantResult]:
+    settings: Settings,
+    backend: Backend,
+    items: list[WorkItem],
+    jobs: int,
+    progress: _Progress,
+    template: FreshTemplate | None = None,
+) -> list[TenantResult]:
     """``jobs`` processes; at most ``jobs`` tenants in flight, handed out one at a time."""
-    failures = 0
+    results: list[TenantResult] = []
+    running: dict[Future, WorkItem] = {}
     queue = iter(items)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(settings, template)) as pool:
-        running: dict[Future, WorkItem] = {}
+    lifeline, stop_workers = context.Pipe(duplex=False)  # workers get the read end only
+    initargs = (settings, template, lifeline)
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=initargs) as pool:
+            try:
+                # Start every worker first. The pool's manager thread watches only the workers
+                # that existed when it last woke (CPython 3.11 spawns after waking it in submit);
+                # these results wake it again, so a worker that dies is noticed at once.
+                wait([pool.submit(_ready) for _ in range(jobs)])
+                while _refill(pool, running, queue, jobs, progress):
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        results.append(progress.record(future.result()))
+                        running.pop(future)
+            except BaseException:
+                stop_workers.close()  # every worker exits now (see _watch); the pool then joins them
+                raise
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc, backend, items, results, {i.tenant_id for i in running.values()}) from None
+    except BrokenProcessPool:  # a worker died (OOM killer, kill -9): its tenant rolled back
+        in_flight = {i.tenant_id for i in running.values()}
+        done = {r.tenant_id for r in results}
+        left = [i for i in items if i.tenant_id not in done]
+        return results + unfinished(backend, left, in_flight, "a worker process died", in_flight_action=Action.FAILED)
+    finally:
+        stop_workers.close()
+        lifeline.close()
+    return results + [not_run(item, progress.stopped or "the run stopped") for item in queue]  # what the stop left
 
-        def refill() -> None:
-            while len(running) < jobs and (max_failures is None or failures < max_failures):
-                item = next(queue, None)
-                if item is None:
-                    return
-                running[pool.submit(_work, item)] = item
 
-        refill()
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                running.pop(future)
-                result = future.result()
-                failures += result.failed
-                log.info("%s: %s", result.tenant_id, result.action)
-                yield result
-            refill()
-    for item in queue:  # what the stop left
-        yield not_run(item, failures)
+def _refill(
+    pool: ProcessPoolExecutor, running: dict[Future, WorkItem], queue: Iterator[WorkItem], jobs: int, progress: _Progress
+) -> bool:
+    """Hand out tenants until ``jobs`` are in flight or the run stops; False when none is in flight."""
+    while len(running) < jobs and not progress.stopped:
+        item = next(queue, None)
+        if item is None:
+            break
+        running[pool.submit(_work, item)] = item
+    return bool(running)
+
+
+def _jobs(backend: Backend, jobs: int, count: int) -> int:
+    if jobs <= 1 or count <= 1:
+        return 1
+    budget = backend.connection_budget()
+    if budget < jobs:
+        log.warning("--jobs %d lowered to %d: the database allows only %d more connections "
+                    "(max_connections, or a CONNECTION LIMIT on the role or database)", jobs, budget, budget)
+    return min(jobs, count, budget)
 
 
 def execute(
@@ -134,12 +295,37 @@ def execute(
     jobs: int = 1,
     max_failures: int | None = None,
     template: FreshTemplate | None = None,
-) -> Iterator[TenantResult]:
-    if jobs > 1 and len(items) > 1:
-        budget = backend.connection_budget()
-        if budget < jobs:
-            log.warning("--jobs %d lowered to %d: the database allows only %d more connections", jobs, budget, budget)
-        jobs = min(jobs, len(items), budget)
-    if jobs <= 1 or len(items) <= 1:
-        return run_serial(backend, items, max_failures, template)
-    return run_parallel(settings, items, jobs, max_failures, template)
+) -> list[TenantResult]:
+    """One result per item, in order of completion. On SIGINT / SIGTERM raises Interrupted
+    carrying them all (see the module's docstring)."""
+    progress = _Progress(max_failures)
+    jobs = _jobs(backend, jobs, len(items))
+    if jobs <= 1:
+        results = run_serial(backend, items, progress, template)
+    else:
+        results = run_parallel(settings, backend, items, jobs, progress, template)
+    refusals = [r for r in results if r.stops_run]
+    if refusals and all(r.stops_run or r.action == Action.NOT_RUN for r in results):
+        raise DatabaseUnavailableError(refusals[0].message)  # nothing done: nothing to report
+    return results
+
+
+def collect(finished: dict[str, TenantResult], run: Callable[[], list[TenantResult]]) -> Interrupted | None:
+    """Run the executor, its results into ``finished``; on a signal, the results it carries
+    too, and the Interrupted is returned, to be raised once every result is in place."""
+    try:
+        results = run()
+    except Interrupted as stop:
+        finished.update((r.tenant_id, r) for r in stop.results or [])
+        return stop
+    finished.update((r.tenant_id, r) for r in results)
+    return None
+
+
+def in_order(finished: dict[str, TenantResult], namespaces: dict[str, str], interrupted: Interrupted | None) -> list[TenantResult]:
+    """Every tenant's result in the order asked; raises ``interrupted`` carrying them, if given."""
+    results = [finished[t] for t in namespaces if t in finished]
+    if interrupted is not None:
+        interrupted.results = results
+        raise interrupted
+    return results

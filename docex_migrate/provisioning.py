@@ -15,7 +15,7 @@ from .backends import Backend, NamespaceState, open_backend
 from .chain import Chain, load_chain
 from .config import ROW_LEVEL, Settings, load_settings
 from .errors import ConfigError, DocexMigrateError, TenantNotReadyError, UsageError
-from .executors import WorkItem, execute
+from .executors import WorkItem, collect, execute, in_order
 from .results import Action, TenantResult, describe_error
 from .runner import rolled_back
 from .selection import validated
@@ -65,10 +65,11 @@ def provision(
                 fresh=not state.versioned and not state.table_count, versioned=state.versioned,
             ))
         template = fresh.template(settings, chain) if replay and any(i.fresh for i in work) else None
-        finished.update((r.tenant_id, r) for r in execute(settings, backend, work, jobs=jobs, template=template))
-        results = [finished[t] for t in namespaces]
-        for result in results:
+        interrupted = collect(finished, lambda: execute(settings, backend, work, jobs=jobs, template=template))
+        for result in finished.values():
             result.warnings.extend(backend.warnings_for(result.tenant_id))
+        results = in_order(finished, namespaces, interrupted)
+        for result in results:
             if verify and not result.failed:
                 _verified(backend, result)
         return results

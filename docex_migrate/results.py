@@ -58,6 +58,9 @@ class TenantResult:
     message: str = ""
     warnings: list[str] = field(default_factory=list)
     details: list[str] = field(default_factory=list)  # e.g. adopt's repairs, or the diff it refused
+    # Not reported: the database itself refused (down, or no connection left), so the run hands
+    # out no more tenants.
+    stops_run: bool = field(default=False, repr=False)
 
     @property
     def failed(self) -> bool:

@@ -42,6 +42,16 @@ DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
 BATCH_SIZE = 500
 _SCRATCH_SET = re.compile(SCRATCH_PREFIX + r"[0-9a-f]{8}_")
 
+_FREE_CONNECTIONS = sa.text("""
+    SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+             - (SELECT count(*) FROM pg_stat_activity),
+           CASE WHEN r.rolsuper OR r.rolconnlimit < 0 THEN NULL
+                ELSE r.rolconnlimit - (SELECT count(*) FROM pg_stat_activity WHERE usename = r.rolname) END,
+           CASE WHEN r.rolsuper OR d.datconnlimit < 0 THEN NULL
+                ELSE d.datconnlimit - (SELECT count(*) FROM pg_stat_activity WHERE datname = d.datname) END
+    FROM pg_roles r, pg_database d
+    WHERE r.rolname = session_user AND d.datname = current_database()
+""")
 _pg_namespace = sa.table("pg_namespace", sa.column("oid"), sa.column("nspname"), schema="pg_catalog")
 
 
@@ -371,6 +381,15 @@ class PostgresBackend(Backend):
             if database else f"the URL names no database and libpq's default does not exist at {where}: set database.postgres.database"
         )
         fixes = (
+            # Before "role": this message names the role too, which exists.
+            ("too many connections for role", f'too many connections for role "{user}" at {where} (its CONNECTION LIMIT): '
+             f"lower --jobs, close its other sessions, or raise it: ALTER ROLE {user} CONNECTION LIMIT n"),
+            ("too many connections for database", f'too many connections for database "{database}" at {where} (its CONNECTION '
+             f"LIMIT): lower --jobs, close other sessions, or raise it: ALTER DATABASE {database} CONNECTION LIMIT n"),
+            ("too many clients", f"too many connections to PostgreSQL at {where} (max_connections): lower --jobs, or close "
+             "other sessions"),
+            ("remaining connection slots are reserved", f"too many connections to PostgreSQL at {where} (max_connections): "
+             "lower --jobs, or close other sessions"),
             ("Connection refused", f"nothing answers at {where}: start PostgreSQL, or fix database.postgres host and port"),
             ("resolve host", f"unknown host in {where}: fix database.postgres.host"),
             ("translate host name", f"unknown host in {where}: fix database.postgres.host"),
@@ -389,17 +408,13 @@ class PostgresBackend(Backend):
         return tenants.schema_name(self.template, tenant_id)
 
     def connection_budget(self) -> int:
-        """Free connection slots: max_connections less the reserved ones and those in use, less
-        one for whoever else needs to connect meanwhile (an operator's psql, say)."""
-        query = sa.text(
-            "SELECT current_setting('max_connections')::int"
-            " - current_setting('superuser_reserved_connections')::int"
-            " - (SELECT count(*) FROM pg_stat_activity)"
-        )
+        """Free connection slots under each of three limits, the fewest: the server's
+        (max_connections less the reserved ones), the role's and the database's CONNECTION LIMIT
+        (-1: none; superusers are exempt), each less the sessions it already counts. Less one for
+        whoever else needs to connect meanwhile (an operator's psql, the application)."""
         with self.connect() as connection:
-            free = connection.execute(query).scalar() or 0
-        budget = max(1, free - 1)
-        return budget
+            free = [n for n in connection.execute(_FREE_CONNECTIONS).one() if n is not None]
+        return max(1, min(free) - 1)
 
     def warnings_for(self, tenant_id: str) -> Iterator[str]:
         name = self.namespace(tenant_id)
