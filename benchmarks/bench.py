@@ -105,8 +105,14 @@ class Backend:
     def tool(self, *args: str, extra_env: dict | None = None) -> tuple[float, int]:
         """Wall seconds and peak RSS (KiB) of one docex-migrate command, as a user runs it."""
         env = {**self.env, **(extra_env or {})}
-        out = subprocess.run([sys.executable, "-c", RSS_WRAPPER, str(BIN / "docex-migrate"), *args],
-                             cwd=self.workdir, env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", RSS_WRAPPER, str(BIN / "docex-migrate"), *args],
+            cwd=self.workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         seconds, rss, code = out.stdout.split()
         if code != "0":
             raise SystemExit(f"docex-migrate {' '.join(args[:3])} ... failed with exit {code}")
@@ -122,11 +128,17 @@ class Backend:
     def head_ddl(self, tenant: str) -> list[str]:
         if self.kind == "sqlite":
             with sqlite3.connect(self.path(tenant)) as db:
-                rows = db.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name != 'alembic_version'"
-                                  " ORDER BY type = 'index', rowid").fetchall()
+                rows = db.execute(
+                    "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name != 'alembic_version'"
+                    " ORDER BY type = 'index', rowid"
+                ).fetchall()
             return [r[0] for r in rows]
-        dump = subprocess.run(["pg_dump", "--schema-only", "--no-owner", "-n", self.schema(tenant), self._dsn(self.url)],
-                              capture_output=True, text=True, check=True).stdout
+        dump = subprocess.run(
+            ["pg_dump", "--schema-only", "--no-owner", "-n", self.schema(tenant), self._dsn(self.url)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         body = "\n".join(line for line in dump.splitlines() if line and not line.startswith(("--", "SET ", "SELECT ", "\\")))
         statements = [s.strip() for s in body.split(";") if s.strip() and not s.strip().startswith("CREATE SCHEMA")]
         statements = [s for s in statements if "alembic_version" not in s]
@@ -150,7 +162,7 @@ class Backend:
                 with conn.transaction():
                     if create:
                         conn.execute(f'CREATE SCHEMA "{self.schema(tenant)}"')
-                    conn.execute(f"SET LOCAL search_path TO \"{self.schema(tenant)}\"")
+                    conn.execute(f'SET LOCAL search_path TO "{self.schema(tenant)}"')
                     for statement in statements:
                         conn.execute(statement)
         return time.perf_counter() - started
@@ -177,7 +189,7 @@ class Backend:
                 script = "".join(
                     f'CREATE SCHEMA "{self.schema(t)}"; CREATE TABLE "{self.schema(t)}".alembic_version '
                     f"(version_num VARCHAR(32) PRIMARY KEY); INSERT INTO \"{self.schema(t)}\".alembic_version VALUES ('{HEAD}');"
-                    for t in tenants[start:start + 500]
+                    for t in tenants[start : start + 500]
                 )
                 conn.execute(script)
 
@@ -187,7 +199,7 @@ class Backend:
             return
         with psycopg.connect(self._dsn(self.url), autocommit=True) as conn:
             for start in range(0, len(tenants), 500):
-                conn.execute("".join(f'DROP SCHEMA "{self.schema(t)}" CASCADE;' for t in tenants[start:start + 500]))
+                conn.execute("".join(f'DROP SCHEMA "{self.schema(t)}" CASCADE;' for t in tenants[start : start + 500]))
 
 
 @contextmanager
@@ -209,21 +221,36 @@ def naive_loop(backend: Backend, tenants: list[str], ini: Path, extra_env: dict 
     env = {**backend.env, **(extra_env or {})}
     started = time.perf_counter()
     for tenant in tenants:
-        subprocess.run([str(BIN / "alembic"), "-c", str(ini), "-x", f"tenant={tenant}", "upgrade", "head"],
-                       cwd=backend.workdir, env=env, capture_output=True, check=True)
+        subprocess.run(
+            [str(BIN / "alembic"), "-c", str(ini), "-x", f"tenant={tenant}", "upgrade", "head"],
+            cwd=backend.workdir,
+            env=env,
+            capture_output=True,
+            check=True,
+        )
     return (time.perf_counter() - started) / len(tenants)
 
 
 def run_backend(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"docex_bench_{kind}_"))
-    server = os.environ.get("DOCEX_BENCH_DATABASE_URL") or os.environ.get("DOCEX_TEST_DATABASE_URL") \
+    server = (
+        os.environ.get("DOCEX_BENCH_DATABASE_URL")
+        or os.environ.get("DOCEX_TEST_DATABASE_URL")
         or "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
     backend = Backend(kind, workdir, server if kind == "postgresql" else None)
 
     def record(metric: str, n: int, ours: float, baseline: float | None, baseline_name: str, rss: int | None = None) -> None:
-        row = {"backend": kind, "metric": metric, "n": n, "ours_s": round(ours, 3), "baseline": baseline_name,
-               "baseline_s": None if baseline is None else round(baseline, 3),
-               "ratio": None if not baseline else round(ours / baseline, 2), "peak_rss_mb": rss and round(rss / 1024, 1)}
+        row = {
+            "backend": kind,
+            "metric": metric,
+            "n": n,
+            "ours_s": round(ours, 3),
+            "baseline": baseline_name,
+            "baseline_s": None if baseline is None else round(baseline, 3),
+            "ratio": None if not baseline else round(ours / baseline, 2),
+            "peak_rss_mb": rss and round(rss / 1024, 1),
+        }
         rows.append(row)
         ratio = f"{row['ratio']:>7}x" if row["ratio"] is not None else "       -"
         base = f"{row['baseline_s']:>9.3f}" if row["baseline_s"] is not None else "        -"
@@ -243,8 +270,13 @@ def run_backend(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
         floor = backend.floor(floor_tenants, ddl, create=True)
         backend.drop_floor_tenants(floor_tenants)
         record("provision (whole command)", n, ours, floor, "floor: head DDL replayed")
-        record("provision, per tenant (ms, fixed cost out)", n, (ours - one) / (n - 1) * 1000, floor / n * 1000,
-               f"floor per tenant (fixed {one:.2f} s)")
+        record(
+            "provision, per tenant (ms, fixed cost out)",
+            n,
+            (ours - one) / (n - 1) * 1000,
+            floor / n * 1000,
+            f"floor per tenant (fixed {one:.2f} s)",
+        )
         backend.drop_floor_tenants(["single"])
         sample = ids("n", min(args.naive_sample, n))
         per_tenant = naive_loop(backend, sample, ROOT / "alembic.ini")
@@ -265,14 +297,23 @@ def run_backend(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
             floor = backend.floor(tenants, FLOOR_UPGRADE, create=False)
             for row in rows:
                 if row["backend"] == kind and row["metric"].startswith("upgrade-all +1"):
-                    row.update(baseline="floor: the ALTER + CREATE INDEX", baseline_s=round(floor, 3),
-                               ratio=round(row["ours_s"] / floor, 2))
+                    row.update(
+                        baseline="floor: the ALTER + CREATE INDEX",
+                        baseline_s=round(floor, 3),
+                        ratio=round(row["ours_s"] / floor, 2),
+                    )
             print(f"{kind:10} {'  (floor for upgrade-all +1 revision)':42} {n:>6} {floor:>9.3f}", flush=True)
             if 1 in args.jobs:
-                record("upgrade +1, per tenant (ms, fixed cost out)", n, (single_job - one) / (n - 1) * 1000,
-                       floor / n * 1000, f"floor per tenant (fixed {one:.2f} s)")
-            backend.floor(tenants, ["DROP INDEX ix_document_bench_note", "ALTER TABLE document DROP COLUMN bench_note"],
-                          create=False)
+                record(
+                    "upgrade +1, per tenant (ms, fixed cost out)",
+                    n,
+                    (single_job - one) / (n - 1) * 1000,
+                    floor / n * 1000,
+                    f"floor per tenant (fixed {one:.2f} s)",
+                )
+            backend.floor(
+                tenants, ["DROP INDEX ix_document_bench_note", "ALTER TABLE document DROP COLUMN bench_note"], create=False
+            )
             per_tenant = naive_loop(backend, tenants[: len(sample)], chain / "alembic.ini", override)
             seconds, _ = backend.tool("upgrade", "--all-tenants", extra_env=override)
             record("upgrade-all +1 revision", n, seconds, per_tenant * n, f"naive loop ({len(sample)} measured)")
@@ -309,7 +350,7 @@ def main() -> None:
     print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"{'backend':10} {'metric':42} {'N':>6} {'ours s':>9} {'base s':>9} {'ratio':>8} baseline")
     rows: list[dict] = []
-    for kind in (["sqlite", "postgresql"] if args.backend == "both" else [args.backend]):
+    for kind in ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]:
         run_backend(kind, args, rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

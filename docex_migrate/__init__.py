@@ -16,7 +16,20 @@ from .results import Action, TenantResult
 from .states import State, TenantStatus
 
 __all__ = [
-    "Action", "DocexMigrateError", "Settings", "State", "TenantResult", "TenantStatus", "adopt", "deprovision",
-    "downgrade", "ensure_tenant", "list_tenants", "load_settings", "provision", "status", "upgrade",
+    "Action",
+    "DocexMigrateError",
+    "Settings",
+    "State",
+    "TenantResult",
+    "TenantStatus",
+    "adopt",
+    "deprovision",
+    "downgrade",
+    "ensure_tenant",
+    "list_tenants",
+    "load_settings",
+    "provision",
+    "status",
+    "upgrade",
 ]
 __version__ = "0.1.0"

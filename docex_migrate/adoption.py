@@ -49,6 +49,7 @@ class Decision(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+
 NO_SNAPSHOTS = (
     "recognition needs CREATE: this chain ships no snapshots for this backend and the role may not "
     "create a scratch schema (run `docex-migrate check --update-manifest`, or grant CREATE)"
@@ -98,8 +99,11 @@ def recognise(tenant: Snapshot, snaps: dict[str, Snapshot], order: list[str]) ->
         if _tables_only(snaps[revision]) != structure:
             continue
         expected = _indexes(snaps[revision])
-        unknown = [f"extra index {name} on {table} (not one DocEX defines)"
-                   for (table, name) in actual.keys() - expected.keys() if name not in known_names]
+        unknown = [
+            f"extra index {name} on {table} (not one DocEX defines)"
+            for (table, name) in actual.keys() - expected.keys()
+            if name not in known_names
+        ]
         if unknown:
             return Recognition(Decision.REFUSE, revision, diff=sorted(unknown))
         repairs = []
@@ -172,8 +176,14 @@ def adopt(
 
 
 def adopt_one(
-    settings: Settings, backend: Backend, chain: Chain, tenant_id: str, namespace: str, state: NamespaceState,
-    *, dry_run: bool,
+    settings: Settings,
+    backend: Backend,
+    chain: Chain,
+    tenant_id: str,
+    namespace: str,
+    state: NamespaceState,
+    *,
+    dry_run: bool,
 ) -> TenantResult:
     revision, kind = state_of(chain, state)
     result = TenantResult(tenant_id, namespace, Action.SKIPPED, revision, revision)

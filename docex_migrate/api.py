@@ -27,9 +27,26 @@ from .selection import in_shard, select, validated
 from .states import State, TenantStatus, plan, state_of
 
 __all__ = [
-    "Decision", "Deprovisioned", "RevisionInfo", "State", "TenantResult", "TenantStatus", "adopt", "check_tenant_ids",
-    "deprovision", "downgrade", "ensure_tenant", "heads", "history", "in_shard", "list_tenants", "new_revision",
-    "provision", "status", "upgrade", "verify_tenant",
+    "Decision",
+    "Deprovisioned",
+    "RevisionInfo",
+    "State",
+    "TenantResult",
+    "TenantStatus",
+    "adopt",
+    "check_tenant_ids",
+    "deprovision",
+    "downgrade",
+    "ensure_tenant",
+    "heads",
+    "history",
+    "in_shard",
+    "list_tenants",
+    "new_revision",
+    "provision",
+    "status",
+    "upgrade",
+    "verify_tenant",
 ]
 
 
@@ -90,8 +107,17 @@ def upgrade(
     target = chain.resolve(revision)
     adopted = _adopt_unversioned(settings, tenant_ids, shard, chain) if adopt_first else {}
     failed_adoptions = sum(r.failed for r in adopted.values())
-    results = _migrate(settings, tenant_ids, target, downgrade=False, max_failures=max_failures, jobs=jobs,
-                       shard=shard, chain=chain, failures_so_far=failed_adoptions)
+    results = _migrate(
+        settings,
+        tenant_ids,
+        target,
+        downgrade=False,
+        max_failures=max_failures,
+        jobs=jobs,
+        shard=shard,
+        chain=chain,
+        failures_so_far=failed_adoptions,
+    )
     return [_after_adoption(adopted.get(r.tenant_id), r) for r in results]
 
 
@@ -107,8 +133,16 @@ def downgrade(
 ) -> list[TenantResult]:
     """Take tenants back to ``revision`` ('base' removes every table)."""
     chain = chain or load_chain()
-    return _migrate(settings, tenant_ids, chain.resolve(revision), downgrade=True, max_failures=max_failures,
-                    jobs=jobs, shard=shard, chain=chain)
+    return _migrate(
+        settings,
+        tenant_ids,
+        chain.resolve(revision),
+        downgrade=True,
+        max_failures=max_failures,
+        jobs=jobs,
+        shard=shard,
+        chain=chain,
+    )
 
 
 def _adopt_unversioned(
@@ -235,8 +269,11 @@ def history(chain: Chain | None = None) -> list[RevisionInfo]:
     """The revision chain, newest first."""
     chain = chain or load_chain()
     revisions = [chain.script.get_revision(r) for r in reversed(chain.order)]
-    return [RevisionInfo(r.revision, r.down_revision, r.doc, r.revision == chain.head)  # type: ignore[arg-type]
-            for r in revisions if r is not None]
+    return [
+        RevisionInfo(r.revision, r.down_revision, r.doc, r.revision == chain.head)  # type: ignore[arg-type]
+        for r in revisions
+        if r is not None
+    ]
 
 
 def heads(chain: Chain | None = None) -> list[str]:

@@ -58,8 +58,13 @@ class CheckResult:
     evidence: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "statement": self.statement, "status": self.status.value,
-                "message": self.message, "evidence": self.evidence}
+        return {
+            "name": self.name,
+            "statement": self.statement,
+            "status": self.status.value,
+            "message": self.message,
+            "evidence": self.evidence,
+        }
 
 
 @dataclass
@@ -206,7 +211,8 @@ def check_shipped_snapshots(ctx: Context) -> str:
     if evidence:
         raise CheckFailed(
             f"the shipped {kind} snapshots differ from what the chain produces: "
-            "run `docex-migrate check --update-manifest` on this backend", evidence[:50]
+            "run `docex-migrate check --update-manifest` on this backend",
+            evidence[:50],
         )
     missing = [r for r in ctx.chain.order if r not in shipped]
     tail = f"; none yet for {', '.join(missing)} (recorded by --update-manifest)" if missing else ""
@@ -264,7 +270,9 @@ def check_downgrade_leaves_no_trace(ctx: Context, scratch: Settings) -> str:
             migrate_tenant(backend, "roundtrip", previous, downgrade=True, chain=ctx.chain)
             diff = differences(before, namespace_snapshot(backend, "roundtrip"))
             if diff:
-                raise CheckFailed(f"the downgrade of {revision} leaves a trace: the catalog differs from before its upgrade", diff)
+                raise CheckFailed(
+                    f"the downgrade of {revision} leaves a trace: the catalog differs from before its upgrade", diff
+                )
             migrate_tenant(backend, "roundtrip", revision, chain=ctx.chain)
             previous = revision
     return f"{len(ctx.chain.order)} downgrades restore the catalog exactly"
@@ -292,7 +300,9 @@ def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
     failed = [f"{r.tenant_id}: {r.message}" for r in results if r.failed]
     if failed:
         raise CheckFailed("tenants at mixed revisions did not all reach head through the loop", failed)
-    not_current = [f"{s.tenant_id}: {s.state}" for s in api.status(scratch, list(starts), chain=ctx.chain) if s.state != State.CURRENT]
+    not_current = [
+        f"{s.tenant_id}: {s.state}" for s in api.status(scratch, list(starts), chain=ctx.chain) if s.state != State.CURRENT
+    ]
     if not_current:
         raise CheckFailed("after the loop some tenants are not at head", not_current)
     ctx._fleet = {"tenants": list(starts), "public_before": public_before}
@@ -323,7 +333,9 @@ def check_fleet_at_head(ctx: Context) -> str:
     rows = api.status(ctx.settings, chain=ctx.chain)
     behind = [f"{r.tenant_id} ({r.namespace}): {r.state} at {r.revision or 'base'}" for r in rows if r.state != State.CURRENT]
     if behind:
-        raise CheckFailed(f"{len(behind)} of {len(rows)} tenants are not at {ctx.chain.head}: run `docex-migrate upgrade --all-tenants`", behind)
+        raise CheckFailed(
+            f"{len(behind)} of {len(rows)} tenants are not at {ctx.chain.head}: run `docex-migrate upgrade --all-tenants`", behind
+        )
     return f"all {len(rows)} tenants at {ctx.chain.head}"
 
 
@@ -344,7 +356,7 @@ def check_lint(ctx: Context) -> str:
     an opt-out without a reason fails."""
     released = manifest.read(ctx.folder / manifest.MANIFEST_NAME) or []
     order = ctx.chain.order
-    new = order[len(released):]
+    new = order[len(released) :]
     if not new:
         return "no revisions since the last release"
     squawk = _squawk()
@@ -381,23 +393,46 @@ class Check:
 
 CHECKS = (
     Check("single-head", "the chain has one head and a linear history", check_single_head, needs_chain=False),
-    Check("no-schema-names", "no revision passes schema= or writes a schema-qualified name into SQL", check_no_schema_names, needs_chain=False),
+    Check(
+        "no-schema-names",
+        "no revision passes schema= or writes a schema-qualified name into SQL",
+        check_no_schema_names,
+        needs_chain=False,
+    ),
     Check("offline-sql", "every revision renders with --sql for PostgreSQL and SQLite, up and down", check_offline_sql),
     Check("immutable-history", "released revisions match the manifest of chained checksums", check_immutable_history),
-    Check("shipped-snapshots", "the revision snapshots shipped for read-only recognition equal the chain's", check_shipped_snapshots),
+    Check(
+        "shipped-snapshots", "the revision snapshots shipped for read-only recognition equal the chain's", check_shipped_snapshots
+    ),
     Check("upgrade-from-empty", "an empty namespace upgrades to head", check_upgrade_from_empty, scratch=True),
     Check("stepwise", "every revision applies on its own, one at a time", check_stepwise, scratch=True),
-    Check("metadata-matches-head", "autogenerate against the package's tenant metadata finds nothing at head", check_metadata_matches_head, scratch=True),
-    Check("downgrade-leaves-no-trace", "every downgrade restores the catalog exactly as before its upgrade", check_downgrade_leaves_no_trace, scratch=True),
-    Check("mixed-fleet", "tenants at base, head-2 and head-1 all reach head through the real loop", check_mixed_fleet, scratch=True),
-    Check("isolation", "after the fleet upgrade nothing is in public and all tenants are identical", check_isolation, scratch=True),
+    Check(
+        "metadata-matches-head",
+        "autogenerate against the package's tenant metadata finds nothing at head",
+        check_metadata_matches_head,
+        scratch=True,
+    ),
+    Check(
+        "downgrade-leaves-no-trace",
+        "every downgrade restores the catalog exactly as before its upgrade",
+        check_downgrade_leaves_no_trace,
+        scratch=True,
+    ),
+    Check(
+        "mixed-fleet", "tenants at base, head-2 and head-1 all reach head through the real loop", check_mixed_fleet, scratch=True
+    ),
+    Check(
+        "isolation", "after the fleet upgrade nothing is in public and all tenants are identical", check_isolation, scratch=True
+    ),
     Check("fleet-at-head", "every tenant of the configured database is at head (the deploy gate)", check_fleet_at_head),
     Check("lint", "SQL of revisions since the last release passes squawk (PostgreSQL)", check_lint),
 )
 NAMES = tuple(c.name for c in CHECKS)
 
 
-def run_checks(settings: Settings, only: Sequence[str] | None = None, *, metadata: sa.MetaData | None = None) -> list[CheckResult]:
+def run_checks(
+    settings: Settings, only: Sequence[str] | None = None, *, metadata: sa.MetaData | None = None
+) -> list[CheckResult]:
     unknown = [n for n in only or () if n not in NAMES]
     if unknown:
         raise DocexMigrateError(f"unknown check {', '.join(unknown)}: choose from {', '.join(NAMES)}")

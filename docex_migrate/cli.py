@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -36,36 +36,41 @@ app = typer.Typer(
 )
 
 ConfigOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--config", help="DocEX config file (default: $DOCEX_CONFIG, ~/.docex/config.yaml, built-in SQLite)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout; human text goes to stderr.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log each migration step; show tracebacks.")]
-TenantOpt = Annotated[Optional[list[str]], typer.Option("--tenant", "-t", help="A tenant id (repeatable).")]
+TenantOpt = Annotated[list[str] | None, typer.Option("--tenant", "-t", help="A tenant id (repeatable).")]
 AllOpt = Annotated[bool, typer.Option("--all-tenants", help="Every tenant found in the database.")]
 FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing tenant.")]
 MaxFailuresOpt = Annotated[
-    Optional[int], typer.Option("--max-failures", min=1, help="Stop after N failing tenants (default: never stop).")
+    int | None, typer.Option("--max-failures", min=1, help="Stop after N failing tenants (default: never stop).")
 ]
 # Timeouts are checked by config.Timeouts, not by typer's min/max: one line, exit 2, like any bad input.
 _TIMEOUT_RANGE = f"0 = no limit; at most {MAX_TIMEOUT_SECONDS}, about 24 days"
 LockTimeoutOpt = Annotated[
-    Optional[float],
-    typer.Option("--lock-timeout", help=f"Seconds a step may wait for a lock the application holds (default 10; {_TIMEOUT_RANGE})."),
+    float | None,
+    typer.Option(
+        "--lock-timeout", help=f"Seconds a step may wait for a lock the application holds (default 10; {_TIMEOUT_RANGE})."
+    ),
 ]
 StatementTimeoutOpt = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--statement-timeout", help=f"Seconds one PostgreSQL statement may run (default 900; {_TIMEOUT_RANGE})."),
 ]
 JobsOpt = Annotated[
-    int, typer.Option("--jobs", "-j", min=1, help="Tenants migrated in parallel, one process each (capped by the free connections).")
+    int,
+    typer.Option("--jobs", "-j", min=1, help="Tenants migrated in parallel, one process each (capped by the free connections)."),
 ]
 ShardOpt = Annotated[
-    Optional[str], typer.Option("--shard", help="Only shard K of N (K/N, 0 <= K < N), by a stable hash of the tenant id.")
+    str | None, typer.Option("--shard", help="Only shard K of N (K/N, 0 <= K < N), by a stable hash of the tenant id.")
 ]
 TenantLockWaitOpt = Annotated[
-    Optional[float],
-    typer.Option("--tenant-lock-wait", help=f"Seconds to wait for another run on the same tenant (default 300; {_TIMEOUT_RANGE})."),
+    float | None,
+    typer.Option(
+        "--tenant-lock-wait", help=f"Seconds to wait for another run on the same tenant (default 300; {_TIMEOUT_RANGE})."
+    ),
 ]
 
 
@@ -157,8 +162,9 @@ def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]
         if not stop.results:
             raise
         reporter.results(stop.results, verb)
-        typer.echo(f"interrupted by {stop.signal_name}: tenants in flight were rolled back; "
-                   f"rerun the same command to finish", err=True)
+        typer.echo(
+            f"interrupted by {stop.signal_name}: tenants in flight were rolled back; rerun the same command to finish", err=True
+        )
         raise typer.Exit(stop.exit_code) from None
     _finish(reporter, results, verb)
 
@@ -219,9 +225,13 @@ def upgrade(
         targets = _targets(tenant, all_tenants)
         stop = _stop_after(fail_fast, max_failures)
         settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
-        _report(Reporter(json), "upgrade", lambda: api.upgrade(
-            settings, targets, revision, max_failures=stop, adopt_first=adopt_first, jobs=jobs, shard=_shard(shard)
-        ))
+        _report(
+            Reporter(json),
+            "upgrade",
+            lambda: api.upgrade(
+                settings, targets, revision, max_failures=stop, adopt_first=adopt_first, jobs=jobs, shard=_shard(shard)
+            ),
+        )
 
 
 @app.command()
@@ -252,14 +262,16 @@ def downgrade(
                 raise UsageError("downgrade can drop tables and data: pass --yes to confirm")
             who = "every tenant" if targets is None else ", ".join(targets)
             typer.confirm(f"Downgrade {who} to {revision}? Tables and data may be dropped", abort=True)
-        _report(Reporter(json), "downgrade", lambda: api.downgrade(
-            settings, targets, revision, max_failures=stop, jobs=jobs, shard=_shard(shard)
-        ))
+        _report(
+            Reporter(json),
+            "downgrade",
+            lambda: api.downgrade(settings, targets, revision, max_failures=stop, jobs=jobs, shard=_shard(shard)),
+        )
 
 
 @app.command()
 def adopt(
-    tenants: Annotated[Optional[list[str]], typer.Argument(help="Tenant ids (or --all-tenants).", show_default=False)] = None,
+    tenants: Annotated[list[str] | None, typer.Argument(help="Tenant ids (or --all-tenants).", show_default=False)] = None,
     all_tenants: AllOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision for each tenant; change nothing.")] = False,
     config: ConfigOpt = None,
@@ -388,7 +400,7 @@ def heads(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
 @app.command()
 def check(
     only: Annotated[
-        Optional[list[str]], typer.Option("--only", help="Run only this check (repeatable); see the list below.")
+        list[str] | None, typer.Option("--only", help="Run only this check (repeatable); see the list below.")
     ] = None,
     update_manifest: Annotated[
         bool, typer.Option("--update-manifest", help="Record the current revisions as released (revisions.sum), then check.")

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
-from sqlalchemy.engine import Connection
-
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from .schema import metadata
 

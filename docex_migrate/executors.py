@@ -282,8 +282,13 @@ def _jobs(backend: Backend, jobs: int, count: int) -> int:
         return 1
     budget = backend.connection_budget()
     if budget < jobs:
-        log.warning("--jobs %d lowered to %d: the database allows only %d more connections "
-                    "(max_connections, or a CONNECTION LIMIT on the role or database)", jobs, budget, budget)
+        log.warning(
+            "--jobs %d lowered to %d: the database allows only %d more connections "
+            "(max_connections, or a CONNECTION LIMIT on the role or database)",
+            jobs,
+            budget,
+            budget,
+        )
     return min(jobs, count, budget)
 
 
@@ -322,7 +327,9 @@ def collect(finished: dict[str, TenantResult], run: Callable[[], list[TenantResu
     return None
 
 
-def in_order(finished: dict[str, TenantResult], namespaces: dict[str, str], interrupted: Interrupted | None) -> list[TenantResult]:
+def in_order(
+    finished: dict[str, TenantResult], namespaces: dict[str, str], interrupted: Interrupted | None
+) -> list[TenantResult]:
     """Every tenant's result in the order asked; raises ``interrupted`` carrying them, if given."""
     results = [finished[t] for t in namespaces if t in finished]
     if interrupted is not None:

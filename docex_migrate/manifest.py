@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST_NAME = "revisions.sum"
-HEADER = "# docex-migrate revision manifest: released revisions and their chained checksums.\n" \
-         "# Do not edit: `docex-migrate check --update-manifest` writes it.\n"
+HEADER = (
+    "# docex-migrate revision manifest: released revisions and their chained checksums.\n"
+    "# Do not edit: `docex-migrate check --update-manifest` writes it.\n"
+)
 
 
 @dataclass(frozen=True)
@@ -55,4 +57,4 @@ def compare(released: list[Entry], current: list[Entry]) -> tuple[list[str], lis
             ], []
         if current[i].checksum != entry.checksum:
             return [f"released revision {entry.filename} was edited after release (its checksum differs)"], []
-    return [], [e.filename for e in current[len(released):]]
+    return [], [e.filename for e in current[len(released) :]]

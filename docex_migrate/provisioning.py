@@ -59,11 +59,18 @@ def provision(
                 finished[tenant_id] = refused
                 continue
             state = states[tenant_id]
-            work.append(WorkItem(
-                tenant_id, namespace, state_of(chain, state)[0], chain.head, create=True,
-                action=Action.UPGRADED if state.versioned else Action.PROVISIONED,
-                fresh=not state.versioned and not state.table_count, versioned=state.versioned,
-            ))
+            work.append(
+                WorkItem(
+                    tenant_id,
+                    namespace,
+                    state_of(chain, state)[0],
+                    chain.head,
+                    create=True,
+                    action=Action.UPGRADED if state.versioned else Action.PROVISIONED,
+                    fresh=not state.versioned and not state.table_count,
+                    versioned=state.versioned,
+                )
+            )
         template = fresh.template(settings, chain) if replay and any(i.fresh for i in work) else None
         interrupted = collect(finished, lambda: execute(settings, backend, work, jobs=jobs, template=template))
         for result in finished.values():
@@ -82,7 +89,11 @@ def _refusal(chain: Chain, tenant_id: str, namespace: str, state: NamespaceState
         return TenantResult(tenant_id, namespace, Action.FAILED, revision, revision, why_not_migratable(state))
     if state.versioned and not exist_ok:
         return TenantResult(
-            tenant_id, namespace, Action.FAILED, revision, revision,
+            tenant_id,
+            namespace,
+            Action.FAILED,
+            revision,
+            revision,
             f"already exists at revision {revision or 'base'}: use `docex-migrate upgrade --tenant {tenant_id}`, "
             "or pass --exist-ok",
         )
@@ -108,7 +119,9 @@ def verify_tenant(backend: Backend, tenant_id: str) -> list[str]:
             schema = backend.schema(tenant_id)
             tables = set(inspector.get_table_names(schema=schema))
             problems += [f"table {t} is missing" for t in tenant_schema.TABLE_NAMES if t not in tables]
-            indexes = {ix["name"] for t in tables & set(tenant_schema.TABLE_NAMES) for ix in inspector.get_indexes(t, schema=schema)}
+            indexes = {
+                ix["name"] for t in tables & set(tenant_schema.TABLE_NAMES) for ix in inspector.get_indexes(t, schema=schema)
+            }
             problems += [f"index {i} is missing" for i in tenant_schema.INDEX_NAMES if i not in indexes]
             if not problems and not _basket_round_trip(connection):
                 problems.append("a basket row written could not be read back")
@@ -123,9 +136,16 @@ def _basket_round_trip(connection: sa.Connection) -> bool:
     basket_id = f"bas_{uuid.uuid4().hex}"  # DocEX ids: prefix + uuid hex, 36 chars
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     basket = tenant_schema.docbasket
-    connection.execute(basket.insert().values(
-        id=basket_id, name=basket_id, storage_config={"type": "filesystem"}, status="active", created_at=now, updated_at=now,
-    ))
+    connection.execute(
+        basket.insert().values(
+            id=basket_id,
+            name=basket_id,
+            storage_config={"type": "filesystem"},
+            status="active",
+            created_at=now,
+            updated_at=now,
+        )
+    )
     return connection.execute(sa.select(basket.c.name).where(basket.c.id == basket_id)).scalar() == basket_id
 
 

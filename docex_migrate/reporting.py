@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        out.write("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+        out.write("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
 class Reporter:
@@ -42,13 +42,20 @@ class Reporter:
         if not rows:
             self.say(empty)
             return
-        _table([("TENANT", "NAMESPACE", "REVISION", "STATE")]
-               + [(r.tenant_id, r.namespace, r.revision or "-", _state(r)) for r in rows], self.human)
+        _table(
+            [("TENANT", "NAMESPACE", "REVISION", "STATE")]
+            + [(r.tenant_id, r.namespace, r.revision or "-", _state(r)) for r in rows],
+            self.human,
+        )
 
     def checks(self, results: list[CheckResult]) -> None:
         if self.as_json:
-            self.emit_json({"passed": all(r.status in (CheckStatus.PASSED, CheckStatus.SKIPPED) for r in results),
-                            "checks": [r.as_dict() for r in results]})
+            self.emit_json(
+                {
+                    "passed": all(r.status in (CheckStatus.PASSED, CheckStatus.SKIPPED) for r in results),
+                    "checks": [r.as_dict() for r in results],
+                }
+            )
         for line in _check_lines(results):
             self.say(line)
         counts = Counter(r.status.value for r in results)
@@ -64,8 +71,10 @@ class Reporter:
         # A fleet at the target is one line, not a row per tenant; skipped rows show only with news.
         rows = [r for r in results if r.action != Action.SKIPPED or r.message != ALREADY_AT_TARGET]
         if rows:
-            _table([(r.tenant_id, r.namespace, r.action.value.upper() if r.failed else r.action.value, _detail(r))
-                    for r in rows], self.human)
+            _table(
+                [(r.tenant_id, r.namespace, r.action.value.upper() if r.failed else r.action.value, _detail(r)) for r in rows],
+                self.human,
+            )
             for r in rows:
                 for line in r.details:
                     self.say(f"  {r.tenant_id}: {line}")

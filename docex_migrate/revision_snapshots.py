@@ -44,7 +44,7 @@ def kind_of(settings: Settings) -> str:
 def checksums(chain: Chain) -> dict[str, str]:
     """revision -> its chained checksum (revisions.sum's)."""
     files = [Path(chain.script.get_revision(r).path) for r in chain.order]
-    return {r: entry.checksum for r, entry in zip(chain.order, manifest.chained(files))}
+    return {r: entry.checksum for r, entry in zip(chain.order, manifest.chained(files), strict=True)}
 
 
 def _read_file(path: Path) -> dict[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 from alembic import op
 
 
-def batch_alter_table(table_name: str, **kw: Any):  # noqa: ANN201 - alembic's context manager
+def batch_alter_table(table_name: str, **kw: Any):
     tables = op.get_context().config.attributes.get("offline_tables") if op.get_context().config else None
     if tables is not None and "copy_from" not in kw:
         kw["copy_from"] = tables(table_name)

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-
-from alembic import command
 
 from .chain import VERSION_TABLE, Chain, alembic_config, load_chain
 from .errors import DocexMigrateError
@@ -88,9 +87,7 @@ def _run_env(chain: Chain, config: Config, target: str | None, *, downgrade: boo
         script.run_env()
 
 
-def stamp_tenant(
-    backend: Backend, tenant_id: str, revision: str, prepare: Callable[[Connection], None] | None = None
-) -> None:
+def stamp_tenant(backend: Backend, tenant_id: str, revision: str, prepare: Callable[[Connection], None] | None = None) -> None:
     """Record ``revision`` in an unversioned tenant's namespace, after ``prepare`` (a repair),
     in one transaction under the tenant's lock: both or neither."""
     with backend.transaction(tenant_id, create=False) as connection:
@@ -199,7 +196,11 @@ def author_revision(backend: Backend | None, tenant_id: str, message: str, head:
 
 
 def render_offline(
-    revision: str, down: str | None, *, dialect: str, downgrade: bool = False,
+    revision: str,
+    down: str | None,
+    *,
+    dialect: str,
+    downgrade: bool = False,
     offline_tables: Callable[[str], sa.Table] | None = None,
 ) -> str:
     """The SQL of one step, rendered without a database (Alembic's --sql), for ``dialect``.

@@ -16,18 +16,21 @@ _created = lambda: sa.Column("created_at", sa.DateTime(), nullable=False)  # noq
 _updated = lambda: sa.Column("updated_at", sa.DateTime(), nullable=False)  # noqa: E731
 
 docbasket = sa.Table(
-    "docbasket", metadata,
+    "docbasket",
+    metadata,
     _id(),
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("description", sa.Text()),
     sa.Column("storage_config", sa.JSON(), nullable=False),
     sa.Column("status", sa.String(50), nullable=False),
-    _created(), _updated(),
+    _created(),
+    _updated(),
     sa.UniqueConstraint("name", name="uq_docbasket_name"),
 )
 
 document = sa.Table(
-    "document", metadata,
+    "document",
+    metadata,
     _id(),
     sa.Column("basket_id", sa.String(36), sa.ForeignKey("docbasket.id"), nullable=False),
     sa.Column("name", sa.String(255), nullable=False),
@@ -41,22 +44,26 @@ document = sa.Table(
     sa.Column("checksum", sa.String(64), nullable=False),
     sa.Column("status", sa.String(50), nullable=False),
     sa.Column("processing_attempts", sa.Integer(), nullable=False),
-    _created(), _updated(),
+    _created(),
+    _updated(),
 )
 
 document_metadata = sa.Table(
-    "document_metadata", metadata,
+    "document_metadata",
+    metadata,
     _id(),
     sa.Column("document_id", sa.String(36), sa.ForeignKey("document.id"), nullable=False),
     sa.Column("key", sa.String(255), nullable=False),
     sa.Column("value", sa.Text(), nullable=False),
     sa.Column("metadata_type", sa.String(50), nullable=False),
     sa.Column("coordination_id", sa.Uuid(as_uuid=False)),
-    _created(), _updated(),
+    _created(),
+    _updated(),
 )
 
 file_history = sa.Table(
-    "file_history", metadata,
+    "file_history",
+    metadata,
     _id(),
     sa.Column("document_id", sa.String(36), sa.ForeignKey("document.id"), nullable=False),
     sa.Column("original_path", sa.Text()),
@@ -65,7 +72,8 @@ file_history = sa.Table(
 )
 
 operations = sa.Table(
-    "operations", metadata,
+    "operations",
+    metadata,
     _id(),
     sa.Column("document_id", sa.String(36), sa.ForeignKey("document.id", ondelete="CASCADE"), nullable=False),
     sa.Column("operation_type", sa.String(100), nullable=False),
@@ -77,7 +85,8 @@ operations = sa.Table(
 )
 
 operation_dependencies = sa.Table(
-    "operation_dependencies", metadata,
+    "operation_dependencies",
+    metadata,
     _id(),
     sa.Column("operation_id", sa.String(36), sa.ForeignKey("operations.id", ondelete="CASCADE"), nullable=False),
     sa.Column("depends_on", sa.String(36), sa.ForeignKey("operations.id", ondelete="CASCADE"), nullable=False),
@@ -85,7 +94,8 @@ operation_dependencies = sa.Table(
 )
 
 doc_events = sa.Table(
-    "doc_events", metadata,
+    "doc_events",
+    metadata,
     _id(),
     sa.Column("basket_id", sa.String(36), sa.ForeignKey("docbasket.id", ondelete="CASCADE"), nullable=False),
     sa.Column("document_id", sa.String(36), sa.ForeignKey("document.id", ondelete="NO ACTION")),
@@ -95,22 +105,26 @@ doc_events = sa.Table(
     sa.Column("source", sa.String(50), nullable=False, server_default="docex"),
     sa.Column("status", sa.String(20), nullable=False, server_default="PENDING"),
     sa.Column("error_message", sa.Text()),
-    _created(), _updated(),
+    _created(),
+    _updated(),
 )
 
 processors = sa.Table(
-    "processors", metadata,
+    "processors",
+    metadata,
     _id(),
     sa.Column("name", sa.String(255), nullable=False, unique=True),
     sa.Column("type", sa.String(50), nullable=False),
     sa.Column("description", sa.Text()),
     sa.Column("config", sa.JSON(), nullable=False),
     sa.Column("enabled", sa.Boolean(), nullable=False),
-    _created(), _updated(),
+    _created(),
+    _updated(),
 )
 
 processing_operations = sa.Table(
-    "processing_operations", metadata,
+    "processing_operations",
+    metadata,
     _id(),
     sa.Column("document_id", sa.String(36), sa.ForeignKey("document.id", ondelete="CASCADE"), nullable=False),
     sa.Column("processor_id", sa.String(36), sa.ForeignKey("processors.id", ondelete="CASCADE"), nullable=False),
@@ -123,7 +137,8 @@ processing_operations = sa.Table(
 )
 
 transport_routes = sa.Table(
-    "transport_routes", metadata,
+    "transport_routes",
+    metadata,
     _id(),
     sa.Column("name", sa.String(255), nullable=False, unique=True),
     sa.Column("purpose", sa.String(50), nullable=False),
@@ -140,11 +155,13 @@ transport_routes = sa.Table(
     sa.Column("tags", sa.JSON(), nullable=False),
     sa.Column("priority", sa.Integer(), nullable=False),
     sa.Column("enabled", sa.Boolean(), nullable=False),
-    _created(), _updated(),
+    _created(),
+    _updated(),
 )
 
 route_operations = sa.Table(
-    "route_operations", metadata,
+    "route_operations",
+    metadata,
     _id(),
     sa.Column("route_id", sa.String(36), sa.ForeignKey("transport_routes.id", ondelete="CASCADE"), nullable=False),
     sa.Column("operation_type", sa.String(50), nullable=False),

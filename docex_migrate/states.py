@@ -46,7 +46,10 @@ class TenantStatus:
 
     def as_dict(self) -> dict[str, object]:
         row: dict[str, object] = {
-            "tenant_id": self.tenant_id, "namespace": self.namespace, "revision": self.revision, "state": self.state.value
+            "tenant_id": self.tenant_id,
+            "namespace": self.namespace,
+            "revision": self.revision,
+            "state": self.state.value,
         }
         if self.state == State.UNVERSIONED:
             row.update(matches=self.matches, adopt=self.adopt)

@@ -39,9 +39,7 @@ _PROBES = ("probe-a1", "probe-b2")  # two valid ids, to prove a template depends
 def validate_tenant_id(tenant_id: str) -> str:
     """Return ``tenant_id`` unchanged if it is valid, else raise InvalidTenantError."""
     if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.fullmatch(tenant_id):
-        raise InvalidTenantError(
-            f"invalid tenant id {tenant_id!r}: use {TENANT_ID_RULE}"
-        )
+        raise InvalidTenantError(f"invalid tenant id {tenant_id!r}: use {TENANT_ID_RULE}")
     return tenant_id
 
 
@@ -71,9 +69,7 @@ def _require_per_tenant(template: str, key: str, render: Callable[[str], str]) -
     """Two tenants must get two namespaces, each holding its id: else every tenant is one."""
     first, second = (render(probe) for probe in _PROBES)
     if first == second or _PROBES[0] not in first:
-        raise ConfigError(
-            f"{key} {template!r} gives every tenant the same namespace {first!r}: the tenant id must stay in it"
-        )
+        raise ConfigError(f"{key} {template!r} gives every tenant the same namespace {first!r}: the tenant id must stay in it")
 
 
 def validate_schema_template(template: str) -> None:
@@ -81,8 +77,7 @@ def validate_schema_template(template: str) -> None:
     fixed = template.replace(PLACEHOLDER, "")
     if fixed and not _SCHEMA_CHARS.fullmatch(fixed):
         raise ConfigError(
-            f"database.postgres.schema_template {template!r} may only hold letters, digits, '_' and '-' "
-            f"around {PLACEHOLDER}"
+            f"database.postgres.schema_template {template!r} may only hold letters, digits, '_' and '-' around {PLACEHOLDER}"
         )
     _require_per_tenant(template, "database.postgres.schema_template", lambda t: template.format(tenant_id=t))
 
@@ -162,8 +157,7 @@ class TemplateMatcher:
         parts = [re.escape(p) for p in self.template.split(PLACEHOLDER)]
         first, *rest = parts
         pattern = first + "".join(
-            ("(?P<tenant_id>[a-z0-9][a-z0-9_-]*)" if i == 0 else "(?P=tenant_id)") + part
-            for i, part in enumerate(rest)
+            ("(?P<tenant_id>[a-z0-9][a-z0-9_-]*)" if i == 0 else "(?P=tenant_id)") + part for i, part in enumerate(rest)
         )
         return re.compile(pattern)
 

@@ -39,7 +39,7 @@ def _docker_answers() -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(2)
-            sock.connect(host[len("unix://"):])
+            sock.connect(host[len("unix://") :])
             sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
             return b"OK" in sock.recv(1024)
     except OSError:
@@ -118,11 +118,19 @@ def _write_config(path: Path, kind: str, url: URL | None, prefix: str) -> None:
         data = {"database": {"type": "sqlite", "sqlite": {"path_template": "storage/tenant_{tenant_id}/docex.db"}}}
     else:
         assert url is not None
-        data = {"database": {"type": "postgres", "postgres": {
-            "host": url.host, "port": url.port or 5432, "database": url.database,
-            "user": url.username, "password": url.password or "",
-            "schema_template": prefix + "{tenant_id}",
-        }}}
+        data = {
+            "database": {
+                "type": "postgres",
+                "postgres": {
+                    "host": url.host,
+                    "port": url.port or 5432,
+                    "database": url.database,
+                    "user": url.username,
+                    "password": url.password or "",
+                    "schema_template": prefix + "{tenant_id}",
+                },
+            }
+        }
     data["security"] = {"multi_tenancy_model": "database_level", "tenant_database_routing": True}
     path.write_text(yaml.safe_dump(data))
 

@@ -29,7 +29,11 @@ if args["action"] == "use":
         handle.write("hello from " + args["basket"])
     basket.add(f"{args['basket']}.txt")
 baskets = docex.list_baskets()
-print(json.dumps({
-    "baskets": sorted(b.name for b in baskets),
-    "documents": sorted(d.name for b in baskets for d in b.list_documents()),
-}))
+print(
+    json.dumps(
+        {
+            "baskets": sorted(b.name for b in baskets),
+            "documents": sorted(d.name for b in baskets for d in b.list_documents()),
+        }
+    )
+)

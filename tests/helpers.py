@@ -13,9 +13,7 @@ def tenant_engine(env, tenant_id: str) -> sa.Engine:
     """A plain engine on the tenant (search_path set at connect on PostgreSQL)."""
     if env.kind == "sqlite":
         return sa.create_engine(f"sqlite:///{env.namespace(tenant_id)}", poolclass=NullPool)
-    return sa.create_engine(
-        env.url, poolclass=NullPool, connect_args={"options": f"-csearch_path={env.namespace(tenant_id)}"}
-    )
+    return sa.create_engine(env.url, poolclass=NullPool, connect_args={"options": f"-csearch_path={env.namespace(tenant_id)}"})
 
 
 def tenant_snapshot(env, tenant_id: str) -> dict:

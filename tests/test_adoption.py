@@ -84,8 +84,19 @@ def insert_rows(env, tenant_id: str, enum_names: bool) -> None:
     engine.dispose()
 
 
-TABLES = ["docbasket", "document", "document_metadata", "file_history", "operations", "operation_dependencies",
-          "doc_events", "processors", "processing_operations", "transport_routes", "route_operations"]
+TABLES = [
+    "docbasket",
+    "document",
+    "document_metadata",
+    "file_history",
+    "operations",
+    "operation_dependencies",
+    "doc_events",
+    "processors",
+    "processing_operations",
+    "transport_routes",
+    "route_operations",
+]
 
 
 def row_counts_and_enums(env, tenant_id: str) -> tuple[dict[str, int], tuple[str, str], str]:
@@ -129,9 +140,19 @@ def test_every_generation_is_adopted_and_upgraded_with_its_data(env, tmp_path):
         assert version_of(env, tenant_id) == (HEAD,)
         assert differences(expected, tenant_snapshot(env, tenant_id)) == [], tenant_id
         counts, enums, _ = row_counts_and_enums(env, tenant_id)
-        assert counts == {"docbasket": 1, "document": 1, "document_metadata": 1, "file_history": 1, "operations": 2,
-                          "operation_dependencies": 1, "doc_events": 1, "processors": 1, "processing_operations": 1,
-                          "transport_routes": 1, "route_operations": 1}, tenant_id
+        assert counts == {
+            "docbasket": 1,
+            "document": 1,
+            "document_metadata": 1,
+            "file_history": 1,
+            "operations": 2,
+            "operation_dependencies": 1,
+            "doc_events": 1,
+            "processors": 1,
+            "processing_operations": 1,
+            "transport_routes": 1,
+            "route_operations": 1,
+        }, tenant_id
         assert enums == ("local", "upload"), tenant_id
 
     # An adopted tenant goes back to its own generation exactly, enum names and all.
@@ -157,12 +178,15 @@ def hybrid_ddl(env, case: str, tenant_id: str) -> list[str]:
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case, revision, repairs", [
-    ("s3-tables-s6-indexes", "s5_docex_2_8_4", 4),
-    ("s2-tables-s4-indexes", "s2_docex_2_0_3", 23),
-    ("s6-without-indexes", "s6_docex_2_8_8", 26),
-    ("s4-with-narrowed-s5-indexes", "s5_docex_2_8_4", 2),
-])
+@pytest.mark.parametrize(
+    "case, revision, repairs",
+    [
+        ("s3-tables-s6-indexes", "s5_docex_2_8_4", 4),
+        ("s2-tables-s4-indexes", "s2_docex_2_0_3", 23),
+        ("s6-without-indexes", "s6_docex_2_8_8", 26),
+        ("s4-with-narrowed-s5-indexes", "s5_docex_2_8_4", 2),
+    ],
+)
 def test_known_hybrids_are_repaired_then_stamped(env, tmp_path, case, revision, repairs):
     build_legacy(env, "hybrid", hybrid_ddl(env, case, "hybrid"))
     insert_rows(env, "hybrid", enum_names=case.startswith("s2"))
@@ -183,11 +207,14 @@ def test_known_hybrids_are_repaired_then_stamped(env, tmp_path, case, revision, 
     assert row_counts_and_enums(env, "hybrid")[1] == ("local", "upload")
 
 
-@pytest.mark.parametrize("change, evidence", [
-    ("ALTER TABLE docbasket ADD COLUMN owner VARCHAR(64)", "extra tables.docbasket.columns.owner"),
-    ("CREATE INDEX my_own_index ON document (name)", "extra index my_own_index on document"),
-    ("DROP TABLE route_operations", "missing tables.route_operations"),
-])
+@pytest.mark.parametrize(
+    "change, evidence",
+    [
+        ("ALTER TABLE docbasket ADD COLUMN owner VARCHAR(64)", "extra tables.docbasket.columns.owner"),
+        ("CREATE INDEX my_own_index ON document (name)", "extra index my_own_index on document"),
+        ("DROP TABLE route_operations", "missing tables.route_operations"),
+    ],
+)
 def test_anything_else_is_refused_with_a_diff_and_untouched(env, change, evidence):
     build_legacy(env, "odd", legacy_ddl(env, "s6_docex_2_8_8", "odd") + [change])
     before = tenant_snapshot(env, "odd")

@@ -116,8 +116,18 @@ def test_revision_that_breaks_on_sqlite_only(env, chain_copy):
         assert failed(results) == []
     else:
         assert {"upgrade-from-empty", "stepwise"} <= set(failed(results))
-        assert all(n in ("upgrade-from-empty", "stepwise", "downgrade-leaves-no-trace", "metadata-matches-head",
-                         "mixed-fleet", "isolation") for n in failed(results))
+        assert all(
+            n
+            in (
+                "upgrade-from-empty",
+                "stepwise",
+                "downgrade-leaves-no-trace",
+                "metadata-matches-head",
+                "mixed-fleet",
+                "isolation",
+            )
+            for n in failed(results)
+        )
         result = next(r for r in results if r.name == "stepwise")
         assert "upgrade to b1 failed" in result.message and "pg_sleep" in result.evidence[0]
 

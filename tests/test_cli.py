@@ -32,7 +32,8 @@ def test_main_job_end_to_end(env):
 
     rows = json.loads(run("status", "--json").stdout)
     assert [(r["tenant_id"], r["revision"], r["state"]) for r in rows] == [
-        ("acme_corp", HEAD, "current"), ("globex_corp", HEAD, "current"),
+        ("acme_corp", HEAD, "current"),
+        ("globex_corp", HEAD, "current"),
     ]
     assert rows[0]["namespace"] == env.namespace("acme_corp")
 
@@ -108,15 +109,18 @@ def test_invalid_tenant_ids_change_nothing(env, bad):
     assert env.everything() == before  # not even the valid one was created
 
 
-@pytest.mark.parametrize("args, message", [
-    (["upgrade", "nonexistent_rev", "--all-tenants"], "unknown revision"),
-    (["upgrade", "+1", "--all-tenants"], "relative revision"),
-    (["downgrade", "zzz", "--all-tenants", "--yes"], "unknown revision"),
-    (["upgrade", "--tenant", "x", "--all-tenants"], "exclude each other"),
-    (["upgrade"], "--all-tenants"),
-    (["downgrade", "base", "--all-tenants"], "--yes"),
-    (["status", "--tenant", "Bad;Id"], "invalid tenant id"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["upgrade", "nonexistent_rev", "--all-tenants"], "unknown revision"),
+        (["upgrade", "+1", "--all-tenants"], "relative revision"),
+        (["downgrade", "zzz", "--all-tenants", "--yes"], "unknown revision"),
+        (["upgrade", "--tenant", "x", "--all-tenants"], "exclude each other"),
+        (["upgrade"], "--all-tenants"),
+        (["downgrade", "base", "--all-tenants"], "--yes"),
+        (["status", "--tenant", "Bad;Id"], "invalid tenant id"),
+    ],
+)
 def test_bad_usage_exits_2_with_one_line(env, args, message):
     run("provision", "acme_corp")
     before = (env.everything(), tenant_snapshot(env, "acme_corp"))
@@ -158,7 +162,9 @@ def test_postgres_timeouts_round_up_never_to_no_limit(pg_env, seconds, shown):
     backend = _backend_with_timeouts(pg_env, seconds)
     try:
         with backend.transaction("acme_corp", create=True) as conn:
-            assert [conn.exec_driver_sql(f"SHOW {name}").scalar() for name in ("lock_timeout", "statement_timeout")] == [shown] * 2
+            assert [conn.exec_driver_sql(f"SHOW {name}").scalar() for name in ("lock_timeout", "statement_timeout")] == [
+                shown
+            ] * 2
     finally:
         backend.dispose()
 
@@ -198,13 +204,22 @@ def test_a_two_row_version_table_is_reported_corrupt_not_ahead(env):
     engine.dispose()
     before = tenant_snapshot(env, "acme_corp")
     (row,) = json.loads(run("status", "--json").stdout)
-    assert row == {"tenant_id": "acme_corp", "namespace": env.namespace("acme_corp"),
-                   "revision": f"{HEAD},r2", "state": "corrupt"}
+    assert row == {
+        "tenant_id": "acme_corp",
+        "namespace": env.namespace("acme_corp"),
+        "revision": f"{HEAD},r2",
+        "state": "corrupt",
+    }
     human = run("status")
     assert "corrupt" in human.stdout and human.exit_code == 1
     expected = f"has 2 rows in alembic_version ({HEAD}, r2): a corrupt or branched version table"
-    for args in (["upgrade", "--tenant", "acme_corp"], ["downgrade", "base", "--all-tenants", "--yes"],
-                 ["provision", "acme_corp", "--exist-ok"], ["provision", "acme_corp"], ["adopt", "acme_corp"]):
+    for args in (
+        ["upgrade", "--tenant", "acme_corp"],
+        ["downgrade", "base", "--all-tenants", "--yes"],
+        ["provision", "acme_corp", "--exist-ok"],
+        ["provision", "acme_corp"],
+        ["adopt", "acme_corp"],
+    ):
         result = run(*args, "--json")
         assert result.exit_code == 1, result.output
         (done,) = json.loads(result.stdout)
@@ -220,7 +235,10 @@ def test_status_help_names_every_state():
 def test_a_directory_as_config_exits_2_with_one_line(tmp_path):
     result = run("status", "--config", str(tmp_path))
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"error: config file {str(tmp_path)!r} named by --config is a directory, not a file: name the YAML file itself"
+    assert (
+        result.stderr.strip()
+        == f"error: config file {str(tmp_path)!r} named by --config is a directory, not a file: name the YAML file itself"
+    )
 
 
 def test_a_url_without_a_database_exits_2_with_one_line(tmp_path, monkeypatch):
@@ -241,6 +259,7 @@ def test_connection_messages_never_say_none_for_a_missing_database_name():
     message = backend._explain(error)
     assert "None" not in message and "None" not in backend.where(), message
     assert "database.postgres.database" in message
+
 
 def test_schema_template_problems_are_config_errors(env, monkeypatch, tmp_path):
     config = yaml.safe_load(env.config_file.read_text())
@@ -372,9 +391,22 @@ def test_history_and_heads():
     assert [r["revision"] for r in rows][::-1] == load_chain().order
 
 
-@pytest.mark.parametrize("command", [
-    "provision", "upgrade", "downgrade", "status", "tenants", "history", "heads", "adopt", "deprovision", "check", "revision",
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "provision",
+        "upgrade",
+        "downgrade",
+        "status",
+        "tenants",
+        "history",
+        "heads",
+        "adopt",
+        "deprovision",
+        "check",
+        "revision",
+    ],
+)
 def test_every_command_has_help(command):
     result = run(command, "--help")
     assert result.exit_code == 0
@@ -401,10 +433,23 @@ def test_discovery_ignores_lookalikes_and_reserved_namespaces(env):
 def test_reserved_namespaces_under_a_bare_template_are_not_tenants(pg_url, tmp_path):
     # With schema_template '{tenant_id}' every schema matches the pattern; public and pg_* are not tenants.
     config = tmp_path / "bare.yaml"
-    config.write_text(yaml.safe_dump({"database": {"type": "postgres", "postgres": {
-        "host": pg_url.host, "port": pg_url.port or 5432, "database": pg_url.database,
-        "user": pg_url.username, "password": pg_url.password or "", "schema_template": "{tenant_id}",
-    }}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "database": {
+                    "type": "postgres",
+                    "postgres": {
+                        "host": pg_url.host,
+                        "port": pg_url.port or 5432,
+                        "database": pg_url.database,
+                        "user": pg_url.username,
+                        "password": pg_url.password or "",
+                        "schema_template": "{tenant_id}",
+                    },
+                }
+            }
+        )
+    )
     result = run("tenants", "--json", "--config", str(config))
     assert result.exit_code == 0, result.output
     names = [r["tenant_id"] for r in json.loads(result.stdout)]
@@ -419,11 +464,14 @@ def test_postgres_warns_about_names_docex_refuses(pg_env):
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("change, expected", [
-    ({"port": 1}, "nothing answers at 127.0.0.1:1/"),
-    ({"username": "no_such_role_x"}, "has no user no_such_role_x"),
-    ({"database": "no_such_database_x"}, "database 'no_such_database_x' does not exist"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"port": 1}, "nothing answers at 127.0.0.1:1/"),
+        ({"username": "no_such_role_x"}, "has no user no_such_role_x"),
+        ({"database": "no_such_database_x"}, "database 'no_such_database_x' does not exist"),
+    ],
+)
 def test_connection_problems_are_one_line_with_the_fix(pg_url, tmp_path, monkeypatch, change, expected):
     monkeypatch.chdir(tmp_path)
     url = pg_url.set(host="127.0.0.1", password="hunter2-secret", **change)

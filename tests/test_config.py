@@ -46,9 +46,21 @@ def test_lookup_order_flag_then_env_then_home(tmp_path, monkeypatch):
 
 
 def test_postgres_block_builds_psycopg_url():
-    settings = parse_settings({"database": {"type": "postgres", "postgres": {
-        "host": "db", "port": 5433, "database": "docex", "user": "u", "password": "secret", "sslmode": "require",
-    }}})
+    settings = parse_settings(
+        {
+            "database": {
+                "type": "postgres",
+                "postgres": {
+                    "host": "db",
+                    "port": 5433,
+                    "database": "docex",
+                    "user": "u",
+                    "password": "secret",
+                    "sslmode": "require",
+                },
+            }
+        }
+    )
     url = settings.postgres.url
     assert (url.drivername, url.host, url.port, url.database, url.username) == ("postgresql+psycopg", "db", 5433, "docex", "u")
     assert url.query["sslmode"] == "require"
@@ -63,14 +75,17 @@ def test_database_url_env_overrides_and_selects_postgres(monkeypatch):
     assert settings.postgres.schema_template == "t_{tenant_id}"
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"database": {"type": "mysql"}}, "database.type"),
-    ({"security": {"multi_tenancy_model": "schema"}}, "multi_tenancy_model"),
-    ({"database": {"type": "postgres", "postgres": {"port": "abc"}}}, "port"),
-    ({"database": {"type": "postgres", "postgres": {"schema_template": "tenant"}}}, "tenant_id"),
-    ({"database": {"sqlite": {"path_template": "storage/{tenant_id}/../../x.db"}}}, "leaves"),
-    ({"database": ["x"]}, "mapping"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"database": {"type": "mysql"}}, "database.type"),
+        ({"security": {"multi_tenancy_model": "schema"}}, "multi_tenancy_model"),
+        ({"database": {"type": "postgres", "postgres": {"port": "abc"}}}, "port"),
+        ({"database": {"type": "postgres", "postgres": {"schema_template": "tenant"}}}, "tenant_id"),
+        ({"database": {"sqlite": {"path_template": "storage/{tenant_id}/../../x.db"}}}, "leaves"),
+        ({"database": ["x"]}, "mapping"),
+    ],
+)
 def test_invalid_settings_are_refused(data, message):
     with pytest.raises(Exception, match=message):
         parse_settings(data)
@@ -98,15 +113,20 @@ def test_non_postgres_database_url_is_refused(monkeypatch):
 
 
 def test_enable_multi_tenancy_keeps_every_other_key(tmp_path):
-    path = write(tmp_path / "c.yaml", {
-        "security": {"multi_tenancy_model": "row_level", "other": 1},
-        "database": {"type": "sqlite"}, "logging": {"level": "DEBUG"},
-    })
+    path = write(
+        tmp_path / "c.yaml",
+        {
+            "security": {"multi_tenancy_model": "row_level", "other": 1},
+            "database": {"type": "sqlite"},
+            "logging": {"level": "DEBUG"},
+        },
+    )
     enable_multi_tenancy(path)
     data = yaml.safe_load(path.read_text())
     assert data == {
         "security": {"multi_tenancy_model": "database_level", "other": 1, "tenant_database_routing": True},
-        "database": {"type": "sqlite"}, "logging": {"level": "DEBUG"},
+        "database": {"type": "sqlite"},
+        "logging": {"level": "DEBUG"},
     }
 
 
@@ -152,10 +172,20 @@ def test_integer_ports_are_accepted(port):
     assert settings.postgres.url.port == int(port)
 
 
-@pytest.mark.parametrize("key, value", [
-    ("host", ["db"]), ("host", 127.1), ("host", True), ("user", {"name": "u"}), ("database", ["docex"]),
-    ("database", None), ("database", ""), ("schema_template", ["tenant_{tenant_id}"]), ("schema_template", 5),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("host", ["db"]),
+        ("host", 127.1),
+        ("host", True),
+        ("user", {"name": "u"}),
+        ("database", ["docex"]),
+        ("database", None),
+        ("database", ""),
+        ("schema_template", ["tenant_{tenant_id}"]),
+        ("schema_template", 5),
+    ],
+)
 def test_postgres_keys_of_the_wrong_type_are_refused(key, value):
     with pytest.raises(ConfigError, match=f"database.postgres.{key} must"):
         parse_settings({"database": {"type": "postgres", "postgres": {key: value}}})

@@ -123,9 +123,13 @@ def _wait_for_a_lock_wait(env, app_pid: int | None) -> None:
         return
     with env.engine().connect() as conn:
         for _ in range(200):
-            waiting = conn.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND pid <> :app"), {"app": app_pid}).scalar()
+            waiting = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> :app"
+                ),
+                {"app": app_pid},
+            ).scalar()
             conn.rollback()
             if waiting:
                 return
@@ -143,8 +147,10 @@ def test_a_row_committed_while_deprovision_runs_is_in_the_backup(env):
         app.execute("BEGIN IMMEDIATE")
         app_pid = None
     else:
-        app = psycopg.connect(env.url.set(drivername="postgresql").render_as_string(hide_password=False),
-                              options=f"-csearch_path={env.namespace('acme_corp')}")
+        app = psycopg.connect(
+            env.url.set(drivername="postgresql").render_as_string(hide_password=False),
+            options=f"-csearch_path={env.namespace('acme_corp')}",
+        )
         app_pid = app.info.backend_pid
     app.execute(_insert_basket_sql("bas_late"))
     outcome = {}
@@ -152,7 +158,7 @@ def test_a_row_committed_while_deprovision_runs_is_in_the_backup(env):
     def deprovision():
         try:
             outcome["done"] = api.deprovision(env.settings, "acme_corp", backup_dir=env.workdir / "backups")
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             outcome["error"] = exc
 
     worker = threading.Thread(target=deprovision)
@@ -173,8 +179,10 @@ def test_an_application_holding_the_tables_makes_deprovision_refuse_after_lock_t
     """A write transaction that stays open longer than lock_timeout: deprovision fails with
     one clear message, drops nothing and leaves no backup behind."""
     run("provision", "acme_corp")
-    app = psycopg.connect(pg_env.url.set(drivername="postgresql").render_as_string(hide_password=False),
-                          options=f"-csearch_path={pg_env.namespace('acme_corp')}")
+    app = psycopg.connect(
+        pg_env.url.set(drivername="postgresql").render_as_string(hide_password=False),
+        options=f"-csearch_path={pg_env.namespace('acme_corp')}",
+    )
     try:
         app.execute(_insert_basket_sql("bas_open"))
         settings = replace(pg_env.settings, timeouts=replace(pg_env.settings.timeouts, lock_timeout=0.5))
@@ -225,9 +233,9 @@ def test_deprovision_refuses_when_objects_outside_the_schema_depend_on_it(pg_env
         conn.exec_driver_sql(f'CREATE SCHEMA "{reports}"')
         conn.exec_driver_sql(
             f'CREATE VIEW "{reports}".all_baskets AS SELECT id FROM "{acme}".docbasket '
-            f'UNION ALL SELECT id FROM "{globex}".docbasket')
-        conn.exec_driver_sql(
-            f'CREATE TABLE "{reports}".pinned (basket_id varchar(36) REFERENCES "{acme}".docbasket(id))')
+            f'UNION ALL SELECT id FROM "{globex}".docbasket'
+        )
+        conn.exec_driver_sql(f'CREATE TABLE "{reports}".pinned (basket_id varchar(36) REFERENCES "{acme}".docbasket(id))')
         conn.exec_driver_sql(f"INSERT INTO \"{reports}\".pinned VALUES ('bas_keep')")
     before = pg_env.everything()
     result = run("deprovision", "acme_corp", "--yes")
@@ -237,9 +245,10 @@ def test_deprovision_refuses_when_objects_outside_the_schema_depend_on_it(pg_env
     assert pg_env.everything() == before and pg_env.exists("acme_corp")
     with pg_env.engine().connect() as conn:
         assert conn.execute(sa.text(f'SELECT count(*) FROM "{reports}".all_baskets')).scalar() == 1
-        fks = conn.execute(sa.text(
-            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = to_regclass(:t)"),
-            {"t": f'"{reports}".pinned'}).scalar()
+        fks = conn.execute(
+            sa.text("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = to_regclass(:t)"),
+            {"t": f'"{reports}".pinned'},
+        ).scalar()
         assert fks == 1
     assert not (pg_env.workdir / "backups").exists()  # refused before any backup was started
     with pg_env.engine().begin() as conn:
@@ -264,8 +273,9 @@ def test_mixed_case_schema_template_backs_up_the_schema_it_drops(pg_env, monkeyp
         conn.exec_driver_sql(_insert_basket_sql("bas_real").replace("docbasket", f'"{real}".docbasket'))
         conn.exec_driver_sql(f'CREATE SCHEMA "{decoy}"')
         conn.exec_driver_sql(f'CREATE TABLE "{decoy}".docbasket AS SELECT * FROM "{real}".docbasket WHERE false')
-        conn.exec_driver_sql(f"INSERT INTO \"{decoy}\".docbasket SELECT 'bas_decoy', 'decoy', NULL, '{{}}', "
-                             "'active', now(), now()")
+        conn.exec_driver_sql(
+            f"INSERT INTO \"{decoy}\".docbasket SELECT 'bas_decoy', 'decoy', NULL, '{{}}', 'active', now(), now()"
+        )
     result = run("deprovision", "t001", "--yes", "--json")
     assert result.exit_code == 0, result.output
     text = (pg_env.workdir / json.loads(result.stdout)["backup"]).read_text()

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from docex_migrate.cli import app
 from docex_migrate.backends.postgresql import SCRATCH_PREFIX as SCHEMA_PREFIX
+from docex_migrate.cli import app
 from docex_migrate.tempdirs import MIN_AGE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,8 @@ def test_scratch_schemas_of_a_killed_check_are_removed_by_the_next_check_but_not
     killed = child(
         "from docex_migrate import checks, load_settings\n"
         "checks.run_checks(load_settings(), ['upgrade-from-empty', 'mixed-fleet'])\n",
-        cwd=pg_env.workdir, env=environ,
+        cwd=pg_env.workdir,
+        env=environ,
     )
     deadline = time.time() + 60
     while not scratch_schemas() - before:
@@ -86,8 +87,10 @@ def test_scratch_schemas_of_a_killed_check_are_removed_by_the_next_check_but_not
         "    with backend.transaction('alive', create=True): pass\n"
         "    print(backend.namespace('alive'), flush=True)\n"
         "    sys.stdin.readline()\n",
-        cwd=pg_env.workdir, env=environ,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        cwd=pg_env.workdir,
+        env=environ,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     alive = live.stdout.readline().strip()
     try:
@@ -121,8 +124,12 @@ def test_a_killed_provisions_template_directory_is_removed_by_the_next_but_not_a
         for directory in (dead_dir, live_dir):
             os.utime(directory, (old, old))
         provision = subprocess.run(  # a fresh process builds its template, and sweeps first
-            [sys.executable, "-m", "docex_migrate", "provision", "acme"], cwd=sqlite_env.workdir,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+            [sys.executable, "-m", "docex_migrate", "provision", "acme"],
+            cwd=sqlite_env.workdir,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert provision.returncode == 0, provision.stderr
         assert not dead_dir.exists()

@@ -58,7 +58,6 @@ def test_search_path_lasts_for_the_tenant_transaction_only(pg_env):
             scope_to(conn, two)
             assert conn.exec_driver_sql("SELECT count(*) FROM docbasket").scalar() == 0
         counts = [
-            conn.execute(sa.select(sa.func.count()).select_from(sa.table("docbasket", schema=s))).scalar()
-            for s in (one, two)
+            conn.execute(sa.select(sa.func.count()).select_from(sa.table("docbasket", schema=s))).scalar() for s in (one, two)
         ]
     assert counts == [1, 0]

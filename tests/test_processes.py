@@ -57,8 +57,12 @@ def spawned() -> Iterator[set[int]]:
 def start(config_file: Path, workdir: Path, *args: str, **extra: str) -> subprocess.Popen:
     environ = {**os.environ, "DOCEX_CONFIG": str(config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
     return subprocess.Popen(
-        [sys.executable, "-m", "docex_migrate", *args], cwd=workdir, env=environ,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "docex_migrate", *args],
+        cwd=workdir,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -68,7 +72,7 @@ def _stat(pid: int) -> list[str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def alive(pid: int) -> bool:
@@ -93,6 +97,7 @@ def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None
 
 def in_step_2(run: subprocess.Popen, marker: Path, tenant: str | None = None) -> None:
     """Wait until some tenant (or ``tenant``) is inside step 2, its transaction open."""
+
     def there() -> bool:
         assert run.poll() is None, run.communicate()
         return marker.exists() and (tenant is None or marker.read_text() == tenant)
@@ -119,10 +124,12 @@ def whole(env, tenant_id: str) -> str:
 def open_transactions(env) -> int:
     """Sessions of this test database left idle in a transaction (a migration still open)."""
     with env.engine().connect() as conn:
-        return conn.execute(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
-        )).scalar()
+        return conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
 
 
 def at_r1(env, tenants: list[str]) -> None:
@@ -139,8 +146,9 @@ def test_kill_9_of_the_cli_takes_its_workers_and_their_transactions_with_it(step
     tenants = [f"k{i}" for i in range(4)]
     at_r1(env, tenants)
     marker = tmp_path / "inside-step-2"
-    run = start(env.config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", "2",
-                STEPS_SLEEP="30", STEPS_MARKER=str(marker))
+    run = start(
+        env.config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", "2", STEPS_SLEEP="30", STEPS_MARKER=str(marker)
+    )
     in_step_2(run, marker)
     time.sleep(1)  # the second worker into step 2 as well
     workers = children(run.pid)
@@ -164,8 +172,17 @@ def test_sigterm_with_jobs_stops_the_workers_and_reports(steps, tmp_path, spawne
     tenants = [f"s{i}" for i in range(5)]
     at_r1(env, tenants)
     marker = tmp_path / "inside-step-2"
-    run = start(env.config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", "2", "--json",
-                STEPS_SLEEP="30", STEPS_MARKER=str(marker))
+    run = start(
+        env.config_file,
+        env.workdir,
+        "upgrade",
+        "--all-tenants",
+        "--jobs",
+        "2",
+        "--json",
+        STEPS_SLEEP="30",
+        STEPS_MARKER=str(marker),
+    )
     in_step_2(run, marker)
     time.sleep(1)
     workers = children(run.pid)
@@ -195,8 +212,7 @@ def test_interrupting_a_serial_run_reports_what_was_done(steps, tmp_path, signum
     tenants = ["a", "b", "c"]
     at_r1(env, tenants)
     marker = tmp_path / "inside-step-2"
-    run = start(env.config_file, env.workdir, "upgrade", "--all-tenants",
-                STEPS_SLEEP="1.5", STEPS_MARKER=str(marker))
+    run = start(env.config_file, env.workdir, "upgrade", "--all-tenants", STEPS_SLEEP="1.5", STEPS_MARKER=str(marker))
     in_step_2(run, marker, "b")  # a is done and committed; b is in flight
 
     os.kill(run.pid, signum)
@@ -213,6 +229,7 @@ def test_interrupting_a_serial_run_reports_what_was_done(steps, tmp_path, signum
 
 
 # Connection limits. Superusers are exempt from CONNECTION LIMIT, so these run as a plain role.
+
 
 @pytest.fixture
 def limited_role(pg_steps, tmp_path) -> Iterator[tuple[str, Path]]:
@@ -233,7 +250,9 @@ def limited_role(pg_steps, tmp_path) -> Iterator[tuple[str, Path]]:
         with admin.connect() as conn:
             sessions = f"FROM pg_stat_activity WHERE usename = '{role}'"
             conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) {sessions}")
-            wait_for(lambda: not conn.exec_driver_sql(f"SELECT count(*) {sessions}").scalar(), 10, "sessions outlived termination")
+            wait_for(
+                lambda: not conn.exec_driver_sql(f"SELECT count(*) {sessions}").scalar(), 10, "sessions outlived termination"
+            )
             conn.exec_driver_sql(f"DROP OWNED BY {role}")  # its schemas, and its grant on the database
             conn.exec_driver_sql(f"DROP ROLE {role}")
         admin.dispose()
@@ -276,8 +295,9 @@ def test_a_connection_refused_mid_run_reports_the_results_so_far(pg_steps, limit
     tenants = [f"m{i}" for i in range(6)]
     at_r1_as(config_file, tenants)
     marker = tmp_path / "inside-step-2"
-    run = start(config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", jobs, "--json",
-                STEPS_SLEEP="2", STEPS_MARKER=str(marker))
+    run = start(
+        config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", jobs, "--json", STEPS_SLEEP="2", STEPS_MARKER=str(marker)
+    )
     if jobs == "1":
         in_step_2(run, marker, "m1")  # m0 is done, m1 in flight
     else:
@@ -309,8 +329,17 @@ def test_a_worker_killed_fails_its_tenant_and_the_run_reports(steps, tmp_path, s
     tenants = [f"w{i}" for i in range(5)]
     at_r1(env, tenants)
     marker = tmp_path / "inside-step-2"
-    run = start(env.config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", "2", "--json",
-                STEPS_SLEEP="30", STEPS_MARKER=str(marker))
+    run = start(
+        env.config_file,
+        env.workdir,
+        "upgrade",
+        "--all-tenants",
+        "--jobs",
+        "2",
+        "--json",
+        STEPS_SLEEP="30",
+        STEPS_MARKER=str(marker),
+    )
     in_step_2(run, marker)
     time.sleep(1)
     workers = children(run.pid)

@@ -35,7 +35,9 @@ def _unavailable(reason: str):
 
 def _version(python: str) -> tuple[int, int] | None:
     try:
-        out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True, timeout=30
+        )
         major, minor = out.stdout.split()
         return int(major), int(minor)
     except Exception:
@@ -62,8 +64,18 @@ def build_venv(factory, release: str, low: tuple[int, int], high: tuple[int, int
     venv = factory.mktemp(f"docex-{release}")
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
     done = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"docex=={release}", "psycopg[binary]", "psycopg2-binary"],
-        capture_output=True, text=True,
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            f"docex=={release}",
+            "psycopg[binary]",
+            "psycopg2-binary",
+        ],
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         _unavailable(f"pip install docex=={release} failed: {done.stderr.strip()[-300:]}")
@@ -86,10 +98,17 @@ def docex(env, python: str, tenant_id: str, action: str = "list", basket: str = 
         database = {"type": "sqlite", "sqlite": {"path": "docex.db", "path_template": env.settings.sqlite.path_template}}
     else:
         url = env.url
-        database = {"type": "postgres", "postgres": {
-            "host": url.host, "port": url.port or 5432, "database": url.database, "user": url.username,
-            "password": url.password or "", "schema_template": env.settings.postgres.schema_template,
-        }}
+        database = {
+            "type": "postgres",
+            "postgres": {
+                "host": url.host,
+                "port": url.port or 5432,
+                "database": url.database,
+                "user": url.username,
+                "password": url.password or "",
+                "schema_template": env.settings.postgres.schema_template,
+            },
+        }
     arguments = {"workdir": str(env.workdir), "tenant": tenant_id, "action": action, "basket": basket, "database": database}
     done = subprocess.run([python, str(DRIVER), json.dumps(arguments)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

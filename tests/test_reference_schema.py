@@ -101,9 +101,20 @@ def test_downgrade_to_base_then_upgrade_again(env, tmp_path):
 
 
 ROUTE = {
-    "id": "rte_1", "name": "inbox", "purpose": "ingest", "config": "{}", "can_upload": True,
-    "can_download": False, "can_list": False, "can_delete": False, "route_metadata": "{}",
-    "tags": "[]", "priority": 0, "enabled": True, "created_at": "2024-01-01", "updated_at": "2024-01-01",
+    "id": "rte_1",
+    "name": "inbox",
+    "purpose": "ingest",
+    "config": "{}",
+    "can_upload": True,
+    "can_download": False,
+    "can_list": False,
+    "can_delete": False,
+    "route_metadata": "{}",
+    "tags": "[]",
+    "priority": 0,
+    "enabled": True,
+    "created_at": "2024-01-01",
+    "updated_at": "2024-01-01",
 }
 
 
@@ -111,7 +122,9 @@ def _enum_values(env) -> tuple[list[str], list[str]]:
     engine = tenant_engine(env, "acme_corp")
     with engine.connect() as conn:
         protocols = conn.execute(sa.text("SELECT CAST(protocol AS VARCHAR) FROM transport_routes ORDER BY id")).scalars().all()
-        methods = conn.execute(sa.text("SELECT CAST(operation_type AS VARCHAR) FROM route_operations ORDER BY id")).scalars().all()
+        methods = (
+            conn.execute(sa.text("SELECT CAST(operation_type AS VARCHAR) FROM route_operations ORDER BY id")).scalars().all()
+        )
     engine.dispose()
     return protocols, methods
 
@@ -121,17 +134,23 @@ def test_s3_converts_enum_names_to_values_and_back(env):
     engine = tenant_engine(env, "acme_corp")
     with engine.begin() as conn:
         for i, protocol in enumerate(["LOCAL", "SFTP", "S3"]):
-            conn.execute(sa.text(
-                "INSERT INTO transport_routes (id, name, purpose, protocol, config, can_upload, can_download, can_list,"
-                " can_delete, route_metadata, tags, priority, enabled, created_at, updated_at) VALUES (:id, :name,"
-                " :purpose, :protocol, :config, :can_upload, :can_download, :can_list, :can_delete, :route_metadata,"
-                " :tags, :priority, :enabled, :created_at, :updated_at)"
-            ), {**ROUTE, "id": f"rte_{i}", "name": f"route{i}", "protocol": protocol})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO transport_routes (id, name, purpose, protocol, config, can_upload, can_download, can_list,"
+                    " can_delete, route_metadata, tags, priority, enabled, created_at, updated_at) VALUES (:id, :name,"
+                    " :purpose, :protocol, :config, :can_upload, :can_download, :can_list, :can_delete, :route_metadata,"
+                    " :tags, :priority, :enabled, :created_at, :updated_at)"
+                ),
+                {**ROUTE, "id": f"rte_{i}", "name": f"route{i}", "protocol": protocol},
+            )
         for i, method in enumerate(["UPLOAD", "DOWNLOAD", "DELETE"]):
-            conn.execute(sa.text(
-                "INSERT INTO route_operations (id, route_id, operation_type, status, created_at)"
-                " VALUES (:id, 'rte_0', :m, 'done', '2024-01-01')"
-            ), {"id": f"rop_{i}", "m": method})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO route_operations (id, route_id, operation_type, status, created_at)"
+                    " VALUES (:id, 'rte_0', :m, 'done', '2024-01-01')"
+                ),
+                {"id": f"rop_{i}", "m": method},
+            )
     engine.dispose()
 
     migrate_to(env, "acme_corp", "s3_docex_2_2_1")

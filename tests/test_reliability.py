@@ -51,8 +51,12 @@ def applied(env, tenant_id: str) -> list[str]:
 def start(env, *args: str, **extra: str) -> subprocess.Popen:
     environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
     return subprocess.Popen(
-        [sys.executable, "-m", "docex_migrate", *args], cwd=env.workdir, env=environ,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "docex_migrate", *args],
+        cwd=env.workdir,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -119,7 +123,14 @@ def test_fail_fast_and_max_failures_stop_the_run(steps, monkeypatch):
 
     result = CliRunner().invoke(app, ["upgrade", "--all-tenants", "--max-failures", "2", "--json"])
     assert result.exit_code == 1
-    assert [r["action"] for r in json.loads(result.stdout)] == ["skipped", "skipped", "failed", "upgraded", "upgraded", "upgraded"]
+    assert [r["action"] for r in json.loads(result.stdout)] == [
+        "skipped",
+        "skipped",
+        "failed",
+        "upgraded",
+        "upgraded",
+        "upgraded",
+    ]
     result = CliRunner().invoke(app, ["upgrade", "--all-tenants", "--fail-fast", "--max-failures", "2"])
     assert result.exit_code == 2 and "exclude each other" in result.stderr
 
@@ -148,9 +159,7 @@ def test_sixteen_first_accesses_provision_one_tenant_once(env):
     context = multiprocessing.get_context("spawn")
     start_at = time.time() + 3
     with context.Pool(16) as pool:
-        actions = pool.starmap(
-            ensure_in_child, [(str(env.config_file), str(env.workdir), "newco", start_at)] * 16
-        )
+        actions = pool.starmap(ensure_in_child, [(str(env.config_file), str(env.workdir), "newco", start_at)] * 16)
     assert sorted(actions) == ["provisioned"] + ["skipped"] * 15
     assert version_of(env, "newco") == (env_head := "s7_docex_2_9_10",)
     assert len(tenant_snapshot(env, "newco")["tables"]) == 11

@@ -21,8 +21,10 @@ def test_plain_revision_goes_on_top_of_head(sqlite_env, chain_copy):
     assert result.exit_code == 0, result.output
     path = Path(result.stdout.split("new revision: ")[1].strip())
     assert path.parent == chain_copy / "versions"
-    assert 'down_revision: Union[str, Sequence[str], None] = "s7_docex_2_9_10"' in path.read_text() or \
-        "down_revision: Union[str, Sequence[str], None] = 's7_docex_2_9_10'" in path.read_text()
+    assert (
+        'down_revision: Union[str, Sequence[str], None] = "s7_docex_2_9_10"' in path.read_text()
+        or "down_revision: Union[str, Sequence[str], None] = 's7_docex_2_9_10'" in path.read_text()
+    )
     assert load_chain().head != "s7_docex_2_9_10"
 
 

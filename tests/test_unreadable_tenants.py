@@ -212,20 +212,27 @@ def test_a_long_application_read_does_not_hold_an_sqlite_upgrade_past_lock_timeo
     migrate_to(sqlite_env, "busy", "r1")
     path = sqlite_env.workdir / sqlite_env.namespace("busy")
     reader = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sqlite3, sys, time\n"
-         f"db = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
-         "db.execute('BEGIN'); db.execute('SELECT count(*) FROM applied').fetchall()\n"
-         "print('reading', flush=True); time.sleep(15); db.execute('COMMIT')\n"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            f"db = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+            "db.execute('BEGIN'); db.execute('SELECT count(*) FROM applied').fetchall()\n"
+            "print('reading', flush=True); time.sleep(15); db.execute('COMMIT')\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert reader.stdout.readline().strip() == "reading"
     try:
         started = time.monotonic()
         upgrade = subprocess.run(
             [sys.executable, "-m", "docex_migrate", "upgrade", "--tenant", "busy", "--lock-timeout", "1"],
-            cwd=sqlite_env.workdir, env={**os.environ, SCRIPT_LOCATION_ENV: str(STEPS)},
-            capture_output=True, text=True, timeout=60,
+            cwd=sqlite_env.workdir,
+            env={**os.environ, SCRIPT_LOCATION_ENV: str(STEPS)},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         took = time.monotonic() - started
         # The application reads again as soon as the upgrade has given up.

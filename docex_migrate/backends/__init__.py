@@ -10,7 +10,17 @@ from .base import MISSING, Backend, FreshTemplate, NamespaceState, unreadable
 from .postgresql import PostgresBackend
 from .sqlite import SqliteBackend
 
-__all__ = ["MISSING", "Backend", "FreshTemplate", "NamespaceState", "PostgresBackend", "SqliteBackend", "backend_for", "open_backend", "unreadable"]
+__all__ = [
+    "MISSING",
+    "Backend",
+    "FreshTemplate",
+    "NamespaceState",
+    "PostgresBackend",
+    "SqliteBackend",
+    "backend_for",
+    "open_backend",
+    "unreadable",
+]
 
 
 def backend_for(settings: Settings) -> Backend:

@@ -143,7 +143,7 @@ class Backend(ABC):
         """Non-fatal remarks about a tenant's namespace (e.g. what DocEX's runtime refuses)."""
         return iter(())
 
-    def dispose(self) -> None:
+    def dispose(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing
         """Release pooled resources."""
 
 

@@ -65,9 +65,7 @@ def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
             ]
             for fk in inspector.get_foreign_keys(table, schema=schema)
         )
-        uniques = sorted(
-            [u.get("name"), u["column_names"]] for u in inspector.get_unique_constraints(table, schema=schema)
-        )
+        uniques = sorted([u.get("name"), u["column_names"]] for u in inspector.get_unique_constraints(table, schema=schema))
         indexes = {
             ix["name"]: {"columns": _index_columns(connection, ix), "unique": bool(ix["unique"])}
             for ix in inspector.get_indexes(table, schema=schema)

@@ -27,8 +27,8 @@ from ..chain import VERSION_TABLE, Chain
 from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, DeprovisionRefusedError, TenantNotFoundError
 from ..runner import Recorded, record_chain
-from .catalog import snapshot
 from .base import MISSING, Backend, NamespaceState, backup_failed, new_backup_file, unreadable
+from .catalog import snapshot
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r',
 WHERE n.nspname = ANY(:schemas)
 """)
 _UNREADABLE = {
-    "usage": "permission denied for schema {schema}: GRANT USAGE ON SCHEMA \"{schema}\" TO {user}",
-    "select": "permission denied for {schema}.alembic_version: GRANT SELECT ON \"{schema}\".alembic_version TO {user}",
+    "usage": 'permission denied for schema {schema}: GRANT USAGE ON SCHEMA "{schema}" TO {user}',
+    "select": 'permission denied for {schema}.alembic_version: GRANT SELECT ON "{schema}".alembic_version TO {user}',
     "shape": "{schema}.alembic_version has no version_num column: it is not Alembic's version table; fix or rename it",
 }
 
@@ -86,8 +86,10 @@ def driver_dump(connection: Connection, schema: str) -> str:
     reflected = sa.MetaData(schema=schema)
     reflected.reflect(bind=connection)
     dialect = connection.dialect
-    lines = [f"-- docex-migrate backup of schema {schema} (written through the driver)",
-             str(CreateSchema(schema, if_not_exists=True).compile(dialect=dialect)) + ";"]
+    lines = [
+        f"-- docex-migrate backup of schema {schema} (written through the driver)",
+        str(CreateSchema(schema, if_not_exists=True).compile(dialect=dialect)) + ";",
+    ]
     for table in reflected.sorted_tables:
         lines.append(str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip() + ";")
         for index in table.indexes:
@@ -95,8 +97,9 @@ def driver_dump(connection: Connection, schema: str) -> str:
         # Rows travel as JSON (row_to_json / json_populate_record), so every column type
         # round-trips without a literal renderer of its own.
         qualified = f"{dialect.identifier_preparer.format_table(table)}"
-        rows = connection.execute(sa.select(sa.func.row_to_json(sa.literal_column("t")).cast(sa.Text)).select_from(
-            table.alias("t"))).scalars()
+        rows = connection.execute(
+            sa.select(sa.func.row_to_json(sa.literal_column("t")).cast(sa.Text)).select_from(table.alias("t"))
+        ).scalars()
         for row in rows:
             literal = sa.literal(row, sa.Text).compile(dialect=dialect, compile_kwargs={"literal_binds": True})
             lines.append(f"INSERT INTO {qualified} SELECT * FROM json_populate_record(NULL::{qualified}, {literal});")
@@ -118,21 +121,32 @@ def _qualified(connection: Connection, schema: str, name: str) -> str:
 # of its DROP statement, which is also the word after CREATE in a dump. DROP order follows
 # dependencies inside a tenant (views on tables, tables on types); anything of another kind
 # makes the final DROP SCHEMA ... RESTRICT fail, so it is never dropped unseen.
-_KEYWORDS = {"v": "VIEW", "m": "MATERIALIZED VIEW", "r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE",
-             "S": "SEQUENCE", "c": "TYPE", "e": "TYPE"}
+_KEYWORDS = {
+    "v": "VIEW",
+    "m": "MATERIALIZED VIEW",
+    "r": "TABLE",
+    "p": "TABLE",
+    "f": "FOREIGN TABLE",
+    "S": "SEQUENCE",
+    "c": "TYPE",
+    "e": "TYPE",
+}
 _DROP_ORDER = ("VIEW", "MATERIALIZED VIEW", "TABLE", "FOREIGN TABLE", "SEQUENCE", "TYPE")
 
 
 def schema_contents(connection: Connection, schema: str) -> dict[str, str]:
     """name -> kind (see _KEYWORDS) of what the schema holds; indexes and the like go with their table."""
-    rows = connection.execute(sa.text(
-        "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')"
-        "   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"
-        "   AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))"  # serial/identity: part of its table
-        " UNION ALL SELECT t.typname, 'e' FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
-        " WHERE n.nspname = :schema AND t.typtype = 'e'"
-    ), {"schema": schema})
+    rows = connection.execute(
+        sa.text(
+            "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')"
+            "   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"
+            "   AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))"  # serial/identity: part of its table
+            " UNION ALL SELECT t.typname, 'e' FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+            " WHERE n.nspname = :schema AND t.typtype = 'e'"
+        ),
+        {"schema": schema},
+    )
     return {name: kind for name, kind in rows}
 
 
@@ -254,16 +268,18 @@ def _verify_backup(connection: Connection, tenant_id: str, schema: str, contents
     row of every table: the rows are counted now, while the application's writes are locked out."""
     creates_schema, objects, rows = read_dump(backup, schema)
     problems = [] if creates_schema else [f"no CREATE SCHEMA for {schema!r}"]
-    problems += [f"no {_KEYWORDS[kind].lower()} {name}" for name, kind in sorted(contents.items())
-                 if (_KEYWORDS[kind], name) not in objects]
+    problems += [
+        f"no {_KEYWORDS[kind].lower()} {name}"
+        for name, kind in sorted(contents.items())
+        if (_KEYWORDS[kind], name) not in objects
+    ]
     for name in sorted(n for n, kind in contents.items() if kind == "r"):
         counted = connection.execute(sa.select(sa.func.count()).select_from(sa.table(name, schema=schema))).scalar()
         if rows[name] != counted:
             problems.append(f"{rows[name]} of the {counted} rows of {name}")
     if problems:
         raise DeprovisionRefusedError(
-            f"tenant {tenant_id!r}: the backup does not hold what would be dropped ({'; '.join(problems[:5])}); "
-            "nothing dropped"
+            f"tenant {tenant_id!r}: the backup does not hold what would be dropped ({'; '.join(problems[:5])}); nothing dropped"
         )
 
 
@@ -344,11 +360,11 @@ def lock_tenant(connection: Connection, schema: str, timeouts: Timeouts) -> None
 class PostgresBackend(Backend):
     kind = "postgresql"
 
-    def __init__(self, url: URL, schema_template: str, timeouts: Timeouts = Timeouts()) -> None:
+    def __init__(self, url: URL, schema_template: str, timeouts: Timeouts | None = None) -> None:
         tenants.validate_schema_template(schema_template)
         self.url = url
         self.template = schema_template
-        self.timeouts = timeouts
+        self.timeouts = timeouts or Timeouts()
         # NullPool: every tenant gets a fresh connection, so no session state (search_path
         # above all) can ever be carried from one tenant to the next.
         self._engine: Engine | None = None
@@ -378,23 +394,37 @@ class PostgresBackend(Backend):
         where, user, database = self.where(), self.url.username or "the current user", self.url.database
         no_database = (  # a URL without a database name connects to libpq's default, the user's name
             f"database {database!r} does not exist at {where}: create it (createdb {database}) or fix database.postgres.database"
-            if database else f"the URL names no database and libpq's default does not exist at {where}: set database.postgres.database"
+            if database
+            else f"the URL names no database and libpq's default does not exist at {where}: set database.postgres.database"
         )
         fixes = (
             # Before "role": this message names the role too, which exists.
-            ("too many connections for role", f'too many connections for role "{user}" at {where} (its CONNECTION LIMIT): '
-             f"lower --jobs, close its other sessions, or raise it: ALTER ROLE {user} CONNECTION LIMIT n"),
-            ("too many connections for database", f'too many connections for database "{database}" at {where} (its CONNECTION '
-             f"LIMIT): lower --jobs, close other sessions, or raise it: ALTER DATABASE {database} CONNECTION LIMIT n"),
-            ("too many clients", f"too many connections to PostgreSQL at {where} (max_connections): lower --jobs, or close "
-             "other sessions"),
-            ("remaining connection slots are reserved", f"too many connections to PostgreSQL at {where} (max_connections): "
-             "lower --jobs, or close other sessions"),
+            (
+                "too many connections for role",
+                f'too many connections for role "{user}" at {where} (its CONNECTION LIMIT): '
+                f"lower --jobs, close its other sessions, or raise it: ALTER ROLE {user} CONNECTION LIMIT n",
+            ),
+            (
+                "too many connections for database",
+                f'too many connections for database "{database}" at {where} (its CONNECTION '
+                f"LIMIT): lower --jobs, close other sessions, or raise it: ALTER DATABASE {database} CONNECTION LIMIT n",
+            ),
+            (
+                "too many clients",
+                f"too many connections to PostgreSQL at {where} (max_connections): lower --jobs, or close other sessions",
+            ),
+            (
+                "remaining connection slots are reserved",
+                f"too many connections to PostgreSQL at {where} (max_connections): lower --jobs, or close other sessions",
+            ),
             ("Connection refused", f"nothing answers at {where}: start PostgreSQL, or fix database.postgres host and port"),
             ("resolve host", f"unknown host in {where}: fix database.postgres.host"),
             ("translate host name", f"unknown host in {where}: fix database.postgres.host"),
             ("timeout expired", f"no answer from {where}: check the host, port and firewall"),
-            ("password authentication failed", f"PostgreSQL at {where} refused user {user}: check database.postgres user and password"),
+            (
+                "password authentication failed",
+                f"PostgreSQL at {where} refused user {user}: check database.postgres user and password",
+            ),
             ("role", f"PostgreSQL at {where} has no user {user}: check database.postgres.user, or create the role"),
             ("pg_hba.conf", f"PostgreSQL at {where} does not let user {user} in: add a pg_hba.conf entry"),
             ("does not exist", no_database),
@@ -425,9 +455,7 @@ class PostgresBackend(Backend):
             )
 
     def discover(self) -> list[str]:
-        query = sa.select(_pg_namespace.c.nspname).where(
-            _pg_namespace.c.nspname.like(self.matcher.like_pattern(), escape="\\")
-        )
+        query = sa.select(_pg_namespace.c.nspname).where(_pg_namespace.c.nspname.like(self.matcher.like_pattern(), escape="\\"))
         with self.connect() as connection:
             names = connection.execute(query).scalars().all()
         return sorted({t for t in map(self.tenant_of, names) if t})
@@ -485,11 +513,14 @@ class PostgresBackend(Backend):
         if not schemas:
             return revisions
         # One UNION ALL over the version tables; SQLAlchemy quotes every schema name.
-        union = sa.union_all(*(
-            sa.select(sa.literal(s).label("schema"), sa.column("version_num"))
-            .select_from(sa.table(VERSION_TABLE, sa.column("version_num"), schema=s))
-            for s in schemas
-        ))
+        union = sa.union_all(
+            *(
+                sa.select(sa.literal(s).label("schema"), sa.column("version_num")).select_from(
+                    sa.table(VERSION_TABLE, sa.column("version_num"), schema=s)
+                )
+                for s in schemas
+            )
+        )
         for schema, revision in connection.execute(union):
             revisions[schema].append(revision)
         return revisions
@@ -588,9 +619,23 @@ class PostgresBackend(Backend):
     def _pg_dump(self, pg_dump: str, schema: str, snapshot: str, target: Path) -> bool:
         url = self.url
         env = {**os.environ, "PGPASSWORD": url.password or ""}  # never on the command line
-        args = [pg_dump, "--no-owner", "--schema", schema_pattern(schema), "--strict-names", "--snapshot", snapshot,
-                "--file", str(target),
-                "--host", url.host or "localhost", "--port", str(url.port or 5432), "--dbname", url.database or ""]
+        args = [
+            pg_dump,
+            "--no-owner",
+            "--schema",
+            schema_pattern(schema),
+            "--strict-names",
+            "--snapshot",
+            snapshot,
+            "--file",
+            str(target),
+            "--host",
+            url.host or "localhost",
+            "--port",
+            str(url.port or 5432),
+            "--dbname",
+            url.database or "",
+        ]
         if self.timeouts.lock_timeout:  # its ACCESS SHARE locks could queue behind someone waiting on ours
             args += ["--lock-wait-timeout", _ms(self.timeouts.lock_timeout)]
         if url.username:

@@ -50,11 +50,11 @@ def transactional_engine(path: str, busy_timeout: float = 5.0, lock_timeout: flo
     engine = create_engine(f"sqlite:///{path}", poolclass=NullPool, connect_args={"timeout": busy_timeout})
 
     @event.listens_for(engine, "connect")
-    def _no_driver_transactions(dbapi_connection, _record):  # noqa: ANN001
+    def _no_driver_transactions(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
 
     @event.listens_for(engine, "begin")
-    def _begin(connection):  # noqa: ANN001
+    def _begin(connection):
         # IMMEDIATE takes the file's write lock before anything is read: this is the per-tenant
         # lock, so two runs never read the same revision and apply the same step twice.
         try:
@@ -139,17 +139,24 @@ def _backup_from(source_uri: str, tenant_id: str, target: Path) -> None:
 def _inventory(db: sqlite3.Connection) -> list[tuple[str, str, str | None, int | None]]:
     """Every schema object with its SQL, and the row count of every table."""
     objects = db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
-    return [(kind, name, sql, db.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
-             if kind == "table" else None) for kind, name, sql in objects]
+    return [
+        (
+            kind,
+            name,
+            sql,
+            db.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0] if kind == "table" else None,
+        )
+        for kind, name, sql in objects
+    ]
 
 
 class SqliteBackend(Backend):
     kind = "sqlite"
 
-    def __init__(self, path_template: str, timeouts: Timeouts = Timeouts()) -> None:
+    def __init__(self, path_template: str, timeouts: Timeouts | None = None) -> None:
         tenants.validate_path_template(path_template)
         self.template = path_template
-        self.timeouts = timeouts
+        self.timeouts = timeouts or Timeouts()
 
     def namespace(self, tenant_id: str) -> str:
         return tenants.sqlite_path(self.template, tenant_id)
