@@ -29,8 +29,12 @@ check: install  ## the CI migration checks on the configured database (SQLite de
 bench: install  ## fleet benchmarks vs floors and the naive loop (minutes; not part of the tests)
 	$(BIN)/python benchmarks/bench.py
 
-lint: install  ## byte-compile everything and check the chain has one head
-	$(BIN)/python -m compileall -q docex_migrate alembic tests
+LINTED := docex_migrate tests benchmarks alembic/env.py
+
+lint: install  ## ruff (lint + format check) everywhere, mypy --strict on the package, one head
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
 	$(BIN)/docex-migrate heads
 
 clean:

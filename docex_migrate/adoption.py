@@ -106,7 +106,7 @@ def recognise(tenant: Snapshot, snaps: dict[str, Snapshot], order: list[str]) ->
         ]
         if unknown:
             return Recognition(Decision.REFUSE, revision, diff=sorted(unknown))
-        repairs = []
+        repairs: list[tuple[str, str, dict[str, Any] | None]] = []
         for key in sorted(actual.keys() - expected.keys()):
             repairs.append(("drop", key[0], actual[key]))
         for key in sorted(expected.keys() & actual.keys()):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -40,7 +40,7 @@ def script_location() -> Path:
     return Path(__file__).resolve().parent.parent / "alembic"
 
 
-def alembic_config(output_buffer: object = None, **attributes: object) -> Config:
+def alembic_config(output_buffer: TextIO | None = None, **attributes: object) -> Config:
     """An Alembic Config for our chain; live objects reach env.py through ``attributes``."""
     config = Config(output_buffer=output_buffer)
     config.set_main_option("script_location", str(script_location()))

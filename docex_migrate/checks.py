@@ -288,7 +288,7 @@ def _outside_snapshot(settings: Settings) -> Snapshot | None:
 
 def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
     order = ctx.chain.order
-    starts = {"fleet-base": None}
+    starts: dict[str, str | None] = {"fleet-base": None}
     for back in (2, 1):
         if len(order) > back:
             starts[f"fleet-head-{back}"] = order[-1 - back]

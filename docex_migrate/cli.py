@@ -25,7 +25,7 @@ from .chain import load_chain
 from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
 from .reporting import Reporter
-from .results import TenantResult, describe_error
+from .results import CheckStatus, TenantResult, describe_error
 
 app = typer.Typer(
     help="Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant "
@@ -142,8 +142,8 @@ def _stop_after(fail_fast: bool, max_failures: int | None) -> int | None:
 
 
 def _with_timeouts(settings: Settings, lock: float | None, statement: float | None, wait: float | None) -> Settings:
-    given = {"lock_timeout": lock, "statement_timeout": statement, "tenant_lock_wait": wait}
-    given = {k: v for k, v in given.items() if v is not None}
+    named = {"lock_timeout": lock, "statement_timeout": statement, "tenant_lock_wait": wait}
+    given: dict[str, float] = {k: v for k, v in named.items() if v is not None}
     return replace(settings, timeouts=replace(settings.timeouts, **given)) if given else settings
 
 
@@ -425,9 +425,9 @@ def check(
             reporter.say(f"manifest written: {', '.join(map(str, written))}")
         results = checks.run_checks(settings, only)
         reporter.checks(results)
-        if any(r.status == checks.CheckStatus.ERROR for r in results):
+        if any(r.status == CheckStatus.ERROR for r in results):
             raise typer.Exit(EXIT_USAGE)
-        if any(r.status == checks.CheckStatus.FAILED for r in results):
+        if any(r.status == CheckStatus.FAILED for r in results):
             raise typer.Exit(EXIT_FAILED)
 
 

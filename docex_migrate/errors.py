@@ -1,6 +1,7 @@
 """The exception hierarchy and the exit codes it maps to (caught in one place: cli.main)."""
 
 import signal
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # some tenant or check failed
@@ -72,7 +73,7 @@ class Interrupted(KeyboardInterrupt):
     each tenant's transaction context manager rolls back as it passes. ``results`` holds every
     tenant's outcome once migrating had begun: done, rolled back, or not attempted."""
 
-    def __init__(self, signum: int = signal.SIGINT, results: list | None = None) -> None:
+    def __init__(self, signum: int = signal.SIGINT, results: list[Any] | None = None) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = int(signum)
         self.results = results

@@ -232,7 +232,7 @@ def run_parallel(
 ) -> list[TenantResult]:
     """``jobs`` processes; at most ``jobs`` tenants in flight, handed out one at a time."""
     results: list[TenantResult] = []
-    running: dict[Future, WorkItem] = {}
+    running: dict[Future[TenantResult], WorkItem] = {}
     queue = iter(items)
     context = multiprocessing.get_context("spawn")
     lifeline, stop_workers = context.Pipe(duplex=False)  # workers get the read end only
@@ -256,8 +256,8 @@ def run_parallel(
         raise _interrupted(exc, backend, items, results, {i.tenant_id for i in running.values()}) from None
     except BrokenProcessPool:  # a worker died (OOM killer, kill -9): its tenant rolled back
         in_flight = {i.tenant_id for i in running.values()}
-        done = {r.tenant_id for r in results}
-        left = [i for i in items if i.tenant_id not in done]
+        reported = {r.tenant_id for r in results}
+        left = [i for i in items if i.tenant_id not in reported]
         return results + unfinished(backend, left, in_flight, "a worker process died", in_flight_action=Action.FAILED)
     finally:
         stop_workers.close()
@@ -266,7 +266,11 @@ def run_parallel(
 
 
 def _refill(
-    pool: ProcessPoolExecutor, running: dict[Future, WorkItem], queue: Iterator[WorkItem], jobs: int, progress: _Progress
+    pool: ProcessPoolExecutor,
+    running: dict[Future[TenantResult], WorkItem],
+    queue: Iterator[WorkItem],
+    jobs: int,
+    progress: _Progress,
 ) -> bool:
     """Hand out tenants until ``jobs`` are in flight or the run stops; False when none is in flight."""
     while len(running) < jobs and not progress.stopped:

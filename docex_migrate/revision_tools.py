@@ -15,8 +15,9 @@ from typing import Any
 from alembic import op
 
 
-def batch_alter_table(table_name: str, **kw: Any):
-    tables = op.get_context().config.attributes.get("offline_tables") if op.get_context().config else None
+def batch_alter_table(table_name: str, **kw: Any) -> Any:  # alembic's BatchOperations context manager
+    config = op.get_context().config
+    tables = config.attributes.get("offline_tables") if config else None
     if tables is not None and "copy_from" not in kw:
         kw["copy_from"] = tables(table_name)
     return op.batch_alter_table(table_name, **kw)

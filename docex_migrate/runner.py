@@ -18,6 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.runtime.environment import EnvironmentContext
+from alembic.script import Script
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
@@ -175,7 +176,9 @@ def author_revision(backend: Backend | None, tenant_id: str, message: str, head:
     Returns the new file, or None when autogenerate found nothing to do (nothing is written)."""
     config = alembic_config()
     if backend is None:
-        return Path(command.revision(config, message=message).path)
+        written = command.revision(config, message=message)
+        assert isinstance(written, Script)  # one head: one new script
+        return Path(written.path)
     migrate_tenant(backend, tenant_id, head, create=True)
     engine = backend.reflection_engine(tenant_id)  # its default schema is the scratch tenant's
     found: list[bool] = []
@@ -192,7 +195,9 @@ def author_revision(backend: Backend | None, tenant_id: str, message: str, head:
             connection.commit()
     finally:
         engine.dispose()
-    return Path(script.path) if script is not None and found and found[0] else None
+    if not (isinstance(script, Script) and found and found[0]):
+        return None
+    return Path(script.path)
 
 
 def render_offline(

@@ -7,13 +7,24 @@ Model-side Python defaults (ids, timestamps, statuses) live in DocEX, not in the
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
-_id = lambda: sa.Column("id", sa.String(36), primary_key=True)  # noqa: E731
-_created = lambda: sa.Column("created_at", sa.DateTime(), nullable=False)  # noqa: E731
-_updated = lambda: sa.Column("updated_at", sa.DateTime(), nullable=False)  # noqa: E731
+
+def _id() -> sa.Column[str]:
+    return sa.Column("id", sa.String(36), primary_key=True)
+
+
+def _created() -> sa.Column[datetime]:
+    return sa.Column("created_at", sa.DateTime(), nullable=False)
+
+
+def _updated() -> sa.Column[datetime]:
+    return sa.Column("updated_at", sa.DateTime(), nullable=False)
+
 
 docbasket = sa.Table(
     "docbasket",
@@ -203,4 +214,4 @@ sa.Index("idx_docbasket_status", _b.status)
 sa.Index("idx_docbasket_created_at", _b.created_at.desc())
 
 TABLE_NAMES = tuple(metadata.tables)
-INDEX_NAMES = tuple(sorted(ix.name for t in metadata.tables.values() for ix in t.indexes))
+INDEX_NAMES = tuple(sorted(str(ix.name) for t in metadata.tables.values() for ix in t.indexes))

@@ -25,13 +25,13 @@ def _ondelete(value: str | None) -> str | None:
     return None if value in ("", "NO ACTION") else value
 
 
-def _type(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
+def _type(type_: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> str:
     if isinstance(type_, sa.Enum):  # by name and labels; a schema qualifier depends on search_path
         return f"ENUM {type_.name}({', '.join(type_.enums)})"
     return str(type_.compile(dialect=dialect))
 
 
-def _index_columns(connection: Connection, index: dict[str, Any]) -> list[list[str]]:
+def _index_columns(connection: Connection, index: Any) -> list[list[str]]:  # a ReflectedIndex
     if connection.dialect.name == "sqlite":
         # SQLite's reflection drops DESC; index_xinfo has it (key=1 rows are the indexed columns).
         quoted = connection.dialect.identifier_preparer.quote(index["name"])
@@ -80,6 +80,6 @@ def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
         }
     result: Snapshot = {"tables": tables}
     if dialect.name == "postgresql":
-        result["enums"] = sorted([e["name"], list(e["labels"])] for e in inspector.get_enums(schema=schema))
+        result["enums"] = sorted([e["name"], list(e["labels"])] for e in inspector.get_enums(schema=schema))  # type: ignore[attr-defined]  # PGInspector
         result["sequences"] = sorted(inspector.get_sequence_names(schema=schema))
     return result

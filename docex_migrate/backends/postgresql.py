@@ -215,7 +215,7 @@ def _drop_exactly(connection: Connection, tenant_id: str, schema: str, contents:
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != DEPENDENT_OBJECTS_STILL_EXIST:
             raise
-        diag = exc.orig.diag
+        diag = exc.orig.diag  # type: ignore[union-attr]  # psycopg's error, as the sqlstate says
         detail = " ".join(f"{diag.message_primary or ''} {diag.message_detail or ''}".split())
         raise DeprovisionRefusedError(f"tenant {tenant_id!r}: {detail[:500]}; nothing dropped") from None
 
@@ -237,7 +237,7 @@ def _name(identifier: str) -> str:
 def read_dump(path: Path, schema: str) -> tuple[bool, set[tuple[str, str]], Counter[str]]:
     """What a plain SQL dump (pg_dump's or driver_dump's) holds of ``schema``: whether it creates
     the schema, the (keyword, name) of each object it creates there, and rows per table."""
-    creates_schema, objects, rows = False, set(), Counter()
+    creates_schema, objects, rows = False, set[tuple[str, str]](), Counter[str]()
     copying = None  # inside a COPY block: the table its rows are counted for ('' if not this schema's)
     with path.open(encoding="utf-8", errors="surrogateescape") as lines:
         for line in lines:
@@ -350,7 +350,10 @@ def lock_tenant(connection: Connection, schema: str, timeouts: Timeouts) -> None
     the second reads the revision the first left. Waiting for it is bounded by tenant_lock_wait;
     the migration's own statements then by lock_timeout and statement_timeout, all SET LOCAL.
     """
-    set_local = lambda name, value: connection.execute(sa.select(sa.func.set_config(name, value, True)))  # noqa: E731
+
+    def set_local(name: str, value: str) -> None:
+        connection.execute(sa.select(sa.func.set_config(name, value, True)))
+
     set_local("lock_timeout", _ms(timeouts.tenant_lock_wait))
     connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(schema, 0))))
     set_local("lock_timeout", _ms(timeouts.lock_timeout))
@@ -444,7 +447,7 @@ class PostgresBackend(Backend):
         whoever else needs to connect meanwhile (an operator's psql, the application)."""
         with self.connect() as connection:
             free = [n for n in connection.execute(_FREE_CONNECTIONS).one() if n is not None]
-        return max(1, min(free) - 1)
+        return max(1, int(min(free)) - 1)
 
     def warnings_for(self, tenant_id: str) -> Iterator[str]:
         name = self.namespace(tenant_id)
@@ -513,7 +516,7 @@ class PostgresBackend(Backend):
         if not schemas:
             return revisions
         # One UNION ALL over the version tables; SQLAlchemy quotes every schema name.
-        union = sa.union_all(
+        union: sa.CompoundSelect[Any] = sa.union_all(
             *(
                 sa.select(sa.literal(s).label("schema"), sa.column("version_num")).select_from(
                     sa.table(VERSION_TABLE, sa.column("version_num"), schema=s)

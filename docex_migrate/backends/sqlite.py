@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
@@ -50,11 +51,11 @@ def transactional_engine(path: str, busy_timeout: float = 5.0, lock_timeout: flo
     engine = create_engine(f"sqlite:///{path}", poolclass=NullPool, connect_args={"timeout": busy_timeout})
 
     @event.listens_for(engine, "connect")
-    def _no_driver_transactions(dbapi_connection, _record):
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
 
     @event.listens_for(engine, "begin")
-    def _begin(connection):
+    def _begin(connection: Connection) -> None:
         # IMMEDIATE takes the file's write lock before anything is read: this is the per-tenant
         # lock, so two runs never read the same revision and apply the same step twice.
         try:
