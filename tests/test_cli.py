@@ -384,29 +384,15 @@ def test_history_and_heads():
     result = run("heads")
     assert result.exit_code == 0 and result.stdout.strip() == HEAD
     history = run("history").stdout.splitlines()
-    assert len(history) == 7
-    assert history[0].startswith(f"s6_docex_2_8_8 -> {HEAD} (head)")
+    order = load_chain().order
+    assert len(history) == len(order)
+    assert history[0].startswith(f"{order[-2]} -> {HEAD} (head)")
     assert history[-1].startswith("<base> -> s1_docex_0_2_0,")
     rows = json.loads(run("history", "--json").stdout)
     assert [r["revision"] for r in rows][::-1] == load_chain().order
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        "provision",
-        "upgrade",
-        "downgrade",
-        "status",
-        "tenants",
-        "history",
-        "heads",
-        "adopt",
-        "deprovision",
-        "check",
-        "revision",
-    ],
-)
+@pytest.mark.parametrize("command", sorted(c.name or c.callback.__name__ for c in app.registered_commands if c.callback))
 def test_every_command_has_help(command):
     result = run(command, "--help")
     assert result.exit_code == 0
