@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .adoption import Decision, adopt, with_recognition
 from .backends import open_backend
-from .chain import Chain, load_chain, script_location
+from .chain import Chain, load_chain, writable_location
 from .config import Settings
 from .errors import TenantNotFoundError, UsageError
 from .executors import WorkItem, collect, execute, in_order, not_run, stopped_after
@@ -239,12 +239,7 @@ def new_revision(settings: Settings, message: str, *, autogenerate: bool = False
 
     ``autogenerate`` compares a scratch tenant at head (on the configured backend, removed
     afterwards) with docex_migrate/schema.py; None means it found nothing, and wrote nothing."""
-    location = script_location()
-    if "site-packages" in location.parts or "dist-packages" in location.parts:
-        raise UsageError(
-            f"the revisions in use are the installed package's ({location}): add revisions in a source "
-            "checkout (alembic/ beside pyproject.toml), or point $DOCEX_MIGRATE_SCRIPT_LOCATION at one"
-        )
+    writable_location()
     if not message.strip():
         raise UsageError("give the revision a message: -m 'what it changes'")
     chain = load_chain()

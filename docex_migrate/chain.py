@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
-from .errors import RevisionError
+from .errors import RevisionError, UsageError
 
 BASE = "base"
 VERSION_TABLE = "alembic_version"  # Alembic's default name; every tenant namespace holds its own
@@ -38,6 +38,18 @@ def script_location() -> Path:
     if (packaged / "env.py").is_file():
         return packaged
     return Path(__file__).resolve().parent.parent / "alembic"
+
+
+def writable_location() -> Path:
+    """script_location(), refused when it is the installed package's: revisions, the manifest
+    and the shipped snapshots are written in a source checkout, never into site-packages."""
+    location = script_location()
+    if "site-packages" in location.parts or "dist-packages" in location.parts:
+        raise UsageError(
+            f"the revisions in use are the installed package's ({location}): work in a source "
+            f"checkout (alembic/ beside pyproject.toml), or point ${SCRIPT_LOCATION_ENV} at one"
+        )
+    return location
 
 
 def alembic_config(output_buffer: TextIO | None = None, **attributes: object) -> Config:

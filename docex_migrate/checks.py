@@ -23,7 +23,7 @@ from alembic.migration import MigrationContext
 
 from . import api, manifest, revision_snapshots
 from .backends import Backend, open_backend
-from .chain import Chain, load_chain, script_location
+from .chain import Chain, load_chain, script_location, writable_location
 from .config import Settings
 from .errors import DocexMigrateError
 from .results import CheckStatus, describe_error
@@ -466,6 +466,6 @@ def update_manifest(settings: Settings) -> list[Path]:
     """Record the current revisions as released: revisions.sum, and their snapshots for SQLite
     and (when configured) PostgreSQL."""
     ctx = Context(settings, docex_metadata)
-    path = ctx.folder / manifest.MANIFEST_NAME
+    path = writable_location() / manifest.MANIFEST_NAME
     manifest.write(path, manifest.chained(ctx.revision_files()))
     return [path, revision_snapshots.write(settings, ctx.chain)]

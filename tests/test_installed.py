@@ -73,6 +73,15 @@ def test_readme_story_on_the_sqlite_default(installed, tmp_path):
     assert r.returncode == 0 and "base -> " + HEAD in r.stdout
 
 
+def test_the_installed_package_refuses_to_rewrite_its_own_revisions(installed, tmp_path):
+    """`check --update-manifest` and `revision` write into the revision folder: never into
+    site-packages, where the next install would silently undo it."""
+    for args in (["check", "--update-manifest"], ["revision", "-m", "x"]):
+        r = sh(installed, "docex-migrate", *args, cwd=tmp_path, env={"HOME": str(tmp_path)})
+        assert r.returncode == 2 and "installed package" in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_errors_are_one_line_without_traceback(installed, tmp_path):
     r = sh(installed, "docex-migrate", "provision", "Acme;Corp", cwd=tmp_path, env={"HOME": str(tmp_path)})
     assert r.returncode == 2
