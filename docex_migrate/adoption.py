@@ -29,7 +29,7 @@ from . import revision_snapshots
 from .backends import Backend, NamespaceState, open_backend
 from .chain import Chain, load_chain
 from .config import Settings
-from .errors import DatabaseUnavailableError, RecognitionError
+from .errors import RecognitionError
 from .results import Action, TenantResult, describe_error
 from .runner import stamp_tenant
 from .scratch import namespace_snapshot
@@ -219,9 +219,7 @@ def _adopt_recognised(settings: Settings, backend: Backend, chain: Chain, result
         return
     try:
         _stamp_repaired(settings, backend, chain, result.tenant_id, recognition)
-    except DatabaseUnavailableError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # a refused connection too: the tenants adopted so far stay reported
         result.action, result.message = Action.FAILED, describe_error(exc)
         return
     result.action, result.message = Action.ADOPTED, f"stamped at {recognition.revision}{repaired}"

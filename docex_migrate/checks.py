@@ -25,7 +25,7 @@ from . import api, manifest, revision_snapshots
 from .backends import Backend, open_backend
 from .chain import Chain, load_chain, script_location, writable_location
 from .config import Settings
-from .errors import DocexMigrateError
+from .errors import DocexMigrateError, ToolMissingError, UsageError
 from .results import CheckStatus, describe_error
 from .runner import migrate_tenant, render_offline
 from .schema import metadata as docex_metadata
@@ -345,7 +345,7 @@ def check_fleet_at_head(ctx: Context) -> str:
 def _squawk() -> str:
     found = shutil.which("squawk") or shutil.which("squawk", path=str(Path(sys.executable).parent))
     if not found:
-        raise DocexMigrateError("squawk is not installed: pip install 'docex-migrate[check]' (squawk-cli)")
+        raise ToolMissingError("squawk is not installed: pip install 'docex-migrate[check]' (squawk-cli)")
     return found
 
 
@@ -435,7 +435,7 @@ def run_checks(
 ) -> list[CheckResult]:
     unknown = [n for n in only or () if n not in NAMES]
     if unknown:
-        raise DocexMigrateError(f"unknown check {', '.join(unknown)}: choose from {', '.join(NAMES)}")
+        raise UsageError(f"unknown check {', '.join(unknown)}: choose from {', '.join(NAMES)}")
     selected = [c for c in CHECKS if not only or c.name in only]
     ctx = Context(settings, metadata if metadata is not None else docex_metadata)
     results: list[CheckResult] = []

@@ -34,6 +34,10 @@ class UsageError(DocexMigrateError):
     """Conflicting or missing options."""
 
 
+class ToolMissingError(DocexMigrateError):
+    """An external tool a check needs (squawk) is not installed: the check cannot run."""
+
+
 class TenantNotFoundError(DocexMigrateError):
     """The tenant's namespace does not exist (a per-tenant failure, not bad usage)."""
 

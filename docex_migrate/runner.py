@@ -23,7 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from .chain import VERSION_TABLE, Chain, alembic_config, load_chain
-from .errors import DocexMigrateError
+from .errors import RecognitionError
 
 if TYPE_CHECKING:  # the backends call into this module; it only needs their type
     from .backends import Backend
@@ -94,7 +94,7 @@ def stamp_tenant(backend: Backend, tenant_id: str, revision: str, prepare: Calla
     with backend.transaction(tenant_id, create=False) as connection:
         schema = backend.schema(tenant_id)
         if current_revision(connection, schema) is not None:
-            raise DocexMigrateError(f"tenant {tenant_id!r} was versioned by another run meanwhile; nothing done")
+            raise RecognitionError(f"tenant {tenant_id!r} was versioned by another run meanwhile; nothing done")
         if prepare is not None:
             prepare(connection)
         config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=schema)
