@@ -5,8 +5,26 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from docex_migrate import revision_snapshots
+from docex_migrate.chain import load_chain
 from docex_migrate.runner import migrate_tenant
 from docex_migrate.snapshot import snapshot
+
+# The revision that is DocEX 2.9.10's schema, the newest release. Not necessarily the head: a
+# revision may be added on top (tests that mean "the head" ask the chain, head()).
+DOCEX_2_9_10 = "s7_docex_2_9_10"
+
+
+def head() -> str:
+    return load_chain().head
+
+
+def recognised_as(settings, revision: str) -> str:
+    """The revision adopt stamps on a tenant whose schema is ``revision``'s: the newest revision
+    with exactly that schema (a later revision that changes nothing has the same one)."""
+    chain = load_chain()
+    snaps = revision_snapshots.for_chain(settings, chain)
+    return [r for r in chain.order if snaps[r] == snaps[revision]][-1]
 
 
 def tenant_engine(env, tenant_id: str) -> sa.Engine:

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 import sqlalchemy as sa
-from helpers import tenant_engine, tenant_snapshot, version_of
+from helpers import DOCEX_2_9_10, head, recognised_as, tenant_engine, tenant_snapshot, version_of
 from reference_schemas import (
     GENERATIONS,
     HEAD_PG,
@@ -21,8 +21,7 @@ from typer.testing import CliRunner
 from docex_migrate.cli import app
 from docex_migrate.snapshot import differences
 
-HEAD = "s7_docex_2_9_10"
-FILES = {**{rev: name for rev, name in GENERATIONS.items()}, HEAD: None}
+FILES = {**{rev: name for rev, name in GENERATIONS.items()}, DOCEX_2_9_10: None}
 
 
 def run(*args):
@@ -30,7 +29,7 @@ def run(*args):
 
 
 def reference_file(env, revision: str) -> str:
-    if revision == HEAD:
+    if revision == DOCEX_2_9_10:
         return HEAD_SQLITE if env.kind == "sqlite" else HEAD_PG
     return f"{GENERATIONS[revision]}.{'sqlite.sql' if env.kind == 'sqlite' else 'pg-compiled.sql'}"
 
@@ -111,19 +110,20 @@ def row_counts_and_enums(env, tenant_id: str) -> tuple[dict[str, int], tuple[str
 
 
 def head_reference(env, tmp_path) -> dict:
-    build_legacy(env, "reference", legacy_ddl(env, HEAD, "reference"))
+    build_legacy(env, "reference", legacy_ddl(env, DOCEX_2_9_10, "reference"))
     return tenant_snapshot(env, "reference")
 
 
 def test_every_generation_is_adopted_and_upgraded_with_its_data(env, tmp_path):
     tenants = {f"gen{i}": revision for i, revision in enumerate(FILES, start=1)}
+    stamped = {t: recognised_as(env.settings, rev) for t, rev in tenants.items()}
     for tenant_id, revision in tenants.items():
         build_legacy(env, tenant_id, legacy_ddl(env, revision, tenant_id))
         insert_rows(env, tenant_id, enum_names=revision in ("s1_docex_0_2_0", "s2_docex_2_0_3"))
 
     status = {r["tenant_id"]: r for r in json.loads(run("status", "--json").stdout)}
     assert {t: (r["state"], r["matches"], r["adopt"]) for t, r in status.items()} == {
-        t: ("unversioned", rev, "adopt") for t, rev in tenants.items()
+        t: ("unversioned", rev, "adopt") for t, rev in stamped.items()
     }
     result = run("upgrade", "--all-tenants")
     assert result.exit_code == 1 and result.stdout.count("needs-adopt") == len(tenants) + 1
@@ -131,13 +131,13 @@ def test_every_generation_is_adopted_and_upgraded_with_its_data(env, tmp_path):
     result = run("adopt", "--all-tenants", "--json")
     assert result.exit_code == 0, result.output
     adopted = {r["tenant_id"]: (r["action"], r["to_revision"]) for r in json.loads(result.stdout)}
-    assert adopted == {t: ("adopted", rev) for t, rev in tenants.items()}
-    assert {t: version_of(env, t) for t in tenants} == {t: (rev,) for t, rev in tenants.items()}
+    assert adopted == {t: ("adopted", rev) for t, rev in stamped.items()}
+    assert {t: version_of(env, t) for t in tenants} == {t: (rev,) for t, rev in stamped.items()}
 
     assert run("upgrade", "--all-tenants").exit_code == 0
     expected = head_reference(env, tmp_path)
     for tenant_id in tenants:
-        assert version_of(env, tenant_id) == (HEAD,)
+        assert version_of(env, tenant_id) == (head(),)
         assert differences(expected, tenant_snapshot(env, tenant_id)) == [], tenant_id
         counts, enums, _ = row_counts_and_enums(env, tenant_id)
         assert counts == {
@@ -241,4 +241,4 @@ def test_upgrade_with_adopt_does_both(env):
     build_legacy(env, "old", legacy_ddl(env, "s4_docex_2_6_1", "old"))
     result = run("upgrade", "--all-tenants", "--adopt")
     assert result.exit_code == 0, result.output
-    assert version_of(env, "old") == (HEAD,)
+    assert version_of(env, "old") == (head(),)

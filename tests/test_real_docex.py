@@ -17,14 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import tenant_snapshot, version_of
+from helpers import DOCEX_2_9_10, head, recognised_as, tenant_snapshot, version_of
 from typer.testing import CliRunner
 
 from docex_migrate.cli import app
 from docex_migrate.snapshot import differences
 
 DRIVER = Path(__file__).resolve().parent / "docex_driver.py"
-HEAD = "s7_docex_2_9_10"
 
 
 def _unavailable(reason: str):
@@ -122,10 +121,12 @@ def run(*args):
 def test_tenant_created_by_docex_2_9_10_is_adopted_as_head(env, docex_2_9_10):
     assert docex(env, docex_2_9_10, "acme_corp", "use") == {"baskets": ["invoices"], "documents": ["invoices.txt"]}
     (row,) = json.loads(run("status", "--json").stdout)
-    assert (row["state"], row["matches"], row["adopt"]) == ("unversioned", HEAD, "adopt")
+    stamped = recognised_as(env.settings, DOCEX_2_9_10)
+    assert (row["state"], row["matches"], row["adopt"]) == ("unversioned", stamped, "adopt")
     result = run("adopt", "acme_corp")
     assert result.exit_code == 0, result.output
-    assert version_of(env, "acme_corp") == (HEAD,)
+    assert version_of(env, "acme_corp") == (stamped,)
+    assert run("upgrade", "--all-tenants").exit_code == 0
     (row,) = json.loads(run("status", "--json").stdout)
     assert row["state"] == "current"
 
@@ -148,4 +149,4 @@ def test_docex_2_9_10_uses_a_provisioned_tenant_and_adds_nothing(env, docex_2_9_
     before = tenant_snapshot(env, "fresh_corp")
     assert docex(env, docex_2_9_10, "fresh_corp", "use", "receipts") == {"baskets": ["receipts"], "documents": ["receipts.txt"]}
     assert tenant_snapshot(env, "fresh_corp") == before  # DocEX's own schema setup found nothing to add
-    assert version_of(env, "fresh_corp") == (HEAD,)
+    assert version_of(env, "fresh_corp") == (head(),)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import migrate_to, version_of
+from helpers import DOCEX_2_9_10, migrate_to, recognised_as, version_of
 from test_adoption import build_legacy, legacy_ddl
 from typer.testing import CliRunner
 
@@ -139,7 +139,7 @@ def _grant_read(env, role: str, tenant_id: str) -> None:
 
 def _docex_made_tenant(env, tenant_id: str) -> None:
     """A tenant as DocEX 2.9.10 creates it: its tables and indexes, no alembic_version."""
-    build_legacy(env, tenant_id, legacy_ddl(env, HEAD, tenant_id))
+    build_legacy(env, tenant_id, legacy_ddl(env, DOCEX_2_9_10, tenant_id))
 
 
 @pytest.mark.postgres
@@ -160,7 +160,8 @@ def test_status_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env,
     assert result.exit_code == 1, result.output
     rows = states(result)
     assert rows["ok1"]["state"] == "current"
-    assert (rows["legacy"]["state"], rows["legacy"]["matches"], rows["legacy"]["adopt"]) == ("unversioned", HEAD, "adopt")
+    stamped = recognised_as(pg_env.settings, DOCEX_2_9_10)
+    assert (rows["legacy"]["state"], rows["legacy"]["matches"], rows["legacy"]["adopt"]) == ("unversioned", stamped, "adopt")
     assert rows["secret"]["state"] == "unreadable"
     assert "permission denied for schema" in rows["secret"]["error"] and "GRANT USAGE" in rows["secret"]["error"]
     assert run("tenants").exit_code == 0

@@ -1,12 +1,12 @@
 """names a schema (on a path that does not run, so only the static check can see it)
 
 Revision ID: b1
-Revises: s7_docex_2_9_10
+Revises: HEAD_REVISION
 """
 from alembic import op
 
 revision = "b1"
-down_revision = "s7_docex_2_9_10"
+down_revision = "HEAD_REVISION"
 branch_labels = None
 depends_on = None
 CLEANUP_OLD_TABLE = False

@@ -1,12 +1,12 @@
 """runs raw SQL only PostgreSQL understands
 
 Revision ID: b1
-Revises: s7_docex_2_9_10
+Revises: HEAD_REVISION
 """
 from alembic import op
 
 revision = "b1"
-down_revision = "s7_docex_2_9_10"
+down_revision = "HEAD_REVISION"
 branch_labels = None
 depends_on = None
 

@@ -1,10 +1,10 @@
 """one of two heads
 
 Revision ID: b1
-Revises: s7_docex_2_9_10
+Revises: HEAD_REVISION
 """
 revision = "b1"
-down_revision = "s7_docex_2_9_10"
+down_revision = "HEAD_REVISION"
 branch_labels = None
 depends_on = None
 

@@ -1,10 +1,10 @@
 """the other head
 
 Revision ID: b2
-Revises: s7_docex_2_9_10
+Revises: HEAD_REVISION
 """
 revision = "b2"
-down_revision = "s7_docex_2_9_10"
+down_revision = "HEAD_REVISION"
 branch_labels = None
 depends_on = None
 
