@@ -60,7 +60,7 @@ _pg_namespace = sa.table("pg_namespace", sa.column("oid"), sa.column("nspname"),
 _CATALOG = sa.text("""
 SELECT n.nspname, c.relname,
        CASE WHEN NOT has_schema_privilege(n.oid, 'USAGE') THEN 'usage'
-            WHEN c.relname IS DISTINCT FROM 'alembic_version' THEN NULL
+            WHEN c.relname IS DISTINCT FROM :version_table THEN NULL
             WHEN NOT has_table_privilege(c.oid, 'SELECT') THEN 'select'
             WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid
                              AND a.attname = 'version_num' AND NOT a.attisdropped) THEN 'shape'
@@ -71,8 +71,8 @@ WHERE n.nspname = ANY(:schemas)
 """)
 _UNREADABLE = {
     "usage": 'permission denied for schema {schema}: GRANT USAGE ON SCHEMA "{schema}" TO {user}',
-    "select": 'permission denied for {schema}.alembic_version: GRANT SELECT ON "{schema}".alembic_version TO {user}',
-    "shape": "{schema}.alembic_version has no version_num column: it is not Alembic's version table; fix or rename it",
+    "select": f'permission denied for {{schema}}.{VERSION_TABLE}: GRANT SELECT ON "{{schema}}".{VERSION_TABLE} TO {{user}}',
+    "shape": f"{{schema}}.{VERSION_TABLE} has no version_num column: it is not Alembic's version table; fix or rename it",
 }
 
 
@@ -480,7 +480,7 @@ class PostgresBackend(Backend):
         privilege, not Alembic's shape) is reported alone, never fails the batch."""
         contents: dict[str, set[str]] = {}
         problems: dict[str, str] = {}
-        for schema, table, problem in connection.execute(_CATALOG, {"schemas": batch}):
+        for schema, table, problem in connection.execute(_CATALOG, {"schemas": batch, "version_table": VERSION_TABLE}):
             contents.setdefault(schema, set()).update([table] if table else [])
             if problem:
                 problems[schema] = _UNREADABLE[problem].format(schema=schema, user=self.url.username or "the current user")
