@@ -34,6 +34,15 @@ def tenant_engine(env, tenant_id: str) -> sa.Engine:
     return sa.create_engine(env.url, poolclass=NullPool, connect_args={"options": f"-csearch_path={env.namespace(tenant_id)}"})
 
 
+def applied(env, tenant_id: str) -> list[str]:
+    """The steps the small chain tests/chains/steps recorded in the tenant, in order."""
+    engine = tenant_engine(env, tenant_id)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT step FROM applied ORDER BY step")).scalars().all()
+    engine.dispose()
+    return list(rows)
+
+
 def tenant_snapshot(env, tenant_id: str) -> dict:
     engine = tenant_engine(env, tenant_id)
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import head, migrate_to, tenant_snapshot, version_of
-from test_reliability import STEPS, applied
+from helpers import applied, head, migrate_to, tenant_snapshot, version_of
+from test_reliability import STEPS
 
 from docex_migrate import api, fresh
 from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import tenant_engine, version_of
+from helpers import applied, version_of
 
 from docex_migrate.backends import backend_for
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
@@ -105,14 +105,6 @@ def in_step_2(run: subprocess.Popen, marker: Path, tenant: str | None = None) ->
     wait_for(there, 90, f"no tenant {tenant or ''} reached step 2")
 
 
-def applied(env, tenant_id: str) -> list[str]:
-    engine = tenant_engine(env, tenant_id)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT step FROM applied ORDER BY step")).scalars().all()
-    engine.dispose()
-    return rows
-
-
 def whole(env, tenant_id: str) -> str:
     """The tenant's revision, after checking it is all of that revision and nothing more."""
     (revision,) = version_of(env, tenant_id)
@@ -141,18 +133,26 @@ def at_r1(env, tenants: list[str]) -> None:
         backend.dispose()
 
 
-def test_kill_9_of_the_cli_takes_its_workers_and_their_transactions_with_it(steps, tmp_path, spawned):
-    env = steps
-    tenants = [f"k{i}" for i in range(4)]
+def jobs_run_in_step_2(env, tenants: list[str], tmp_path: Path, spawned: set[int], *flags: str):
+    """`upgrade --all-tenants --jobs 2` over ``tenants`` (at r1), once two tenants are inside
+    step 2's open transaction; the run and its worker processes."""
     at_r1(env, tenants)
     marker = tmp_path / "inside-step-2"
     run = start(
-        env.config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", "2", STEPS_SLEEP="30", STEPS_MARKER=str(marker)
-    )
+        env.config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", "2", *flags,
+        STEPS_SLEEP="30", STEPS_MARKER=str(marker),
+    )  # fmt: skip
     in_step_2(run, marker)
     time.sleep(1)  # the second worker into step 2 as well
     workers = children(run.pid)
     spawned.update(workers)
+    return run, workers
+
+
+def test_kill_9_of_the_cli_takes_its_workers_and_their_transactions_with_it(steps, tmp_path, spawned):
+    env = steps
+    tenants = [f"k{i}" for i in range(4)]
+    run, workers = jobs_run_in_step_2(env, tenants, tmp_path, spawned)
     assert len(workers) >= 2, workers
     if env.kind == "postgres":
         assert open_transactions(env) >= 1
@@ -170,23 +170,7 @@ def test_kill_9_of_the_cli_takes_its_workers_and_their_transactions_with_it(step
 def test_sigterm_with_jobs_stops_the_workers_and_reports(steps, tmp_path, spawned):
     env = steps
     tenants = [f"s{i}" for i in range(5)]
-    at_r1(env, tenants)
-    marker = tmp_path / "inside-step-2"
-    run = start(
-        env.config_file,
-        env.workdir,
-        "upgrade",
-        "--all-tenants",
-        "--jobs",
-        "2",
-        "--json",
-        STEPS_SLEEP="30",
-        STEPS_MARKER=str(marker),
-    )
-    in_step_2(run, marker)
-    time.sleep(1)
-    workers = children(run.pid)
-    spawned.update(workers)
+    run, workers = jobs_run_in_step_2(env, tenants, tmp_path, spawned, "--json")
 
     sent = time.monotonic()
     os.kill(run.pid, signal.SIGTERM)
@@ -327,23 +311,7 @@ def test_a_connection_refused_mid_run_reports_the_results_so_far(pg_steps, limit
 def test_a_worker_killed_fails_its_tenant_and_the_run_reports(steps, tmp_path, spawned):
     env = steps
     tenants = [f"w{i}" for i in range(5)]
-    at_r1(env, tenants)
-    marker = tmp_path / "inside-step-2"
-    run = start(
-        env.config_file,
-        env.workdir,
-        "upgrade",
-        "--all-tenants",
-        "--jobs",
-        "2",
-        "--json",
-        STEPS_SLEEP="30",
-        STEPS_MARKER=str(marker),
-    )
-    in_step_2(run, marker)
-    time.sleep(1)
-    workers = children(run.pid)
-    spawned.update(workers)
+    run, workers = jobs_run_in_step_2(env, tenants, tmp_path, spawned, "--json")
     victim = next(p for p in workers if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes())  # not the resource tracker
     os.kill(victim, signal.SIGKILL)  # the OOM killer, say
 

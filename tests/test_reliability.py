@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from helpers import (
+    applied,
     ensure_in_child,
     head,
     migrate_to,
@@ -39,14 +39,6 @@ STEPS = Path(__file__).resolve().parent / "chains" / "steps"
 def steps(env, monkeypatch):
     monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
     return env
-
-
-def applied(env, tenant_id: str) -> list[str]:
-    engine = tenant_engine(env, tenant_id)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT step FROM applied ORDER BY step")).scalars().all()
-    engine.dispose()
-    return rows
 
 
 def start(env, *args: str, **extra: str) -> subprocess.Popen:
