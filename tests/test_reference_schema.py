@@ -80,8 +80,8 @@ def test_every_step_down_leaves_no_trace(env):
     for revision in chain.order:
         before = tenant_snapshot(env, "acme_corp")
         migrate_to(env, "acme_corp", revision)
-        after_up = tenant_snapshot(env, "acme_corp")
-        assert after_up != before
+        if revision in (*GENERATIONS, DOCEX_2_9_10):  # each DocEX generation changes the schema
+            assert tenant_snapshot(env, "acme_corp") != before, revision
         migrate_to(env, "acme_corp", previous, downgrade=True)
         assert differences(before, tenant_snapshot(env, "acme_corp")) == [], f"downgrade of {revision}"
         migrate_to(env, "acme_corp", revision)
