@@ -292,6 +292,7 @@ def _run(
     jobs: int = 1,
     shard: tuple[int, int] | None = None,
     chain: Chain | None = None,
+    verify_first: bool = False,
 ) -> list[TenantResult]:
     if max_failures is not None and max_failures < 1:
         raise UsageError(f"--max-failures must be at least 1, not {max_failures}")
@@ -320,6 +321,10 @@ def _run(
             else:
                 revision_now = _state_of(chain, state)[0]
                 work.append(WorkItem(tenant_id, namespace, revision_now, target, downgrade, versioned=state.versioned))
+        if verify_first:  # a tenant not proven exactly its revision is left alone, as a failure
+            from .drift import hold_back_drifted
+
+            work = hold_back_drifted(settings, backend, chain, work, finished)
         refused = sum(r.failed for r in finished.values())  # refusals count towards --max-failures
         budget = None if max_failures is None else max_failures - refused
         if budget is not None and budget <= 0:

@@ -48,12 +48,12 @@ class TenantResult:
 
     @property
     def failed(self) -> bool:
-        return self.action == "failed"
+        return self.action in ("failed", "drifted")  # drifted: refused by upgrade --verify-first
 
     @property
     def incomplete(self) -> bool:
         """Failed, or never attempted because the run stopped early: either way, exit 1."""
-        return self.action in ("failed", "not-run", "needs-adopt")
+        return self.action in ("failed", "not-run", "needs-adopt", "drifted")
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -20,7 +20,7 @@ from sqlalchemy.pool import NullPool
 from .. import tenants
 from ..config import MAX_TIMEOUT_SECONDS, Timeouts
 from ..errors import DeprovisionRefusedError, TenantBusyError, TenantNotFoundError
-from .base import MISSING, Backend, NamespaceState, backup_failed, new_backup_file, unreadable
+from .base import MISSING, Backend, CatalogRead, NamespaceState, backup_failed, new_backup_file, unreadable
 
 VERSION_TABLE = "alembic_version"
 # sqlite3's timeout has no "no limit" value, and one past this overflows to 0 (no waiting at all).
@@ -158,6 +158,11 @@ class SqliteBackend(Backend):
 
     def read_states(self, tenant_ids: Iterable[str]) -> dict[str, NamespaceState]:
         return {t: read_namespace_state(self.namespace(t)) for t in tenant_ids}
+
+    def read_catalogs(self, tenant_ids: Iterable[str]) -> dict[str, CatalogRead]:
+        from .fingerprints import read_sqlite_catalog
+
+        return {t: CatalogRead(*read_sqlite_catalog(self.namespace(t))) for t in tenant_ids}
 
     @contextmanager
     def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Connection]:
