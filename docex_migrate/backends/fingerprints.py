@@ -8,7 +8,9 @@ full snapshot of one tenant per (revision, fingerprint) and the verdict holds fo
 PostgreSQL: one catalog query per batch of schemas (pg_catalog only, no tenant table is read).
 Every name comes from the catalog as it is (never from deparsed text), with one exception made
 exact: a reference to an object of the tenant's own schema is written ``@`` instead of the
-schema's name, which is what makes identical tenants hash alike. Deparsed text appears in two
+schema's name, which is what makes identical tenants hash alike. Columns carry their number, and
+keys and indexes name their columns by number (no lookups per row): so column order splits
+groups too (more groups, never a wrong verdict). Deparsed text appears in two
 places: types (format_type, whose output starts with the quoted schema exactly when the type is
 the tenant's own, so the prefix is replaced) and expressions (column and domain defaults). An
 expression whose text mentions the tenant's own schema (``tenant_a.``, as a reference or inside
@@ -42,10 +44,14 @@ WITH ns AS (
     SELECT c.oid, c.relname, c.relkind, c.relam, ns.oid AS nsoid, ns.nspname, ns.q
     FROM pg_catalog.pg_class c JOIN ns ON c.relnamespace = ns.oid
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c') AND c.relname <> 'alembic_version'
+), typ AS MATERIALIZED (  -- the schemas' enum and domain types: one pass over pg_type
+    SELECT t.oid, t.typname, t.typtype, t.typbasetype, t.typtypmod, t.typnotnull, t.typcollation, t.typndims,
+           t.typdefault, ns.oid AS nsoid, ns.nspname, ns.q
+    FROM pg_catalog.pg_type t JOIN ns ON t.typnamespace = ns.oid WHERE t.typtype IN ('e', 'd')
 ), items AS (
     SELECT r.nsoid, ROW('r', r.relkind, r.relname)::text AS item FROM rel r
     UNION ALL
-    SELECT r.nsoid, ROW('a', r.relname, a.attname,
+    SELECT r.nsoid, ROW('a', r.relname, a.attnum, a.attname,
                CASE WHEN left(x.ft, length(r.q)) = r.q THEN '@.' || substr(x.ft, length(r.q) + 1) ELSE x.ft END,
                a.attnotnull, a.attgenerated, a.attidentity, a.attcollation, a.attndims,
                CASE WHEN strpos(x.df, r.q) > 0 OR strpos(x.df, 'nextval(') > 0 THEN r.nspname END, x.df)::text
@@ -55,40 +61,34 @@ WITH ns AS (
     CROSS JOIN LATERAL (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS ft,
                                pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS df) x
     UNION ALL
-    SELECT r.nsoid, ROW('k', r.relname, k.conname, k.contype,
-               (SELECT array_agg(a.attname ORDER BY u.i) FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
-                JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n),
-               (SELECT CASE WHEN f.relnamespace = r.nsoid THEN '@' ELSE fn.nspname END || '.' || f.relname
-                FROM pg_catalog.pg_class f JOIN pg_catalog.pg_namespace fn ON fn.oid = f.relnamespace
-                WHERE f.oid = k.confrelid),
-               (SELECT array_agg(a.attname ORDER BY u.i) FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
-                JOIN pg_catalog.pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n),
-               k.confupdtype, k.confdeltype, k.confmatchtype, k.condeferrable, k.condeferred,
-               (SELECT i.relname FROM pg_catalog.pg_class i WHERE i.oid = k.conindid))::text
+    SELECT r.nsoid, ROW('k', r.relname, k.conname, k.contype, k.conkey,
+               CASE WHEN f.relnamespace = r.nsoid THEN '@' ELSE fn.nspname END, f.relname, k.confkey,
+               k.confupdtype, k.confdeltype, k.confmatchtype, k.condeferrable, k.condeferred, i.relname)::text
     FROM rel r JOIN pg_catalog.pg_constraint k ON k.conrelid = r.oid
+    LEFT JOIN pg_catalog.pg_class f ON f.oid = k.confrelid
+    LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid = f.relnamespace
+    LEFT JOIN pg_catalog.pg_class i ON i.oid = k.conindid
     UNION ALL
     SELECT r.nsoid, ROW('i', r.relname, c.relname, c.relam, x.indisunique, x.indisprimary, x.indnkeyatts,
-               x.indexprs IS NOT NULL, x.indpred IS NOT NULL,
-               (SELECT array_agg(ROW(a.attname, x.indoption[u.i - 1])::text ORDER BY u.i)
-                FROM unnest(x.indkey) WITH ORDINALITY u(n, i)
-                LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = u.n))::text
+               x.indkey, x.indoption, x.indexprs IS NOT NULL, x.indpred IS NOT NULL)::text
     FROM rel r JOIN pg_catalog.pg_index x ON x.indrelid = r.oid JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
     UNION ALL
-    SELECT ns.oid, ROW('e', t.typname,
+    SELECT t.nsoid, ROW('e', t.typname,
                (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e
                 WHERE e.enumtypid = t.oid))::text
-    FROM ns JOIN pg_catalog.pg_type t ON t.typnamespace = ns.oid AND t.typtype = 'e'
+    FROM typ t WHERE t.typtype = 'e'
     UNION ALL
-    SELECT ns.oid, ROW('d', t.typname,
-               CASE WHEN left(x.ft, length(ns.q)) = ns.q THEN '@.' || substr(x.ft, length(ns.q) + 1) ELSE x.ft END,
+    SELECT t.nsoid, ROW('d', t.typname,
+               CASE WHEN left(x.ft, length(t.q)) = t.q THEN '@.' || substr(x.ft, length(t.q) + 1) ELSE x.ft END,
                t.typnotnull, t.typcollation, t.typndims,
-               CASE WHEN strpos(x.df, ns.q) > 0 OR strpos(x.df, 'nextval(') > 0 THEN ns.nspname END, x.df,
-               (SELECT array_agg(ROW(k.conname, pg_catalog.pg_get_constraintdef(k.oid))::text ORDER BY k.conname)
-                FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid),
-               CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid
-                                 AND strpos(pg_catalog.pg_get_constraintdef(k.oid), ns.q) > 0) THEN ns.nspname END)::text
-    FROM ns JOIN pg_catalog.pg_type t ON t.typnamespace = ns.oid AND t.typtype = 'd'
-    CROSS JOIN LATERAL (SELECT pg_catalog.format_type(t.typbasetype, t.typtypmod) AS ft, t.typdefault AS df) x
+               CASE WHEN strpos(t.typdefault, t.q) > 0 OR strpos(t.typdefault, 'nextval(') > 0 THEN t.nspname END,
+               t.typdefault, x.checks,
+               CASE WHEN strpos(x.checks::text, t.q) > 0 THEN t.nspname END)::text
+    FROM typ t
+    CROSS JOIN LATERAL (SELECT pg_catalog.format_type(t.typbasetype, t.typtypmod) AS ft,
+                               (SELECT array_agg(ROW(k.conname, pg_catalog.pg_get_constraintdef(k.oid))::text ORDER BY k.conname)
+                                FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid) AS checks) x
+    WHERE t.typtype = 'd'
 )
 SELECT ns.nspname,
        encode(sha256(convert_to(coalesce(string_agg(items.item, E'\n' ORDER BY items.item COLLATE "C"), ''), 'UTF8')), 'hex')
