@@ -39,17 +39,27 @@ def _index_columns(connection: Connection, index: dict[str, Any]) -> list[list[s
 def snapshot(connection: Connection, schema: str | None = None) -> dict[str, Any]:
     inspector = sa.inspect(connection)
     dialect = connection.dialect
+    names = sorted(set(inspector.get_table_names(schema=schema)) - IGNORED_TABLES)
+    # One query per kind for all the tables (what get_columns etc. run per table): on a database
+    # holding thousands of tenants each of those queries reads large catalogs.
+    multi = dict(schema=schema, filter_names=names) if names else None
+    by_table = {
+        kind: {key[1]: value for key, value in method(**multi).items()} if multi else {}
+        for kind, method in (("columns", inspector.get_multi_columns), ("pk", inspector.get_multi_pk_constraint),
+                             ("fks", inspector.get_multi_foreign_keys), ("uniques", inspector.get_multi_unique_constraints),
+                             ("indexes", inspector.get_multi_indexes))
+    }
     tables: dict[str, Any] = {}
-    for table in sorted(set(inspector.get_table_names(schema=schema)) - IGNORED_TABLES):
+    for table in names:
         columns = {
             c["name"]: {
                 "type": _type(c["type"], dialect),
                 "nullable": bool(c["nullable"]),
                 "default": c.get("default"),
             }
-            for c in inspector.get_columns(table, schema=schema)
+            for c in by_table["columns"][table]
         }
-        pk = inspector.get_pk_constraint(table, schema=schema)
+        pk = by_table["pk"][table]
         foreign_keys = sorted(
             [
                 fk.get("name"),
@@ -58,14 +68,12 @@ def snapshot(connection: Connection, schema: str | None = None) -> dict[str, Any
                 fk["referred_columns"],
                 _ondelete((fk.get("options") or {}).get("ondelete")),
             ]
-            for fk in inspector.get_foreign_keys(table, schema=schema)
+            for fk in by_table["fks"][table]
         )
-        uniques = sorted(
-            [u.get("name"), u["column_names"]] for u in inspector.get_unique_constraints(table, schema=schema)
-        )
+        uniques = sorted([u.get("name"), u["column_names"]] for u in by_table["uniques"][table])
         indexes = {
             ix["name"]: {"columns": _index_columns(connection, ix), "unique": bool(ix["unique"])}
-            for ix in inspector.get_indexes(table, schema=schema)
+            for ix in by_table["indexes"][table]
             if not ix.get("duplicates_constraint")
         }
         tables[table] = {

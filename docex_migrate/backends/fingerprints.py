@@ -40,9 +40,10 @@ PG_FINGERPRINTS = sa.text(r"""
 WITH ns AS (
     SELECT n.oid, n.nspname, quote_ident(n.nspname) || '.' AS q
     FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY(:schemas)
-), rel AS (
+), rel AS (  -- by oid (PG_RELATIONS), so every lookup below is an index lookup, not a catalog scan
     SELECT c.oid, c.relname, c.relkind, c.relam, ns.oid AS nsoid, ns.nspname, ns.q
-    FROM pg_catalog.pg_class c JOIN ns ON c.relnamespace = ns.oid
+    FROM unnest(CAST(:relations AS oid[])) u(oid) JOIN pg_catalog.pg_class c ON c.oid = u.oid
+    JOIN ns ON c.relnamespace = ns.oid
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c') AND c.relname <> 'alembic_version'
 ), typ AS MATERIALIZED (  -- the schemas' enum and domain types: one pass over pg_type
     SELECT t.oid, t.typname, t.typtype, t.typbasetype, t.typtypmod, t.typnotnull, t.typcollation, t.typndims,
@@ -90,11 +91,20 @@ WITH ns AS (
                                 FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid) AS checks) x
     WHERE t.typtype = 'd'
 )
-SELECT ns.nspname,
-       encode(sha256(convert_to(coalesce(string_agg(items.item, E'\n' ORDER BY items.item COLLATE "C"), ''), 'UTF8')), 'hex')
-FROM ns LEFT JOIN items ON items.nsoid = ns.oid
-GROUP BY ns.nspname
+SELECT ns.nspname, coalesce(h.digest, encode(sha256(''::bytea), 'hex'))
+FROM ns LEFT JOIN (
+    SELECT nsoid, encode(sha256(convert_to(string_agg(item, E'\n' ORDER BY item COLLATE "C"), 'UTF8')), 'hex') AS digest
+    FROM items GROUP BY nsoid
+) h ON h.nsoid = ns.oid
 """)
+# The batch's relations, found with one scan of pg_class (it has no index on the namespace alone).
+PG_RELATIONS = sa.text(
+    "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')"
+)
+# For the fingerprint query: nested loops over index lookups, never a hash or merge join that
+# reads a whole catalog (pg_attribute holds every column of every tenant) once per batch.
+PG_PLANNER = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 
 _SQLITE_OBJECTS = (
     "SELECT type, name, tbl_name, sql FROM sqlite_master"

@@ -427,7 +427,7 @@ class PostgresBackend(Backend):
         """States and catalog fingerprints (fingerprints.py), BATCH_SIZE schemas per round trip,
         each batch one read-only REPEATABLE READ transaction, so a tenant's version rows and its
         catalog are read as of one instant, and its locks are released at once."""
-        from .fingerprints import PG_FINGERPRINTS
+        from .fingerprints import PG_FINGERPRINTS, PG_PLANNER, PG_RELATIONS
 
         by_schema = {self.namespace(t): t for t in tenant_ids}
         reads = {t: CatalogRead(MISSING) for t in by_schema.values()}
@@ -436,7 +436,12 @@ class PostgresBackend(Backend):
                 connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 connection.execute(sa.select(sa.func.set_config("search_path", "pg_catalog", True)))
                 try:
-                    fingerprints = dict(connection.execute(PG_FINGERPRINTS, {"schemas": batch}).all())
+                    relations = connection.execute(PG_RELATIONS, {"schemas": batch}).scalars().all()
+                    for name, value in PG_PLANNER.items():
+                        connection.execute(sa.select(sa.func.set_config(name, value, True)))
+                    fingerprints = dict(connection.execute(PG_FINGERPRINTS, {"schemas": batch, "relations": relations}).all())
+                    for name in PG_PLANNER:
+                        connection.execute(sa.select(sa.func.set_config(name, "on", True)))
                 except DBAPIError as exc:  # e.g. an object dropped mid-read: no fingerprints, compared one by one
                     log.info("catalog fingerprints unavailable for a batch: %s", _first_line(exc))
                     connection.rollback()
