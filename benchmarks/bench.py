@@ -1,7 +1,8 @@
 """docex-migrate fleet benchmarks: every figure next to a baseline measured in the same run.
 
     python benchmarks/bench.py [--backend sqlite|postgresql|both] [--n 200] [--fleet 1000,10000]
-                               [--naive-sample 25] [--jobs 1,2,4]
+                               [--naive-sample 25] [--jobs 1,2,4] [--suite migrate|verify|all]
+                               [--verify-fleet 1000,10000] [--verify-fleet-sqlite 1000]
 
 Baselines:
 - floor: the same DDL replayed directly in one session, one transaction per tenant (for
@@ -102,7 +103,7 @@ class Backend:
             with psycopg.connect(self._dsn(self.server), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
-    def tool(self, *args: str, extra_env: dict | None = None) -> tuple[float, int]:
+    def tool(self, *args: str, extra_env: dict | None = None, expect: int = 0) -> tuple[float, int]:
         """Wall seconds and peak RSS (KiB) of one docex-migrate command, as a user runs it."""
         env = {**self.env, **(extra_env or {})}
         out = subprocess.run(
@@ -114,7 +115,7 @@ class Backend:
             check=True,
         )
         seconds, rss, code = out.stdout.split()
-        if code != "0":
+        if code != str(expect):
             raise SystemExit(f"docex-migrate {' '.join(args[:3])} ... failed with exit {code}")
         return float(seconds), int(rss)
 
@@ -192,6 +193,30 @@ class Backend:
                     for t in tenants[start : start + 500]
                 )
                 conn.execute(script)
+
+    # --- a large fleet of real tenants at head, for verify (every table, index and key) -------
+    def make_real_fleet(self, tenants: list[str], template: str) -> None:
+        """Tenants identical to ``template`` (provisioned by docex-migrate), made quickly: SQLite
+        files copied; PostgreSQL schemas given the template's DDL (pg_dump) and version row,
+        a few tenants per transaction (each creation takes locks from the server's shared pool)."""
+        if self.kind == "sqlite":
+            self.make_fleet(tenants, template)
+            return
+        ddl = self.head_ddl(template)
+        version = [
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))",
+            f"INSERT INTO alembic_version VALUES ('{HEAD}')",
+        ]
+        with psycopg.connect(self._dsn(self.url), autocommit=True) as conn:
+            for start in range(0, len(tenants), 10):
+                conn.execute(
+                    "".join(
+                        f'CREATE SCHEMA "{self.schema(t)}"; SET search_path TO "{self.schema(t)}"; '
+                        + "".join(f"{statement}; " for statement in ddl + version)
+                        for t in tenants[start : start + 10]
+                    )
+                )
 
     def drop_fleet(self, tenants: list[str]) -> None:
         if self.kind == "sqlite":
@@ -336,6 +361,76 @@ def run_backend(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def run_verify(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
+    """`verify --all-tenants` (the whole command) over fleets of real tenants at head: every
+    tenant's catalog is fingerprinted and compared, which is what a fleet of identical tenants
+    costs; then the same fleet with a few tenants drifted by hand (distinct catalogs)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"docex_bench_verify_{kind}_"))
+    server = (
+        os.environ.get("DOCEX_BENCH_DATABASE_URL")
+        or os.environ.get("DOCEX_TEST_DATABASE_URL")
+        or "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    backend = Backend(kind, workdir, server if kind == "postgresql" else None)
+    sizes = args.verify_fleet if kind == "postgresql" else args.verify_fleet_sqlite
+    target = {"postgresql": {1000: "< 10 s", 10000: "< 60 s"}, "sqlite": {1000: "< 5 s"}}[kind]
+    try:
+        backend.tool("provision", "template")
+        made: list[str] = []
+        for size in sorted(sizes):
+            fleet = ids("v", size)
+            started = time.perf_counter()
+            backend.make_real_fleet(fleet[len(made) :], "template")
+            made = fleet
+            print(f"# {kind}: {size} tenants made in {time.perf_counter() - started:.1f} s", flush=True)
+            total = size + 1
+            seconds, rss = backend.tool("verify", "--all-tenants", "--json")
+            rows.append(
+                {
+                    "backend": kind,
+                    "metric": "verify --all-tenants",
+                    "n": total,
+                    "ours_s": round(seconds, 3),
+                    "baseline": f"target {target.get(size, '-')}",
+                    "peak_rss_mb": round(rss / 1024, 1),
+                }
+            )
+            print(
+                f"{kind:10} {'verify --all-tenants (all identical)':42} {total:>6} {seconds:>9.3f} "
+                f"{'':>9} {'':>8} target {target.get(size, '-'):20} {rss / 1024:>7.1f} MB",
+                flush=True,
+            )
+        drifted = made[: args.verify_drifted]
+        for i, tenant in enumerate(drifted):  # each one its own catalog: one comparison each
+            statement = f"ALTER TABLE docbasket ADD COLUMN extra_{i} VARCHAR(10)"
+            if kind == "sqlite":
+                with sqlite3.connect(backend.path(tenant)) as db:
+                    db.execute(statement)
+                db.close()
+            else:
+                with psycopg.connect(backend._dsn(backend.url), autocommit=True) as conn:
+                    conn.execute(f'SET search_path TO "{backend.schema(tenant)}"; {statement}')
+        seconds, rss = backend.tool("verify", "--all-tenants", "--json", expect=1)
+        rows.append(
+            {
+                "backend": kind,
+                "metric": f"verify, {len(drifted)} distinct drifted",
+                "n": len(made) + 1,
+                "ours_s": round(seconds, 3),
+                "baseline": "",
+                "peak_rss_mb": round(rss / 1024, 1),
+            }
+        )
+        print(
+            f"{kind:10} {f'verify --all-tenants ({len(drifted)} drifted, distinct)':42} {len(made) + 1:>6} "
+            f"{seconds:>9.3f} {'':>9} {'':>8} {'':27} {rss / 1024:>7.1f} MB",
+            flush=True,
+        )
+    finally:
+        backend.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
@@ -344,14 +439,28 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=25)
     parser.add_argument("--jobs", default="1,2,4")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--suite",
+        choices=["migrate", "verify", "all"],
+        default="all",
+        help="migrate: provision/upgrade/status; verify: verify over real fleets",
+    )
+    parser.add_argument("--verify-fleet", default="1000,10000", help="PostgreSQL fleet sizes for verify")
+    parser.add_argument("--verify-fleet-sqlite", default="1000", help="SQLite fleet sizes for verify")
+    parser.add_argument("--verify-drifted", type=int, default=20, help="tenants then drifted, each differently")
     args = parser.parse_args()
+    args.verify_fleet = [int(x) for x in args.verify_fleet.split(",") if x]
+    args.verify_fleet_sqlite = [int(x) for x in args.verify_fleet_sqlite.split(",") if x]
     args.fleet = [int(x) for x in args.fleet.split(",") if x]
     args.jobs = [int(x) for x in args.jobs.split(",") if x]
     print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"{'backend':10} {'metric':42} {'N':>6} {'ours s':>9} {'base s':>9} {'ratio':>8} baseline")
     rows: list[dict] = []
     for kind in ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]:
-        run_backend(kind, args, rows)
+        if args.suite in ("migrate", "all"):
+            run_backend(kind, args, rows)
+        if args.suite in ("verify", "all"):
+            run_verify(kind, args, rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

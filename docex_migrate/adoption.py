@@ -71,14 +71,14 @@ class Recognition:
         return out
 
 
-def _tables_only(snap: Snapshot) -> Snapshot:
+def tables_only(snap: Snapshot) -> Snapshot:
     stripped = copy.deepcopy(snap)
     for table in stripped["tables"].values():
         table.pop("indexes")
     return stripped
 
 
-def _indexes(snap: Snapshot) -> dict[tuple[str, str], dict[str, Any]]:
+def indexes_of(snap: Snapshot) -> dict[tuple[str, str], dict[str, Any]]:
     return {
         (table, name): {"name": name, **definition}
         for table, body in snap["tables"].items()
@@ -91,14 +91,14 @@ def recognise(tenant: Snapshot, snaps: dict[str, Snapshot], order: list[str]) ->
     for revision in reversed(order):
         if snaps[revision] == tenant:
             return Recognition(Decision.ADOPT, revision)
-    known_names = {name for snap in snaps.values() for (_, name) in _indexes(snap)}
-    structure = _tables_only(tenant)
-    actual = _indexes(tenant)
+    known_names = {name for snap in snaps.values() for (_, name) in indexes_of(snap)}
+    structure = tables_only(tenant)
+    actual = indexes_of(tenant)
     best: Recognition | None = None
     for revision in reversed(order):
-        if _tables_only(snaps[revision]) != structure:
+        if tables_only(snaps[revision]) != structure:
             continue
-        expected = _indexes(snaps[revision])
+        expected = indexes_of(snaps[revision])
         unknown = [
             f"extra index {name} on {table} (not one DocEX defines)"
             for (table, name) in actual.keys() - expected.keys()
@@ -106,20 +106,32 @@ def recognise(tenant: Snapshot, snaps: dict[str, Snapshot], order: list[str]) ->
         ]
         if unknown:
             return Recognition(Decision.REFUSE, revision, diff=sorted(unknown))
-        repairs: list[tuple[str, str, dict[str, Any] | None]] = []
-        for key in sorted(actual.keys() - expected.keys()):
-            repairs.append(("drop", key[0], actual[key]))
-        for key in sorted(expected.keys() & actual.keys()):
-            if expected[key] != actual[key]:
-                repairs += [("drop", key[0], actual[key]), ("create", key[0], expected[key])]
-        for key in sorted(expected.keys() - actual.keys()):
-            repairs.append(("create", key[0], expected[key]))
+        repairs = index_repairs(snaps[revision], tenant) or []
         if best is None or len(repairs) < len(best.repairs):
             best = Recognition(Decision.REPAIR, revision, repairs)
     if best is not None:
         return best
     nearest = min(reversed(order), key=lambda r: len(differences(snaps[r], tenant)))
     return Recognition(Decision.REFUSE, nearest, diff=differences(snaps[nearest], tenant))
+
+
+Repair = tuple[str, str, "dict[str, Any] | None"]  # (drop or create, table, index)
+
+
+def index_repairs(expected: Snapshot, actual: Snapshot) -> list[Repair] | None:
+    """The index drops and creates that turn ``actual`` into ``expected``, when the tables (and
+    enum types and sequences) are exactly the revision's and only indexes differ; else None.
+    Indexes hold no data, so these are safe. (adopt refuses an index DocEX never defined;
+    verify --repair drops an operator's own index too: the tenant is stamped at the revision.)"""
+    if tables_only(expected) != tables_only(actual):
+        return None
+    want, have = indexes_of(expected), indexes_of(actual)
+    repairs: list[Repair] = [("drop", key[0], have[key]) for key in sorted(have.keys() - want.keys())]
+    for key in sorted(want.keys() & have.keys()):
+        if want[key] != have[key]:
+            repairs += [("drop", key[0], have[key]), ("create", key[0], want[key])]
+    repairs += [("create", key[0], want[key]) for key in sorted(want.keys() - have.keys())]
+    return repairs
 
 
 def apply_repairs(connection: Connection, recognition: Recognition) -> None:

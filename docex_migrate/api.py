@@ -17,6 +17,7 @@ from .adoption import Decision, adopt, with_recognition
 from .backends import open_backend
 from .chain import Chain, load_chain, writable_location
 from .config import Settings
+from .drift import hold_back_drifted
 from .errors import TenantNotFoundError, UsageError
 from .executors import WorkItem, collect, execute, in_order, not_run, stopped_after
 from .provisioning import ensure_tenant, provision, verify_tenant
@@ -94,6 +95,7 @@ def upgrade(
     *,
     max_failures: int | None = None,
     adopt_first: bool = False,
+    verify_first: bool = False,
     jobs: int = 1,
     shard: tuple[int, int] | None = None,
     chain: Chain | None = None,
@@ -102,7 +104,8 @@ def upgrade(
 
     A failing tenant does not stop the others unless ``max_failures`` is reached (1 = fail fast);
     the tenants after that are reported as not run. ``adopt_first`` adopts unversioned tenants
-    (created by DocEX itself) first, then upgrades them with the rest."""
+    (created by DocEX itself) first, then upgrades them with the rest. ``verify_first`` leaves
+    alone, as drifted, every tenant whose catalog is not exactly its revision (see drift.py)."""
     chain = chain or load_chain()
     target = chain.resolve(revision)
     adopted = _adopt_unversioned(settings, tenant_ids, shard, chain) if adopt_first else {}
@@ -117,6 +120,7 @@ def upgrade(
         shard=shard,
         chain=chain,
         failures_so_far=failed_adoptions,
+        verify_first=verify_first,
     )
     return [_after_adoption(adopted.get(r.tenant_id), r) for r in results]
 
@@ -179,6 +183,7 @@ def _migrate(
     shard: tuple[int, int] | None,
     chain: Chain,
     failures_so_far: int = 0,
+    verify_first: bool = False,
 ) -> list[TenantResult]:
     """Plan every selected tenant from one bulk read, then hand those that need Alembic to the
     executor. Refusals count towards ``max_failures`` like failures do."""
@@ -199,6 +204,8 @@ def _migrate(
             else:
                 revision = state_of(chain, state)[0]
                 work.append(WorkItem(tenant_id, namespace, revision, target, downgrade, versioned=state.versioned))
+        if verify_first:  # a tenant not proven exactly its revision is left alone, as a failure
+            work = hold_back_drifted(settings, backend, chain, work, finished)
         failures = failures_so_far + sum(r.failed for r in finished.values())
         budget = None if max_failures is None else max_failures - failures
         interrupted = None

@@ -339,6 +339,32 @@ def check_fleet_at_head(ctx: Context) -> str:
     return f"all {len(rows)} tenants at {ctx.chain.head}"
 
 
+def check_fleet_drift(ctx: Context) -> str:
+    """Every versioned tenant of the configured database is exactly the revision it is stamped
+    at (see drift.py): a pipeline pointed at staging fails on drift before it deploys."""
+    from . import drift
+
+    if not api.list_tenants(ctx.settings):
+        raise CheckSkipped("the configured database holds no tenants")
+    rows = drift.verify(ctx.settings, chain=ctx.chain)
+    bad = [r for r in rows if r.failed]
+    if bad:
+        evidence = []
+        for r in bad:
+            evidence.append(
+                f"{r.tenant_id} ({r.namespace}): {r.state} at {r.revision or 'base'}" + (f": {r.error}" if r.error else "")
+            )
+            evidence += [f"  {line}" for line in r.diff[: drift.MAX_DIFF]]
+        raise CheckFailed(
+            f"{len(bad)} of {len(rows)} tenants are not exactly the revision they are stamped at: "
+            "see `docex-migrate verify --all-tenants` (index drift: `--repair --yes`)",
+            evidence,
+        )
+    compared = [r for r in rows if r.state == drift.OK]
+    catalogs = len({(r.revision, r.fingerprint) for r in compared})
+    return f"{len(compared)} versioned tenants exactly their revision ({catalogs} distinct catalogs compared)"
+
+
 # --- lint ----------------------------------------------------------------------------------
 
 
@@ -425,6 +451,7 @@ CHECKS = (
         "isolation", "after the fleet upgrade nothing is in public and all tenants are identical", check_isolation, scratch=True
     ),
     Check("fleet-at-head", "every tenant of the configured database is at head (the deploy gate)", check_fleet_at_head),
+    Check("fleet-drift", "every versioned tenant of the configured database is exactly its revision", check_fleet_drift),
     Check("lint", "SQL of revisions since the last release passes squawk (PostgreSQL)", check_lint),
 )
 NAMES = tuple(c.name for c in CHECKS)

@@ -209,6 +209,9 @@ def upgrade(
     ] = False,
     jobs: JobsOpt = 1,
     shard: ShardOpt = None,
+    verify_first: Annotated[
+        bool, typer.Option("--verify-first", help="Refuse tenants whose catalog is not exactly their revision (see verify).")
+    ] = False,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -229,7 +232,14 @@ def upgrade(
             Reporter(json),
             "upgrade",
             lambda: api.upgrade(
-                settings, targets, revision, max_failures=stop, adopt_first=adopt_first, jobs=jobs, shard=_shard(shard)
+                settings,
+                targets,
+                revision,
+                max_failures=stop,
+                adopt_first=adopt_first,
+                verify_first=verify_first,
+                jobs=jobs,
+                shard=_shard(shard),
             ),
         )
 
@@ -337,6 +347,36 @@ def status(
 
 
 @app.command()
+def verify(
+    tenant: TenantOpt = None,
+    all_tenants: AllOpt = False,
+    shard: ShardOpt = None,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Undo drift that is only indexes (added, dropped, changed), proven equal after.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm --repair.")] = False,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Prove each tenant's catalog is exactly the revision it is stamped at; list what differs.
+
+    Read-only (unless --repair --yes). Exit 0 every tenant matches; 1 any drifted, unreadable,
+    corrupt, ahead, or not verifiable. Column order is not drift.
+    """
+    from . import drift
+
+    with _guard(verbose):
+        targets = _targets(tenant, all_tenants)
+        if repair and not yes:
+            raise UsageError("verify --repair drops and creates indexes in drifted tenants: pass --yes to confirm")
+        rows = drift.verify(load_settings(config), targets, shard=_shard(shard), repair=repair)
+        drift.report(Reporter(json), rows)
+        if any(r.failed for r in rows):
+            raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
 def tenants(
     config: ConfigOpt = None,
     json: JsonOpt = False,
@@ -412,7 +452,7 @@ def check(
     """The CI migration checks. Exit 0 all pass, 1 any fails, 2 a check could not run.
 
     single-head, no-schema-names, offline-sql, immutable-history, shipped-snapshots, upgrade-from-empty, stepwise,
-    metadata-matches-head, downgrade-leaves-no-trace, mixed-fleet, isolation, fleet-at-head, lint.
+    metadata-matches-head, downgrade-leaves-no-trace, mixed-fleet, isolation, fleet-at-head, fleet-drift, lint.
     The database checks run on scratch namespaces of the configured backend, removed afterwards.
     """
     from . import checks

@@ -27,6 +27,7 @@ class Action(str, Enum):
     FAILED = "failed"
     NOT_RUN = "not-run"  # left alone because --fail-fast / --max-failures (or an interrupt) stopped the run
     NEEDS_ADOPT = "needs-adopt"  # an unversioned tenant with tables is never migrated blindly
+    DRIFTED = "drifted"  # refused by upgrade --verify-first: its catalog is not exactly its revision
 
     def __str__(self) -> str:
         return self.value
@@ -45,7 +46,8 @@ class CheckStatus(str, Enum):
         return self.value
 
 
-INCOMPLETE = frozenset({Action.FAILED, Action.NOT_RUN, Action.NEEDS_ADOPT})
+FAILURES = frozenset({Action.FAILED, Action.DRIFTED})  # count towards --max-failures
+INCOMPLETE = FAILURES | {Action.NOT_RUN, Action.NEEDS_ADOPT}
 
 
 @dataclass
@@ -64,7 +66,7 @@ class TenantResult:
 
     @property
     def failed(self) -> bool:
-        return self.action == Action.FAILED
+        return self.action in FAILURES
 
     @property
     def incomplete(self) -> bool:

@@ -177,3 +177,20 @@ def chain_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(ROOT / "alembic", folder, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(folder))
     return folder
+
+
+@pytest.fixture
+def reader_role(pg_env):
+    """A role that may only connect and read: CONNECT, USAGE and SELECT, nothing else."""
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    database = pg_env.url.database
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC')
+        conn.exec_driver_sql(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+        conn.exec_driver_sql(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+    yield role
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f'GRANT CREATE, TEMPORARY ON DATABASE "{database}" TO PUBLIC')
+        conn.exec_driver_sql(f"DROP OWNED BY {role}")
+        conn.exec_driver_sql(f"DROP ROLE {role}")

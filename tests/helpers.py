@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
+import yaml
 from sqlalchemy.pool import NullPool
 
 from docex_migrate import revision_snapshots
@@ -75,3 +78,34 @@ def ensure_in_child(config_file: str, workdir: str, tenant_id: str, start_at: fl
     settings = load_settings(config_file)
     time.sleep(max(0.0, start_at - time.time()))
     return ensure_tenant(tenant_id, settings).action
+
+
+def corrupt(env, tenant_id: str) -> None:
+    """A tenant no one can read: a SQLite file that is not a database, or (PostgreSQL) a
+    version table of another shape, what a hand-made or foreign tool leaves."""
+    if env.kind == "sqlite":
+        path = env.workdir / env.namespace(tenant_id)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"this is not a database" * 100)
+    else:  # a version table of another shape: what a hand-made or foreign tool leaves
+        with env.engine().begin() as conn:
+            schema = env.namespace(tenant_id)
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+            conn.exec_driver_sql(f'CREATE TABLE "{schema}".alembic_version (version text)')
+
+
+def grant_read(env, role: str, tenant_id: str) -> None:
+    """USAGE on the tenant's schema and SELECT on its tables: what a read-only role is given."""
+    schema = env.namespace(tenant_id)
+    with env.engine().begin() as conn:
+        conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
+        conn.exec_driver_sql(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO {role}')
+
+
+def template_only_config(env) -> Path:
+    """The test's config without its credentials, so $DOCEX_DATABASE_URL picks the role."""
+    data = yaml.safe_load(env.config_file.read_text())
+    path = env.workdir / "reader.yaml"
+    data["database"]["postgres"] = {"schema_template": data["database"]["postgres"]["schema_template"]}
+    path.write_text(yaml.safe_dump(data))
+    return path

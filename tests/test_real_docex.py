@@ -150,3 +150,13 @@ def test_docex_2_9_10_uses_a_provisioned_tenant_and_adds_nothing(env, docex_2_9_
     assert docex(env, docex_2_9_10, "fresh_corp", "use", "receipts") == {"baskets": ["receipts"], "documents": ["receipts.txt"]}
     assert tenant_snapshot(env, "fresh_corp") == before  # DocEX's own schema setup found nothing to add
     assert version_of(env, "fresh_corp") == (head(),)
+
+
+def test_tenant_made_by_real_docex_2_9_10_and_adopted_verifies_clean(env, docex_2_9_10):
+    assert docex(env, docex_2_9_10, "acme_corp", "use") == {"baskets": ["invoices"], "documents": ["invoices.txt"]}
+    assert run("provision", "fresh_corp").exit_code == 0
+    assert run("adopt", "acme_corp").exit_code == 0
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["tenant_id"]: (r["revision"], r["state"]) for r in json.loads(result.stdout)}
+    assert rows == {"acme_corp": (recognised_as(env.settings, DOCEX_2_9_10), "ok"), "fresh_corp": (head(), "ok")}

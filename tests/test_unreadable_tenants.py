@@ -10,12 +10,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import DOCEX_2_9_10, migrate_to, recognised_as, version_of
+from helpers import DOCEX_2_9_10, corrupt, grant_read, migrate_to, recognised_as, template_only_config, version_of
 from test_adoption import build_legacy, legacy_ddl
 from typer.testing import CliRunner
 
@@ -70,24 +69,12 @@ def test_a_hot_journal_left_by_a_killed_writer_does_not_block_status_or_the_reru
     assert version_of(sqlite_env, "globex") == (HEAD,)
 
 
-def _corrupt(env, tenant_id: str) -> None:
-    if env.kind == "sqlite":
-        path = env.workdir / env.namespace(tenant_id)
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"this is not a database" * 100)
-    else:  # a version table of another shape: what a hand-made or foreign tool leaves
-        with env.engine().begin() as conn:
-            schema = env.namespace(tenant_id)
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-            conn.exec_driver_sql(f'CREATE TABLE "{schema}".alembic_version (version text)')
-
-
 def test_one_unreadable_tenant_is_its_own_failure_and_the_rest_carry_on(env):
     """Item 6: a corrupt file / a foreign version table made status, tenants and upgrade exit 2
     with nothing migrated."""
     assert run("provision", "a1", "a2").exit_code == 0
     migrate_to(env, "a2", "s5_docex_2_8_4", downgrade=True)
-    _corrupt(env, "broken")
+    corrupt(env, "broken")
 
     result = run("status", "--json")
     assert result.exit_code == 1, result.output
@@ -113,30 +100,6 @@ def test_one_unreadable_tenant_is_its_own_failure_and_the_rest_carry_on(env):
     assert any(line.startswith("broken") and "unreadable: " in line for line in result.stdout.splitlines())
 
 
-@pytest.fixture
-def reader_role(pg_env):
-    """A role that may only connect and read: CONNECT, USAGE and SELECT, nothing else."""
-    role = f"reader_{uuid.uuid4().hex[:8]}"
-    database = pg_env.url.database
-    with pg_env.engine().begin() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-        conn.exec_driver_sql(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC')
-        conn.exec_driver_sql(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
-        conn.exec_driver_sql(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
-    yield role
-    with pg_env.engine().begin() as conn:
-        conn.exec_driver_sql(f'GRANT CREATE, TEMPORARY ON DATABASE "{database}" TO PUBLIC')
-        conn.exec_driver_sql(f"DROP OWNED BY {role}")
-        conn.exec_driver_sql(f"DROP ROLE {role}")
-
-
-def _grant_read(env, role: str, tenant_id: str) -> None:
-    schema = env.namespace(tenant_id)
-    with env.engine().begin() as conn:
-        conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
-        conn.exec_driver_sql(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO {role}')
-
-
 def _docex_made_tenant(env, tenant_id: str) -> None:
     """A tenant as DocEX 2.9.10 creates it: its tables and indexes, no alembic_version."""
     build_legacy(env, tenant_id, legacy_ddl(env, DOCEX_2_9_10, tenant_id))
@@ -149,10 +112,10 @@ def test_status_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env,
     assert run("provision", "ok1").exit_code == 0
     _docex_made_tenant(pg_env, "legacy")
     assert run("provision", "secret").exit_code == 0
-    _grant_read(pg_env, reader_role, "ok1")
-    _grant_read(pg_env, reader_role, "legacy")  # "secret" stays unreadable to the role
+    grant_read(pg_env, reader_role, "ok1")
+    grant_read(pg_env, reader_role, "legacy")  # "secret" stays unreadable to the role
     monkeypatch.setenv("DOCEX_DATABASE_URL", pg_env.url.set(username=reader_role, password=None).render_as_string(False))
-    monkeypatch.setenv("DOCEX_CONFIG", str(_template_only_config(pg_env)))
+    monkeypatch.setenv("DOCEX_CONFIG", str(template_only_config(pg_env)))
     with pg_env.engine().connect() as conn:
         before = set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars())
 
@@ -175,9 +138,9 @@ def test_without_shipped_snapshots_a_read_only_role_is_told_why_recognition_is_u
 ):
     (chain_copy / "snapshots.json").unlink()
     _docex_made_tenant(pg_env, "legacy")
-    _grant_read(pg_env, reader_role, "legacy")
+    grant_read(pg_env, reader_role, "legacy")
     monkeypatch.setenv("DOCEX_DATABASE_URL", pg_env.url.set(username=reader_role, password=None).render_as_string(False))
-    monkeypatch.setenv("DOCEX_CONFIG", str(_template_only_config(pg_env)))
+    monkeypatch.setenv("DOCEX_CONFIG", str(template_only_config(pg_env)))
     result = run("status", "--json")
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
@@ -185,17 +148,6 @@ def test_without_shipped_snapshots_a_read_only_role_is_told_why_recognition_is_u
     assert "recognition needs CREATE" in row["error"]
     human = run("status")
     assert human.exit_code == 0 and "unversioned (recognition needs CREATE" in human.stdout
-
-
-def _template_only_config(env) -> Path:
-    """The test's config without its credentials, so $DOCEX_DATABASE_URL picks the role."""
-    import yaml
-
-    data = yaml.safe_load(env.config_file.read_text())
-    path = env.workdir / "reader.yaml"
-    data["database"]["postgres"] = {"schema_template": data["database"]["postgres"]["schema_template"]}
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_shipped_snapshots_equal_what_the_chain_produces(env):

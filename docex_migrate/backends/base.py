@@ -38,6 +38,16 @@ class NamespaceState:
 MISSING = NamespaceState(exists=False)
 
 
+@dataclass(frozen=True)
+class CatalogRead:
+    """A tenant's state and a fingerprint of its catalog (see fingerprints.py): two namespaces
+    with the same fingerprint have the same snapshot. None: no fingerprint (missing,
+    unreadable, or a backend without one), so the tenant is compared on its own."""
+
+    state: NamespaceState
+    fingerprint: str | None = None
+
+
 def unreadable(reason: str) -> NamespaceState:
     """A namespace that exists but cannot be read (corrupt file, no privilege, odd version table)."""
     return NamespaceState(exists=True, error=reason)
@@ -134,6 +144,11 @@ class Backend(ABC):
         """A catalog snapshot of what lies outside every tenant (PostgreSQL's public schema), to
         prove migrations put nothing there; None where tenants share nothing."""
         return None
+
+    def read_catalogs(self, tenant_ids: Iterable[str]) -> dict[str, CatalogRead]:
+        """Each tenant's state and catalog fingerprint, in few round trips and read-only.
+        By default no fingerprint: every tenant is then compared on its own."""
+        return {t: CatalogRead(state) for t, state in self.read_states(tenant_ids).items()}
 
     def connection_budget(self) -> int:
         """How many more connections the database allows us (for --jobs)."""

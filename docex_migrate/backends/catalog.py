@@ -44,17 +44,30 @@ def _index_columns(connection: Connection, index: Any) -> list[list[str]]:  # a 
 def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
     inspector = sa.inspect(connection)
     dialect = connection.dialect
+    names = sorted(set(inspector.get_table_names(schema=schema)) - IGNORED_TABLES)
+    # One query per kind for all the tables (what get_columns etc. run per table): on a database
+    # holding thousands of tenants each of those queries reads large catalogs.
+    by_table: dict[str, dict[str, Any]] = {}
+    for kind, method in (
+        ("columns", inspector.get_multi_columns),
+        ("pk", inspector.get_multi_pk_constraint),
+        ("fks", inspector.get_multi_foreign_keys),
+        ("uniques", inspector.get_multi_unique_constraints),
+        ("indexes", inspector.get_multi_indexes),
+    ):
+        found = method(schema=schema, filter_names=names) if names else {}
+        by_table[kind] = {key[1]: value for key, value in found.items()}
     tables: dict[str, Any] = {}
-    for table in sorted(set(inspector.get_table_names(schema=schema)) - IGNORED_TABLES):
+    for table in names:
         columns = {
             c["name"]: {
                 "type": _type(c["type"], dialect),
                 "nullable": bool(c["nullable"]),
                 "default": c.get("default"),
             }
-            for c in inspector.get_columns(table, schema=schema)
+            for c in by_table["columns"][table]
         }
-        pk = inspector.get_pk_constraint(table, schema=schema)
+        pk = by_table["pk"][table]
         foreign_keys = sorted(
             [
                 fk.get("name"),
@@ -63,12 +76,12 @@ def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
                 fk["referred_columns"],
                 _ondelete((fk.get("options") or {}).get("ondelete")),
             ]
-            for fk in inspector.get_foreign_keys(table, schema=schema)
+            for fk in by_table["fks"][table]
         )
-        uniques = sorted([u.get("name"), u["column_names"]] for u in inspector.get_unique_constraints(table, schema=schema))
+        uniques = sorted([u.get("name"), u["column_names"]] for u in by_table["uniques"][table])
         indexes = {
             ix["name"]: {"columns": _index_columns(connection, ix), "unique": bool(ix["unique"])}
-            for ix in inspector.get_indexes(table, schema=schema)
+            for ix in by_table["indexes"][table]
             if not ix.get("duplicates_constraint")
         }
         tables[table] = {
@@ -83,3 +96,8 @@ def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
         result["enums"] = sorted([e["name"], list(e["labels"])] for e in inspector.get_enums(schema=schema))  # type: ignore[attr-defined]  # PGInspector
         result["sequences"] = sorted(inspector.get_sequence_names(schema=schema))
     return result
+
+
+def empty_snapshot(dialect_name: str) -> Snapshot:
+    """What a namespace at base (an empty alembic_version) holds: nothing, as ``snapshot`` says it."""
+    return {"tables": {}, "enums": [], "sequences": []} if dialect_name == "postgresql" else {"tables": {}}

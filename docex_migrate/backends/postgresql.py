@@ -27,7 +27,7 @@ from ..chain import VERSION_TABLE, Chain
 from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, DeprovisionRefusedError, TenantNotFoundError
 from ..runner import Recorded, record_chain
-from .base import MISSING, Backend, NamespaceState, backup_failed, new_backup_file, unreadable
+from .base import MISSING, Backend, CatalogRead, NamespaceState, backup_failed, new_backup_file, unreadable
 from .catalog import snapshot
 
 log = logging.getLogger(__name__)
@@ -509,6 +509,39 @@ class PostgresBackend(Backend):
                 table_count=len(names - {VERSION_TABLE}),
             )
         return states
+
+    def read_catalogs(self, tenant_ids: Iterable[str]) -> dict[str, CatalogRead]:
+        """States and catalog fingerprints (fingerprints.py), BATCH_SIZE schemas per round trip,
+        each batch one read-only REPEATABLE READ transaction, so a tenant's version rows and its
+        catalog are read as of one instant, and its locks are released at once."""
+        from .fingerprints import PG_FINGERPRINTS, PG_PLANNER, PG_RELATIONS
+
+        by_schema = {self.namespace(t): t for t in tenant_ids}
+        reads = {t: CatalogRead(MISSING) for t in by_schema.values()}
+        with self.connect() as connection:
+            for batch in _batches(list(by_schema), BATCH_SIZE):
+                connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                connection.execute(sa.select(sa.func.set_config("search_path", "pg_catalog", True)))
+                try:
+                    relations = connection.execute(PG_RELATIONS, {"schemas": batch}).scalars().all()
+                    for name, value in PG_PLANNER.items():
+                        connection.execute(sa.select(sa.func.set_config(name, value, True)))
+                    fingerprints: dict[str, str] = {
+                        schema: fingerprint
+                        for schema, fingerprint in connection.execute(
+                            PG_FINGERPRINTS, {"schemas": batch, "relations": relations, "version_table": VERSION_TABLE}
+                        )
+                    }
+                    for name in PG_PLANNER:
+                        connection.execute(sa.select(sa.func.set_config(name, "on", True)))
+                except DBAPIError as exc:  # e.g. an object dropped mid-read: no fingerprints, compared one by one
+                    log.info("catalog fingerprints unavailable for a batch: %s", _first_line(exc))
+                    connection.rollback()
+                    fingerprints = {}
+                for schema, state in self._read_batch(connection, batch).items():
+                    usable = state.exists and not state.error
+                    reads[by_schema[schema]] = CatalogRead(state, fingerprints.get(schema) if usable else None)
+        return reads
 
     @staticmethod
     def _read_versions(connection: Connection, schemas: list[str]) -> dict[str, list[str]]:

@@ -24,7 +24,8 @@ from ..config import MAX_TIMEOUT_SECONDS, Timeouts
 from ..errors import DeprovisionRefusedError, TenantBusyError, TenantNotFoundError
 from ..runner import migrate_tenant
 from ..tempdirs import held_for_process, locked_directory
-from .base import MISSING, Backend, NamespaceState, backup_failed, new_backup_file, unreadable
+from .base import MISSING, Backend, CatalogRead, NamespaceState, backup_failed, new_backup_file, unreadable
+from .fingerprints import read_sqlite_catalog
 
 # sqlite3's timeout has no "no limit" value, and one past this overflows to 0 (no waiting at all).
 FOREVER = float(MAX_TIMEOUT_SECONDS)
@@ -168,6 +169,9 @@ class SqliteBackend(Backend):
 
     def read_states(self, tenant_ids: Iterable[str]) -> dict[str, NamespaceState]:
         return {t: read_namespace_state(self.namespace(t)) for t in tenant_ids}
+
+    def read_catalogs(self, tenant_ids: Iterable[str]) -> dict[str, CatalogRead]:
+        return {t: CatalogRead(*read_sqlite_catalog(self.namespace(t))) for t in tenant_ids}
 
     @contextmanager
     def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Connection]:

@@ -1,0 +1,148 @@
+"""Catalog fingerprints: one hash per tenant namespace, read in bulk, for `verify`.
+
+A fingerprint is SOUND for the normalised snapshot (snapshot.py): two namespaces with the same
+fingerprint have the same snapshot. It may cover more than the snapshot (that only splits
+groups of identical tenants, never merges different ones), never less. So `verify` takes the
+full snapshot of one tenant per (revision, fingerprint) and the verdict holds for the group.
+
+PostgreSQL: one catalog query per batch of schemas (pg_catalog only, no tenant table is read).
+Every name comes from the catalog as it is (never from deparsed text), with one exception made
+exact: a reference to an object of the tenant's own schema is written ``@`` instead of the
+schema's name, which is what makes identical tenants hash alike. Columns carry their number, and
+keys and indexes name their columns by number (no lookups per row): so column order splits
+groups too (more groups, never a wrong verdict). Deparsed text appears in two
+places: types (format_type, whose output starts with the quoted schema exactly when the type is
+the tenant's own, so the prefix is replaced) and expressions (column and domain defaults). An
+expression whose text mentions the tenant's own schema (``tenant_a.``, as a reference or inside
+a literal) or calls nextval (SQLAlchemy qualifies the sequence with the tenant's schema) keeps
+the tenant's name: such a tenant is a group of its own, compared on its own. Every other
+expression deparses the same under the tenant's search_path (what the snapshot sees) as under
+``pg_catalog`` (what this query uses), so its text is taken as it is.
+
+SQLite: the file's own schema is its sqlite_master (type, name, table, SQL text): hashed as it
+is, alembic_version excepted. Two files with the same rows have the same schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ..chain import VERSION_TABLE
+from .base import MISSING, NamespaceState, unreadable
+
+# Items are ROW(...)::text: PostgreSQL's record output quotes every field that needs it and
+# writes NULL as nothing, so the text of an item is unambiguous. Sorted in "C" order, hashed.
+PG_FINGERPRINTS = sa.text(r"""
+WITH ns AS (
+    SELECT n.oid, n.nspname, quote_ident(n.nspname) || '.' AS q
+    FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY(:schemas)
+), rel AS (  -- by oid (PG_RELATIONS), so every lookup below is an index lookup, not a catalog scan
+    SELECT c.oid, c.relname, c.relkind, c.relam, ns.oid AS nsoid, ns.nspname, ns.q
+    FROM unnest(CAST(:relations AS oid[])) u(oid) JOIN pg_catalog.pg_class c ON c.oid = u.oid
+    JOIN ns ON c.relnamespace = ns.oid
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c') AND c.relname <> :version_table
+), typ AS MATERIALIZED (  -- the schemas' enum and domain types: one pass over pg_type
+    SELECT t.oid, t.typname, t.typtype, t.typbasetype, t.typtypmod, t.typnotnull, t.typcollation, t.typndims,
+           t.typdefault, ns.oid AS nsoid, ns.nspname, ns.q
+    FROM pg_catalog.pg_type t JOIN ns ON t.typnamespace = ns.oid WHERE t.typtype IN ('e', 'd')
+), items AS (
+    SELECT r.nsoid, ROW('r', r.relkind, r.relname)::text AS item FROM rel r
+    UNION ALL
+    SELECT r.nsoid, ROW('a', r.relname, a.attnum, a.attname,
+               CASE WHEN left(x.ft, length(r.q)) = r.q THEN '@.' || substr(x.ft, length(r.q) + 1) ELSE x.ft END,
+               a.attnotnull, a.attgenerated, a.attidentity, a.attcollation, a.attndims,
+               CASE WHEN strpos(x.df, r.q) > 0 OR strpos(x.df, 'nextval(') > 0 THEN r.nspname END, x.df)::text
+    FROM rel r
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    CROSS JOIN LATERAL (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS ft,
+                               pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS df) x
+    UNION ALL
+    SELECT r.nsoid, ROW('k', r.relname, k.conname, k.contype, k.conkey,
+               CASE WHEN f.relnamespace = r.nsoid THEN '@' ELSE fn.nspname END, f.relname, k.confkey,
+               k.confupdtype, k.confdeltype, k.confmatchtype, k.condeferrable, k.condeferred, i.relname)::text
+    FROM rel r JOIN pg_catalog.pg_constraint k ON k.conrelid = r.oid
+    LEFT JOIN pg_catalog.pg_class f ON f.oid = k.confrelid
+    LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid = f.relnamespace
+    LEFT JOIN pg_catalog.pg_class i ON i.oid = k.conindid
+    UNION ALL
+    SELECT r.nsoid, ROW('i', r.relname, c.relname, c.relam, x.indisunique, x.indisprimary, x.indnkeyatts,
+               x.indkey, x.indoption, x.indexprs IS NOT NULL, x.indpred IS NOT NULL)::text
+    FROM rel r JOIN pg_catalog.pg_index x ON x.indrelid = r.oid JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+    UNION ALL
+    SELECT t.nsoid, ROW('e', t.typname,
+               (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e
+                WHERE e.enumtypid = t.oid))::text
+    FROM typ t WHERE t.typtype = 'e'
+    UNION ALL
+    SELECT t.nsoid, ROW('d', t.typname,
+               CASE WHEN left(x.ft, length(t.q)) = t.q THEN '@.' || substr(x.ft, length(t.q) + 1) ELSE x.ft END,
+               t.typnotnull, t.typcollation, t.typndims,
+               CASE WHEN strpos(t.typdefault, t.q) > 0 OR strpos(t.typdefault, 'nextval(') > 0 THEN t.nspname END,
+               t.typdefault, x.checks,
+               CASE WHEN strpos(x.checks::text, t.q) > 0 THEN t.nspname END)::text
+    FROM typ t
+    CROSS JOIN LATERAL (SELECT pg_catalog.format_type(t.typbasetype, t.typtypmod) AS ft,
+                               (SELECT array_agg(ROW(k.conname, pg_catalog.pg_get_constraintdef(k.oid))::text ORDER BY k.conname)
+                                FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid) AS checks) x
+    WHERE t.typtype = 'd'
+)
+SELECT ns.nspname, coalesce(h.digest, encode(sha256(''::bytea), 'hex'))
+FROM ns LEFT JOIN (
+    SELECT nsoid, encode(sha256(convert_to(string_agg(item, E'\n' ORDER BY item COLLATE "C"), 'UTF8')), 'hex') AS digest
+    FROM items GROUP BY nsoid
+) h ON h.nsoid = ns.oid
+""")
+# The batch's relations, found with one scan of pg_class (it has no index on the namespace alone).
+PG_RELATIONS = sa.text(
+    "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')"
+)
+# For the fingerprint query: nested loops over index lookups, never a hash or merge join that
+# reads a whole catalog (pg_attribute holds every column of every tenant) once per batch.
+PG_PLANNER = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
+
+_SQLITE_OBJECTS = "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE NOT (tbl_name = ? AND type IN ('table', 'index'))"
+
+
+def sqlite_hash(rows: list[tuple[object, ...]]) -> str:
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: tuple("" if v is None else str(v) for v in r)):
+        digest.update(repr(tuple(row)).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def read_sqlite_catalog(path: str, busy_timeout: float = 5.0) -> tuple[NamespaceState, str | None]:
+    """A tenant file's state (as read_namespace_state reads it) and its catalog fingerprint,
+    read in one read transaction. Never creates the file and never writes to it: opened
+    read-write (mode=rw never creates) so that a hot journal left by a killed writer is rolled
+    back, as any reader does. A file that cannot be read is that tenant's failure alone."""
+    from .sqlite import _READ_HINTS  # the same hints status gives
+
+    if not os.path.isfile(path):
+        return MISSING, None
+    uri = Path(path).resolve().as_uri() + "?mode=rw"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+        try:
+            db.execute("BEGIN")  # deferred: a shared read lock only, so both reads see one state
+            names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            revisions: tuple[str, ...] = ()
+            if VERSION_TABLE in names:
+                revisions = tuple(row[0] for row in db.execute(f"SELECT version_num FROM {VERSION_TABLE}"))
+            objects = db.execute(_SQLITE_OBJECTS, (VERSION_TABLE,)).fetchall()
+            db.execute("COMMIT")
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        hint = _READ_HINTS.get(str(exc), "")
+        return unreadable(f"cannot read SQLite file {path}: {exc}{hint}"), None
+    tables = {n for n in names if n != VERSION_TABLE and not n.startswith("sqlite_")}
+    state = NamespaceState(exists=True, versioned=VERSION_TABLE in names, revisions=revisions, table_count=len(tables))
+    return state, sqlite_hash(objects)

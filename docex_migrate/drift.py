@@ -1,0 +1,322 @@
+"""Drift: prove every tenant is exactly the revision its alembic_version claims.
+
+A tenant's live catalog is compared with the chain's own snapshot of the revision it is stamped
+at (the normalised snapshot `adopt` uses: tables, columns, types, nullability, defaults, keys,
+foreign keys with their actions, uniques, indexes with column order, enum types, sequences;
+column order is not compared). Fast across a fleet:
+
+- each tenant's catalog is fingerprinted in bulk (backends/fingerprints.py: one pg_catalog query
+  per batch of schemas; each SQLite file's sqlite_master, read-only);
+- tenants are grouped by (revision, fingerprint); the fingerprint is sound (same fingerprint,
+  same snapshot), so ONE tenant per group is reflected and compared, and the verdict holds for
+  the whole group: 1,000 identical tenants cost one comparison, and memory holds one snapshot
+  per distinct catalog, never one per tenant.
+
+Read-only, except `repair`: drift the chain can explain exactly (DocEX's or an operator's
+indexes added, dropped or redefined, the tables exactly the revision's) is undone index by index
+in one transaction under the tenant's lock, proven equal to the revision, and committed;
+anything else is only reported. Every tenant's outcome is a value, never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from . import adoption, revision_snapshots
+from .adoption import Decision
+from .backends import Backend, open_backend
+from .backends.base import CatalogRead
+from .backends.catalog import empty_snapshot
+from .chain import Chain, load_chain
+from .config import Settings
+from .errors import DocexMigrateError
+from .executors import WorkItem
+from .reporting import Reporter, _table
+from .results import Action, TenantResult, describe_error
+from .runner import current_revision
+from .scratch import namespace_snapshot
+from .selection import in_shard, select
+from .snapshot import Snapshot, differences, snapshot
+from .states import State, state_of, why_not_migratable
+
+log = logging.getLogger(__name__)
+
+# A verdict is a status state (states.State's values) or one of these.
+AHEAD, BEHIND, CORRUPT, CURRENT = State.AHEAD.value, State.BEHIND.value, State.CORRUPT.value, State.CURRENT.value
+UNREADABLE, UNVERSIONED = State.UNREADABLE.value, State.UNVERSIONED.value
+OK, DRIFTED, REPAIRED = "ok", Action.DRIFTED.value, "repaired"
+UNVERIFIED = "unverified"  # versioned, but its revision's snapshot is not available here
+FAILED_STATES = (DRIFTED, UNVERIFIED, UNREADABLE, CORRUPT, AHEAD)
+MAX_DIFF = 20  # lines of diff shown per tenant; the JSON carries them all
+NO_SNAPSHOT = (
+    "cannot verify: no snapshot of revision {revision} for this backend (the package ships none "
+    "and this role may not compute it on a scratch schema): run `docex-migrate check --update-manifest`, or grant CREATE"
+)
+
+
+@dataclass
+class TenantDrift:
+    """One tenant's verdict: ok, drifted, repaired, or the state that kept it from being compared
+    (unversioned, missing, unreadable, corrupt, ahead, unverified)."""
+
+    tenant_id: str
+    namespace: str
+    revision: str | None
+    state: str
+    diff: list[str] = field(default_factory=list)  # what is missing, extra, different (drifted)
+    repairs: list[str] = field(default_factory=list)  # what `verify --repair` does or did (index changes)
+    matches: str | None = None  # unversioned: the revision adopt would stamp
+    adopt: str | None = None  # unversioned: adopt, repair, refuse, unknown
+    error: str | None = None
+    fingerprint: str | None = None  # the catalog's group: tenants with one fingerprint have one catalog
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+    @property
+    def repairable(self) -> bool:
+        return self.state == DRIFTED and bool(self.repairs)
+
+    def as_dict(self) -> dict[str, object]:
+        row: dict[str, object] = {
+            "tenant_id": self.tenant_id,
+            "namespace": self.namespace,
+            "revision": self.revision,
+            "state": self.state,
+            "fingerprint": self.fingerprint[:16] if self.fingerprint else None,
+        }
+        if self.state in (DRIFTED, REPAIRED):
+            row.update(diff=self.diff, repairs=self.repairs, repairable=self.repairable or self.state == REPAIRED)
+        if self.state == UNVERSIONED:
+            row.update(matches=self.matches, adopt=self.adopt)
+        if self.error:
+            row["error"] = self.error
+        return row
+
+
+@dataclass
+class _Verdict:
+    """The outcome for one (revision, fingerprint) group, from one tenant's full snapshot."""
+
+    diff: list[str]
+    repairs: list[adoption.Repair] | None  # the index changes that bring it back; None: not explicable by indexes
+    recognition: adoption.Recognition | None = None  # unversioned groups only
+
+
+def _describe(repairs: list[adoption.Repair]) -> list[str]:
+    return adoption.Recognition(Decision.REPAIR, repairs=repairs).describe_repairs()
+
+
+class _Fleet:
+    """The chain's snapshots and the verdicts of the groups seen so far, for one run."""
+
+    def __init__(self, settings: Settings, backend: Backend, chain: Chain) -> None:
+        self.settings, self.backend, self.chain = settings, backend, chain
+        self.kind = backend.kind
+        self._snaps: dict[str, Snapshot] | None = None
+        self.verdicts: dict[tuple[str | None, str], _Verdict] = {}
+
+    @property
+    def snaps(self) -> dict[str, Snapshot]:
+        if self._snaps is None:
+            found = revision_snapshots.for_chain(self.settings, self.chain)
+            if found is None:  # read-only role, chain newer than the shipped snapshots: use what is shipped
+                found = revision_snapshots.shipped(self.kind, self.chain, partial=True) or {}
+            self._snaps = found
+        return self._snaps
+
+    def expected(self, revision: str | None) -> Snapshot | None:
+        return empty_snapshot(self.kind) if revision is None else self.snaps.get(revision)
+
+    def judge(self, tenant_id: str, namespace: str, read: CatalogRead) -> TenantDrift:
+        revision, state = state_of(self.chain, read.state)
+        kind = state.value
+        row = TenantDrift(tenant_id, namespace, revision, kind, error=read.state.error, fingerprint=read.fingerprint)
+        if kind == CORRUPT:
+            row.error = why_not_migratable(read.state)
+        elif kind == AHEAD:
+            row.error = f"is at revision {revision}, which this chain does not know: use a newer docex-migrate"
+        elif kind == UNVERSIONED and read.state.table_count:
+            self._recognise(row)
+        elif kind in (CURRENT, BEHIND):
+            self._compare(row)
+        return row
+
+    def _group(self, row: TenantDrift, key: tuple[str | None, str], evaluate: Callable[[Snapshot], _Verdict]) -> _Verdict | None:
+        """The group's verdict, evaluated on this tenant if it is the first of its group (or the
+        group has no fingerprint). None when this tenant's catalog could not be read."""
+        if row.fingerprint is not None and key in self.verdicts:
+            return self.verdicts[key]
+        try:
+            actual = namespace_snapshot(self.backend, row.tenant_id)
+        except (DocexMigrateError, sa.exc.SQLAlchemyError) as exc:
+            row.state, row.error = UNREADABLE, f"cannot read its catalog: {describe_error(exc)}"
+            return None
+        verdict = evaluate(actual)
+        if row.fingerprint is not None:
+            self.verdicts[key] = verdict
+        return verdict
+
+    def _compare(self, row: TenantDrift) -> None:
+        expected = self.expected(row.revision)
+        if expected is None:
+            row.state, row.error = UNVERIFIED, NO_SNAPSHOT.format(revision=row.revision)
+            return
+
+        def evaluate(actual: Snapshot) -> _Verdict:
+            diff = differences(expected, actual)
+            return _Verdict(diff, adoption.index_repairs(expected, actual) if diff else [])
+
+        verdict = self._group(row, (row.revision, row.fingerprint or ""), evaluate)
+        if verdict is None:
+            return
+        row.state = DRIFTED if verdict.diff else OK
+        row.diff = verdict.diff
+        row.repairs = _describe(verdict.repairs) if verdict.repairs else []
+
+    def _recognise(self, row: TenantDrift) -> None:
+        snaps = revision_snapshots.for_chain(self.settings, self.chain)
+        if snaps is None:
+            row.adopt, row.error = Decision.UNKNOWN.value, adoption.NO_SNAPSHOTS
+            return
+
+        def evaluate(actual: Snapshot) -> _Verdict:
+            return _Verdict([], None, adoption.recognise(actual, snaps, self.chain.order))
+
+        verdict = self._group(row, ("<unversioned>", row.fingerprint or ""), evaluate)
+        if verdict is not None and verdict.recognition is not None:
+            row.matches, row.adopt = verdict.recognition.revision, verdict.recognition.action.value
+
+    def repair(self, row: TenantDrift) -> None:
+        """Bring one drifted tenant back to its revision: under its lock, from its own catalog as
+        it is now, proven equal to the revision before commit; else rolled back and reported."""
+        expected = self.expected(row.revision)
+        assert expected is not None
+        try:
+            with self.backend.transaction(row.tenant_id, create=False) as connection:
+                schema = self.backend.schema(row.tenant_id)
+                now = current_revision(connection, schema, versioned=True)
+                if now != row.revision:
+                    raise DocexMigrateError(f"its revision changed meanwhile (now {now or 'base'}); nothing repaired")
+                repairs = adoption.index_repairs(expected, snapshot(connection, schema))
+                if repairs is None:
+                    raise DocexMigrateError("its tables changed meanwhile and are no longer the revision's; nothing repaired")
+                adoption.apply_repairs(connection, adoption.Recognition(Decision.REPAIR, row.revision, repairs))
+                left = differences(expected, snapshot(connection, schema))
+                if left:  # never commit what is not exactly the revision: the transaction rolls back
+                    raise DocexMigrateError(f"after repair it still differs from {row.revision}: {left[0]}; rolled back")
+        except Exception as exc:
+            row.error = f"repair failed: {describe_error(exc)}"
+            return
+        row.state, row.repairs = REPAIRED, _describe(repairs)
+
+
+def _verify(settings: Settings, backend: Backend, chain: Chain, namespaces: dict[str, str], *, repair: bool) -> list[TenantDrift]:
+    fleet = _Fleet(settings, backend, chain)
+    reads = backend.read_catalogs(namespaces)
+    rows = [fleet.judge(t, ns, reads[t]) for t, ns in namespaces.items()]
+    if repair:
+        for row in rows:
+            if row.repairable:
+                fleet.repair(row)
+    return rows
+
+
+def verify(
+    settings: Settings,
+    tenant_ids: Sequence[str] | None = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    repair: bool = False,
+    chain: Chain | None = None,
+) -> list[TenantDrift]:
+    """Every tenant (None = every tenant found) compared with the snapshot of the revision it is
+    stamped at; one TenantDrift each. Read-only unless ``repair``: then each drifted tenant whose
+    drift is only indexes is repaired, in its own transaction under its lock."""
+    chain = chain or load_chain()
+    with open_backend(settings) as backend:
+        namespaces = in_shard(select(backend, tenant_ids), shard)
+        return _verify(settings, backend, chain, namespaces, repair=repair)
+
+
+def hold_back_drifted(
+    settings: Settings, backend: Backend, chain: Chain, work: list[WorkItem], finished: dict[str, TenantResult]
+) -> list[WorkItem]:
+    """`upgrade --verify-first`: verify the versioned tenants about to be migrated; a tenant that
+    is not proven exactly its revision is left untouched, reported as drifted (or failed when it
+    could not be verified) in ``finished``, and counts as a failure. Returns the rest of ``work``."""
+    versioned = {item.tenant_id: item.namespace for item in work if item.versioned}
+    if not versioned:
+        return work
+    rows = {row.tenant_id: row for row in _verify(settings, backend, chain, versioned, repair=False)}
+    keep = []
+    for item in work:
+        row = rows.get(item.tenant_id)
+        if row is None or row.state == OK:
+            keep.append(item)
+            continue
+        result = TenantResult(item.tenant_id, item.namespace, Action.FAILED, row.revision, row.revision)
+        if row.state == DRIFTED:
+            result.action = Action.DRIFTED
+            result.message = f"differs from its revision {row.revision or 'base'}: not touched (see `docex-migrate verify`)"
+            result.details = row.diff[:MAX_DIFF]
+        else:
+            result.message = f"not verified ({row.state}): not touched" + (f": {row.error}" if row.error else "")
+        finished[item.tenant_id] = result
+    return keep
+
+
+# --- reporting ------------------------------------------------------------------------------
+
+
+def _label(row: TenantDrift) -> str:
+    if row.state == UNVERSIONED:
+        if row.adopt == Decision.UNKNOWN.value:
+            return f"unversioned ({row.error})"
+        return f"unversioned (matches {row.matches}, adopt: {row.adopt})" if row.adopt else "unversioned (empty)"
+    if row.state == DRIFTED:
+        return "DRIFTED" + (" (repairable: `verify --repair --yes`)" if row.repairable and not row.error else "")
+    if row.failed:
+        return f"{row.state.upper()}: {row.error}" if row.error else row.state.upper()
+    if row.state == REPAIRED:
+        return f"repaired: now exactly {row.revision}"
+    return row.state
+
+
+def report(reporter: Reporter, rows: list[TenantDrift]) -> None:
+    if reporter.as_json:
+        reporter.emit_json([r.as_dict() for r in rows])
+    if not rows:
+        reporter.say("no tenants found")
+        return
+    shown = [r for r in rows if r.state != OK]
+    if shown:
+        _table(
+            [("TENANT", "NAMESPACE", "REVISION", "STATE")]
+            + [(r.tenant_id, r.namespace, r.revision or "-", _label(r)) for r in shown],
+            reporter.human,
+        )
+        for r in shown:
+            lines = r.diff if r.state == DRIFTED else []
+            for line in lines[:MAX_DIFF]:
+                reporter.say(f"  {r.tenant_id}: {line}")
+            if len(lines) > MAX_DIFF:
+                reporter.say(f"  {r.tenant_id}: ... and {len(lines) - MAX_DIFF} more (--json has them all)")
+            verb = "repaired" if r.state == REPAIRED else "repair would"
+            for line in r.repairs if r.state in (DRIFTED, REPAIRED) else []:
+                reporter.say(f"  {r.tenant_id}: {verb}: {line}")
+            if r.state == DRIFTED and r.error:
+                reporter.say(f"  {r.tenant_id}: {r.error}")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    catalogs = len({(r.revision, r.fingerprint) for r in rows if r.fingerprint and r.state in (OK, DRIFTED, REPAIRED)})
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    if counts.get(OK) == len(rows):
+        summary = f"all {len(rows)} tenant(s) are exactly their revision"
+    reporter.say(f"{summary} ({catalogs} distinct catalog(s) compared)")

@@ -1,0 +1,423 @@
+"""verify: every tenant is exactly the revision it is stamped at, proven fleet-wide from catalog
+fingerprints (one comparison per distinct catalog); repair of index drift; upgrade
+--verify-first; the fleet-drift check. Real SQLite files and a real PostgreSQL database, drifted
+by hand with real DDL."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+from helpers import (
+    DOCEX_2_9_10,
+    corrupt,
+    grant_read,
+    migrate_to,
+    recognised_as,
+    template_only_config,
+    tenant_engine,
+    tenant_snapshot,
+    version_of,
+)
+from test_adoption import build_legacy, hybrid_ddl, legacy_ddl
+from typer.testing import CliRunner
+
+from docex_migrate import checks, drift
+from docex_migrate.api import provision
+from docex_migrate.backends import backend_for
+from docex_migrate.backends import postgresql as pg_backend
+from docex_migrate.chain import load_chain
+from docex_migrate.cli import app
+
+HEAD = load_chain().head
+N = 30
+INDEX_DROPPED, COLUMN_ADDED, TYPE_CHANGED = "t03", "t11", "t22"
+EXPECTED_DIFF = {
+    INDEX_DROPPED: "missing tables.file_history.indexes.idx_file_history_document_id: "
+    "{'columns': [['document_id', 'asc']], 'unique': False}",
+    COLUMN_ADDED: "extra tables.docbasket.columns.owner: {'type': 'VARCHAR(64)', 'nullable': True, 'default': None}",
+    TYPE_CHANGED: "tables.operations.columns.operation_type.type: expected 'VARCHAR(100)', found 'TEXT'",
+}
+NEW_REVISION = '''"""a nullable note on document
+
+Revision ID: s8_note
+Revises: s7_docex_2_9_10
+"""
+import sqlalchemy as sa
+
+from alembic import op
+
+revision = "s8_note"
+down_revision = "s7_docex_2_9_10"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("document", sa.Column("note", sa.String(100), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("document", "note")  # SQLite 3.35+: no rebuild (a batch rebuild would lose DESC on indexes)
+'''
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def rows_of(result) -> dict[str, dict]:
+    return {r["tenant_id"]: r for r in json.loads(result.stdout)}
+
+
+def by_hand(env, tenant_id: str, *statements: str) -> None:
+    """DDL run on the tenant the way an operator would, outside docex-migrate."""
+    engine = tenant_engine(env, tenant_id)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def sqlite_change_column_type(path, table: str, column: str, old: str, new: str) -> None:
+    """What a person does on SQLite to change a column's type: rebuild the table (create the new
+    shape, copy the rows, drop the old one, rename, recreate its indexes), foreign keys off."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        create = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()[0]
+        indexes = [
+            r[0]
+            for r in db.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,)
+            )
+        ]
+        assert f"{column} {old}" in create
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("BEGIN")
+        db.execute(
+            create.replace(f"CREATE TABLE {table} ", f"CREATE TABLE {table}_new ").replace(f"{column} {old}", f"{column} {new}")
+        )
+        db.execute(f"INSERT INTO {table}_new SELECT * FROM {table}")
+        db.execute(f"DROP TABLE {table}")
+        db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+        for statement in indexes:
+            db.execute(statement)
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+def drift_by_hand(env) -> None:
+    """Three tenants altered by hand, three different ways."""
+    by_hand(env, INDEX_DROPPED, "DROP INDEX idx_file_history_document_id")
+    by_hand(env, COLUMN_ADDED, "ALTER TABLE docbasket ADD COLUMN owner VARCHAR(64)")
+    if env.kind == "sqlite":
+        sqlite_change_column_type(
+            env.workdir / env.namespace(TYPE_CHANGED), "operations", "operation_type", "VARCHAR(100)", "TEXT"
+        )
+    else:
+        by_hand(env, TYPE_CHANGED, "ALTER TABLE operations ALTER COLUMN operation_type TYPE TEXT")
+
+
+def fleet(env, revision: str | None = None) -> list[str]:
+    """N tenants at head (or provisioned, then taken down to ``revision``), three of them drifted."""
+    tenants = [f"t{i:02d}" for i in range(N)]
+    result = run("provision", *tenants)
+    assert result.exit_code == 0, result.output
+    if revision:
+        assert run("downgrade", revision, "--all-tenants", "--yes").exit_code == 0
+    drift_by_hand(env)
+    return tenants
+
+
+def test_verify_lists_exactly_the_drifted_tenants_and_repair_fixes_only_the_index(env, monkeypatch):
+    tenants = fleet(env)
+    reflected: list[str] = []
+    real = drift.namespace_snapshot
+    monkeypatch.setattr(drift, "namespace_snapshot", lambda backend, t: reflected.append(t) or real(backend, t))
+
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 1, result.output
+    rows = rows_of(result)
+    assert set(rows) == set(tenants)
+    assert {t for t, r in rows.items() if r["state"] != "ok"} == set(EXPECTED_DIFF)
+    assert {t: rows[t]["diff"] for t in EXPECTED_DIFF} == {t: [line] for t, line in EXPECTED_DIFF.items()}
+    assert {t: rows[t]["repairable"] for t in EXPECTED_DIFF} == {INDEX_DROPPED: True, COLUMN_ADDED: False, TYPE_CHANGED: False}
+    assert rows[INDEX_DROPPED]["repairs"] == ["create index idx_file_history_document_id on file_history(document_id)"]
+    # 27 identical tenants are one catalog: one reflection for them, one per drifted tenant.
+    assert len({rows[t]["fingerprint"] for t in tenants if t not in EXPECTED_DIFF}) == 1
+    assert len(reflected) == 4
+
+    human = run("verify", "--all-tenants")
+    assert human.exit_code == 1
+    for tenant_id, line in EXPECTED_DIFF.items():
+        assert f"  {tenant_id}: {line}" in human.stdout
+    assert "3 drifted, 27 ok" in human.stdout
+
+    refused = run("verify", "--all-tenants", "--repair")
+    assert refused.exit_code == 2 and "--yes" in refused.output
+    assert rows_of(run("verify", "--all-tenants", "--json"))[INDEX_DROPPED]["state"] == "drifted"
+
+    before = {t: tenant_snapshot(env, t) for t in (COLUMN_ADDED, TYPE_CHANGED)}
+    result = run("verify", "--all-tenants", "--repair", "--yes", "--json")
+    assert result.exit_code == 1, result.output
+    rows = rows_of(result)
+    assert rows[INDEX_DROPPED]["state"] == "repaired"
+    assert {rows[t]["state"] for t in (COLUMN_ADDED, TYPE_CHANGED)} == {"drifted"}
+    assert {t: tenant_snapshot(env, t) for t in before} == before  # only reported, never touched
+
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 1
+    rows = rows_of(result)
+    assert {t for t, r in rows.items() if r["state"] != "ok"} == {COLUMN_ADDED, TYPE_CHANGED}
+    assert rows[INDEX_DROPPED]["fingerprint"] == rows["t00"]["fingerprint"]  # back to the fleet's catalog
+    assert tenant_snapshot(env, INDEX_DROPPED) == tenant_snapshot(env, "t00")
+
+    one = run("verify", "--tenant", "t00", "--tenant", INDEX_DROPPED)
+    assert one.exit_code == 0 and "all 2 tenant(s) are exactly their revision" in one.stdout
+    shards = [rows_of(run("verify", "--all-tenants", "--shard", f"{k}/3", "--json")) for k in range(3)]
+    assert sorted(t for shard in shards for t in shard) == sorted(tenants)
+
+
+def test_upgrade_verify_first_migrates_the_rest_and_refuses_the_drifted(env, chain_copy):
+    (chain_copy / "versions" / "s8_note.py").write_text(NEW_REVISION.replace("s7_docex_2_9_10", HEAD))
+    tenants = fleet(env, HEAD)  # at the old head, with a new revision on top
+
+    result = run("upgrade", "--all-tenants", "--verify-first", "--max-failures", "3", "--json")
+    assert result.exit_code == 1, result.output
+    actions = {r["tenant_id"]: r["action"] for r in json.loads(result.stdout)}
+    assert {t for t, a in actions.items() if a == "drifted"} == set(EXPECTED_DIFF)
+    assert {a for t, a in actions.items() if t not in EXPECTED_DIFF} == {"not-run"}  # 3 refusals reach the limit
+    assert {version_of(env, t) for t in tenants} == {(HEAD,)}
+
+    result = run("upgrade", "--all-tenants", "--verify-first", "--json")
+    assert result.exit_code == 1, result.output
+    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    assert {t for t, r in rows.items() if r["action"] == "upgraded"} == set(tenants) - set(EXPECTED_DIFF)
+    for tenant_id, line in EXPECTED_DIFF.items():
+        assert rows[tenant_id]["action"] == "drifted" and rows[tenant_id]["details"] == [line]
+        assert version_of(env, tenant_id) == (HEAD,)
+    assert {version_of(env, t) for t in tenants if t not in EXPECTED_DIFF} == {("s8_note",)}
+    human = run("upgrade", "--all-tenants", "--verify-first")
+    assert human.exit_code == 1 and "DRIFTED" in human.stdout and "3 drifted" in human.stdout
+
+    # The migrated tenants are exactly the new revision; the drifted ones still theirs, plus the drift.
+    rows = rows_of(run("verify", "--all-tenants", "--json"))
+    assert {t for t, r in rows.items() if r["state"] != "ok"} == set(EXPECTED_DIFF)
+    assert {r["revision"] for t, r in rows.items() if t not in EXPECTED_DIFF} == {"s8_note"}
+
+
+def test_tenants_at_older_revisions_are_compared_with_their_own_revision(env):
+    assert run("provision", "at-head", "at-s6", "at-s4", "at-s1", "at-base", "s4-drifted").exit_code == 0
+    for tenant_id, revision in (
+        ("at-s6", "s6_docex_2_8_8"),
+        ("at-s4", "s4_docex_2_6_1"),
+        ("s4-drifted", "s4_docex_2_6_1"),
+        ("at-s1", "s1_docex_0_2_0"),
+        ("at-base", None),
+    ):
+        migrate_to(env, tenant_id, revision, downgrade=True)
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 0, result.output
+    rows = rows_of(result)
+    assert {t: (r["revision"], r["state"]) for t, r in rows.items()} == {
+        "at-head": (HEAD, "ok"),
+        "at-s6": ("s6_docex_2_8_8", "ok"),
+        "at-s4": ("s4_docex_2_6_1", "ok"),
+        "s4-drifted": ("s4_docex_2_6_1", "ok"),
+        "at-s1": ("s1_docex_0_2_0", "ok"),
+        "at-base": (None, "ok"),
+    }
+    # An index S4 has and S6 narrowed: against S4 only its absence is drift, nothing of the head's.
+    by_hand(env, "s4-drifted", "DROP INDEX idx_document_metadata_key_value")
+    by_hand(env, "at-base", "CREATE TABLE leftover (id INTEGER PRIMARY KEY)")
+    rows = rows_of(run("verify", "--all-tenants", "--json"))
+    assert [line.split(":")[0] for line in rows["s4-drifted"]["diff"]] == [
+        "missing tables.document_metadata.indexes.idx_document_metadata_key_value"
+    ]
+    assert rows["s4-drifted"]["repairable"] is True
+    assert [line.split(":")[0] for line in rows["at-base"]["diff"]] == ["extra tables.leftover"]
+    assert {t for t, r in rows.items() if r["state"] != "ok"} == {"s4-drifted", "at-base"}
+    result = run("verify", "--tenant", "s4-drifted", "--repair", "--yes")
+    assert result.exit_code == 0, result.output
+    assert version_of(env, "s4-drifted") == ("s4_docex_2_6_1",)
+    index = tenant_snapshot(env, "s4-drifted")["tables"]["document_metadata"]["indexes"]["idx_document_metadata_key_value"]
+    assert index["columns"] == [["key", "asc"], ["value", "asc"]]  # S4's definition, not the head's narrowed one
+    assert rows_of(run("verify", "--tenant", "s4-drifted", "--json"))["s4-drifted"]["state"] == "ok"
+
+
+def test_docex_made_tenants_adopted_at_every_generation_verify_clean(env):
+    """DocEX's own schemas (the reference dumps), every generation and a known hybrid, adopted."""
+    made = ["s1_docex_0_2_0", "s3_docex_2_2_1", "s5_docex_2_8_4", "s6_docex_2_8_8", DOCEX_2_9_10]
+    for i, revision in enumerate(made):
+        build_legacy(env, f"gen{i}", legacy_ddl(env, revision, f"gen{i}"))
+    generations = [recognised_as(env.settings, revision) for revision in made]
+    build_legacy(env, "hybrid", hybrid_ddl(env, "s6-without-indexes", "hybrid"))
+    before = rows_of(run("verify", "--all-tenants", "--json"))
+    assert {t: (r["state"], r["matches"], r["adopt"]) for t, r in before.items()} == {
+        **{f"gen{i}": ("unversioned", rev, "adopt") for i, rev in enumerate(generations)},
+        "hybrid": ("unversioned", "s6_docex_2_8_8", "repair"),
+    }
+    assert run("adopt", "--all-tenants").exit_code == 0
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 0, result.output
+    rows = rows_of(result)
+    assert {t: (r["revision"], r["state"]) for t, r in rows.items()} == {
+        **{f"gen{i}": (rev, "ok") for i, rev in enumerate(generations)},
+        "hybrid": ("s6_docex_2_8_8", "ok"),
+    }
+
+
+def test_every_other_state_is_reported_as_status_reports_it(env):
+    assert run("provision", "good", "double").exit_code == 0
+    corrupt(env, "broken")
+    by_hand(env, "double", "INSERT INTO alembic_version VALUES ('s6_docex_2_8_8')")
+    build_legacy(env, "legacy", legacy_ddl(env, "s5_docex_2_8_4", "legacy"))
+    result = run(
+        "verify",
+        "--tenant",
+        "good",
+        "--tenant",
+        "double",
+        "--tenant",
+        "broken",
+        "--tenant",
+        "legacy",
+        "--tenant",
+        "nobody",
+        "--json",
+    )
+    assert result.exit_code == 1, result.output
+    rows = rows_of(result)
+    assert {t: r["state"] for t, r in rows.items()} == {
+        "good": "ok",
+        "double": "corrupt",
+        "broken": "unreadable",
+        "legacy": "unversioned",
+        "nobody": "missing",
+    }
+    assert (rows["legacy"]["matches"], rows["legacy"]["adopt"]) == ("s5_docex_2_8_4", "adopt")
+    assert "fix it by hand to one row" in rows["double"]["error"]
+    assert ("file is not a database" if env.kind == "sqlite" else "has no version_num column") in rows["broken"]["error"]
+    fine = run("verify", "--tenant", "good", "--tenant", "legacy", "--tenant", "nobody")
+    assert fine.exit_code == 0, fine.output  # unversioned and missing are reported, not failures (as status)
+    assert run("verify").exit_code == 2  # neither tenants nor --all-tenants
+
+
+def test_fleet_drift_check_gates_a_deploy(env):
+    (result,) = checks.run_checks(env.settings, ["fleet-drift"])
+    assert result.status == checks.SKIPPED and "holds no tenants" in result.message
+    assert run("provision", "acme", "globex").exit_code == 0
+    assert run("check", "--only", "fleet-drift").exit_code == 0
+    by_hand(env, "globex", "ALTER TABLE docbasket ADD COLUMN owner VARCHAR(64)")
+    result = run("check", "--only", "fleet-drift", "--json")
+    assert result.exit_code == 1
+    (check,) = json.loads(result.stdout)["checks"]
+    assert check["status"] == "failed" and "1 of 2 tenants" in check["message"]
+    assert check["evidence"][0].startswith(f"globex ({env.namespace('globex')}): drifted at {HEAD}")
+    assert check["evidence"][1].strip().startswith("extra tables.docbasket.columns.owner")
+
+
+@pytest.mark.postgres
+def test_verify_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env, reader_role, monkeypatch):
+    assert run("provision", "ok1", "drifted", "secret").exit_code == 0
+    by_hand(pg_env, "drifted", "DROP INDEX idx_file_history_document_id")
+    build_legacy(pg_env, "legacy", legacy_ddl(pg_env, DOCEX_2_9_10, "legacy"))
+    for tenant_id in ("ok1", "drifted", "legacy"):
+        grant_read(pg_env, reader_role, tenant_id)  # "secret" stays unreadable to the role
+    monkeypatch.setenv("DOCEX_DATABASE_URL", pg_env.url.set(username=reader_role, password=None).render_as_string(False))
+    monkeypatch.setenv("DOCEX_CONFIG", str(template_only_config(pg_env)))
+
+    def catalog():
+        with pg_env.engine().connect() as conn:
+            return conn.execute(
+                sa.text("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY 1, 2")
+            ).all()
+
+    before = catalog()
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 1, result.output
+    rows = rows_of(result)
+    assert {t: r["state"] for t, r in rows.items()} == {
+        "ok1": "ok",
+        "drifted": "drifted",
+        "legacy": "unversioned",
+        "secret": "unreadable",
+    }
+    assert (rows["legacy"]["matches"], rows["legacy"]["adopt"]) == (recognised_as(pg_env.settings, DOCEX_2_9_10), "adopt")
+    assert "GRANT USAGE" in rows["secret"]["error"]
+    # A repair needs more than reading: it fails for that tenant alone, changing nothing.
+    result = run("verify", "--tenant", "drifted", "--repair", "--yes", "--json")
+    assert result.exit_code == 1
+    (row,) = json.loads(result.stdout)
+    assert row["state"] == "drifted" and row["error"].startswith("repair failed")
+    assert catalog() == before
+
+
+@pytest.mark.postgres
+def test_pg_fingerprints_are_sound_across_batches_and_schema_names(pg_env, monkeypatch):
+    """Same catalog, same fingerprint, whatever the schema is called (mixed case, '-') and
+    whichever batch reads it; any difference the snapshot sees changes the fingerprint, even a
+    default naming the tenant's own schema in a literal; column order splits groups, not verdicts."""
+    template = pg_env.settings.postgres.schema_template
+    settings = replace(pg_env.settings, postgres=replace(pg_env.settings.postgres, schema_template="Mixed_" + template))
+    backend = backend_for(settings)
+    changes = {
+        "default": "ALTER TABLE doc_events ALTER COLUMN source SET DEFAULT 'other'",
+        "nullable": "ALTER TABLE docbasket ALTER COLUMN description SET NOT NULL",
+        "ondelete": "ALTER TABLE document DROP CONSTRAINT document_basket_id_fkey, ADD CONSTRAINT document_basket_id_fkey "
+        "FOREIGN KEY (basket_id) REFERENCES docbasket (id) ON DELETE CASCADE",
+        "unique": "ALTER TABLE processors ADD CONSTRAINT processors_type_key UNIQUE (type)",
+        "index-order": "DROP INDEX idx_document_basket_created; CREATE INDEX idx_document_basket_created ON document (basket_id, created_at)",
+        "index-unique": "DROP INDEX idx_file_history_document_id; CREATE UNIQUE INDEX idx_file_history_document_id ON file_history (document_id)",
+        "enum": "CREATE TYPE mood AS ENUM ('a', 'b')",
+        "sequence": "CREATE SEQUENCE counter",
+        "own-name-literal": "ALTER TABLE doc_events ALTER COLUMN source SET DEFAULT '{schema}.x'",
+    }
+    same = ["plain", "plain-2", "with-dash"]
+    names = same + ["reordered"] + list(changes)
+    backend_tenants = {t: backend.namespace(t) for t in names}
+    assert all(not r.failed for r in provision(settings, names))
+    with pg_env.engine().begin() as conn:
+        for tenant_id, statements in changes.items():
+            schema = backend_tenants[tenant_id]
+            conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
+            for statement in statements.split("; "):
+                conn.exec_driver_sql(statement.replace("{schema}", schema))
+        # Column order is not drift; the fingerprint covers it (more groups, never a wrong verdict).
+        schema = backend_tenants["reordered"]
+        conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
+        conn.exec_driver_sql("ALTER TABLE file_history DROP COLUMN internal_path")
+        conn.exec_driver_sql("ALTER TABLE file_history ADD COLUMN internal_path TEXT")
+    monkeypatch.setattr(pg_backend, "BATCH_SIZE", 3)
+    reads = backend.read_catalogs(names)
+    backend.dispose()
+    fingerprints = {t: reads[t].fingerprint for t in names}
+    assert all(fingerprints.values())
+    assert len({fingerprints[t] for t in same}) == 1, fingerprints
+    assert len(set(fingerprints.values())) == len(changes) + 2, fingerprints
+    assert any(c.isupper() for c in backend_tenants["with-dash"]) and "-" in backend_tenants["with-dash"]
+
+    rows = {r.tenant_id: r for r in drift.verify(settings, names)}
+    assert {t for t, r in rows.items() if r.state == drift.OK} == set(same) | {"reordered"}
+    assert {t for t, r in rows.items() if r.state == drift.DRIFTED} == set(changes)
+    assert rows["own-name-literal"].diff == [
+        f"tables.doc_events.columns.source.default: expected \"'docex'::character varying\", "
+        f"found \"'{backend_tenants['own-name-literal']}.x'::character varying\""
+    ]
+
+
+def test_sqlite_fingerprints_read_files_without_creating_or_writing_them(sqlite_env):
+    assert run("provision", "a", "b").exit_code == 0
+    path = sqlite_env.workdir / sqlite_env.namespace("a")
+    stat = path.stat()
+    reads = backend_for(sqlite_env.settings).read_catalogs(["a", "b", "ghost"])
+    assert reads["a"].fingerprint == reads["b"].fingerprint and reads["a"].fingerprint
+    assert (reads["ghost"].state.exists, reads["ghost"].fingerprint) == (False, None)
+    assert not (sqlite_env.workdir / sqlite_env.namespace("ghost")).exists()
+    assert (path.stat().st_mtime_ns, path.stat().st_size) == (stat.st_mtime_ns, stat.st_size)
