@@ -38,8 +38,8 @@ from .backends import Backend, LedgerPlace, backend_for, open_backend
 from .chain import BASE, Chain, load_chain
 from .config import Settings
 from .errors import Interrupted, UsageError
-from .ledger import PENDING, Ledger, now
-from .results import Action, TenantResult
+from .ledger import PENDING, Ledger, LedgerError, now
+from .results import Action, TenantResult, describe_error
 from .states import state_of
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,11 @@ class Run:
 
     def deprovisioned(self, result: TenantResult, chain: Chain) -> None:
         """A deprovision done: the tenant's row (its backup in the message), and the run's end."""
-        self._open(chain)
+        try:
+            self._open(chain)
+        except LedgerError as exc:  # the tenant is gone already: say so, do not fail
+            log.warning("%s: this deprovision is not recorded", exc)
+            return
         self._insert([_row(self.run_id, result, None)])
         self.close([result], chain=chain)
 
@@ -191,33 +195,44 @@ class Run:
         try:
             self._place = backend.ledger()
             self._ledger = Ledger.for_writing(self._place)
+        except LedgerError:
+            raise  # a newer docex-migrate's ledger: refused, before any tenant is touched
+        except Exception as exc:  # the ledger never stops a migration
+            log.warning("the run ledger cannot be written (%s): this run is not recorded", describe_error(exc))
+            self._ledger = None
+            return
         finally:
             backend.dispose()
         started = now()
-        self._ledger.insert_run(
-            {
-                "run_id": self.run_id,
-                "command": self.command,
-                "target": _target_name(self._target) if self._has_target else None,
-                "selection": self.selection,
-                "resumes": self.resumes,
-                "undoes": self.undoes,
-                "fleet": self._place.database,
-                "user_name": _user(),
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "process_start": _process_start(os.getpid()),
-                "version": tool_version(),
-                "chain_head": chain.head,
-                "started_at": started,
-                "heartbeat_at": started,
-                "state": RUNNING,
-            }
-        )
+        if not self._write(lambda ledger: ledger.insert_run(self._run_row(chain, started))):
+            self._ledger.close()
+            self._ledger = None
+            return
         self.recorded = True
         threading.Thread(target=self._beat, name="ledger-heartbeat", daemon=True).start()
         if self.announce is not None:
             self.announce(self)
+
+    def _run_row(self, chain: Chain, started: str) -> dict[str, Any]:
+        assert self._place is not None
+        return {
+            "run_id": self.run_id,
+            "command": self.command,
+            "target": _target_name(self._target) if self._has_target else None,
+            "selection": self.selection,
+            "resumes": self.resumes,
+            "undoes": self.undoes,
+            "fleet": self._place.database,
+            "user_name": _user(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "process_start": _process_start(os.getpid()),
+            "version": tool_version(),
+            "chain_head": chain.head,
+            "started_at": started,
+            "heartbeat_at": started,
+            "state": RUNNING,
+        }
 
     def _beat(self) -> None:
         """A heartbeat on a connection of its own, so a run on another host can be told alive."""

@@ -269,9 +269,13 @@ class SqliteBackend(Backend):
         path = tenants.ledger_file(self.template)
 
         def engine(write: bool) -> Engine:
-            if not write:  # never creates the file; WAL lets it read while a run writes
+            if not write:
+                # Never creates the file (mode=rw), reads while a run writes (WAL), writes nothing;
+                # read-write only so that, as the last connection, it removes the -wal and -shm files.
                 uri = Path(path).resolve().as_uri()
-                return create_engine("sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(f"{uri}?mode=ro", uri=True))
+                return create_engine(
+                    "sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=30.0)
+                )
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             created = transactional_engine(path, busy_timeout=30.0)
 
