@@ -20,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from . import api
+from . import api, progress
 from .chain import load_chain
 from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
@@ -192,7 +192,13 @@ def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]
 def _run(settings: Settings, command: str, selection: str) -> Run:
     """A run to record, which names itself on stderr as soon as it is in the ledger, so an
     operator can follow it with `runs show` from another shell."""
-    return Run(settings, command, selection, announce=lambda run: typer.echo(f"run {run.run_id}: {command} started", err=True))
+    return Run(
+        settings,
+        command,
+        selection,
+        announce=lambda run: typer.echo(f"run {run.run_id}: {command} started", err=True),
+        progress=progress.for_stderr(),
+    )
 
 
 def _selection(tenant: list[str] | None, all_tenants: bool, shard: str | None, revision: str | None = None) -> str:

@@ -39,6 +39,7 @@ from .chain import BASE, Chain, load_chain
 from .config import Settings
 from .errors import Interrupted, UsageError
 from .ledger import PENDING, Ledger, LedgerError, now
+from .progress import RunProgress
 from .results import Action, TenantResult, describe_error
 from .states import state_of
 
@@ -97,6 +98,7 @@ class Run:
     undoes: str | None = None
     run_id: str = field(default_factory=new_run_id)
     announce: Callable[[Run], None] | None = None  # told once the run is in the ledger
+    progress: RunProgress | None = None  # told of the plan and of each result (progress.py)
     recorded: bool = field(default=False, init=False)
     _ledger: Ledger | None = field(default=None, init=False, repr=False)
     _place: LedgerPlace | None = field(default=None, init=False, repr=False)
@@ -140,9 +142,13 @@ class Run:
             return
         self._open(chain)
         self._insert(rows)
+        if self.progress is not None:
+            self.progress.add(len(work))
 
     def on_result(self, result: TenantResult) -> None:
         """One tenant's result, recorded as it arrives."""
+        if self.progress is not None:
+            self.progress.result(result)
         if self._ledger is None:
             return
         row = _row(self.run_id, result, None)
@@ -152,6 +158,8 @@ class Run:
 
     def close(self, results: Sequence[TenantResult], *, error: BaseException | None = None, chain: Chain | None = None) -> None:
         """The run's end: every result not yet recorded as it is, and the run's state."""
+        if self.progress is not None:
+            self.progress.close()
         if self._ledger is None and any(r.action.value in MOVED | {Action.ADOPTED.value} for r in results):
             self._open(chain or load_chain())  # adopt, deprovision: a change without a plan
             self._insert([])

@@ -367,3 +367,41 @@ def test_a_stopped_run_is_marked_interrupted_and_resume_finishes_it(steps, tmp_p
     assert result.exit_code == 0, result.output
     assert {r["tenant_id"]: r["action"] for r in json.loads(result.stdout)} == dict.fromkeys(["k2", "k3", "k4"], "upgraded")
     assert {whole(env, t) for t in tenants} == {"r3"}
+
+
+def test_progress_is_one_line_per_tenant_off_a_terminal_and_json_stays_on_stdout(steps, monkeypatch):
+    env = steps
+    at(env, ["a", "b", "c"], "r1")
+    monkeypatch.setenv("STEPS_FAIL_TENANT", "b")
+    result = cli("upgrade", "--all-tenants", "--json")
+    assert result.exit_code == 1
+    assert [r["tenant_id"] for r in json.loads(result.stdout)] == ["a", "b", "c"]
+    lines = result.stderr.splitlines()
+    run_id = latest_run()["run_id"]
+    assert lines[0] == f"run {run_id}: upgrade started"  # first, so an operator can follow it
+    progress = [line for line in lines if line.startswith("[")]
+    assert [line.split(" ")[:3] for line in progress] == [
+        ["[1/3]", "a", "upgraded"],
+        ["[2/3]", "b", "FAILED"],
+        ["[3/3]", "c", "upgraded"],
+    ]
+    assert "step 2 fails for b" in progress[1]
+
+
+def test_the_live_display_counts_failures_on_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from docex_migrate.progress import Live
+    from docex_migrate.results import Action, TenantResult
+
+    screen = io.StringIO()
+    live = Live(Console(file=screen, force_terminal=True, width=120))
+    live.add(2)
+    live.result(TenantResult("a", "ns_a", Action.UPGRADED, "r1", "r3"))
+    live.result(TenantResult("b", "ns_b", Action.FAILED, "r1", "r1", "boom"))
+    assert live.display.tasks[0].completed == 2 and live.failures == 1
+    live.display.refresh()
+    assert "2/2" in screen.getvalue() and "1 failed" in screen.getvalue()
+    live.close()
