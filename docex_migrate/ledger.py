@@ -80,6 +80,12 @@ run_tenants = sa.Table(
     sa.Index("run_tenants_by_tenant", "tenant_id"),
 )
 _BATCH = 500
+RESULT_COLUMNS = ("action", "from_revision", "to_revision", "finished_at", "duration_ms", "message")
+_UPDATE_RESULT = (
+    run_tenants.update()
+    .where(run_tenants.c.run_id == sa.bindparam("b_run_id"), run_tenants.c.tenant_id == sa.bindparam("b_tenant_id"))
+    .values({c: sa.bindparam(f"b_{c}") for c in RESULT_COLUMNS})
+)
 
 
 def now() -> str:
@@ -168,18 +174,14 @@ class Ledger:
             with self.connection.begin():
                 self.connection.execute(run_tenants.insert(), list(rows))
 
-    def update_tenants(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Each row: tenant_id and the columns to set (the same columns in every row)."""
-        if not rows:
-            return
-        columns = [c for c in rows[0] if c != "tenant_id"]
-        statement = (
-            run_tenants.update()
-            .where(run_tenants.c.run_id == run_id, run_tenants.c.tenant_id == sa.bindparam("b_tenant_id"))
-            .values({c: sa.bindparam(f"b_{c}") for c in columns})
-        )
-        with self.connection.begin():
-            self.connection.execute(statement, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+    def update_results(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Tenants' results: each row has tenant_id and every one of RESULT_COLUMNS. One
+        statement built once: a result costs a round trip, not a compilation."""
+        if rows:
+            with self.connection.begin():
+                self.connection.execute(
+                    _UPDATE_RESULT, [{"b_run_id": run_id, **{f"b_{k}": v for k, v in r.items()}} for r in rows]
+                )
 
     # Reading
 

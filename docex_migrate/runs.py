@@ -38,7 +38,7 @@ from .backends import Backend, LedgerPlace, backend_for, open_backend
 from .chain import BASE, Chain, load_chain
 from .config import Settings
 from .errors import Interrupted, UsageError
-from .ledger import PENDING, Ledger, LedgerError, now
+from .ledger import PENDING, RESULT_COLUMNS, Ledger, LedgerError, now
 from .progress import RunProgress
 from .results import Action, TenantResult, describe_error
 from .states import state_of
@@ -50,7 +50,7 @@ STALE_AFTER = timedelta(seconds=90)  # a run on another host with no heartbeat f
 RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
 MOVED = frozenset({Action.UPGRADED.value, Action.DOWNGRADED.value, Action.PROVISIONED.value})
 REACHED = MOVED | {Action.SKIPPED.value, Action.ADOPTED.value}  # at the run's target when it ended
-_RESULT_COLUMNS = ("tenant_id", "action", "from_revision", "to_revision", "finished_at", "duration_ms", "message")
+_RESULT_COLUMNS = ("tenant_id", *RESULT_COLUMNS)
 UNDOABLE = frozenset({"upgrade", "downgrade", "provision", "undo"})
 
 
@@ -153,7 +153,7 @@ class Run:
             return
         row = _row(self.run_id, result, None)
         update = {k: row[k] for k in _RESULT_COLUMNS}
-        if self._write(lambda ledger: ledger.update_tenants(self.run_id, [update])):
+        if self._write(lambda ledger: ledger.update_results(self.run_id, [update])):
             self._rows[result.tenant_id] = (row["action"], row["to_revision"], row["message"])
 
     def close(self, results: Sequence[TenantResult], *, error: BaseException | None = None, chain: Chain | None = None) -> None:
@@ -175,7 +175,7 @@ class Run:
                 changed.append({k: row[k] for k in _RESULT_COLUMNS})
         state = INTERRUPTED if isinstance(error, KeyboardInterrupt) else FINISHED
         why = None if error is None or isinstance(error, KeyboardInterrupt) else str(error) or type(error).__name__
-        self._write(lambda ledger: ledger.update_tenants(self.run_id, changed))
+        self._write(lambda ledger: ledger.update_results(self.run_id, changed))
         self._write(lambda ledger: ledger.update_run(self.run_id, {"finished_at": now(), "state": state, "error": why}))
         self._ledger.close()
         self._ledger = None

@@ -735,8 +735,9 @@ class PostgresBackend(Backend):
 
     def ledger(self) -> LedgerPlace:
         """The schema tenants.LEDGER_SCHEMA of the same database (reserved: never a tenant's).
-        Its sessions commit without waiting for the WAL flush: a row lost to a server crash is
-        made good by reconciliation (runs.py), and each row costs a round trip, not an fsync."""
+        Its sessions autocommit each statement without waiting for the WAL flush: a row lost to a
+        server crash is made good by reconciliation (runs.py), and each row costs one round trip,
+        not an fsync."""
         schema = tenants.LEDGER_SCHEMA
 
         def exists() -> bool:
@@ -745,7 +746,13 @@ class PostgresBackend(Backend):
 
         def engine(write: bool) -> Engine:
             options = "-csynchronous_commit=off -capplication_name=docex-migrate-ledger"
-            return sa.create_engine(self.url, poolclass=NullPool, connect_args={"connect_timeout": 10, "options": options})
+            # Autocommit: each ledger write is one statement, so one round trip, not BEGIN/.../COMMIT.
+            return sa.create_engine(
+                self.url,
+                poolclass=NullPool,
+                isolation_level="AUTOCOMMIT",
+                connect_args={"connect_timeout": 10, "options": options},
+            )
 
         return LedgerPlace(
             schema, f"schema {schema} of {self.where()}", f"PostgreSQL {self.where()} {self.template}", exists, engine
