@@ -18,11 +18,12 @@ from .backends import open_backend
 from .chain import Chain, load_chain, writable_location
 from .config import Settings
 from .drift import hold_back_drifted
-from .errors import TenantNotFoundError, UsageError
+from .errors import Interrupted, TenantNotFoundError, UsageError
 from .executors import WorkItem, collect, execute, in_order, not_run, stopped_after
 from .provisioning import ensure_tenant, provision, verify_tenant
 from .results import Action, TenantResult
 from .runner import author_revision
+from .runs import Run, RunDetail, RunInfo, list_runs, recording, resume_plan, show_run, undo_plan
 from .scratch import scratch_settings
 from .selection import in_shard, select, validated
 from .states import State, TenantStatus, plan, state_of
@@ -31,6 +32,9 @@ __all__ = [
     "Decision",
     "Deprovisioned",
     "RevisionInfo",
+    "Run",
+    "RunDetail",
+    "RunInfo",
     "State",
     "TenantResult",
     "TenantStatus",
@@ -45,7 +49,12 @@ __all__ = [
     "list_tenants",
     "new_revision",
     "provision",
+    "runs",
+    "resume_plan",
+    "show_run",
     "status",
+    "undo",
+    "undo_plan",
     "upgrade",
     "verify_tenant",
 ]
@@ -99,30 +108,44 @@ def upgrade(
     jobs: int = 1,
     shard: tuple[int, int] | None = None,
     chain: Chain | None = None,
+    run: Run | None = None,
+    resume: str | None = None,
 ) -> list[TenantResult]:
     """Bring tenants (None = every tenant found) to ``revision``; tenants already there are skipped.
 
     A failing tenant does not stop the others unless ``max_failures`` is reached (1 = fail fast);
     the tenants after that are reported as not run. ``adopt_first`` adopts unversioned tenants
     (created by DocEX itself) first, then upgrades them with the rest. ``verify_first`` leaves
-    alone, as drifted, every tenant whose catalog is not exactly its revision (see drift.py)."""
+    alone, as drifted, every tenant whose catalog is not exactly its revision (see drift.py).
+
+    ``run`` records the run in the ledger as it happens (runs.py). ``resume`` names a recorded
+    run: its tenants that did not reach its target go there, as a new recorded run (the
+    tenants and revision given are then ignored; [] when none is left)."""
     chain = chain or load_chain()
+    if resume is not None:
+        tenant_ids, revision = resume_plan(settings, resume, "upgrade", chain)
+        run = run or Run(settings, "upgrade")
+        run.resumes, run.selection = resume, f"--resume {resume}"
+        if not tenant_ids:
+            return []
     target = chain.resolve(revision)
-    adopted = _adopt_unversioned(settings, tenant_ids, shard, chain) if adopt_first else {}
-    failed_adoptions = sum(r.failed for r in adopted.values())
-    results = _migrate(
-        settings,
-        tenant_ids,
-        target,
-        downgrade=False,
-        max_failures=max_failures,
-        jobs=jobs,
-        shard=shard,
-        chain=chain,
-        failures_so_far=failed_adoptions,
-        verify_first=verify_first,
-    )
-    return [_after_adoption(adopted.get(r.tenant_id), r) for r in results]
+    with recording(run, chain) as done:
+        adopted = _adopt_unversioned(settings, tenant_ids, shard, chain) if adopt_first else {}
+        failed_adoptions = sum(r.failed for r in adopted.values())
+        results = _migrate(
+            settings,
+            tenant_ids,
+            target,
+            downgrade=False,
+            max_failures=max_failures,
+            jobs=jobs,
+            shard=shard,
+            chain=chain,
+            failures_so_far=failed_adoptions,
+            verify_first=verify_first,
+            run=run,
+        )
+        return done([_after_adoption(adopted.get(r.tenant_id), r) for r in results])
 
 
 def downgrade(
@@ -134,19 +157,68 @@ def downgrade(
     jobs: int = 1,
     shard: tuple[int, int] | None = None,
     chain: Chain | None = None,
+    run: Run | None = None,
+    resume: str | None = None,
 ) -> list[TenantResult]:
-    """Take tenants back to ``revision`` ('base' removes every table)."""
+    """Take tenants back to ``revision`` ('base' removes every table). ``run`` and ``resume``
+    as for upgrade."""
     chain = chain or load_chain()
-    return _migrate(
-        settings,
-        tenant_ids,
-        chain.resolve(revision),
-        downgrade=True,
-        max_failures=max_failures,
-        jobs=jobs,
-        shard=shard,
-        chain=chain,
-    )
+    if resume is not None:
+        tenant_ids, revision = resume_plan(settings, resume, "downgrade", chain)
+        run = run or Run(settings, "downgrade")
+        run.resumes, run.selection = resume, f"--resume {resume}"
+        if not tenant_ids:
+            return []
+    target = chain.resolve(revision)
+    with recording(run, chain) as done:
+        return done(
+            _migrate(
+                settings,
+                tenant_ids,
+                target,
+                downgrade=True,
+                max_failures=max_failures,
+                jobs=jobs,
+                shard=shard,
+                chain=chain,
+                run=run,
+            )
+        )
+
+
+def undo(
+    settings: Settings, run_id: str, *, jobs: int = 1, chain: Chain | None = None, run: Run | None = None
+) -> list[TenantResult]:
+    """Take every tenant that run ``run_id`` moved back to the revision it had before, as a new
+    recorded run. A tenant that has moved since (another run touched it) is left alone and
+    listed (skipped). UsageError (exit 2) for an unknown run, one still running, or a deprovision."""
+    chain = chain or load_chain()
+    plan = undo_plan(settings, run_id, chain)
+    run = run or Run(settings, "undo")
+    run.undoes, run.selection = run_id, f"undo {run_id}"
+    results = list(plan.left_alone)
+    with recording(run, chain) as done:
+        for (target, downgrade), tenants in plan.groups.items():
+            try:
+                results += _migrate(
+                    settings, tenants, target, downgrade=downgrade, max_failures=None, jobs=jobs, shard=None, chain=chain, run=run
+                )
+            except Interrupted as stop:
+                done_ids = {r.tenant_id for r in results + (stop.results or [])}
+                left = [t for group in plan.groups.values() for t in group if t not in done_ids]
+                stop.results = results + (stop.results or []) + [_not_reached(settings, t, "interrupted") for t in left]
+                raise
+        return done(sorted(results, key=lambda r: r.tenant_id))
+
+
+def _not_reached(settings: Settings, tenant_id: str, why: str) -> TenantResult:
+    with open_backend(settings) as backend:
+        return TenantResult(tenant_id, backend.namespace(tenant_id), Action.NOT_RUN, message=f"not attempted: {why}")
+
+
+def runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None) -> list[RunInfo]:
+    """The most recent recorded runs of this database, newest first (reconciled; read-only)."""
+    return list_runs(settings, limit=limit, chain=chain)
 
 
 def _adopt_unversioned(
@@ -184,6 +256,7 @@ def _migrate(
     chain: Chain,
     failures_so_far: int = 0,
     verify_first: bool = False,
+    run: Run | None = None,
 ) -> list[TenantResult]:
     """Plan every selected tenant from one bulk read, then hand those that need Alembic to the
     executor. Refusals count towards ``max_failures`` like failures do."""
@@ -206,13 +279,18 @@ def _migrate(
                 work.append(WorkItem(tenant_id, namespace, revision, target, downgrade, versioned=state.versioned))
         if verify_first:  # a tenant not proven exactly its revision is left alone, as a failure
             work = hold_back_drifted(settings, backend, chain, work, finished)
+        if run is not None:
+            run.planned(target, namespaces, finished, work, chain)
         failures = failures_so_far + sum(r.failed for r in finished.values())
         budget = None if max_failures is None else max_failures - failures
         interrupted = None
         if budget is not None and budget <= 0:
             finished.update((i.tenant_id, not_run(i, stopped_after(failures))) for i in work)
         else:
-            interrupted = collect(finished, lambda: execute(settings, backend, work, jobs=jobs, max_failures=budget))
+            on_result = run.on_result if run is not None else None
+            interrupted = collect(
+                finished, lambda: execute(settings, backend, work, jobs=jobs, max_failures=budget, on_result=on_result)
+            )
         return in_order(finished, namespaces, interrupted)
 
 

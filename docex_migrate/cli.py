@@ -20,12 +20,13 @@ from typing import Annotated
 
 import typer
 
-from . import api
+from . import api, progress
 from .chain import load_chain
 from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
 from .reporting import Reporter
-from .results import CheckStatus, TenantResult, describe_error
+from .results import Action, CheckStatus, TenantResult, describe_error
+from .runs import Run, RunDetail, RunInfo, recording, revisions_now, tool_version
 
 app = typer.Typer(
     help="Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant "
@@ -65,6 +66,14 @@ JobsOpt = Annotated[
 ]
 ShardOpt = Annotated[
     str | None, typer.Option("--shard", help="Only shard K of N (K/N, 0 <= K < N), by a stable hash of the tenant id.")
+]
+ResumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        metavar="RUN",
+        help="Take the tenants of recorded run RUN that did not reach its target there, as a new run.",
+    ),
 ]
 TenantLockWaitOpt = Annotated[
     float | None,
@@ -153,7 +162,7 @@ def _finish(reporter: Reporter, results: list[TenantResult], verb: str) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]) -> None:
+def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]], recorded: Run | None = None) -> None:
     """Run a migration and print its results. Stopped by a signal, print what it did anyway,
     then exit 128 + the signal's number, as a shell reports a process the signal killed."""
     try:
@@ -162,11 +171,65 @@ def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]
         if not stop.results:
             raise
         reporter.results(stop.results, verb)
-        typer.echo(
-            f"interrupted by {stop.signal_name}: tenants in flight were rolled back; rerun the same command to finish", err=True
-        )
+        if recorded is not None and recorded.recorded:
+            command = "undo" if recorded.command == "undo" else f"{recorded.command} --resume"
+            typer.echo(
+                f"interrupted by {stop.signal_name}: tenants in flight were rolled back; run {recorded.run_id} is marked "
+                f"interrupted: finish it with `docex-migrate {command} {recorded.run_id}`",
+                err=True,
+            )
+        else:
+            typer.echo(
+                f"interrupted by {stop.signal_name}: tenants in flight were rolled back; rerun the same command to finish",
+                err=True,
+            )
         raise typer.Exit(stop.exit_code) from None
+    if recorded is not None and recorded.recorded:
+        typer.echo(f"run {recorded.run_id} recorded: `docex-migrate runs show {recorded.run_id}`", err=True)
     _finish(reporter, results, verb)
+
+
+def _run(settings: Settings, command: str, selection: str) -> Run:
+    """A run to record, which names itself on stderr as soon as it is in the ledger, so an
+    operator can follow it with `runs show` from another shell."""
+    return Run(
+        settings,
+        command,
+        selection,
+        announce=lambda run: typer.echo(f"run {run.run_id}: {command} started", err=True),
+        progress=progress.for_stderr(),
+    )
+
+
+def _selection(tenant: list[str] | None, all_tenants: bool, shard: str | None, revision: str | None = None) -> str:
+    parts = [revision] if revision else []
+    parts += ["--all-tenants"] if all_tenants else [f"--tenant {t}" for t in tenant or []]
+    return " ".join(parts + ([f"--shard {shard}"] if shard else []))
+
+
+def _resume_alone(resume: str | None, *given: object) -> None:
+    if resume is not None and any(g not in (None, False, []) for g in given):
+        raise UsageError("--resume takes the tenants and the target of the run it resumes: pass no revision, tenants or --shard")
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            head = load_chain().head
+        except DocexMigrateError as exc:
+            head = f"unavailable: {exc}"
+        typer.echo(f"docex-migrate {tool_version()} (chain head {head})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and the chain's head.")
+    ] = False,
+) -> None:
+    """Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant
+    (a PostgreSQL schema or a SQLite file per tenant)."""
 
 
 @app.command()
@@ -191,12 +254,20 @@ def provision(
             written = enable_multi_tenancy(config_path(config))
             reporter.say(f"database-level multi-tenancy enabled in {written}")
             settings = load_settings(written)
-        _report(reporter, "provision", lambda: api.provision(settings, tenants, verify=verify, exist_ok=exist_ok, jobs=jobs))
+        run = _run(settings, "provision", " ".join(tenants))
+        _report(
+            reporter,
+            "provision",
+            lambda: api.provision(settings, tenants, verify=verify, exist_ok=exist_ok, jobs=jobs, run=run),
+            run,
+        )
 
 
 @app.command()
 def upgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision: head, an id or a unique prefix.")] = "head",
+    revision: Annotated[
+        str | None, typer.Argument(help="Target revision: head, an id or a unique prefix.  [default: head]", show_default=False)
+    ] = None,
     tenant: TenantOpt = None,
     all_tenants: AllOpt = False,
     fail_fast: FailFastOpt = False,
@@ -212,6 +283,7 @@ def upgrade(
     verify_first: Annotated[
         bool, typer.Option("--verify-first", help="Refuse tenants whose catalog is not exactly their revision (see verify).")
     ] = False,
+    resume: ResumeOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -225,28 +297,40 @@ def upgrade(
     is rolled back to the revision it had, and listed with the database's error.
     """
     with _guard(verbose):
-        targets = _targets(tenant, all_tenants)
+        _resume_alone(resume, revision, tenant, all_tenants, shard)
+        targets = None if resume else _targets(tenant, all_tenants)
         stop = _stop_after(fail_fast, max_failures)
         settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
+        run = _run(settings, "upgrade", _selection(tenant, all_tenants, shard, revision))
+        reporter = Reporter(json)
         _report(
-            Reporter(json),
+            reporter,
             "upgrade",
-            lambda: api.upgrade(
-                settings,
-                targets,
-                revision,
-                max_failures=stop,
-                adopt_first=adopt_first,
-                verify_first=verify_first,
-                jobs=jobs,
-                shard=_shard(shard),
+            lambda: _resumed(
+                reporter,
+                resume,
+                api.upgrade(
+                    settings,
+                    targets,
+                    revision or "head",
+                    max_failures=stop,
+                    adopt_first=adopt_first,
+                    verify_first=verify_first,
+                    jobs=jobs,
+                    shard=_shard(shard),
+                    run=run,
+                    resume=resume,
+                ),
             ),
+            run,
         )
 
 
 @app.command()
 def downgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision: an id, a unique prefix, or base.", show_default=False)],
+    revision: Annotated[
+        str | None, typer.Argument(help="Target revision: an id, a unique prefix, or base.", show_default=False)
+    ] = None,
     tenant: TenantOpt = None,
     all_tenants: AllOpt = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -257,26 +341,89 @@ def downgrade(
     tenant_lock_wait: TenantLockWaitOpt = None,
     jobs: JobsOpt = 1,
     shard: ShardOpt = None,
+    resume: ResumeOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Take tenants back to REVISION; asks for confirmation unless --yes."""
     with _guard(verbose):
-        targets = _targets(tenant, all_tenants)
+        _resume_alone(resume, revision, tenant, all_tenants, shard)
+        if revision is None and resume is None:
+            raise UsageError("name the revision to go back to (an id, a unique prefix, or base), or --resume RUN")
+        targets = None if resume else _targets(tenant, all_tenants)
         stop = _stop_after(fail_fast, max_failures)
         settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
-        load_chain().resolve(revision)  # an unknown revision is refused before asking
-        if not yes:
-            if not sys.stdin.isatty():
-                raise UsageError("downgrade can drop tables and data: pass --yes to confirm")
-            who = "every tenant" if targets is None else ", ".join(targets)
-            typer.confirm(f"Downgrade {who} to {revision}? Tables and data may be dropped", abort=True)
+        if resume is None:
+            load_chain().resolve(revision or "")  # an unknown revision is refused before asking
+        else:
+            api.resume_plan(settings, resume, "downgrade", load_chain())  # a run that cannot be resumed, before asking
+        _confirm(yes, "downgrade", f"Downgrade {_who(targets, resume)} to {revision or 'the run target'}?")
+        run = _run(settings, "downgrade", _selection(tenant, all_tenants, shard, revision))
+        reporter = Reporter(json)
         _report(
-            Reporter(json),
+            reporter,
             "downgrade",
-            lambda: api.downgrade(settings, targets, revision, max_failures=stop, jobs=jobs, shard=_shard(shard)),
+            lambda: _resumed(
+                reporter,
+                resume,
+                api.downgrade(
+                    settings,
+                    targets,
+                    revision or "base",
+                    max_failures=stop,
+                    jobs=jobs,
+                    shard=_shard(shard),
+                    run=run,
+                    resume=resume,
+                ),
+            ),
+            run,
         )
+
+
+def _who(targets: list[str] | None, resume: str | None) -> str:
+    if resume is not None:
+        return f"the unfinished tenants of run {resume}"
+    return "every tenant" if targets is None else ", ".join(targets)
+
+
+def _confirm(yes: bool, verb: str, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{verb} can drop tables and data: pass --yes to confirm")
+    typer.confirm(f"{question} Tables and data may be dropped", abort=True)
+
+
+def _resumed(reporter: Reporter, resume: str | None, results: list[TenantResult]) -> list[TenantResult]:
+    if resume is not None and not results:
+        reporter.say(f"nothing to resume: every tenant of run {resume} reached its target")
+    return results
+
+
+@app.command()
+def undo(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to undo (see `docex-migrate runs`).", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StatementTimeoutOpt = None,
+    tenant_lock_wait: TenantLockWaitOpt = None,
+    jobs: JobsOpt = 1,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Take every tenant RUN moved back to the revision it had before, as a new run.
+
+    A tenant that has moved since (another run touched it) is left alone and listed. Asks for
+    confirmation unless --yes. A deprovision cannot be undone: restore its backup instead."""
+    with _guard(verbose):
+        settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
+        api.undo_plan(settings, run_id, load_chain())  # refused before asking
+        _confirm(yes, "undo", f"Undo run {run_id}, taking its tenants back to their previous revisions?")
+        run = _run(settings, "undo", f"undo {run_id}")
+        _report(Reporter(json), "undo", lambda: api.undo(settings, run_id, jobs=jobs, run=run), run)
 
 
 @app.command()
@@ -295,7 +442,13 @@ def adopt(
     """
     with _guard(verbose):
         targets = _targets(tenants, all_tenants)
-        _finish(Reporter(json), api.adopt(load_settings(config), targets, dry_run=dry_run), "adopt")
+        settings = load_settings(config)
+        run = _run(settings, "adopt", _selection(targets, all_tenants, None))
+        with recording(run, load_chain()) as done:
+            results = done(api.adopt(settings, targets, dry_run=dry_run))
+        if run.recorded:
+            typer.echo(f"run {run.run_id} recorded: `docex-migrate runs show {run.run_id}`", err=True)
+        _finish(Reporter(json), results, "adopt")
 
 
 @app.command()
@@ -316,7 +469,11 @@ def deprovision(
         api.check_tenant_ids(settings, [tenant])
         if not yes:
             raise UsageError(f"deprovision drops every table and row of {tenant!r}: pass --yes to confirm")
+        before = revisions_now(settings, [tenant], load_chain())[tenant]
         done = api.deprovision(settings, tenant, backup_dir=None if no_backup else backup_dir)
+        backed_up = f"backup in {done.backup}" if done.backup else "no backup written"
+        record = TenantResult(tenant, done.namespace, Action.DEPROVISIONED, before, None, backed_up)
+        Run(settings, "deprovision", tenant).deprovisioned(record, load_chain())
         reporter = Reporter(json)
         if json:
             reporter.emit_json(done.as_dict())
@@ -392,6 +549,76 @@ def tenants(
             reporter.say("no tenants found")
         for tenant_id, namespace in {} if json else found.items():
             reporter.say(f"{tenant_id}\t{namespace}")
+
+
+runs_app = typer.Typer(help="The run ledger: recent runs of this database, and each run's tenants.", add_completion=False)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs, newest first.")] = 20,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Recent runs: id, command, target, start and end, counts per action, and state
+    (running, finished, or interrupted: a run whose process died is never shown running). Read-only."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _guard(verbose):
+        found = api.runs(load_settings(config), limit=limit)
+        reporter = Reporter(json)
+        if json:
+            reporter.emit_json([r.as_dict() for r in found])
+            return
+        if not found:
+            reporter.say("no runs recorded")
+            return
+        reporter.table([("RUN", "COMMAND", "TARGET", "STARTED", "FINISHED", "STATE", "TENANTS")] + [_run_row(r) for r in found])
+
+
+def _run_row(r: RunInfo) -> tuple[str, ...]:
+    counts = ", ".join(f"{n} {action}" for action, n in r.counts.items())
+    return (r.run_id, r.command, r.target or "-", r.started_at[:19], (r.finished_at or "-")[:19], r.state, counts)
+
+
+@runs_app.command("show")
+def show(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.", show_default=False)],
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """One run and its tenants: the revision before and after, the action, the duration, the error.
+    Tenants a killed run never recorded are reconciled with the tenants themselves. Read-only."""
+    with _guard(verbose):
+        detail: RunDetail = api.show_run(load_settings(config), run_id)
+        reporter = Reporter(json)
+        if json:
+            reporter.emit_json(detail.as_dict())
+            return
+        r = detail.run
+        reporter.say(f"run {r.run_id}: {r.command} {r.selection} -> {r.target or '-'}, {r.state}")
+        extra = f", resumes {r.resumes}" if r.resumes else f", undoes {r.undoes}" if r.undoes else ""
+        reporter.say(f"by {r.user} on {r.host} (pid {r.pid}), docex-migrate {r.version}, chain head {r.chain_head}{extra}")
+        reporter.say(f"started {r.started_at}, finished {r.finished_at or '-'}{': ' + r.error if r.error else ''}")
+        if detail.tenants:
+            reporter.table(
+                [("TENANT", "ACTION", "FROM", "TO", "MS", "MESSAGE")]
+                + [
+                    (
+                        t.tenant_id,
+                        t.action,
+                        t.from_revision or "base",
+                        t.to_revision or "base",
+                        str(t.duration_ms or "-"),
+                        t.message,
+                    )
+                    for t in detail.tenants
+                ]
+            )
 
 
 @app.command()

@@ -37,6 +37,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -81,6 +82,13 @@ def _success(item: WorkItem) -> Action:
 
 
 def run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None = None) -> TenantResult:
+    started = time.monotonic()
+    result = _run_item(backend, item, template)
+    result.duration = time.monotonic() - started
+    return result
+
+
+def _run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None) -> TenantResult:
     result = TenantResult(item.tenant_id, item.namespace, _success(item), item.revision, item.target)
     try:
         result.from_revision, result.to_revision = _migrate(backend, item, template)
@@ -111,9 +119,12 @@ class _Progress:
     max_failures: int | None
     failures: int = 0
     stopped: str | None = None
+    on_result: Callable[[TenantResult], None] | None = None  # told of each result as it arrives
 
     def record(self, result: TenantResult) -> TenantResult:
         log.info("%s: %s", result.tenant_id, result.action)
+        if self.on_result is not None:
+            self.on_result(result)
         self.failures += result.failed
         if self.stopped is None and result.stops_run:
             self.stopped = f"the run stopped when {result.tenant_id} failed: {result.message}"
@@ -304,10 +315,12 @@ def execute(
     jobs: int = 1,
     max_failures: int | None = None,
     template: FreshTemplate | None = None,
+    on_result: Callable[[TenantResult], None] | None = None,
 ) -> list[TenantResult]:
     """One result per item, in order of completion. On SIGINT / SIGTERM raises Interrupted
-    carrying them all (see the module's docstring)."""
-    progress = _Progress(max_failures)
+    carrying them all (see the module's docstring). ``on_result`` is called in this process
+    with each tenant's result as it arrives (the run ledger records it)."""
+    progress = _Progress(max_failures, on_result=on_result)
     jobs = _jobs(backend, jobs, len(items))
     if jobs <= 1:
         results = run_serial(backend, items, progress, template)

@@ -18,6 +18,7 @@ from .errors import ConfigError, DocexMigrateError, TenantNotReadyError, UsageEr
 from .executors import WorkItem, collect, execute, in_order
 from .results import Action, TenantResult, describe_error
 from .runner import rolled_back
+from .runs import Run, recording
 from .selection import validated
 from .states import NEEDS_A_PERSON, plan, state_of, why_not_migratable
 
@@ -31,6 +32,7 @@ def provision(
     jobs: int = 1,
     replay: bool = True,
     chain: Chain | None = None,
+    run: Run | None = None,
 ) -> list[TenantResult]:
     """Create each tenant's namespace and upgrade it to head, in one transaction per tenant.
 
@@ -38,7 +40,8 @@ def provision(
     fresh.py) instead of a full Alembic run: the same result, without Alembic's cost per tenant.
 
     An existing tenant is a failure ("already exists") unless ``exist_ok``, when it is brought
-    to head instead. ``verify`` then proves each tenant works and leaves no trace.
+    to head instead. ``verify`` then proves each tenant works and leaves no trace. ``run``
+    records the run in the ledger as it happens (runs.py).
     """
     if settings.multi_tenancy_model == ROW_LEVEL:
         raise ConfigError(
@@ -48,7 +51,7 @@ def provision(
     if not tenant_ids:
         raise UsageError("name at least one tenant to provision")
     chain = chain or load_chain()
-    with open_backend(settings) as backend:
+    with recording(run, chain) as done, open_backend(settings) as backend:
         namespaces = validated(backend, tenant_ids)
         states = backend.read_states(namespaces)
         finished: dict[str, TenantResult] = {}
@@ -71,15 +74,20 @@ def provision(
                     versioned=state.versioned,
                 )
             )
+        if run is not None:
+            run.planned(chain.head, namespaces, finished, work, chain)
         template = fresh.template(settings, chain) if replay and any(i.fresh for i in work) else None
-        interrupted = collect(finished, lambda: execute(settings, backend, work, jobs=jobs, template=template))
+        on_result = run.on_result if run is not None else None
+        interrupted = collect(
+            finished, lambda: execute(settings, backend, work, jobs=jobs, template=template, on_result=on_result)
+        )
         for result in finished.values():
             result.warnings.extend(backend.warnings_for(result.tenant_id))
         results = in_order(finished, namespaces, interrupted)
         for result in results:
             if verify and not result.failed:
                 _verified(backend, result)
-        return results
+        return done(results)
 
 
 def _refusal(chain: Chain, tenant_id: str, namespace: str, state: NamespaceState, *, exist_ok: bool) -> TenantResult | None:

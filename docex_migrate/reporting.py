@@ -35,6 +35,9 @@ class Reporter:
     def emit_json(self, payload: object) -> None:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
+    def table(self, rows: Sequence[Sequence[str]]) -> None:
+        _table(rows, self.human)
+
     def statuses(self, rows: list[TenantStatus], empty: str) -> None:
         if self.as_json:
             self.emit_json([r.as_dict() for r in rows])

@@ -28,6 +28,7 @@ class Action(str, Enum):
     NOT_RUN = "not-run"  # left alone because --fail-fast / --max-failures (or an interrupt) stopped the run
     NEEDS_ADOPT = "needs-adopt"  # an unversioned tenant with tables is never migrated blindly
     DRIFTED = "drifted"  # refused by upgrade --verify-first: its catalog is not exactly its revision
+    DEPROVISIONED = "deprovisioned"  # the run ledger's record of a deprovision
 
     def __str__(self) -> str:
         return self.value
@@ -63,6 +64,8 @@ class TenantResult:
     # Not reported: the database itself refused (down, or no connection left), so the run hands
     # out no more tenants.
     stops_run: bool = field(default=False, repr=False)
+    # Not reported either: seconds the tenant's migration took (the run ledger records it).
+    duration: float | None = field(default=None, repr=False, compare=False)
 
     @property
     def failed(self) -> bool:

@@ -32,7 +32,11 @@ _SCHEMA_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 _DOCEX_RUNTIME_SCHEMA_CHARS = re.compile(r"[A-Za-z0-9_]+")
 # Fixed parts of a SQLite path template: no quotes, ';', whitespace, URI syntax ('?', '#', '%').
 _PATH_TEMPLATE_CHARS = re.compile(r"[A-Za-z0-9_./{}-]+")
-_RESERVED_SCHEMAS = {"public", "information_schema", "docex_system"}
+# The run ledger (ledger.py) lives beside the tenants: its schema and file are never a tenant's.
+LEDGER_SCHEMA = "docex_migrate"
+LEDGER_FILE = "docex_migrate_runs.db"
+_LEDGER_FILES = tuple(LEDGER_FILE + suffix for suffix in ("", "-journal", "-wal", "-shm"))
+_RESERVED_SCHEMAS = {"public", "information_schema", "docex_system", LEDGER_SCHEMA}
 _PROBES = ("probe-a1", "probe-b2")  # two valid ids, to prove a template depends on the id
 
 
@@ -110,7 +114,7 @@ def schema_name(template: str, tenant_id: str) -> str:
     if lowered in _RESERVED_SCHEMAS or lowered.startswith("pg_") or re.fullmatch(r"_docex_.*_", lowered):
         raise InvalidTenantError(
             f"tenant {tenant_id!r} gives schema name {name!r}, which is reserved "
-            "(public, information_schema, pg_*, docex_system, _docex_*_): choose another tenant id"
+            f"(public, information_schema, pg_*, docex_system, _docex_*_, {LEDGER_SCHEMA}): choose another tenant id"
         )
     return name
 
@@ -143,7 +147,16 @@ def sqlite_path(template: str, tenant_id: str) -> str:
             f"tenant {tenant_id!r} gives SQLite path {path!r}, which leaves the template's directory "
             f"{root or './'!r}: fix database.sqlite.path_template"
         )
+    if os.path.normpath(path) in {os.path.normpath(os.path.join(root, name)) for name in _LEDGER_FILES}:
+        raise InvalidTenantError(
+            f"tenant {tenant_id!r} gives SQLite path {path!r}, which is the run ledger's: choose another tenant id"
+        )
     return path
+
+
+def ledger_file(template: str) -> str:
+    """The run ledger's SQLite file: in the template's fixed directory, beside the tenants."""
+    return os.path.join(fixed_directory(template), LEDGER_FILE)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..config import Settings
-from .base import MISSING, Backend, FreshTemplate, NamespaceState, unreadable
+from .base import MISSING, Backend, FreshTemplate, LedgerPlace, NamespaceState, unreadable
 from .postgresql import PostgresBackend
 from .sqlite import SqliteBackend
 
@@ -14,6 +14,7 @@ __all__ = [
     "MISSING",
     "Backend",
     "FreshTemplate",
+    "LedgerPlace",
     "NamespaceState",
     "PostgresBackend",
     "SqliteBackend",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property
@@ -46,6 +46,17 @@ class CatalogRead:
 
     state: NamespaceState
     fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class LedgerPlace:
+    """Where the run ledger (ledger.py) lives: beside the tenants, never one of them."""
+
+    schema: str | None  # the tool's own schema (PostgreSQL); None: a file of its own (SQLite)
+    where: str  # for messages
+    database: str  # which fleet the runs belong to: the database and the template, never a password
+    exists: Callable[[], bool]  # whether the ledger is there, found without creating anything
+    engine: Callable[[bool], Engine]  # an engine on it: for writing (True; creates it) or for reading
 
 
 def unreadable(reason: str) -> NamespaceState:
@@ -157,6 +168,10 @@ class Backend(ABC):
     def warnings_for(self, tenant_id: str) -> Iterator[str]:
         """Non-fatal remarks about a tenant's namespace (e.g. what DocEX's runtime refuses)."""
         return iter(())
+
+    def ledger(self) -> LedgerPlace:
+        """Where this fleet's run ledger lives (see ledger.py)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no run ledger")
 
     def dispose(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing
         """Release pooled resources."""

@@ -27,7 +27,16 @@ from ..chain import VERSION_TABLE, Chain
 from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, DeprovisionRefusedError, TenantNotFoundError
 from ..runner import Recorded, record_chain
-from .base import MISSING, Backend, CatalogRead, NamespaceState, backup_failed, new_backup_file, unreadable
+from .base import (
+    MISSING,
+    Backend,
+    CatalogRead,
+    LedgerPlace,
+    NamespaceState,
+    backup_failed,
+    new_backup_file,
+    unreadable,
+)
 from .catalog import snapshot
 
 log = logging.getLogger(__name__)
@@ -765,6 +774,31 @@ class PostgresBackend(Backend):
 
     def schema(self, tenant_id: str) -> str | None:
         return self.namespace(tenant_id)
+
+    def ledger(self) -> LedgerPlace:
+        """The schema tenants.LEDGER_SCHEMA of the same database (reserved: never a tenant's).
+        Its sessions autocommit each statement without waiting for the WAL flush: a row lost to a
+        server crash is made good by reconciliation (runs.py), and each row costs one round trip,
+        not an fsync."""
+        schema = tenants.LEDGER_SCHEMA
+
+        def exists() -> bool:
+            with self.connect() as connection:
+                return bool(connection.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f'"{schema}".runs'}).scalar())
+
+        def engine(write: bool) -> Engine:
+            options = "-csynchronous_commit=off -capplication_name=docex-migrate-ledger"
+            # Autocommit: each ledger write is one statement, so one round trip, not BEGIN/.../COMMIT.
+            return sa.create_engine(
+                self.url,
+                poolclass=NullPool,
+                isolation_level="AUTOCOMMIT",
+                connect_args={"connect_timeout": 10, "options": options},
+            )
+
+        return LedgerPlace(
+            schema, f"schema {schema} of {self.where()}", f"PostgreSQL {self.where()} {self.template}", exists, engine
+        )
 
     def dispose(self) -> None:
         if self._engine is not None:

@@ -24,7 +24,16 @@ from ..config import MAX_TIMEOUT_SECONDS, Timeouts
 from ..errors import DeprovisionRefusedError, TenantBusyError, TenantNotFoundError
 from ..runner import migrate_tenant
 from ..tempdirs import held_for_process, locked_directory
-from .base import MISSING, Backend, CatalogRead, NamespaceState, backup_failed, new_backup_file, unreadable
+from .base import (
+    MISSING,
+    Backend,
+    CatalogRead,
+    LedgerPlace,
+    NamespaceState,
+    backup_failed,
+    new_backup_file,
+    unreadable,
+)
 from .fingerprints import read_sqlite_catalog
 
 # sqlite3's timeout has no "no limit" value, and one past this overflows to 0 (no waiting at all).
@@ -266,3 +275,28 @@ class SqliteBackend(Backend):
 
     def describe(self) -> str:
         return f"SQLite files {self.template}"
+
+    def ledger(self) -> LedgerPlace:
+        """One SQLite file in the template's fixed directory (tenants.ledger_file), in WAL mode
+        with synchronous=NORMAL: a commit survives a killed process without an fsync per row."""
+        path = tenants.ledger_file(self.template)
+
+        def engine(write: bool) -> Engine:
+            if not write:
+                # Never creates the file (mode=rw), reads while a run writes (WAL), writes nothing;
+                # read-write only so that, as the last connection, it removes the -wal and -shm files.
+                uri = Path(path).resolve().as_uri()
+                return create_engine(
+                    "sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=30.0)
+                )
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            created = transactional_engine(path, busy_timeout=30.0)
+
+            @event.listens_for(created, "connect")
+            def _wal(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.execute("PRAGMA journal_mode = WAL")
+                dbapi_connection.execute("PRAGMA synchronous = NORMAL")
+
+            return created
+
+        return LedgerPlace(None, path, f"SQLite {os.path.abspath(self.template)}", lambda: os.path.isfile(path), engine)

@@ -23,8 +23,9 @@ def upgrade() -> None:
     tenant_id = op.get_context().config.attributes.get("tenant_id")
     if os.environ.get("STEPS_MARKER"):
         Path(os.environ["STEPS_MARKER"]).write_text(str(tenant_id))
-    time.sleep(float(os.environ.get("STEPS_SLEEP", "0")))
-    if tenant_id and tenant_id == os.environ.get("STEPS_FAIL_TENANT"):
+    if os.environ.get("STEPS_SLEEP_TENANT", tenant_id) == tenant_id:
+        time.sleep(float(os.environ.get("STEPS_SLEEP", "0")))
+    if tenant_id and tenant_id in os.environ.get("STEPS_FAIL_TENANT", "").split(","):
         raise RuntimeError(f"step 2 fails for {tenant_id} on purpose")
 
 

@@ -1,0 +1,407 @@
+"""The run ledger (issue 11): every changing command is recorded as it happens, read back
+reconciled with the tenants, resumed and undone. Real SQLite files and a real PostgreSQL
+database; real processes for signals and kill -9, on the small chain in tests/chains/steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from helpers import migrate_to, tenant_snapshot, version_of
+from typer.testing import CliRunner
+
+from docex_migrate import api
+from docex_migrate.chain import SCRIPT_LOCATION_ENV
+from docex_migrate.cli import app
+from docex_migrate.errors import InvalidTenantError, UsageError
+from docex_migrate.ledger import Ledger, meta, run_tenants, runs
+from docex_migrate.tenants import schema_name, sqlite_path
+
+STEPS = Path(__file__).resolve().parent / "chains" / "steps"
+TENANTS = [f"t{i:02d}" for i in range(20)]
+
+
+@pytest.fixture
+def steps(env, monkeypatch):
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    return env
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def at(env, tenants: list[str], revision: str) -> None:
+    for tenant in tenants:
+        migrate_to(env, tenant, revision)
+
+
+def latest_run(command: str | None = None) -> dict:
+    rows = json.loads(cli("runs", "--json").stdout)
+    return next(r for r in rows if command is None or r["command"] == command)
+
+
+def shown(run_id: str) -> dict:
+    result = cli("runs", "show", run_id, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def outcomes(run_id: str) -> dict[str, tuple[str, str | None, str | None]]:
+    return {t["tenant_id"]: (t["action"], t["from_revision"], t["to_revision"]) for t in shown(run_id)["tenants"]}
+
+
+def ledger(env) -> Ledger:
+    backend = env.backend
+    try:
+        return Ledger.for_writing(backend.ledger())
+    finally:
+        backend.dispose()
+
+
+def ledger_rows(env) -> list:
+    """Everything in this fleet's part of the ledger, to prove a command wrote nothing."""
+    book = ledger(env)
+    try:
+        with book.connection.begin():
+            found = book.connection.execute(sa.select(runs).order_by(runs.c.run_id)).all()
+            found += book.connection.execute(sa.select(run_tenants).order_by(run_tenants.c.run_id, run_tenants.c.tenant_id)).all()
+        return found
+    finally:
+        book.close()
+
+
+def test_two_failing_of_twenty_are_listed_resumed_and_undo_returns_exactly_the_others(steps, monkeypatch):
+    env = steps
+    at(env, TENANTS, "r1")
+    monkeypatch.setenv("STEPS_FAIL_TENANT", "t03,t11")
+    result = cli("upgrade", "--all-tenants")
+    assert result.exit_code == 1, result.output
+    first = latest_run()
+    assert f"run {first['run_id']}" in result.stderr
+    assert (first["command"], first["target"], first["state"]) == ("upgrade", "r3", "finished")
+    assert first["counts"] == {"failed": 2, "upgraded": 18}
+    assert first["chain_head"] == "r3" and first["pid"] > 0 and first["user"] and first["host"] and first["version"]
+    detail = shown(first["run_id"])
+    assert [t["tenant_id"] for t in detail["tenants"]] == TENANTS
+    for t in detail["tenants"]:
+        if t["tenant_id"] in ("t03", "t11"):
+            assert (t["action"], t["from_revision"], t["to_revision"]) == ("failed", "r1", "r1")
+            assert "fails for" in t["message"]
+        else:
+            assert (t["action"], t["from_revision"], t["to_revision"]) == ("upgraded", "r1", "r3")
+        assert t["duration_ms"] is not None and t["finished_at"]
+
+    monkeypatch.delenv("STEPS_FAIL_TENANT")
+    result = cli("upgrade", "--resume", first["run_id"], "--json")
+    assert result.exit_code == 0, result.output
+    assert {r["tenant_id"]: r["action"] for r in json.loads(result.stdout)} == {"t03": "upgraded", "t11": "upgraded"}
+    resumed = latest_run()
+    assert resumed["resumes"] == first["run_id"] and resumed["counts"] == {"upgraded": 2}
+
+    result = cli("undo", first["run_id"], "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == set(TENANTS) - {"t03", "t11"}
+    assert {(r["action"], r["from_revision"], r["to_revision"]) for r in rows.values()} == {("downgraded", "r3", "r1")}
+    assert latest_run()["undoes"] == first["run_id"]
+    for tenant in TENANTS:
+        assert version_of(env, tenant) == (("r3",) if tenant in ("t03", "t11") else ("r1",))
+
+
+def test_undo_leaves_a_tenant_that_moved_since_and_lists_it(steps):
+    env = steps
+    at(env, ["a", "b", "c"], "r1")
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    first = latest_run()["run_id"]
+    assert cli("downgrade", "r2", "--tenant", "b", "--yes").exit_code == 0
+    result = cli("undo", first, "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    assert rows["a"]["action"] == rows["c"]["action"] == "downgraded"
+    assert rows["b"]["action"] == "skipped" and "moved since" in rows["b"]["message"]
+    assert [version_of(env, t) for t in "abc"] == [("r1",), ("r2",), ("r1",)]
+
+
+def test_undo_of_a_provision_and_confirmation_rules(steps):
+    env = steps
+    assert cli("provision", "a", "b").exit_code == 0
+    run_id = latest_run("provision")["run_id"]
+    result = cli("undo", run_id)  # no terminal: like downgrade, it needs --yes
+    assert result.exit_code == 2 and "--yes" in result.stderr
+    assert version_of(env, "a") == ("r3",)
+    assert cli("undo", run_id, "--yes").exit_code == 0
+    assert version_of(env, "a") == version_of(env, "b") == ()
+
+
+def test_read_only_commands_create_no_ledger_and_write_nothing(steps):
+    env = steps
+    at(env, ["a"], "r1")
+    before = env.everything()
+    for args in (["status"], ["tenants"], ["runs"], ["runs", "--json"], ["history"], ["heads"]):
+        assert cli(*args).exit_code == 0, args
+    assert cli("runs", "show", "nope").exit_code == 2
+    assert cli("upgrade", "--tenant", "a", "--tenant", "ghost", "r1").exit_code == 1  # nothing to do: nothing recorded
+    assert env.everything() == before
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    recorded = ledger_rows(env)
+    for args in (["status"], ["tenants"], ["runs"], ["runs", "show", latest_run()["run_id"]]):
+        assert cli(*args).exit_code == 0, args
+    assert ledger_rows(env) == recorded
+
+
+def test_the_ledger_is_never_a_tenant(steps, monkeypatch):
+    env = steps
+    with pytest.raises(InvalidTenantError, match="reserved"):
+        schema_name("{tenant_id}", "docex_migrate")
+    with pytest.raises(InvalidTenantError, match="ledger"):
+        sqlite_path("storage/{tenant_id}.db", "docex_migrate_runs")
+    with pytest.raises(InvalidTenantError, match="ledger"):
+        sqlite_path("{tenant_id}.db", "docex_migrate_runs")
+    config = yaml.safe_load(env.config_file.read_text())
+    if env.kind == "sqlite":
+        config["database"]["sqlite"]["path_template"] = "storage/{tenant_id}.db"
+    else:
+        config["database"]["postgres"]["schema_template"] = "{tenant_id}"
+    env.config_file.write_text(yaml.safe_dump(config))
+    if env.kind == "postgres":  # '{tenant_id}' discovers every schema of the shared database: look at ours only
+        assert cli("provision", "zz_fleet_a").exit_code == 0
+        found = json.loads(cli("tenants", "--json").stdout)
+        assert "docex_migrate" not in {t["tenant_id"] for t in found}
+        statuses = json.loads(cli("status", "--json").stdout)
+        assert "docex_migrate" not in {s["tenant_id"] for s in statuses}
+        assert cli("deprovision", "zz_fleet_a", "--yes", "--no-backup").exit_code == 0
+        return
+    assert cli("provision", "a", "b").exit_code == 0
+    assert (env.workdir / "storage" / "docex_migrate_runs.db").is_file()
+    assert [t["tenant_id"] for t in json.loads(cli("tenants", "--json").stdout)] == ["a", "b"]
+    assert [s["tenant_id"] for s in json.loads(cli("status", "--json").stdout)] == ["a", "b"]
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+
+
+def test_resume_and_undo_refuse_bad_runs_with_one_line_and_touch_nothing(steps):
+    env = steps
+    at(env, ["a", "b"], "r1")
+    assert cli("upgrade", "--tenant", "a").exit_code == 0
+    good = latest_run()["run_id"]
+    assert cli("deprovision", "b", "--yes").exit_code == 0
+    dropped = latest_run()["run_id"]
+    before = (env.everything(), tenant_snapshot(env, "a"), ledger_rows(env))
+
+    def refused(args: list[str], message: str) -> None:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, result.stderr)
+        assert (env.everything(), tenant_snapshot(env, "a"), ledger_rows(env)) == before
+
+    refused(["upgrade", "--resume", "nope"], "no run 'nope'")
+    refused(["undo", "nope", "--yes"], "no run 'nope'")
+    refused(["undo", dropped, "--yes"], "backup")
+    refused(["downgrade", "--resume", good, "--yes"], "cannot be resumed")
+    refused(["upgrade", "r1", "--resume", good], "--resume takes")
+
+    book = ledger(env)  # a run still running: this very process, alive
+    try:
+        with book.connection.begin():
+            row = book.connection.execute(sa.select(runs).where(runs.c.run_id == good)).mappings().one()
+            from docex_migrate.runs import _process_start
+
+            book.connection.execute(
+                runs.update()
+                .where(runs.c.run_id == good)
+                .values(state="running", pid=os.getpid(), process_start=_process_start(os.getpid()))
+            )
+        before = (env.everything(), tenant_snapshot(env, "a"), ledger_rows(env))
+        refused(["upgrade", "--resume", good], "still running")
+        refused(["undo", good, "--yes"], "still running")
+        with book.connection.begin():
+            book.connection.execute(runs.update().where(runs.c.run_id == good).values(state=row["state"], target="zz9"))
+        before = (env.everything(), tenant_snapshot(env, "a"), ledger_rows(env))
+        refused(["upgrade", "--resume", good], "does not know")
+    finally:
+        book.close()
+
+    config = yaml.safe_load(env.config_file.read_text())  # the same database, another fleet (template)
+    if env.kind == "sqlite":
+        config["database"]["sqlite"]["path_template"] = "storage/other_{tenant_id}/docex.db"
+    else:
+        config["database"]["postgres"]["schema_template"] = "other" + config["database"]["postgres"]["schema_template"]
+    env.config_file.write_text(yaml.safe_dump(config))
+    result = cli("upgrade", "--resume", good)
+    assert result.exit_code == 2 and "another database" in result.stderr
+
+
+def test_a_ledger_from_a_newer_docex_migrate_is_refused_never_overwritten(steps):
+    env = steps
+    at(env, ["a"], "r1")
+    assert cli("upgrade", "--tenant", "a", "r2").exit_code == 0
+    book = ledger(env)
+
+    def schema_version(value: str) -> None:
+        with book.connection.begin():
+            book.connection.execute(meta.update().where(meta.c.key == "schema_version").values(value=value))
+
+    schema_version("99")
+    try:
+        for args in (["upgrade", "--all-tenants"], ["runs"]):
+            result = cli(*args)
+            assert result.exit_code == 2, result.output
+            assert "newer docex-migrate" in result.stderr and "pip install -U" in result.stderr
+        assert version_of(env, "a") == ("r2",)
+        with book.connection.begin():
+            assert book.connection.execute(sa.select(meta.c.value)).scalars().all() == ["99"]  # never overwritten
+    finally:
+        schema_version("1")  # the PostgreSQL ledger is shared by the whole test run
+        book.close()
+
+
+def test_a_tenant_committed_before_its_row_is_reconciled_from_the_tenant(steps):
+    """kill -9 can fall between a tenant's commit and its ledger row: the row stays pending,
+    the run 'running'. Reading shows the run interrupted and the tenant as it really is."""
+    env = steps
+    at(env, ["a", "b", "c"], "r1")
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    run_id = latest_run()["run_id"]
+    migrate_to(env, "c", "r1", downgrade=True)  # c "never got there"
+    book = ledger(env)
+    try:
+        with book.connection.begin():
+            book.connection.execute(runs.update().where(runs.c.run_id == run_id).values(state="running", pid=2**22 + 7))
+            book.connection.execute(
+                run_tenants.update()
+                .where(run_tenants.c.run_id == run_id, run_tenants.c.tenant_id.in_(["b", "c"]))
+                .values(action="pending", to_revision=None)
+            )
+    finally:
+        book.close()
+    assert latest_run()["state"] == "interrupted"
+    found = outcomes(run_id)
+    assert found == {"a": ("upgraded", "r1", "r3"), "b": ("upgraded", "r1", "r3"), "c": ("not-run", "r1", "r1")}
+    result = cli("upgrade", "--resume", run_id, "--json")
+    assert result.exit_code == 0, result.output
+    assert [(r["tenant_id"], r["action"]) for r in json.loads(result.stdout)] == [("c", "upgraded")]
+
+
+def test_python_api_runs_resume_and_undo(steps, monkeypatch):
+    env = steps
+    at(env, ["a", "b"], "r1")
+    monkeypatch.setenv("STEPS_FAIL_TENANT", "b")
+    run = api.Run(env.settings, "upgrade")
+    results = api.upgrade(env.settings, None, run=run)
+    assert [r.action.value for r in results] == ["upgraded", "failed"]
+    assert run.recorded and api.runs(env.settings)[0].run_id == run.run_id
+    monkeypatch.delenv("STEPS_FAIL_TENANT")
+    assert [(r.tenant_id, r.action.value) for r in api.upgrade(env.settings, resume=run.run_id)] == [("b", "upgraded")]
+    assert [(r.tenant_id, r.action.value) for r in api.undo(env.settings, run.run_id)] == [("a", "downgraded")]
+    assert api.show_run(env.settings, run.run_id).run.counts == {"failed": 1, "upgraded": 1}
+    with pytest.raises(UsageError):
+        api.undo(env.settings, "nope")
+
+
+def test_version_names_the_chain_head(steps):
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("docex-migrate ") and "chain head r3" in result.stdout
+
+
+# Real processes: signals and kill -9
+
+
+def start(env, *args: str, **extra: str) -> subprocess.Popen:
+    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "docex_migrate", *args],
+        cwd=env.workdir,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_marker(run: subprocess.Popen, marker: Path, tenant: str) -> None:
+    deadline = time.monotonic() + 90
+    while not (marker.exists() and marker.read_text() == tenant):
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, f"{tenant} never reached step 2"
+        time.sleep(0.05)
+
+
+def whole(env, tenant: str) -> str:
+    (revision,) = version_of(env, tenant)
+    assert revision in ("r1", "r3"), (tenant, revision)
+    return revision
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_a_stopped_run_is_marked_interrupted_and_resume_finishes_it(steps, tmp_path, how):
+    env = steps
+    tenants = [f"k{i}" for i in range(5)]
+    at(env, tenants, "r1")
+    marker = tmp_path / "inside-step-2"
+    run = start(env, "upgrade", "--all-tenants", STEPS_SLEEP="60", STEPS_SLEEP_TENANT="k2", STEPS_MARKER=str(marker))
+    wait_for_marker(run, marker, "k2")  # k0 and k1 are done, k2 is inside step 2, k3 and k4 wait
+    os.kill(run.pid, getattr(signal, how))
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == {"SIGINT": 130, "SIGTERM": 143, "SIGKILL": -9}[how], err
+    assert {t: whole(env, t) for t in tenants} == {"k0": "r3", "k1": "r3", "k2": "r1", "k3": "r1", "k4": "r1"}
+
+    stopped = latest_run()
+    assert stopped["state"] == "interrupted"
+    if how != "SIGKILL":
+        assert "marked interrupted" in err and f"--resume {stopped['run_id']}" in err
+    found = outcomes(stopped["run_id"])
+    assert found["k0"] == found["k1"] == ("upgraded", "r1", "r3")
+    assert found["k2"] == found["k3"] == found["k4"] == ("not-run", "r1", "r1")
+
+    result = cli("upgrade", "--resume", stopped["run_id"], "--json")
+    assert result.exit_code == 0, result.output
+    assert {r["tenant_id"]: r["action"] for r in json.loads(result.stdout)} == dict.fromkeys(["k2", "k3", "k4"], "upgraded")
+    assert {whole(env, t) for t in tenants} == {"r3"}
+
+
+def test_progress_is_one_line_per_tenant_off_a_terminal_and_json_stays_on_stdout(steps, monkeypatch):
+    env = steps
+    at(env, ["a", "b", "c"], "r1")
+    monkeypatch.setenv("STEPS_FAIL_TENANT", "b")
+    result = cli("upgrade", "--all-tenants", "--json")
+    assert result.exit_code == 1
+    assert [r["tenant_id"] for r in json.loads(result.stdout)] == ["a", "b", "c"]
+    lines = result.stderr.splitlines()
+    run_id = latest_run()["run_id"]
+    assert lines[0] == f"run {run_id}: upgrade started"  # first, so an operator can follow it
+    progress = [line for line in lines if line.startswith("[")]
+    assert [line.split(" ")[:3] for line in progress] == [
+        ["[1/3]", "a", "upgraded"],
+        ["[2/3]", "b", "FAILED"],
+        ["[3/3]", "c", "upgraded"],
+    ]
+    assert "step 2 fails for b" in progress[1]
+
+
+def test_the_live_display_counts_failures_on_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from docex_migrate.progress import Live
+    from docex_migrate.results import Action, TenantResult
+
+    screen = io.StringIO()
+    live = Live(Console(file=screen, force_terminal=True, width=120))
+    live.add(2)
+    live.result(TenantResult("a", "ns_a", Action.UPGRADED, "r1", "r3"))
+    live.result(TenantResult("b", "ns_b", Action.FAILED, "r1", "r1", "boom"))
+    assert live.display.tasks[0].completed == 2 and live.failures == 1
+    live.display.refresh()
+    assert "2/2" in screen.getvalue() and "1 failed" in screen.getvalue()
+    live.close()
