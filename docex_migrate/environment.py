@@ -54,6 +54,8 @@ def _run_from_alembic_cli() -> None:
         raise SystemExit("name the tenant: alembic -x tenant=TENANT_ID upgrade head")
     with open_backend(load_settings(arguments.get("config"))) as backend:
         with backend.transaction(tenant_id, create=True) as connection:
+            # What docex-migrate passes too, so a revision reads the same attributes either way.
+            config.attributes.update(connection=connection, tenant_id=tenant_id, version_table_schema=backend.schema(tenant_id))
             _run_on(connection, backend.schema(tenant_id))
 
 
