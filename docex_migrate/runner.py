@@ -35,12 +35,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _version_rows(connection: Connection, version_table_schema: str | None) -> tuple[str, ...]:
+    table = sa.table(VERSION_TABLE, sa.column("version_num"), schema=version_table_schema)
+    return tuple(connection.execute(sa.select(table.c.version_num)).scalars())
+
+
 def current_revision(connection: Connection, version_table_schema: str | None, *, versioned: bool = False) -> str | None:
     """The tenant's revision. With ``versioned`` (the bulk read saw its alembic_version) one
     plain SELECT; otherwise Alembic's own check, which first asks the catalog for the table."""
     if versioned:
-        table = sa.table(VERSION_TABLE, sa.column("version_num"), schema=version_table_schema)
-        rows = connection.execute(sa.select(table.c.version_num)).scalars().all()
+        rows = _version_rows(connection, version_table_schema)
         return rows[0] if len(rows) == 1 else None
     context = MigrationContext.configure(connection, opts={"version_table_schema": version_table_schema})
     return context.get_current_revision()
@@ -64,20 +68,30 @@ def migrate_tenant(
     """
     with backend.transaction(tenant_id, create=create) as connection:
         schema = backend.schema(tenant_id)
-        before = current_revision(connection, schema, versioned=versioned)
+        heads = _version_rows(connection, schema) if versioned else None
+        if heads is None:
+            before = current_revision(connection, schema)
+        else:
+            before = heads[0] if len(heads) == 1 else None
         if before == target:
             return before, before
         config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=schema)
-        _drive(chain or load_chain(), config, target, downgrade=downgrade, version_table_exists=versioned)
+        _drive(chain or load_chain(), config, target, downgrade=downgrade, heads=heads)
         return before, target  # Alembic raises unless it reached the target
 
 
 class _TenantContext(MigrationContext):
-    """A MigrationContext that skips the catalog lookups for a version table the bulk read
-    already saw (Alembic asks the catalog up to three times per run otherwise). Overrides two
-    private methods, deliberately, like _drive's use of _upgrade_revs: bound to Alembic 1.x."""
+    """A MigrationContext told what the caller has just read in the same transaction: the
+    version rows (so Alembic does not read them again) and so that the version table exists
+    (Alembic would ask the catalog up to three times per run). Overrides three methods, two of
+    them private, deliberately, like _steps' use of _upgrade_revs: bound to Alembic 1.x."""
 
+    known_heads: tuple[str, ...] | None = None
     version_table_exists = False
+
+    def get_current_heads(self) -> tuple[str, ...]:
+        heads, self.known_heads = self.known_heads, None  # only for run_migrations' first read
+        return heads if heads is not None else super().get_current_heads()
 
     def _has_version_table(self) -> bool:
         return self.version_table_exists or super()._has_version_table()
@@ -103,13 +117,14 @@ def _steps(chain: Chain, heads: Any, destination: str, downgrade: bool) -> Any:
     return chain.cached(f"steps:{','.join(heads or ())}>{destination}:{'down' if downgrade else 'up'}", compute)
 
 
-def _drive(chain: Chain, config: Config, target: str | None, *, downgrade: bool, version_table_exists: bool = False) -> None:
+def _drive(chain: Chain, config: Config, target: str | None, *, downgrade: bool, heads: tuple[str, ...] | None = None) -> None:
     """What env.py does for one tenant, without loading env.py: one MigrationContext on the
     tenant's connection (from ``config.attributes``), inside the caller's transaction.
 
     A revision sees what it saw through env.py: ``op.get_context()`` is this context, whose
     ``.config.attributes`` hold the tenant id, its connection and its version_table_schema, and
-    ``alembic.context`` is this run's EnvironmentContext."""
+    ``alembic.context`` is this run's EnvironmentContext. ``heads``: the version rows just read
+    in this transaction, when the version table exists."""
     destination = target or "base"
 
     def steps(heads: Any, context: Any) -> Any:  # Alembic's callback signature
@@ -121,7 +136,7 @@ def _drive(chain: Chain, config: Config, target: str | None, *, downgrade: bool,
         options = {**context_options(attributes.get("version_table_schema")), **environment.context_opts}
         connection: Connection = attributes["connection"]
         context = _TenantContext(connection.dialect, connection, options, environment)  # as MigrationContext.configure does
-        context.version_table_exists = version_table_exists
+        context.known_heads, context.version_table_exists = heads, heads is not None
         environment._migration_context = context  # deliberate: what EnvironmentContext.configure sets
         with Operations.context(context):
             context.run_migrations()

@@ -11,11 +11,12 @@ import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -342,21 +343,31 @@ def _ms(seconds: float) -> str:
     return f"{max(1, math.ceil(round(seconds * 1000, 3)))}ms"
 
 
-def lock_tenant(connection: Connection, schema: str, timeouts: Timeouts) -> None:
-    """Take the tenant's advisory lock for this transaction, then set the migration's timeouts.
+# The wait bound, then the lock, in one round trip: the lock is evaluated for the CTE's row, so
+# after the CTE has set lock_timeout.
+_LOCK = sa.text(
+    "WITH bound AS (SELECT set_config('lock_timeout', :wait, true))"
+    " SELECT pg_advisory_xact_lock(hashtextextended(:schema, 0)) FROM bound"
+)
+
+
+def lock_tenant(connection: Connection, schema: str, timeouts: Timeouts, *, scope: bool = False) -> bool:
+    """Take the tenant's advisory lock for this transaction, then set the migration's timeouts
+    (and with ``scope`` the search_path, as scope_to does). Returns whether the schema exists.
 
     The lock is keyed on the schema name and taken before anything is read or created, so two
     runs on one tenant (two deploys, a provision racing an upgrade) go one after the other, and
     the second reads the revision the first left. Waiting for it is bounded by tenant_lock_wait;
     the migration's own statements then by lock_timeout and statement_timeout, all SET LOCAL.
+    Two round trips in all.
     """
-
-    def set_local(**settings: str) -> None:  # one round trip for all of them
-        connection.execute(sa.select(*(sa.func.set_config(name, value, True) for name, value in settings.items())))
-
-    set_local(lock_timeout=_ms(timeouts.tenant_lock_wait))
-    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(schema, 0))))
-    set_local(lock_timeout=_ms(timeouts.lock_timeout), statement_timeout=_ms(timeouts.statement_timeout))
+    connection.execute(_LOCK, {"wait": _ms(timeouts.tenant_lock_wait), "schema": schema})
+    settings = {"lock_timeout": _ms(timeouts.lock_timeout), "statement_timeout": _ms(timeouts.statement_timeout)}
+    if scope:
+        settings["search_path"] = connection.dialect.identifier_preparer.quote_identifier(schema)
+    exists = sa.exists().where(_pg_namespace.c.nspname == schema)
+    row = connection.execute(sa.select(exists, *(sa.func.set_config(k, v, True) for k, v in settings.items()))).one()
+    return bool(row[0])
 
 
 def reset_session(connection: Connection) -> None:
@@ -382,6 +393,24 @@ def _reset(connection: Connection) -> bool:
         log.debug("not reusing a connection: %s", exc)
         return False
     return True
+
+
+_HAS_TABLES = sa.text(
+    "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = :schema AND c.relkind IN ('r', 'p'))"
+)
+
+
+def replay(connection: Connection, recording: list[Recorded]) -> None:
+    """Send a recording of the chain on ``connection``, inside its transaction: each statement
+    with exactly the parameters the driver received when it was recorded, all of them in one
+    round trip (psycopg's pipeline mode) instead of one per statement. An error surfaces when
+    the pipeline ends, and fails the tenant's transaction as any other error would."""
+    driver: Any = connection.connection.driver_connection  # psycopg's Connection
+    pipeline = driver.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()  # libpq 14+
+    with pipeline, driver.cursor() as cursor:
+        for statement, parameters in recording:
+            cursor.execute(statement, parameters)
 
 
 class PostgresBackend(Backend):
@@ -594,12 +623,11 @@ class PostgresBackend(Backend):
     def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Connection]:
         schema = self.namespace(tenant_id)
         with self._tenant_connection() as connection, connection.begin():
-            lock_tenant(connection, schema, self.timeouts)
-            if create:
+            exists = lock_tenant(connection, schema, self.timeouts, scope=True)
+            if create and not exists:
                 self._create_schema(connection, schema)
-            else:
-                self._require(tenant_id, schema, connection)
-            scope_to(connection, schema)
+            elif not exists:
+                raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no schema {schema!r})")
             yield connection
 
     def _create_schema(self, connection: Connection, schema: str) -> None:
@@ -782,10 +810,9 @@ class PostgresBackend(Backend):
         the schema turns out not to be empty (any table, alembic_version included, means
         someone else got there)."""
         with self.transaction(tenant_id, create=True) as connection:
-            if sa.inspect(connection).get_table_names(schema=self.namespace(tenant_id)):
+            if connection.execute(_HAS_TABLES, {"schema": self.namespace(tenant_id)}).scalar():
                 return False
-            for statement, parameters in template:
-                connection.exec_driver_sql(statement, parameters or ())
+            replay(connection, template)
             return True
 
     def outside_snapshot(self) -> dict[str, Any]:
