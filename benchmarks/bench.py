@@ -1,7 +1,7 @@
 """docex-migrate fleet benchmarks: every figure next to a baseline measured in the same run.
 
-    python benchmarks/bench.py [--backend sqlite|postgresql|both] [--n 200] [--fleet 1000,10000]
-                               [--naive-sample 25] [--jobs 1,2,4] [--repeat 3]
+    python benchmarks/bench.py [--backend sqlite|postgresql|both] [--n 1000] [--fleet 1000,10000]
+                               [--naive-sample 10] [--jobs 1,2,4] [--repeat 3]
 
 Baselines:
 - floor: the same DDL replayed directly in one session, one transaction per tenant (for
@@ -407,9 +407,9 @@ def run_backend(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--fleet", default="1000,10000", help="sizes of the no-op fleets, comma-separated")
-    parser.add_argument("--naive-sample", type=int, default=25)
+    parser.add_argument("--naive-sample", type=int, default=10, help="0 skips the naive loop")
     parser.add_argument("--jobs", default="1,2,4")
     parser.add_argument("--repeat", type=int, default=3, help="upgrade figures are the median of this many runs")
     parser.add_argument("--json", type=Path, help="also write the rows here")
