@@ -127,8 +127,8 @@ def _drive(chain: Chain, config: Config, target: str | None, *, downgrade: bool,
     in this transaction, when the version table exists."""
     destination = target or "base"
 
-    def steps(heads: Any, context: Any) -> Any:  # Alembic's callback signature
-        return _steps(chain, tuple(heads), destination, downgrade)
+    def steps(current: Any, context: Any) -> Any:  # Alembic's callback signature
+        return _steps(chain, tuple(current), destination, downgrade)
 
     attributes = config.attributes
     environment = EnvironmentContext(config, chain.script, fn=steps, destination_rev=destination)
