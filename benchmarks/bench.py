@@ -1,12 +1,17 @@
 """docex-migrate fleet benchmarks: every figure next to a baseline measured in the same run.
 
-    python benchmarks/bench.py [--backend sqlite|postgresql|both] [--n 200] [--fleet 1000,10000]
-                               [--naive-sample 25] [--jobs 1,2,4] [--suite migrate|verify|all]
+    python benchmarks/bench.py [--backend sqlite|postgresql|both] [--n 1000] [--fleet 1000,10000]
+                               [--naive-sample 10] [--jobs 1,2,4] [--repeat 3] [--suite migrate|verify|all]
                                [--verify-fleet 1000,10000] [--verify-fleet-sqlite 1000]
 
 Baselines:
 - floor: the same DDL replayed directly in one session, one transaction per tenant (for
   provisioning: the head schema's DDL dumped from a freshly provisioned tenant);
+- upgrade floor: what any per-tenant-atomic tool must at least send, per tenant, through one
+  psql (PostgreSQL) or one sqlite3 (SQLite) process: BEGIN, the tenant's lock, SELECT
+  version_num, the revision's DDL, UPDATE alembic_version, COMMIT;
+- Alembic in-process loop: `command.upgrade` per tenant in one Python process, on the tenant's
+  connection passed through Config.attributes (Alembic's cookbook recipe);
 - naive: `alembic -x tenant=T upgrade head` as a subprocess per tenant, the loop users write
   today. It costs about a second per tenant, so by default it runs on a sample of tenants and
   is reported per tenant and scaled to N (pass --naive-sample N to run all of them).
@@ -23,6 +28,7 @@ import os
 import platform
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +72,28 @@ FLOOR_UPGRADE = [
     "ALTER TABLE document ADD COLUMN bench_note VARCHAR(100)",
     "CREATE INDEX ix_document_bench_note ON document (bench_note)",
 ]
+UPDATE_VERSION = "UPDATE alembic_version SET version_num = '{new}' WHERE version_num = '{old}'"
+# Alembic's cookbook loop: one process, one engine, command.upgrade per tenant on its connection.
+ALEMBIC_LOOP = """
+import sys, sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+ini, kind, url, target, *tenants = sys.argv[1:]
+engine = sa.create_engine(url) if kind == "postgresql" else None
+for tenant in tenants:
+    config = Config(ini)
+    if engine is None:
+        sqlite = sa.create_engine(f"sqlite:///storage/tenant_{tenant}/docex.db")
+        with sqlite.begin() as connection:
+            config.attributes.update(connection=connection, tenant_id=tenant)
+            command.upgrade(config, target)
+        sqlite.dispose()
+        continue
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f'SET LOCAL search_path TO "tenant_{tenant}"')
+        config.attributes.update(connection=connection, tenant_id=tenant, version_table_schema=f"tenant_{tenant}")
+        command.upgrade(config, target)
+"""
 RSS_WRAPPER = (
     "import resource, subprocess, sys, time; t = time.perf_counter(); "
     "p = subprocess.run(sys.argv[1:], capture_output=True); "
@@ -166,6 +194,45 @@ class Backend:
                     conn.execute(f'SET LOCAL search_path TO "{self.schema(tenant)}"')
                     for statement in statements:
                         conn.execute(statement)
+        return time.perf_counter() - started
+
+    def upgrade_floor(self, tenants: list[str], statements: list[str], old: str, new: str) -> float:
+        """Seconds for one psql / sqlite3 process to migrate every tenant as a per-tenant-atomic
+        tool at least must: lock, read the revision, the DDL, update the revision, commit."""
+        update = UPDATE_VERSION.format(old=old, new=new)
+        lines = []
+        for tenant in tenants:
+            if self.kind == "sqlite":
+                lines.append(f".open {self.path(tenant)}")
+                lines.append("BEGIN IMMEDIATE;")
+            else:
+                schema = self.schema(tenant)
+                lines.append(f'BEGIN; SET LOCAL search_path TO "{schema}";')
+                lines.append(f"SELECT pg_advisory_xact_lock(hashtextextended('{schema}', 0));")
+            lines.append("SELECT version_num FROM alembic_version;")
+            lines += [f"{statement};" for statement in statements]
+            lines.append(f"{update}; COMMIT;")
+        script = "\n".join(lines) + "\n"
+        if self.kind == "sqlite":
+            command = ["sqlite3", "-bail", ":memory:"]
+        else:
+            command = ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", self._dsn(self.url)]
+        started = time.perf_counter()
+        subprocess.run(command, input=script, text=True, capture_output=True, check=True)
+        return time.perf_counter() - started
+
+    def alembic_loop(self, tenants: list[str], ini: Path, target: str, extra_env: dict | None = None) -> float:
+        """Seconds for the Alembic in-process loop over ``tenants``, whole process included."""
+        url = "" if self.kind == "sqlite" else self.url.set(drivername="postgresql+psycopg").render_as_string(False)
+        env = {**self.env, **(extra_env or {})}
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", ALEMBIC_LOOP, str(ini), self.kind, url, target, *tenants],
+            cwd=self.workdir,
+            env=env,
+            capture_output=True,
+            check=True,
+        )
         return time.perf_counter() - started
 
     def drop_floor_tenants(self, tenants: list[str]) -> None:
@@ -303,46 +370,47 @@ def run_backend(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
             f"floor per tenant (fixed {one:.2f} s)",
         )
         backend.drop_floor_tenants(["single"])
-        sample = ids("n", min(args.naive_sample, n))
-        per_tenant = naive_loop(backend, sample, ROOT / "alembic.ini")
-        record("provision", n, ours, per_tenant * n, f"naive loop ({len(sample)} measured)")
-        backend.drop_floor_tenants(sample)
+        if args.naive_sample:
+            sample = ids("n", min(args.naive_sample, n))
+            per_tenant = naive_loop(backend, sample, ROOT / "alembic.ini")
+            record("provision", n, ours, per_tenant * n, f"naive loop ({len(sample)} measured)")
+            backend.drop_floor_tenants(sample)
 
         with bench_chain() as chain:
             override = {"DOCEX_MIGRATE_SCRIPT_LOCATION": str(chain / "alembic")}
-            # 2. upgrade-all by one new revision, --jobs 1/2/4, vs the same DDL replayed directly.
-            one, _ = backend.tool("upgrade", "--tenant", tenants[0], extra_env=override)
-            backend.tool("downgrade", HEAD, "--tenant", tenants[0], "--yes", extra_env=override)
+            ini = chain / "alembic.ini"
+            undo = ["DROP INDEX ix_document_bench_note", "ALTER TABLE document DROP COLUMN bench_note"]
+
+            def downgrade_all() -> None:
+                backend.upgrade_floor(tenants, undo, "bench_note", HEAD)
+
+            # 2. upgrade-all by one new revision: the same-run upgrade floor, the Alembic
+            #    in-process loop, and docex-migrate at each --jobs; medians of --repeat runs.
+            floors, loops = [], []
+            for _ in range(args.repeat):
+                floors.append(backend.upgrade_floor(tenants, FLOOR_UPGRADE, HEAD, "bench_note"))
+                downgrade_all()
+                loops.append(backend.alembic_loop(tenants, ini, "head", override))
+                downgrade_all()
+            floor, loop = statistics.median(floors), statistics.median(loops)
+            print(f"{kind:10} {'  (upgrade floor, Alembic in-process loop)':42} {n:>6} {floor:>9.3f} {loop:>9.3f}", flush=True)
+            record("Alembic in-process loop, upgrade +1", n, loop, floor, "upgrade floor (psql/sqlite3)")
             for jobs in args.jobs:
-                seconds, _ = backend.tool("upgrade", "--all-tenants", "--jobs", str(jobs), extra_env=override)
-                record(f"upgrade-all +1 revision (--jobs {jobs})", n, seconds, None, "", None)
-                if jobs == 1:
-                    single_job = seconds
-                backend.tool("downgrade", HEAD, "--all-tenants", "--yes", "--jobs", "4", extra_env=override)
-            floor = backend.floor(tenants, FLOOR_UPGRADE, create=False)
-            for row in rows:
-                if row["backend"] == kind and row["metric"].startswith("upgrade-all +1"):
-                    row.update(
-                        baseline="floor: the ALTER + CREATE INDEX",
-                        baseline_s=round(floor, 3),
-                        ratio=round(row["ours_s"] / floor, 2),
-                    )
-            print(f"{kind:10} {'  (floor for upgrade-all +1 revision)':42} {n:>6} {floor:>9.3f}", flush=True)
-            if 1 in args.jobs:
-                record(
-                    "upgrade +1, per tenant (ms, fixed cost out)",
-                    n,
-                    (single_job - one) / (n - 1) * 1000,
-                    floor / n * 1000,
-                    f"floor per tenant (fixed {one:.2f} s)",
-                )
-            backend.floor(
-                tenants, ["DROP INDEX ix_document_bench_note", "ALTER TABLE document DROP COLUMN bench_note"], create=False
-            )
-            per_tenant = naive_loop(backend, tenants[: len(sample)], chain / "alembic.ini", override)
-            seconds, _ = backend.tool("upgrade", "--all-tenants", extra_env=override)
-            record("upgrade-all +1 revision", n, seconds, per_tenant * n, f"naive loop ({len(sample)} measured)")
-            backend.tool("downgrade", HEAD, "--all-tenants", "--yes", "--jobs", "4", extra_env=override)
+                runs = []
+                for _ in range(args.repeat):
+                    seconds, _ = backend.tool("upgrade", "--all-tenants", "--jobs", str(jobs), extra_env=override)
+                    runs.append(seconds)
+                    downgrade_all()
+                seconds = statistics.median(runs)
+                record(f"upgrade-all +1 revision (--jobs {jobs})", n, seconds, floor, "upgrade floor (psql/sqlite3)")
+                record(f"upgrade-all +1 revision (--jobs {jobs})", n, seconds, loop, "Alembic in-process loop")
+            if args.naive_sample:
+                sample = tenants[: args.naive_sample]
+                per_tenant = naive_loop(backend, sample, ini, override)
+                backend.upgrade_floor(sample, undo, "bench_note", HEAD)
+                seconds, _ = backend.tool("upgrade", "--all-tenants", extra_env=override)
+                record("upgrade-all +1 revision", n, seconds, per_tenant * n, f"naive loop ({len(sample)} measured)")
+                downgrade_all()
 
         # 3. no-op upgrade-all and status over large fleets at head.
         for size in args.fleet:
@@ -434,10 +502,11 @@ def run_verify(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--fleet", default="1000,10000", help="sizes of the no-op fleets, comma-separated")
-    parser.add_argument("--naive-sample", type=int, default=25)
+    parser.add_argument("--naive-sample", type=int, default=10, help="0 skips the naive loop")
     parser.add_argument("--jobs", default="1,2,4")
+    parser.add_argument("--repeat", type=int, default=3, help="upgrade figures are the median of this many runs")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument(
         "--suite",

@@ -1,6 +1,8 @@
 """What alembic/env.py runs: one tenant namespace per Alembic run.
 
-docex-migrate passes the tenant's connection (already inside its transaction, locked, and
+docex-migrate itself drives tenants' migrations without env.py (runner.migrate_tenant builds the
+MigrationContext directly, with the same ``context_options``); env.py serves the plain Alembic
+CLI, offline rendering, stamping and autogenerate. Either way docex-migrate passes the tenant's connection (already inside its transaction, locked, and
 scoped to the tenant's namespace) through ``config.attributes``. Only under the plain Alembic
 CLI, ``alembic -x tenant=acme-corp upgrade head``, is a connection made here, from DocEX's
 configuration (``-x config=PATH``, $DOCEX_CONFIG, ~/.docex/config.yaml or the built-in SQLite
@@ -10,6 +12,7 @@ default), creating the tenant's namespace if it is missing.
 from __future__ import annotations
 
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -17,15 +20,22 @@ from sqlalchemy.engine import Connection
 from .schema import metadata
 
 
+def context_options(version_table_schema: str | None) -> dict[str, Any]:
+    """The MigrationContext options of every online run, through env.py or not."""
+    return {
+        "target_metadata": metadata,
+        "version_table_schema": version_table_schema,  # alembic_version lives inside the namespace
+        "render_as_batch": True,  # SQLite cannot ALTER most things; batch mode rebuilds tables
+        "compare_type": True,
+        "compare_server_default": True,
+    }
+
+
 def _run_on(connection: Connection, version_table_schema: str | None) -> None:
     context.configure(
         connection=connection,
-        target_metadata=metadata,
-        version_table_schema=version_table_schema,  # alembic_version lives inside the namespace
-        render_as_batch=True,  # SQLite cannot ALTER most things; batch mode rebuilds tables
-        compare_type=True,
-        compare_server_default=True,
         process_revision_directives=context.config.attributes.get("process_revision_directives"),
+        **context_options(version_table_schema),
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -44,6 +54,8 @@ def _run_from_alembic_cli() -> None:
         raise SystemExit("name the tenant: alembic -x tenant=TENANT_ID upgrade head")
     with open_backend(load_settings(arguments.get("config"))) as backend:
         with backend.transaction(tenant_id, create=True) as connection:
+            # What docex-migrate passes too, so a revision reads the same attributes either way.
+            config.attributes.update(connection=connection, tenant_id=tenant_id, version_table_schema=backend.schema(tenant_id))
             _run_on(connection, backend.schema(tenant_id))
 
 

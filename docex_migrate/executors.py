@@ -3,8 +3,10 @@ tenant's failure: each tenant's outcome comes back as a TenantResult, in order o
 
 Processes, not threads: Alembic's ``context`` and ``op`` are process globals. Workers are
 spawned (no state inherited from the parent), each builds its backend once and holds at most
-one connection at a time (a tenant's own), and takes the next tenant as soon as it is free, so
-one slow tenant never holds up a batch of others.
+one connection, reused from tenant to tenant (Backend.reusing_connection: everything tenant-
+scoped is transaction-scoped, and a failed tenant's connection is discarded), and takes the next
+tenant as soon as it is free, so one slow tenant never holds up a batch of others. A serial run
+reuses one connection the same way.
 
 When the database refuses a connection (it is down, or a connection limit is reached), that
 tenant fails with the database's reason and no more tenants are handed out: those in flight
@@ -41,6 +43,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -183,13 +186,14 @@ def run_serial(
     results: list[TenantResult] = []
     current: set[str] = set()
     try:
-        for item in items:
-            if progress.stopped:
-                results.append(not_run(item, progress.stopped))
-                continue
-            current = {item.tenant_id}
-            results.append(progress.record(run_item(backend, item, template)))
-            current = set()
+        with backend.reusing_connection():
+            for item in items:
+                if progress.stopped:
+                    results.append(not_run(item, progress.stopped))
+                    continue
+                current = {item.tenant_id}
+                results.append(progress.record(run_item(backend, item, template)))
+                current = set()
     except KeyboardInterrupt as exc:  # the tenant's transaction has rolled back on the way out
         raise _interrupted(exc, backend, items, results, current) from None
     return results
@@ -197,6 +201,7 @@ def run_serial(
 
 _worker_backend: Backend | None = None
 _worker_template: FreshTemplate | None = None
+_worker_scope = ExitStack()  # held for the worker's life: its connection ends with the process
 
 
 def _start_worker(settings: Settings, template: FreshTemplate | None, lifeline: Connection) -> None:
@@ -204,6 +209,7 @@ def _start_worker(settings: Settings, template: FreshTemplate | None, lifeline: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     _die_with_parent(lifeline)
     _worker_backend, _worker_template = backend_for(settings), template
+    _worker_scope.enter_context(_worker_backend.reusing_connection())
 
 
 def _die_with_parent(lifeline: Connection) -> None:

@@ -1,4 +1,4 @@
-"""The only module that drives alembic.command: one tenant in, one result out.
+"""The only module that drives Alembic: one tenant in, one result out.
 
 Alembic's ``context`` and ``op`` are module-level proxies, so a process runs one tenant's
 migration at a time; parallel tenants need separate processes, never threads.
@@ -17,12 +17,14 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from .chain import VERSION_TABLE, Chain, alembic_config, load_chain
+from .environment import context_options
 from .errors import RecognitionError
 
 if TYPE_CHECKING:  # the backends call into this module; it only needs their type
@@ -33,12 +35,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _version_rows(connection: Connection, version_table_schema: str | None) -> tuple[str, ...]:
+    table = sa.table(VERSION_TABLE, sa.column("version_num"), schema=version_table_schema)
+    return tuple(connection.execute(sa.select(table.c.version_num)).scalars())
+
+
 def current_revision(connection: Connection, version_table_schema: str | None, *, versioned: bool = False) -> str | None:
     """The tenant's revision. With ``versioned`` (the bulk read saw its alembic_version) one
     plain SELECT; otherwise Alembic's own check, which first asks the catalog for the table."""
     if versioned:
-        table = sa.table(VERSION_TABLE, sa.column("version_num"), schema=version_table_schema)
-        rows = connection.execute(sa.select(table.c.version_num)).scalars().all()
+        rows = _version_rows(connection, version_table_schema)
         return rows[0] if len(rows) == 1 else None
     context = MigrationContext.configure(connection, opts={"version_table_schema": version_table_schema})
     return context.get_current_revision()
@@ -62,30 +68,78 @@ def migrate_tenant(
     """
     with backend.transaction(tenant_id, create=create) as connection:
         schema = backend.schema(tenant_id)
-        before = current_revision(connection, schema, versioned=versioned)
+        heads = _version_rows(connection, schema) if versioned else None
+        if heads is None:
+            before = current_revision(connection, schema)
+        else:
+            before = heads[0] if len(heads) == 1 else None
         if before == target:
             return before, before
         config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=schema)
-        _run_env(chain or load_chain(), config, target, downgrade=downgrade)
+        _drive(chain or load_chain(), config, target, downgrade=downgrade, heads=heads)
         return before, target  # Alembic raises unless it reached the target
 
 
-def _run_env(chain: Chain, config: Config, target: str | None, *, downgrade: bool) -> None:
-    """What alembic.command.upgrade / downgrade do, with the chain's one ScriptDirectory.
+class _TenantContext(MigrationContext):
+    """A MigrationContext told what the caller has just read in the same transaction: the
+    version rows (so Alembic does not read them again) and so that the version table exists
+    (Alembic would ask the catalog up to three times per run). Overrides three methods, two of
+    them private, deliberately, like _steps' use of _upgrade_revs: bound to Alembic 1.x."""
+
+    known_heads: tuple[str, ...] | None = None
+    version_table_exists = False
+
+    def get_current_heads(self) -> tuple[str, ...]:
+        heads, self.known_heads = self.known_heads, None  # only for run_migrations' first read
+        return heads if heads is not None else super().get_current_heads()
+
+    def _has_version_table(self) -> bool:
+        return self.version_table_exists or super()._has_version_table()
+
+    def _ensure_version_table(self, purge: bool = False) -> None:
+        if purge or not self.version_table_exists:
+            super()._ensure_version_table(purge)
+
+
+def _steps(chain: Chain, heads: Any, destination: str, downgrade: bool) -> Any:
+    """The steps from ``heads`` to ``destination``, computed once per process and pair.
 
     Deliberately uses ScriptDirectory._upgrade_revs / _downgrade_revs, the private functions
-    those commands use (as pytest-alembic does): the public commands would parse every revision
-    file again for every tenant. Bound to the Alembic major version tested (pyproject.toml)."""
+    alembic.command.upgrade / downgrade use (as pytest-alembic does). Bound to the Alembic
+    major version tested (pyproject.toml). The steps are immutable, so they are shared."""
     script = chain.script
+
+    def compute() -> Any:
+        if downgrade:
+            return script._downgrade_revs(destination, heads)
+        return script._upgrade_revs(destination, heads)
+
+    return chain.cached(f"steps:{','.join(heads or ())}>{destination}:{'down' if downgrade else 'up'}", compute)
+
+
+def _drive(chain: Chain, config: Config, target: str | None, *, downgrade: bool, heads: tuple[str, ...] | None = None) -> None:
+    """What env.py does for one tenant, without loading env.py: one MigrationContext on the
+    tenant's connection (from ``config.attributes``), inside the caller's transaction.
+
+    A revision sees what it saw through env.py: ``op.get_context()`` is this context, whose
+    ``.config.attributes`` hold the tenant id, its connection and its version_table_schema, and
+    ``alembic.context`` is this run's EnvironmentContext. ``heads``: the version rows just read
+    in this transaction, when the version table exists."""
     destination = target or "base"
 
-    def steps(revision: Any, context: Any) -> Any:  # Alembic's callback signature
-        if downgrade:
-            return script._downgrade_revs(destination, revision)
-        return script._upgrade_revs(destination, revision)
+    def steps(current: Any, context: Any) -> Any:  # Alembic's callback signature
+        return _steps(chain, tuple(current), destination, downgrade)
 
-    with EnvironmentContext(config, script, fn=steps, destination_rev=destination):
-        script.run_env()
+    attributes = config.attributes
+    environment = EnvironmentContext(config, chain.script, fn=steps, destination_rev=destination)
+    with environment:  # installs alembic.context for this run
+        options = {**context_options(attributes.get("version_table_schema")), **environment.context_opts}
+        connection: Connection = attributes["connection"]
+        context = _TenantContext(connection.dialect, connection, options, environment)  # as MigrationContext.configure does
+        context.known_heads, context.version_table_exists = heads, heads is not None
+        environment._migration_context = context  # deliberate: what EnvironmentContext.configure sets
+        with Operations.context(context):
+            context.run_migrations()
 
 
 def stamp_tenant(backend: Backend, tenant_id: str, revision: str, prepare: Callable[[Connection], None] | None = None) -> None:
@@ -132,7 +186,7 @@ def along_chain(
     taken: dict[str, T] = {}
     with _scratch_run(backend, tenant_id, backend.schema(tenant_id)) as (connection, config):
         for revision in order:
-            _run_env(chain, config, revision, downgrade=False)
+            _drive(chain, config, revision, downgrade=False)
             taken[revision] = take(connection)
     return taken
 
@@ -151,7 +205,7 @@ def record_chain(backend: Backend, tenant_id: str, chain: Chain, target: str) ->
 
     with _scratch_run(backend, tenant_id, None) as (connection, config):
         event.listen(connection, "before_cursor_execute", capture)
-        _run_env(chain, config, target, downgrade=False)
+        _drive(chain, config, target, downgrade=False)
         event.remove(connection, "before_cursor_execute", capture)
     return recorded
 

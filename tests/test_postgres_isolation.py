@@ -61,3 +61,110 @@ def test_search_path_lasts_for_the_tenant_transaction_only(pg_env):
             conn.execute(sa.select(sa.func.count()).select_from(sa.table("docbasket", schema=s))).scalar() for s in (one, two)
         ]
     assert counts == [1, 0]
+
+
+SESSION = sa.text(
+    "SELECT pg_backend_pid(), current_setting('search_path'), current_setting('application_name'),"
+    " current_setting('work_mem'), current_setting('lock_timeout'),"
+    " (SELECT count(*) FROM pg_class WHERE relpersistence = 't'),"  # temporary tables, any session's schema
+    " (SELECT count(*) FROM pg_prepared_statements),"
+    " (SELECT count(*) FROM pg_listening_channels()),"
+    " (SELECT array_agg(objid ORDER BY objid) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())"
+)
+
+
+def _leave_everything_behind(connection) -> None:
+    """What a careless revision could leave in the session: settings, a temporary table, a
+    prepared statement, a session advisory lock, a LISTEN, and queries psycopg would prepare."""
+    for statement in (
+        "SET application_name = 'tenant one'",
+        "SET work_mem = '7MB'",
+        "SET lock_timeout = '1234ms'",
+        "CREATE TEMPORARY TABLE leftover (x int)",
+        "PREPARE leftover_plan AS SELECT 1",
+        "SELECT pg_advisory_lock(42)",
+        "LISTEN leftover",
+    ):
+        connection.exec_driver_sql(statement)
+    for _ in range(8):  # past psycopg's prepare_threshold, were it on
+        connection.execute(sa.text("SELECT 1"))
+
+
+def test_tenants_on_a_reused_connection_see_nothing_of_each_other(pg_env):
+    """Tenant after tenant on one connection (as a run does, Backend.reusing_connection): the next
+    tenant sees none of the previous one's settings, temporary objects, prepared statements or
+    locks; so a PgBouncer in transaction mode, which may hand each transaction another server
+    session, changes nothing either. A failed tenant's connection is discarded, not reused."""
+    backend = pg_env.backend
+    first, second = pg_env.namespace("first"), pg_env.namespace("second")
+    try:
+        with backend.reusing_connection():
+            with backend.transaction("first", create=True) as connection:
+                before = connection.execute(SESSION).one()
+                _leave_everything_behind(connection)
+            with backend.transaction("second", create=True) as connection:
+                after = connection.execute(SESSION).one()
+                assert connection.execute(sa.text("SELECT count(*) FROM pg_prepared_statements")).scalar() == 0
+            with pytest.raises(sa.exc.DataError), backend.transaction("third", create=True) as connection:
+                connection.exec_driver_sql("SELECT 1 / 0")
+            with backend.transaction("fourth", create=True) as connection:
+                replaced = connection.execute(SESSION).one()
+    finally:
+        backend.dispose()
+    pid, search_path, application, work_mem, lock_timeout, temporary, prepared, listening, advisory = after
+    assert pid == before[0]  # the same connection
+    assert (search_path, before[1]) == (f'"{second}"', f'"{first}"')
+    assert (application, work_mem, lock_timeout) == before[2:5] == ("", "4MB", "10s")
+    assert (temporary, prepared, listening) == (0, 0, 0)
+    assert len(advisory) == 1 and 42 not in advisory  # this tenant's transaction lock only
+    assert replaced[0] != pid  # the failed tenant's connection was closed
+    assert not sa.inspect(pg_env.engine()).has_schema(pg_env.namespace("third"))
+
+
+def test_a_run_keeps_one_connection_and_drops_a_failed_one(pg_env, chain_copy):
+    """Through the executor: tenants upgraded in one run share a connection, a tenant whose
+    revision fails gets its connection discarded, and what a revision leaves in the session
+    (a setting, a temporary table, a prepared statement) never reaches the next tenant."""
+    api.provision(pg_env.settings, ["a", "b", "c", "d"])
+    (chain_copy / "versions" / "probe.py").write_text(PROBE)
+    results = {r.tenant_id: r for r in api.upgrade(pg_env.settings, None)}
+    assert [results[t].action for t in "abcd"] == ["upgraded", "failed", "upgraded", "upgraded"]
+    seen = {}
+    with pg_env.engine().connect() as conn:
+        for tenant in "acd":
+            row = conn.execute(sa.text(f'SELECT * FROM "{pg_env.namespace(tenant)}".probe')).one()
+            seen[tenant] = row[1:]
+            assert row[0] == tenant  # op.get_context().config.attributes["tenant_id"]
+    assert seen["a"][0] != seen["c"][0] == seen["d"][0]  # b's connection was discarded; c and d shared one
+    assert {s[1:] for s in seen.values()} == {("", 0, 0)}  # nothing left by the tenant before
+
+
+PROBE = '''"""probe: records the session it runs in, then litters it; fails for tenant b
+
+Revision ID: probe
+Revises: s7_docex_2_9_10
+"""
+from alembic import op
+
+revision = "probe"
+down_revision = "s7_docex_2_9_10"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    tenant = op.get_context().config.attributes["tenant_id"]
+    op.execute("CREATE TABLE probe AS SELECT CAST(:tenant AS text) AS tenant, pg_backend_pid() AS pid,"
+               " current_setting('application_name') AS application,"
+               " (SELECT count(*) FROM pg_class WHERE relpersistence = 't') AS temporary,"
+               " (SELECT count(*) FROM pg_prepared_statements) AS prepared".replace(":tenant", repr(tenant)))
+    op.execute("SET application_name = 'littered'")
+    op.execute("CREATE TEMPORARY TABLE litter (x int)")
+    op.execute("PREPARE litter AS SELECT 1")
+    if tenant == "b":
+        raise RuntimeError("tenant b fails")
+
+
+def downgrade() -> None:
+    op.drop_table("probe")
+'''

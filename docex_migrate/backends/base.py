@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -150,6 +150,11 @@ class Backend(ABC):
         """Make an empty or missing namespace exactly what the chain produces at ``target``,
         atomically, under the tenant's lock. False (nothing done) when the namespace turns out
         not to be empty: the caller then takes the ordinary path."""
+
+    def reusing_connection(self) -> AbstractContextManager[None]:
+        """A block in which transaction() may reuse one connection from tenant to tenant (for
+        a run over many tenants); outside it every transaction has its own."""
+        return nullcontext()
 
     def outside_snapshot(self) -> dict[str, Any] | None:
         """A catalog snapshot of what lies outside every tenant (PostgreSQL's public schema), to

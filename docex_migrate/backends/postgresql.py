@@ -11,11 +11,12 @@ import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -351,22 +352,74 @@ def _ms(seconds: float) -> str:
     return f"{max(1, math.ceil(round(seconds * 1000, 3)))}ms"
 
 
-def lock_tenant(connection: Connection, schema: str, timeouts: Timeouts) -> None:
-    """Take the tenant's advisory lock for this transaction, then set the migration's timeouts.
+# The wait bound, then the lock, in one round trip: the lock is evaluated for the CTE's row, so
+# after the CTE has set lock_timeout.
+_LOCK = sa.text(
+    "WITH bound AS (SELECT set_config('lock_timeout', :wait, true))"
+    " SELECT pg_advisory_xact_lock(hashtextextended(:schema, 0)) FROM bound"
+)
+
+
+def lock_tenant(connection: Connection, schema: str, timeouts: Timeouts, *, scope: bool = False) -> bool:
+    """Take the tenant's advisory lock for this transaction, then set the migration's timeouts
+    (and with ``scope`` the search_path, as scope_to does). Returns whether the schema exists.
 
     The lock is keyed on the schema name and taken before anything is read or created, so two
     runs on one tenant (two deploys, a provision racing an upgrade) go one after the other, and
     the second reads the revision the first left. Waiting for it is bounded by tenant_lock_wait;
     the migration's own statements then by lock_timeout and statement_timeout, all SET LOCAL.
+    Two round trips in all.
     """
+    connection.execute(_LOCK, {"wait": _ms(timeouts.tenant_lock_wait), "schema": schema})
+    settings = {"lock_timeout": _ms(timeouts.lock_timeout), "statement_timeout": _ms(timeouts.statement_timeout)}
+    if scope:
+        settings["search_path"] = connection.dialect.identifier_preparer.quote_identifier(schema)
+    exists = sa.exists().where(_pg_namespace.c.nspname == schema)
+    row = connection.execute(sa.select(exists, *(sa.func.set_config(k, v, True) for k, v in settings.items()))).one()
+    return bool(row[0])
 
-    def set_local(name: str, value: str) -> None:
-        connection.execute(sa.select(sa.func.set_config(name, value, True)))
 
-    set_local("lock_timeout", _ms(timeouts.tenant_lock_wait))
-    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(schema, 0))))
-    set_local("lock_timeout", _ms(timeouts.lock_timeout))
-    set_local("statement_timeout", _ms(timeouts.statement_timeout))
+def reset_session(connection: Connection) -> None:
+    """Return a connection between transactions to a fresh session's state: settings, temporary
+    objects, prepared statements, session advisory locks, LISTENs (DISCARD ALL, which must run
+    outside a transaction, hence the driver's autocommit for this one statement). Everything
+    docex-migrate sets is transaction-scoped already; this also covers what a revision might
+    set for the session, so nothing one tenant did reaches the next."""
+    driver: Any = connection.connection.driver_connection  # psycopg's Connection
+    driver.autocommit = True
+    try:
+        driver.execute("DISCARD ALL")
+    finally:
+        driver.autocommit = False
+
+
+def _reset(connection: Connection) -> bool:
+    """reset_session(), False when it fails (the connection is then closed, never reused): the
+    tenant's transaction has committed by now, so this must not fail the tenant."""
+    try:
+        reset_session(connection)
+    except Exception as exc:
+        log.debug("not reusing a connection: %s", exc)
+        return False
+    return True
+
+
+_HAS_TABLES = sa.text(
+    "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = :schema AND c.relkind IN ('r', 'p'))"
+)
+
+
+def replay(connection: Connection, recording: list[Recorded]) -> None:
+    """Send a recording of the chain on ``connection``, inside its transaction: each statement
+    with exactly the parameters the driver received when it was recorded, all of them in one
+    round trip (psycopg's pipeline mode) instead of one per statement. An error surfaces when
+    the pipeline ends, and fails the tenant's transaction as any other error would."""
+    driver: Any = connection.connection.driver_connection  # psycopg's Connection
+    pipeline = driver.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()  # libpq 14+
+    with pipeline, driver.cursor() as cursor:
+        for statement, parameters in recording:
+            cursor.execute(statement, parameters)
 
 
 class PostgresBackend(Backend):
@@ -377,14 +430,20 @@ class PostgresBackend(Backend):
         self.url = url
         self.template = schema_template
         self.timeouts = timeouts or Timeouts()
-        # NullPool: every tenant gets a fresh connection, so no session state (search_path
-        # above all) can ever be carried from one tenant to the next.
+        # NullPool: a connection is never handed to anyone else. Within reusing_connection() the
+        # tenants' transactions share one (see there); outside it each gets a fresh one.
         self._engine: Engine | None = None
+        self._reusing = False
+        self._kept: Connection | None = None  # the idle connection the next tenant may take
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = sa.create_engine(self.url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+            # No server-side prepared statements (psycopg prepares a query run 5 times): they
+            # would outlive the transaction, and a PgBouncer in transaction mode sends the next
+            # transaction to another server connection, where they do not exist.
+            connect_args = {"connect_timeout": 10, "prepare_threshold": None}
+            self._engine = sa.create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
         return self._engine
 
     def describe(self) -> str:
@@ -571,15 +630,46 @@ class PostgresBackend(Backend):
         return revisions
 
     @contextmanager
+    def reusing_connection(self) -> Iterator[None]:
+        """Tenants' transactions inside this block run one after another on one connection,
+        saving a connection (~6 ms) per tenant. Safe because everything tenant-scoped is
+        transaction-scoped: the advisory lock is a transaction lock, search_path and timeouts
+        are SET LOCAL, and between tenants reset_session() clears whatever else a revision
+        may have left in the session. A connection whose transaction failed is closed, never
+        reused (its state is unknown, the server may have dropped it)."""
+        self._reusing = True
+        try:
+            yield
+        finally:
+            self._reusing = False
+            kept, self._kept = self._kept, None
+            if kept is not None:
+                kept.close()
+
+    @contextmanager
+    def _tenant_connection(self) -> Iterator[Connection]:
+        connection, self._kept = self._kept, None  # taken: a nested transaction opens its own
+        if connection is None:
+            connection = self.connect()
+        try:
+            yield connection
+        except BaseException:
+            connection.close()  # failed or interrupted: never reused
+            raise
+        if self._reusing and self._kept is None and _reset(connection):
+            self._kept = connection
+        else:
+            connection.close()
+
+    @contextmanager
     def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Connection]:
         schema = self.namespace(tenant_id)
-        with self.connect() as connection, connection.begin():
-            lock_tenant(connection, schema, self.timeouts)
-            if create:
+        with self._tenant_connection() as connection, connection.begin():
+            exists = lock_tenant(connection, schema, self.timeouts, scope=True)
+            if create and not exists:
                 self._create_schema(connection, schema)
-            else:
-                self._require(tenant_id, schema, connection)
-            scope_to(connection, schema)
+            elif not exists:
+                raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no schema {schema!r})")
             yield connection
 
     def _create_schema(self, connection: Connection, schema: str) -> None:
@@ -762,10 +852,9 @@ class PostgresBackend(Backend):
         the schema turns out not to be empty (any table, alembic_version included, means
         someone else got there)."""
         with self.transaction(tenant_id, create=True) as connection:
-            if sa.inspect(connection).get_table_names(schema=self.namespace(tenant_id)):
+            if connection.execute(_HAS_TABLES, {"schema": self.namespace(tenant_id)}).scalar():
                 return False
-            for statement, parameters in template:
-                connection.exec_driver_sql(statement, parameters or ())
+            replay(connection, template)
             return True
 
     def outside_snapshot(self) -> dict[str, Any]:
@@ -801,5 +890,8 @@ class PostgresBackend(Backend):
         )
 
     def dispose(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            kept.close()
         if self._engine is not None:
             self._engine.dispose()
