@@ -123,9 +123,7 @@ def upgrade(
     tenants and revision given are then ignored; [] when none is left)."""
     chain = chain or load_chain()
     if resume is not None:
-        tenant_ids, revision = resume_plan(settings, resume, "upgrade", chain)
-        run = run or Run(settings, "upgrade")
-        run.resumes, run.selection = resume, f"--resume {resume}"
+        tenant_ids, revision, run = _resuming(settings, resume, "upgrade", chain, run)
         if not tenant_ids:
             return []
     target = chain.resolve(revision)
@@ -164,9 +162,7 @@ def downgrade(
     as for upgrade."""
     chain = chain or load_chain()
     if resume is not None:
-        tenant_ids, revision = resume_plan(settings, resume, "downgrade", chain)
-        run = run or Run(settings, "downgrade")
-        run.resumes, run.selection = resume, f"--resume {resume}"
+        tenant_ids, revision, run = _resuming(settings, resume, "downgrade", chain, run)
         if not tenant_ids:
             return []
     target = chain.resolve(revision)
@@ -219,6 +215,15 @@ def _not_reached(settings: Settings, tenant_id: str, why: str) -> TenantResult:
 def runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None) -> list[RunInfo]:
     """The most recent recorded runs of this database, newest first (reconciled; read-only)."""
     return list_runs(settings, limit=limit, chain=chain)
+
+
+def _resuming(settings: Settings, resume: str, command: str, chain: Chain, run: Run | None) -> tuple[list[str], str, Run]:
+    """What ``--resume RUN`` takes on: RUN's tenants that did not reach its target, that target,
+    and the new run that records it, naming RUN."""
+    tenant_ids, revision = resume_plan(settings, resume, command, chain)
+    run = run or Run(settings, command)
+    run.resumes, run.selection = resume, f"--resume {resume}"
+    return tenant_ids, revision, run
 
 
 def _adopt_unversioned(

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from helpers import migrate_to, tenant_snapshot, version_of
+from test_reliability import STEPS, start
 from typer.testing import CliRunner
 
 from docex_migrate import api
@@ -26,7 +26,6 @@ from docex_migrate.errors import InvalidTenantError, UsageError
 from docex_migrate.ledger import Ledger, meta, run_tenants, runs
 from docex_migrate.tenants import schema_name, sqlite_path
 
-STEPS = Path(__file__).resolve().parent / "chains" / "steps"
 TENANTS = [f"t{i:02d}" for i in range(20)]
 
 
@@ -314,18 +313,6 @@ def test_version_names_the_chain_head(steps):
 
 
 # Real processes: signals and kill -9
-
-
-def start(env, *args: str, **extra: str) -> subprocess.Popen:
-    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
-    return subprocess.Popen(
-        [sys.executable, "-m", "docex_migrate", *args],
-        cwd=env.workdir,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def wait_for_marker(run: subprocess.Popen, marker: Path, tenant: str) -> None:
