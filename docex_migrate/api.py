@@ -9,6 +9,7 @@ executors, runner).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from .errors import Interrupted, TenantNotFoundError, UsageError
 from .executors import WorkItem, collect, execute, in_order, not_run, stopped_after
 from .provisioning import ensure_tenant, provision, verify_tenant
 from .results import Action, TenantResult
+from .rollout import groups, parse_waves
 from .runner import author_revision
 from .runs import Run, RunDetail, RunInfo, list_runs, recording, resume_plan, show_run, undo_plan
 from .scratch import scratch_settings
@@ -110,6 +112,9 @@ def upgrade(
     chain: Chain | None = None,
     run: Run | None = None,
     resume: str | None = None,
+    canary: Sequence[str] = (),
+    waves: str | None = None,
+    pause_between_waves: float = 0.0,
 ) -> list[TenantResult]:
     """Bring tenants (None = every tenant found) to ``revision``; tenants already there are skipped.
 
@@ -120,30 +125,113 @@ def upgrade(
 
     ``run`` records the run in the ledger as it happens (runs.py). ``resume`` names a recorded
     run: its tenants that did not reach its target go there, as a new recorded run (the
-    tenants and revision given are then ignored; [] when none is left)."""
+    tenants and revision given are then ignored; [] when none is left).
+
+    ``canary`` tenants go first, then ``waves`` (see rollout.py); the run stops after the first
+    group with a failure (or at ``max_failures``), the tenants not reached are not run, and
+    ``pause_between_waves`` seconds pass between groups."""
     chain = chain or load_chain()
     if resume is not None:
         tenant_ids, revision, run = _resuming(settings, resume, "upgrade", chain, run)
         if not tenant_ids:
             return []
     target = chain.resolve(revision)
+    staged = _staged(settings, tenant_ids, shard, canary, waves) if canary or waves is not None else None
     with recording(run, chain) as done:
         adopted = _adopt_unversioned(settings, tenant_ids, shard, chain) if adopt_first else {}
         failed_adoptions = sum(r.failed for r in adopted.values())
-        results = _migrate(
+        if staged is None:
+            results = _migrate(
+                settings,
+                tenant_ids,
+                target,
+                downgrade=False,
+                max_failures=max_failures,
+                jobs=jobs,
+                shard=shard,
+                chain=chain,
+                failures_so_far=failed_adoptions,
+                verify_first=verify_first,
+                run=run,
+            )
+        else:
+            results = _in_waves(
+                settings, staged, target, max_failures, jobs, chain, failed_adoptions, verify_first, run, pause_between_waves
+            )
+        return done([_after_adoption(adopted.get(r.tenant_id), r) for r in results])
+
+
+def _staged(
+    settings: Settings, tenant_ids: Sequence[str] | None, shard: tuple[int, int] | None, canary: Sequence[str], waves: str | None
+) -> tuple[dict[str, str], list[list[str]], list[str]]:
+    """The selected tenants, the groups to run in order, and the tenants no wave reaches;
+    bad specs and canaries are refused before anything runs."""
+    sizes = parse_waves(waves) if waves is not None else []
+    with open_backend(settings) as backend:
+        validated(backend, canary)
+        namespaces = in_shard(select(backend, tenant_ids), shard)
+    planned, beyond = groups(list(namespaces), list(canary), sizes)
+    return namespaces, planned, beyond
+
+
+def _in_waves(
+    settings: Settings,
+    staged: tuple[dict[str, str], list[list[str]], list[str]],
+    target: str | None,
+    max_failures: int | None,
+    jobs: int,
+    chain: Chain,
+    failures: int,
+    verify_first: bool,
+    run: Run | None,
+    pause: float,
+) -> list[TenantResult]:
+    """Each group through the ordinary migration, one after the other; stop after the first
+    group with a failure. The rest are reported not run, at the revision they have."""
+    namespaces, planned, beyond = staged
+    finished: dict[str, TenantResult] = {}
+    for number, group in enumerate(planned):
+        if number and pause > 0:
+            time.sleep(pause)
+        budget = None if max_failures is None else max_failures - failures
+        got = _migrate(
             settings,
-            tenant_ids,
+            group,
             target,
             downgrade=False,
-            max_failures=max_failures,
+            max_failures=budget,
             jobs=jobs,
-            shard=shard,
+            shard=None,
             chain=chain,
-            failures_so_far=failed_adoptions,
             verify_first=verify_first,
             run=run,
         )
-        return done([_after_adoption(adopted.get(r.tenant_id), r) for r in results])
+        finished.update((r.tenant_id, r) for r in got)
+        failures += sum(r.failed for r in got)
+        if any(r.failed for r in got) or (max_failures is not None and failures >= max_failures):
+            what = f"group {number + 1} of {len(planned)}"  # the canaries, when given, are group 1
+            left = [t for later in planned[number + 1 :] for t in later] + beyond
+            finished.update(_not_reached_in_waves(settings, chain, namespaces, left, f"the rollout stopped after {what} failed"))
+            break
+    else:
+        finished.update(_not_reached_in_waves(settings, chain, namespaces, beyond, "beyond the last wave (--resume continues)"))
+    return [finished[t] for t in namespaces if t in finished]
+
+
+def _not_reached_in_waves(
+    settings: Settings, chain: Chain, namespaces: dict[str, str], tenant_ids: list[str], why: str
+) -> dict[str, TenantResult]:
+    if not tenant_ids:
+        return {}
+    with open_backend(settings) as backend:
+        states = backend.read_states(tenant_ids)
+    results = {}
+    for tenant_id in tenant_ids:
+        revision = state_of(chain, states[tenant_id])[0]
+        results[tenant_id] = TenantResult(
+            tenant_id, namespaces[tenant_id], Action.NOT_RUN, revision, revision, f"not attempted: {why}"
+        )
+    return results
 
 
 def downgrade(

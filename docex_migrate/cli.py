@@ -283,6 +283,16 @@ def upgrade(
     verify_first: Annotated[
         bool, typer.Option("--verify-first", help="Refuse tenants whose catalog is not exactly their revision (see verify).")
     ] = False,
+    canary: Annotated[
+        list[str] | None, typer.Option("--canary", help="Migrate this tenant first (repeatable); stop if a canary fails.")
+    ] = None,
+    waves: Annotated[
+        str | None,
+        typer.Option("--waves", help="Then go in waves of these cumulative sizes, counts or percentages: e.g. 10,100,25%,100%."),
+    ] = None,
+    pause_between_waves: Annotated[
+        float, typer.Option("--pause-between-waves", min=0, help="Seconds to wait between the canaries and each wave.")
+    ] = 0.0,
     resume: ResumeOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
@@ -316,6 +326,9 @@ def upgrade(
                     max_failures=stop,
                     adopt_first=adopt_first,
                     verify_first=verify_first,
+                    canary=canary or (),
+                    waves=waves,
+                    pause_between_waves=pause_between_waves,
                     jobs=jobs,
                     shard=_shard(shard),
                     run=run,

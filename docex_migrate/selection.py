@@ -25,6 +25,15 @@ def select(backend: Backend, tenant_ids: Sequence[str] | None) -> dict[str, str]
     return validated(backend, tenant_ids)
 
 
+def _key(tenant_id: str) -> int:
+    return int(hashlib.sha256(tenant_id.encode()).hexdigest(), 16)
+
+
+def hash_order(tenant_ids: Sequence[str]) -> list[str]:
+    """The tenants in the stable order of their hash: what --shard splits and --waves follows."""
+    return sorted(tenant_ids, key=_key)
+
+
 def in_shard(namespaces: dict[str, str], shard: tuple[int, int] | None) -> dict[str, str]:
     """The tenants of shard K of N (0 <= K < N): a stable hash of the tenant id, the same on
     every machine and run, so N jobs (a Kubernetes indexed Job, a CI matrix) split a fleet."""
@@ -33,4 +42,4 @@ def in_shard(namespaces: dict[str, str], shard: tuple[int, int] | None) -> dict[
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
         raise UsageError(f"--shard {index}/{count}: use K/N with 0 <= K < N, e.g. 0/4")
-    return {t: ns for t, ns in namespaces.items() if int(hashlib.sha256(t.encode()).hexdigest(), 16) % count == index}
+    return {t: ns for t, ns in namespaces.items() if _key(t) % count == index}
