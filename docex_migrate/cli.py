@@ -293,6 +293,10 @@ def upgrade(
     pause_between_waves: Annotated[
         float, typer.Option("--pause-between-waves", min=0, help="Seconds to wait between the canaries and each wave.")
     ] = 0.0,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Write each tenant's script for review into --output instead of running it.")
+    ] = False,
+    output: Annotated[Path, typer.Option("--output", help="Where --sql writes the scripts.")] = Path("migration-sql"),
     resume: ResumeOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
@@ -311,8 +315,14 @@ def upgrade(
         targets = None if resume else _targets(tenant, all_tenants)
         stop = _stop_after(fail_fast, max_failures)
         settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
-        run = _run(settings, "upgrade", _selection(tenant, all_tenants, shard, revision))
         reporter = Reporter(json)
+        if sql:  # nothing is run, so nothing is recorded
+            from . import review
+
+            written = review.write_scripts(settings, targets, revision or "head", output, shard=_shard(shard))
+            _finish(reporter, written.results, "upgrade")
+            return
+        run = _run(settings, "upgrade", _selection(tenant, all_tenants, shard, revision))
         _report(
             reporter,
             "upgrade",

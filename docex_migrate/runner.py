@@ -240,6 +240,26 @@ def author_revision(backend: Backend | None, tenant_id: str, message: str, head:
     return Path(script.path)
 
 
+_READS = ("select", "pragma", "begin")  # reads, and the transaction the script opens itself
+
+
+def record_migration(backend: Backend, tenant_id: str, chain: Chain, target: str | None) -> list[Recorded]:
+    """The statements that change the tenant, as migrate_tenant sends them to ``backend``'s
+    tenant (a copy made for review: it is really migrated)."""
+    recorded: list[Recorded] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if not statement.lstrip().lower().startswith(_READS):
+            recorded.append((statement.strip(), parameters))
+
+    event.listen(sa.engine.Engine, "before_cursor_execute", capture)  # the engine is made inside
+    try:
+        migrate_tenant(backend, tenant_id, target, chain=chain)
+    finally:
+        event.remove(sa.engine.Engine, "before_cursor_execute", capture)
+    return recorded
+
+
 def render_offline(
     revision: str,
     down: str | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -155,6 +155,24 @@ class Backend(ABC):
         """A block in which transaction() may reuse one connection from tenant to tenant (for
         a run over many tenants); outside it every transaction has its own."""
         return nullcontext()
+
+    @abstractmethod
+    def review_script(self, tenant_id: str, revision: str | None, body: str) -> str:
+        """The SQL a DBA reviews and runs for one tenant (upgrade --sql): ``body`` (Alembic's
+        offline SQL, unqualified) inside the tenant's own transaction, with the same lock,
+        scope and timeouts the tool takes, and a guard that stops it if the tenant is no longer
+        at ``revision``."""
+
+    def combined_script(self, scripts: list[str]) -> str | None:
+        """One script applying the tenants' scripts in order, where one session can reach
+        them all (PostgreSQL); None where each tenant is its own database (SQLite)."""
+        return None
+
+    @contextmanager
+    def review_shadow(self, tenant_id: str) -> Iterator[Backend | None]:
+        """A copy of the tenant to migrate along while its steps are rendered offline, for
+        dialects whose batch operations need each table as it is (SQLite); None elsewhere."""
+        yield None
 
     def outside_snapshot(self) -> dict[str, Any] | None:
         """A catalog snapshot of what lies outside every tenant (PostgreSQL's public schema), to

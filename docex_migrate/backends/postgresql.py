@@ -857,6 +857,32 @@ class PostgresBackend(Backend):
             replay(connection, template)
             return True
 
+    def review_script(self, tenant_id: str, revision: str | None, body: str) -> str:
+        schema = self.namespace(tenant_id)  # letters, digits, '_' and '-' only: safe in literals
+        quoted = '"' + schema + '"'
+        t = self.timeouts
+        guard = (
+            f"DO $$ BEGIN IF (SELECT string_agg(version_num, ',') FROM {quoted}.alembic_version) IS DISTINCT FROM "
+            f"'{revision}' THEN RAISE EXCEPTION 'tenant {tenant_id} is no longer at {revision}: render the script again'; "
+            "END IF; END $$;"
+        )
+        return "\n".join([
+            f"-- docex-migrate upgrade --sql: tenant {tenant_id}, schema {schema}, from {revision or 'base'}",
+            "BEGIN;",
+            f"SELECT set_config('lock_timeout', '{_ms(t.tenant_lock_wait)}', true);",
+            f"SELECT pg_advisory_xact_lock(hashtextextended('{schema}', 0));",
+            f"SELECT set_config('lock_timeout', '{_ms(t.lock_timeout)}', true);",
+            f"SELECT set_config('statement_timeout', '{_ms(t.statement_timeout)}', true);",
+            *([guard] if revision else []),
+            f"SELECT set_config('search_path', '{quoted}', true);",
+            body.strip(),
+            "COMMIT;",
+            "",
+        ])  # fmt: skip
+
+    def combined_script(self, scripts: list[str]) -> str | None:
+        return "\\set ON_ERROR_STOP on\n" + "\n".join(scripts)
+
     def outside_snapshot(self) -> dict[str, Any]:
         with self.connect() as connection:
             return snapshot(connection, "public")

@@ -228,6 +228,37 @@ class SqliteBackend(Backend):
         finally:
             staged.unlink(missing_ok=True)
 
+    def review_script(self, tenant_id: str, revision: str | None, body: str) -> str:
+        # SQLite has no way to raise from plain SQL but a constraint: the guard row must be true.
+        guard = (
+            "CREATE TEMP TABLE docex_migrate_guard (at_revision INTEGER CHECK (at_revision));\n"
+            "INSERT INTO docex_migrate_guard SELECT coalesce((SELECT group_concat(version_num) FROM alembic_version) "
+            f"= '{revision}', 0);\nDROP TABLE docex_migrate_guard;"
+        )
+        return "\n".join([
+            f"-- docex-migrate upgrade --sql: tenant {tenant_id}, file {self.namespace(tenant_id)}, from {revision or 'base'}",
+            f"PRAGMA busy_timeout = {_ms(self.timeouts.tenant_lock_wait)};",
+            "BEGIN IMMEDIATE;",
+            *([guard] if revision else []),
+            body.strip(),
+            "COMMIT;",
+            "",
+        ])  # fmt: skip
+
+    @contextmanager
+    def review_shadow(self, tenant_id: str) -> Iterator[Backend | None]:
+        """A copy of the tenant's file (SQLite's backup API: consistent while in use)."""
+        with locked_directory("docex_migrate_review_", sweep=True) as directory:
+            shadow = SqliteBackend(f"{directory}/{{tenant_id}}.db", self.timeouts)
+            source = sqlite3.connect(Path(self._existing(tenant_id)).resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                with sqlite3.connect(shadow.namespace(tenant_id)) as copy:
+                    source.backup(copy)
+                copy.close()
+            finally:
+                source.close()
+            yield shadow
+
     def reflection_engine(self, tenant_id: str) -> Engine:
         return create_engine(f"sqlite:///{self._existing(tenant_id)}", poolclass=NullPool)
 
