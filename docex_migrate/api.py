@@ -211,19 +211,20 @@ def _in_waves(
         if any(r.failed for r in got) or (max_failures is not None and failures >= max_failures):
             what = f"group {number + 1} of {len(planned)}"  # the canaries, when given, are group 1
             left = [t for later in planned[number + 1 :] for t in later] + beyond
-            finished.update(_not_reached_in_waves(settings, chain, namespaces, left, f"the rollout stopped after {what} failed"))
+            finished.update(_not_reached(settings, chain, left, f"the rollout stopped after {what} failed"))
             break
     else:
-        finished.update(_not_reached_in_waves(settings, chain, namespaces, beyond, "beyond the last wave (--resume continues)"))
+        finished.update(_not_reached(settings, chain, beyond, "beyond the last wave (--resume continues)"))
     return [finished[t] for t in namespaces if t in finished]
 
 
-def _not_reached_in_waves(
-    settings: Settings, chain: Chain, namespaces: dict[str, str], tenant_ids: list[str], why: str
-) -> dict[str, TenantResult]:
+def _not_reached(settings: Settings, chain: Chain, tenant_ids: list[str], why: str) -> dict[str, TenantResult]:
+    """Not-run results for tenants a stopped run never reached, at the revision each has now
+    (one backend, one bulk read for all of them)."""
     if not tenant_ids:
         return {}
     with open_backend(settings) as backend:
+        namespaces = validated(backend, tenant_ids)
         states = backend.read_states(tenant_ids)
     results = {}
     for tenant_id in tenant_ids:
@@ -290,14 +291,9 @@ def undo(
             except Interrupted as stop:
                 done_ids = {r.tenant_id for r in results + (stop.results or [])}
                 left = [t for group in plan.groups.values() for t in group if t not in done_ids]
-                stop.results = results + (stop.results or []) + [_not_reached(settings, t, "interrupted") for t in left]
+                stop.results = results + (stop.results or []) + list(_not_reached(settings, chain, left, "interrupted").values())
                 raise
         return done(sorted(results, key=lambda r: r.tenant_id))
-
-
-def _not_reached(settings: Settings, tenant_id: str, why: str) -> TenantResult:
-    with open_backend(settings) as backend:
-        return TenantResult(tenant_id, backend.namespace(tenant_id), Action.NOT_RUN, message=f"not attempted: {why}")
 
 
 def runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None) -> list[RunInfo]:
