@@ -105,12 +105,13 @@ class Ledger:
         self.connection = connection
 
     @classmethod
-    def for_writing(cls, place: LedgerPlace) -> Ledger:
-        """Open the ledger, creating it on first use."""
+    def for_writing(cls, place: LedgerPlace, *, create: bool = True) -> Ledger:
+        """Open the ledger, creating it on first use (``create``)."""
         connection = _scoped(place, place.engine(True).connect())
         ledger = cls(place, connection)
         try:
-            ledger._create()
+            if create:
+                ledger._create()
             ledger._check_version()
         except BaseException:
             connection.close()

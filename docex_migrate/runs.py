@@ -1,11 +1,13 @@
 """Runs: every command that changes tenants records itself in the ledger (ledger.py), and the
 record is read back reconciled with the tenants themselves.
 
-Recording happens in the parent process, on a connection of its own, never inside a tenant's
+Recording happens in the parent process, on connections of its own, never inside a tenant's
 transaction: the run's row when its plan is made (with a row per selected tenant, ``pending``
-until its result arrives), one short transaction per tenant result as it arrives (the
-executor's ``on_result``), a heartbeat every few seconds, and the end (finished, or
-interrupted). A run that plans no work (every tenant already at the target, or refused before
+until its result arrives), each tenant's result as it arrives (the executor's ``on_result``),
+a heartbeat every few seconds, and the end (finished, or interrupted). Results and heartbeats
+are written by the run's writer thread: a result costs the migrating thread a queue put, and
+the results that arrive within FLUSH_SECONDS of each other share one short transaction, so
+each reaches the ledger within about FLUSH_SECONDS of its tenant's commit. A run that plans no work (every tenant already at the target, or refused before
 anything was touched) records nothing: it changed nothing.
 
 Reading never trusts a ``pending`` row of a run that is gone: a ``kill -9`` can fall between a
@@ -21,10 +23,12 @@ import contextlib
 import getpass
 import logging
 import os
+import queue
 import secrets
 import socket
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +50,7 @@ from .states import state_of
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10.0
+FLUSH_SECONDS = 0.1  # how long a result may wait for others to share its ledger transaction
 STALE_AFTER = timedelta(seconds=90)  # a run on another host with no heartbeat for this long is gone
 RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
 MOVED = frozenset({Action.UPGRADED.value, Action.DOWNGRADED.value, Action.PROVISIONED.value})
@@ -106,7 +111,8 @@ class Run:
     _deferred: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _target: str | None = field(default=None, init=False, repr=False)
     _has_target: bool = field(default=False, init=False, repr=False)
-    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _results: queue.SimpleQueue[dict[str, Any] | None] = field(default_factory=queue.SimpleQueue, init=False, repr=False)
+    _writer: threading.Thread | None = field(default=None, init=False, repr=False)
     _warned: bool = field(default=False, init=False, repr=False)
 
     def planned(
@@ -149,12 +155,9 @@ class Run:
         """One tenant's result, recorded as it arrives."""
         if self.progress is not None:
             self.progress.result(result)
-        if self._ledger is None:
-            return
-        row = _row(self.run_id, result, None)
-        update = {k: row[k] for k in _RESULT_COLUMNS}
-        if self._write(lambda ledger: ledger.update_results(self.run_id, [update])):
-            self._rows[result.tenant_id] = (row["action"], row["to_revision"], row["message"])
+        if self._writer is not None:
+            row = _row(self.run_id, result, None)
+            self._results.put({k: row[k] for k in _RESULT_COLUMNS})
 
     def close(self, results: Sequence[TenantResult], *, error: BaseException | None = None, chain: Chain | None = None) -> None:
         """The run's end: every result not yet recorded as it is, and the run's state."""
@@ -165,7 +168,10 @@ class Run:
             self._insert([])
         if self._ledger is None:
             return
-        self._stop.set()
+        if self._writer is not None:  # what it holds is written before the end is
+            self._results.put(None)
+            self._writer.join()
+            self._writer = None
         target = _target_name(self._target) if self._has_target else None
         self._insert([_row(self.run_id, r, target) for r in results if r.tenant_id not in self._rows])
         changed = []
@@ -217,7 +223,8 @@ class Run:
             self._ledger = None
             return
         self.recorded = True
-        threading.Thread(target=self._beat, name="ledger-heartbeat", daemon=True).start()
+        self._writer = threading.Thread(target=self._write_results, name="ledger-writer", daemon=True)
+        self._writer.start()
         if self.announce is not None:
             self.announce(self)
 
@@ -242,32 +249,63 @@ class Run:
             "state": RUNNING,
         }
 
-    def _beat(self) -> None:
-        """A heartbeat on a connection of its own, so a run on another host can be told alive."""
+    def _write_results(self) -> None:
+        """The writer thread: results as they arrive, batched over FLUSH_SECONDS, and a heartbeat
+        (so a run on another host can be told alive), on a ledger connection of its own, until
+        close() sends None. A result lost to kill -9 before it was written is reconciled when
+        read, like any pending row."""
         assert self._place is not None
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                ledger = Ledger(self._place, self._place.engine(True).connect())
+        try:
+            ledger = Ledger.for_writing(self._place, create=False)
+        except Exception as exc:  # the results are written at the end instead (close)
+            log.debug("ledger writer: %s", exc)
+            while self._results.get() is not None:
+                pass
+            return
+        beat_at, done = time.monotonic() + HEARTBEAT_SECONDS, False
+        try:
+            while not done:
                 try:
-                    ledger.update_run(self.run_id, {"heartbeat_at": now()})
-                finally:
-                    ledger.close()
-            except Exception as exc:  # never the run's problem
-                log.debug("ledger heartbeat failed: %s", exc)
+                    first = self._results.get(timeout=max(0.0, beat_at - time.monotonic()))
+                    if first is not None:
+                        time.sleep(FLUSH_SECONDS)  # the results arriving meanwhile share the transaction
+                    items = [first, *_drain(self._results)]
+                except queue.Empty:
+                    items = []
+                done = None in items
+                self._write_batch(ledger, [item for item in items if item is not None])
+                if time.monotonic() >= beat_at:
+                    self._write(lambda ledger: ledger.update_run(self.run_id, {"heartbeat_at": now()}), ledger)
+                    beat_at = time.monotonic() + HEARTBEAT_SECONDS
+        finally:
+            ledger.close()
 
-    def _write(self, write: Callable[[Ledger], None]) -> bool:
-        """A ledger write that never fails the run: a problem is one warning, and reading
-        reconciles what is missing."""
-        if self._ledger is None:
+    def _write_batch(self, ledger: Ledger, updates: list[dict[str, Any]]) -> None:
+        if updates and self._write(lambda ledger: ledger.update_results(self.run_id, updates), ledger):
+            self._rows.update((u["tenant_id"], (u["action"], u["to_revision"], u["message"])) for u in updates)
+
+    def _write(self, write: Callable[[Ledger], None], ledger: Ledger | None = None) -> bool:
+        """A ledger write (on the run's connection, or the writer's) that never fails the run:
+        a problem is one warning, and reading reconciles what is missing."""
+        ledger = ledger or self._ledger
+        if ledger is None:
             return False
         try:
-            write(self._ledger)
+            write(ledger)
             return True
         except Exception as exc:
             if not self._warned:
                 log.warning("the run ledger could not record run %s: %s", self.run_id, exc)
                 self._warned = True
             return False
+
+
+def _drain(results: queue.SimpleQueue[dict[str, Any] | None]) -> list[dict[str, Any] | None]:
+    items = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            items.append(results.get_nowait())
+    return items
 
 
 def _user() -> str:

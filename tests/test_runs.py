@@ -20,6 +20,7 @@ from test_reliability import STEPS, start
 from typer.testing import CliRunner
 
 from docex_migrate import api
+from docex_migrate import runs as runs_module
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.cli import app
 from docex_migrate.errors import InvalidTenantError, UsageError
@@ -327,6 +328,43 @@ def whole(env, tenant: str) -> str:
     (revision,) = version_of(env, tenant)
     assert revision in ("r1", "r3"), (tenant, revision)
     return revision
+
+
+def test_results_reach_the_ledger_while_the_run_goes_on(steps, tmp_path):
+    """Not at the end: while k2 is inside its migration, the ledger itself (read directly,
+    nothing reconciled) already holds k0 and k1 as upgraded and k2 onwards as pending."""
+    env = steps
+    tenants = [f"k{i}" for i in range(4)]
+    at(env, tenants, "r1")
+    marker = tmp_path / "inside-step-2"
+    run = start(env, "upgrade", "--all-tenants", STEPS_SLEEP="60", STEPS_SLEEP_TENANT="k2", STEPS_MARKER=str(marker))
+    try:
+        wait_for_marker(run, marker, "k2")
+        (run_id,) = [row.run_id for row in ledger_rows(env) if getattr(row, "pid", None) == run.pid]
+        deadline, found = time.monotonic() + 10, {}
+        while time.monotonic() < deadline and found.get("k1") != "upgraded":
+            time.sleep(0.05)
+            found = {
+                row.tenant_id: row.action for row in ledger_rows(env) if getattr(row, "tenant_id", None) and row.run_id == run_id
+            }
+        assert found == {"k0": "upgraded", "k1": "upgraded", "k2": "pending", "k3": "pending"}
+    finally:
+        run.kill()
+        run.communicate()
+
+
+def test_a_long_run_beats_its_heartbeat(steps, monkeypatch):
+    """The heartbeat tells a live run on another host from a dead one: it must advance while a
+    tenant takes long (it is written on the ledger's own schema on PostgreSQL too)."""
+    env = steps
+    at(env, ["slow"], "r1")
+    monkeypatch.setattr(runs_module, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setenv("STEPS_SLEEP", "1.5")
+    run = api.Run(env.settings, "upgrade")
+    assert [r.action.value for r in api.upgrade(env.settings, None, run=run)] == ["upgraded"]
+    (row,) = [r for r in ledger_rows(env) if getattr(r, "run_id", None) == run.run_id and hasattr(r, "heartbeat_at")]
+    assert row.heartbeat_at > row.started_at
+    assert row.heartbeat_at < row.finished_at
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL"])
