@@ -62,7 +62,12 @@ StatementTimeoutOpt = Annotated[
 ]
 JobsOpt = Annotated[
     int,
-    typer.Option("--jobs", "-j", min=1, help="Tenants migrated in parallel, one process each (capped by the free connections)."),
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=1,
+        help="Tenants migrated in parallel, one process each: this one and N-1 workers (capped by the free connections).",
+    ),
 ]
 ShardOpt = Annotated[
     str | None, typer.Option("--shard", help="Only shard K of N (K/N, 0 <= K < N), by a stable hash of the tenant id.")

@@ -1,8 +1,9 @@
 """Scheduling tenants: one after another, or on a pool of processes. Never raises for one
 tenant's failure: each tenant's outcome comes back as a TenantResult, in order of completion.
 
-Processes, not threads: Alembic's ``context`` and ``op`` are process globals. Workers are
-spawned (no state inherited from the parent), each builds its backend once and holds at most
+Processes, not threads: Alembic's ``context`` and ``op`` are process globals. ``jobs`` tenants
+at a time are this process and ``jobs - 1`` workers (run_parallel). Workers are spawned (no
+state inherited from the parent), each builds its backend once and holds at most
 one connection, reused from tenant to tenant (Backend.reusing_connection: everything tenant-
 scoped is transaction-scoped, and a failed tenant's connection is discarded), and takes the next
 tenant as soon as it is free, so one slow tenant never holds up a batch of others. A serial run
@@ -11,7 +12,7 @@ reuses one connection the same way.
 When the database refuses a connection (it is down, or a connection limit is reached), that
 tenant fails with the database's reason and no more tenants are handed out: those in flight
 finish, the rest are reported not-run. A worker that dies (the OOM killer) fails its tenant the
-same way. Either way the caller gets every tenant's result, never an exception; except when the
+same way (the parent's own tenant, if it has one, finishes first). Either way the caller gets every tenant's result, never an exception; except when the
 database refused before the run did anything at all: that is bad configuration or connection,
 raised as DatabaseUnavailableError (exit 2, one line), as when it refuses the first read.
 
@@ -20,8 +21,8 @@ the parent decides. SIGINT, or SIGTERM (which the CLI turns into Interrupted), i
 parent: it hands out no more tenants, has every worker exit at once (a PostgreSQL transaction
 whose connection is gone is rolled back by the server, a SQLite one from its journal on the
 next open), reads the unfinished tenants' revisions again, and raises Interrupted with every
-tenant's result: done, rolled back (never half-migrated), or not attempted. In a serial run the
-interrupted tenant's transaction rolls back as the exception leaves it.
+tenant's result: done, rolled back (never half-migrated), or not attempted. The parent's own
+tenant, serial or not, rolls back as the exception leaves its transaction.
 
 Parent death. A worker never outlives its parent, even one killed with kill -9: each watches a
 pipe whose only write end the parent holds, and os._exit()s at its end of file, which comes as
@@ -40,8 +41,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -247,55 +249,89 @@ def run_parallel(
     progress: _Progress,
     template: FreshTemplate | None = None,
 ) -> list[TenantResult]:
-    """``jobs`` processes; at most ``jobs`` tenants in flight, handed out one at a time."""
+    """``jobs`` tenants at a time: this process migrates one itself, as run_serial does, beside
+    ``jobs - 1`` worker processes. The parent needs no start-up (it has imported everything
+    already) and starts at once, while the workers start; on two cores it is two processes, not
+    three. A worker's result is recorded, and the worker given its next tenant, by the pool's
+    callback thread as the result arrives, so a long tenant in the parent holds up no worker;
+    the lock keeps recording and handing out in step between the two threads."""
     results: list[TenantResult] = []
     running: dict[Future[TenantResult], WorkItem] = {}
-    queue = iter(items)
+    mine: set[str] = set()  # the tenant this process is migrating
+    waiting = deque(items)
+    lock = threading.Lock()
+    all_done = threading.Condition(lock)
+    broken: list[BaseException] = []  # a worker died: its future's exception
+    closing: list[bool] = []  # the pool is being shut down: hand out nothing more
     context = multiprocessing.get_context("spawn")
     lifeline, stop_workers = context.Pipe(duplex=False)  # workers get the read end only
     initargs = (settings, template, lifeline)
+
+    def hand_out(pool: ProcessPoolExecutor) -> None:  # under the lock
+        if waiting and not progress.stopped and not broken and not closing:
+            item = waiting.popleft()
+            future = pool.submit(_work, item)
+            running[future] = item
+            future.add_done_callback(lambda f: arrived(pool, f))
+
+    def arrived(pool: ProcessPoolExecutor, future: Future[TenantResult]) -> None:  # the pool's thread
+        with lock:
+            if future.cancelled() or future.exception() is not None:
+                broken.append(future.exception() or BrokenProcessPool())
+            else:
+                results.append(progress.record(future.result()))
+                del running[future]
+                hand_out(pool)
+            all_done.notify_all()
+
     try:
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=initargs) as pool:
+        with ProcessPoolExecutor(jobs - 1, mp_context=context, initializer=_start_worker, initargs=initargs) as pool:
             try:
-                # Start every worker first. The pool's manager thread watches only the workers
-                # that existed when it last woke (CPython 3.11 spawns after waking it in submit);
-                # these results wake it again, so a worker that dies is noticed at once.
-                wait([pool.submit(_ready) for _ in range(jobs)])
-                while _refill(pool, running, queue, jobs, progress):
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        results.append(progress.record(future.result()))
-                        running.pop(future)
+                with lock:
+                    # Spawn every worker now, from this thread (see _die_with_parent), without
+                    # waiting for them: their start-up overlaps the tenants migrated here. The
+                    # pool's manager thread watches only the workers that existed when it last
+                    # woke (CPython 3.11 spawns after waking it in submit); these results wake it
+                    # again, so a worker that dies is noticed at once.
+                    for _ in range(jobs - 1):
+                        pool.submit(_ready)
+                    for _ in range(jobs - 1):
+                        hand_out(pool)
+                with backend.reusing_connection():
+                    while True:
+                        with lock:
+                            if broken or progress.stopped or not waiting:
+                                break
+                            item = waiting.popleft()
+                            mine.add(item.tenant_id)
+                        result = run_item(backend, item, template)
+                        with lock:
+                            results.append(progress.record(result))
+                            mine.clear()
+                with lock:
+                    while running and not broken:
+                        all_done.wait()
+                    if broken:
+                        raise broken[0]
             except BaseException:
+                with lock:
+                    closing.append(True)
                 stop_workers.close()  # every worker exits now (see _watch); the pool then joins them
                 raise
-    except KeyboardInterrupt as exc:
-        raise _interrupted(exc, backend, items, results, {i.tenant_id for i in running.values()}) from None
+    except KeyboardInterrupt as exc:  # this process's tenant has rolled back on the way out
+        with lock:
+            in_flight = {i.tenant_id for i in running.values()} | mine
+            raise _interrupted(exc, backend, items, list(results), in_flight) from None
     except BrokenProcessPool:  # a worker died (OOM killer, kill -9): its tenant rolled back
-        in_flight = {i.tenant_id for i in running.values()}
-        reported = {r.tenant_id for r in results}
+        with lock:
+            in_flight = {i.tenant_id for i in running.values()}
+            reported = {r.tenant_id for r in results}
         left = [i for i in items if i.tenant_id not in reported]
         return results + unfinished(backend, left, in_flight, "a worker process died", in_flight_action=Action.FAILED)
     finally:
         stop_workers.close()
         lifeline.close()
-    return results + [not_run(item, progress.stopped or "the run stopped") for item in queue]  # what the stop left
-
-
-def _refill(
-    pool: ProcessPoolExecutor,
-    running: dict[Future[TenantResult], WorkItem],
-    queue: Iterator[WorkItem],
-    jobs: int,
-    progress: _Progress,
-) -> bool:
-    """Hand out tenants until ``jobs`` are in flight or the run stops; False when none is in flight."""
-    while len(running) < jobs and not progress.stopped:
-        item = next(queue, None)
-        if item is None:
-            break
-        running[pool.submit(_work, item)] = item
-    return bool(running)
+    return results + [not_run(item, progress.stopped or "the run stopped") for item in waiting]  # what the stop left
 
 
 def _jobs(backend: Backend, jobs: int, count: int) -> int:

@@ -319,12 +319,15 @@ def test_a_worker_killed_fails_its_tenant_and_the_run_reports(steps, tmp_path, s
     victim = next(p for p in workers if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes())  # not the resource tracker
     os.kill(victim, signal.SIGKILL)  # the OOM killer, say
 
-    out, err = run.communicate(timeout=30)
+    out, err = run.communicate(timeout=90)  # the CLI's own tenant sleeps out its 30 s
     assert run.returncode == 1, err
     rows = {r["tenant_id"]: r for r in json.loads(out)}
     assert list(rows) == tenants
-    failed = [t for t, r in rows.items() if r["action"] == "failed"]
-    assert failed and all("a worker process died: rolled back" in rows[t]["message"] for t in failed)
-    assert all(r["action"] in ("failed", "not-run") for r in rows.values()), rows
+    # The worker had w0; the CLI migrates w1 itself (--jobs 2 is itself and one worker) and
+    # finishes it, then hands out nothing more.
+    assert {t: r["action"] for t, r in rows.items()} == {
+        "w0": "failed", "w1": "upgraded", "w2": "not-run", "w3": "not-run", "w4": "not-run"
+    }, rows  # fmt: skip
+    assert "a worker process died: rolled back" in rows["w0"]["message"]
     wait_for(lambda: not any(map(alive, workers)), 5, "workers outlived the CLI")
-    assert {whole(env, t) for t in tenants} == {"r1"}
+    assert {t: whole(env, t) for t in tenants} == {t: "r3" if t == "w1" else "r1" for t in tenants}
