@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
@@ -174,17 +174,28 @@ def with_recognition(settings: Settings, backend: Backend, chain: Chain, row: Te
 
 
 def adopt(
-    settings: Settings, tenant_ids: Sequence[str] | None = None, *, dry_run: bool = False, chain: Chain | None = None
+    settings: Settings,
+    tenant_ids: Sequence[str] | None = None,
+    *,
+    dry_run: bool = False,
+    chain: Chain | None = None,
+    on_result: Callable[[TenantResult], None] | None = None,
 ) -> list[TenantResult]:
     """Stamp tenants that DocEX created itself at the revision they are.
 
     A tenant already versioned is reported and left alone; one that matches nothing is refused
-    with the diff and left untouched. ``dry_run`` decides and reports, changing nothing."""
+    with the diff and left untouched. ``dry_run`` decides and reports, changing nothing.
+    ``on_result`` is told of each tenant's result as it is decided (the run ledger records it)."""
     chain = chain or load_chain()
+    results = []
     with open_backend(settings) as backend:
         namespaces = select(backend, tenant_ids)
         states = backend.read_states(namespaces)
-        return [adopt_one(settings, backend, chain, t, ns, states[t], dry_run=dry_run) for t, ns in namespaces.items()]
+        for tenant_id, namespace in namespaces.items():
+            results.append(adopt_one(settings, backend, chain, tenant_id, namespace, states[tenant_id], dry_run=dry_run))
+            if on_result is not None:
+                on_result(results[-1])
+    return results
 
 
 def adopt_one(

@@ -10,7 +10,7 @@ executors, runner).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,7 +286,16 @@ def undo(
         for (target, downgrade), tenants in plan.groups.items():
             try:
                 results += _migrate(
-                    settings, tenants, target, downgrade=downgrade, max_failures=None, jobs=jobs, shard=None, chain=chain, run=run
+                    settings,
+                    tenants,
+                    target,
+                    downgrade=downgrade,
+                    max_failures=None,
+                    jobs=jobs,
+                    shard=None,
+                    chain=chain,
+                    run=run,
+                    expected=plan.left_at,
                 )
             except Interrupted as stop:
                 done_ids = {r.tenant_id for r in results + (stop.results or [])}
@@ -346,9 +355,11 @@ def _migrate(
     failures_so_far: int = 0,
     verify_first: bool = False,
     run: Run | None = None,
+    expected: Mapping[str, str] | None = None,
 ) -> list[TenantResult]:
     """Plan every selected tenant from one bulk read, then hand those that need Alembic to the
-    executor. Refusals count towards ``max_failures`` like failures do."""
+    executor. Refusals count towards ``max_failures`` like failures do. ``expected`` (undo):
+    tenant -> the revision (or BASE) it must still be at when its lock is taken."""
     if max_failures is not None and max_failures < 1:
         raise UsageError(f"--max-failures must be at least 1, not {max_failures}")
     if jobs < 1:
@@ -365,7 +376,8 @@ def _migrate(
                 finished[tenant_id] = planned
             else:
                 revision = state_of(chain, state)[0]
-                work.append(WorkItem(tenant_id, namespace, revision, target, downgrade, versioned=state.versioned))
+                expect = expected.get(tenant_id) if expected else None
+                work.append(WorkItem(tenant_id, namespace, revision, target, downgrade, versioned=state.versioned, expect=expect))
         if verify_first:  # a tenant not proven exactly its revision is left alone, as a failure
             work = hold_back_drifted(settings, backend, chain, work, finished)
         if run is not None:
@@ -376,9 +388,10 @@ def _migrate(
         if budget is not None and budget <= 0:
             finished.update((i.tenant_id, not_run(i, stopped_after(failures))) for i in work)
         else:
-            on_result = run.on_result if run is not None else None
+            on_result, on_start = (run.on_result, run.on_start) if run is not None else (None, None)
             interrupted = collect(
-                finished, lambda: execute(settings, backend, work, jobs=jobs, max_failures=budget, on_result=on_result)
+                finished,
+                lambda: execute(settings, backend, work, jobs=jobs, max_failures=budget, on_result=on_result, on_start=on_start),
             )
         return in_order(finished, namespaces, interrupted)
 

@@ -32,6 +32,7 @@ app = typer.Typer(
     help="Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant "
     "(a PostgreSQL schema or a SQLite file per tenant).",
     no_args_is_help=True,
+    rich_markup_mode=None,  # a docstring's single line breaks are not meant for the terminal
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -472,8 +473,9 @@ def adopt(
         targets = _targets(tenants, all_tenants)
         settings = load_settings(config)
         run = _run(settings, "adopt", _selection(targets, all_tenants, None))
-        with recording(run, load_chain()) as done:
-            results = done(api.adopt(settings, targets, dry_run=dry_run))
+        chain = load_chain()
+        with recording(run, chain) as done:
+            results = done(api.adopt(settings, targets, dry_run=dry_run, chain=chain, on_result=run.as_it_comes(chain)))
         if run.recorded:
             typer.echo(f"run {run.run_id} recorded: `docex-migrate runs show {run.run_id}`", err=True)
         _finish(Reporter(json), results, "adopt")

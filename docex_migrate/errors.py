@@ -44,6 +44,17 @@ class TenantNotFoundError(DocexMigrateError):
     exit_code = EXIT_FAILED
 
 
+class TenantMovedError(DocexMigrateError):
+    """undo found, under the tenant's lock, that another run has moved it since the run being
+    undone: it is left alone (skipped, not failed)."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, now_at: str | None, left_at: str) -> None:
+        super().__init__(f"moved since the run being undone (now at {now_at or 'base'}, it left it at {left_at}): left alone")
+        self.now_at = now_at
+
+
 class TenantBusyError(DocexMigrateError):
     """Another process held the tenant's lock past the wait allowed (a per-tenant failure)."""
 

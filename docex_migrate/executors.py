@@ -51,7 +51,7 @@ from multiprocessing.connection import Connection
 
 from .backends import Backend, FreshTemplate, backend_for
 from .config import Settings
-from .errors import DatabaseUnavailableError, DocexMigrateError, Interrupted
+from .errors import DatabaseUnavailableError, DocexMigrateError, Interrupted, TenantMovedError
 from .results import ALREADY_AT_TARGET, Action, TenantResult, describe_error
 from .runner import migrate_tenant
 
@@ -72,13 +72,20 @@ class WorkItem:
     action: Action | None = None  # what success is called (default: upgraded or downgraded)
     fresh: bool = False  # an empty namespace going to head: a recording of the chain may be replayed
     versioned: bool = False  # the bulk read saw its alembic_version: read the revision directly
+    expect: str | None = None  # undo: where the tenant must still be (a revision, or BASE), under its lock
 
 
 def _migrate(backend: Backend, item: WorkItem, template: FreshTemplate | None) -> tuple[str | None, str | None]:
     if item.fresh and template is not None and item.target and backend.install_fresh(item.tenant_id, template, item.target):
         return None, item.target
     return migrate_tenant(
-        backend, item.tenant_id, item.target, downgrade=item.downgrade, create=item.create, versioned=item.versioned
+        backend,
+        item.tenant_id,
+        item.target,
+        downgrade=item.downgrade,
+        create=item.create,
+        versioned=item.versioned,
+        expect=item.expect,
     )
 
 
@@ -97,6 +104,10 @@ def _run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None) 
     result = TenantResult(item.tenant_id, item.namespace, _success(item), item.revision, item.target)
     try:
         result.from_revision, result.to_revision = _migrate(backend, item, template)
+    except TenantMovedError as exc:  # undo: another run moved it since; left alone
+        result.action, result.to_revision, result.message = Action.SKIPPED, exc.now_at, str(exc)
+        result.from_revision = exc.now_at
+        return result
     except DatabaseUnavailableError as exc:  # the database refuses us: this tenant fails, the run stops
         result.action, result.to_revision, result.message, result.stops_run = Action.FAILED, item.revision, str(exc), True
         return result
@@ -125,6 +136,12 @@ class _Progress:
     failures: int = 0
     stopped: str | None = None
     on_result: Callable[[TenantResult], None] | None = None  # told of each result as it arrives
+    on_start: Callable[[str], None] | None = None  # told of each tenant as it is handed out
+
+    def start(self, item: WorkItem) -> WorkItem:
+        if self.on_start is not None:
+            self.on_start(item.tenant_id)
+        return item
 
     def record(self, result: TenantResult) -> TenantResult:
         log.info("%s: %s", result.tenant_id, result.action)
@@ -194,7 +211,7 @@ def run_serial(
                     results.append(not_run(item, progress.stopped))
                     continue
                 current = {item.tenant_id}
-                results.append(progress.record(run_item(backend, item, template)))
+                results.append(progress.record(run_item(backend, progress.start(item), template)))
                 current = set()
     except KeyboardInterrupt as exc:  # the tenant's transaction has rolled back on the way out
         raise _interrupted(exc, backend, items, results, current) from None
@@ -269,7 +286,7 @@ def run_parallel(
 
     def hand_out(pool: ProcessPoolExecutor) -> None:  # under the lock
         if waiting and not progress.stopped and not broken and not closing:
-            item = waiting.popleft()
+            item = progress.start(waiting.popleft())
             future = pool.submit(_work, item)
             running[future] = item
             future.add_done_callback(lambda f: arrived(pool, f))
@@ -302,7 +319,7 @@ def run_parallel(
                         with lock:
                             if broken or progress.stopped or not waiting:
                                 break
-                            item = waiting.popleft()
+                            item = progress.start(waiting.popleft())
                             mine.add(item.tenant_id)
                         result = run_item(backend, item, template)
                         with lock:
@@ -358,11 +375,13 @@ def execute(
     max_failures: int | None = None,
     template: FreshTemplate | None = None,
     on_result: Callable[[TenantResult], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> list[TenantResult]:
     """One result per item, in order of completion. On SIGINT / SIGTERM raises Interrupted
     carrying them all (see the module's docstring). ``on_result`` is called in this process
-    with each tenant's result as it arrives (the run ledger records it)."""
-    progress = _Progress(max_failures, on_result=on_result)
+    with each tenant's result as it arrives (the run ledger records it), ``on_start`` with each
+    tenant id as it is handed out (the progress display shows it in flight)."""
+    progress = _Progress(max_failures, on_result=on_result, on_start=on_start)
     jobs = _jobs(backend, jobs, len(items))
     if jobs <= 1:
         results = run_serial(backend, items, progress, template)

@@ -1,8 +1,9 @@
 """Progress as a run happens, on stderr: a live display on a terminal (rich, which typer
 brings), one line per tenant as it finishes anywhere else (CI logs, ``kubectl logs``).
 
-Fed by the run (runs.Run): ``add`` with the tenants each plan hands to Alembic, ``result`` with
-each tenant's result as it arrives in the parent process, ``close`` at the end.
+Fed by the run (runs.Run): ``add`` with the tenants each plan hands to Alembic, ``started``
+as each is handed out, ``result`` with each tenant's result as it arrives in the parent
+process, ``close`` at the end. ``started`` and ``result`` may come from two threads (--jobs).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from .results import TenantResult
 
 class RunProgress(Protocol):
     def add(self, tenants: int) -> None: ...
+
+    def started(self, tenant_id: str) -> None: ...
 
     def result(self, result: TenantResult) -> None: ...
 
@@ -42,6 +45,9 @@ class Lines:
     def add(self, tenants: int) -> None:
         self.total += tenants
 
+    def started(self, tenant_id: str) -> None:
+        pass  # a line per tenant as it finishes: what is in flight is the next lines
+
     def result(self, result: TenantResult) -> None:
         self.done += 1
         self.stream.write(f"[{self.done}/{self.total}] {result.tenant_id} {_outcome(result)}\n")
@@ -52,10 +58,10 @@ class Lines:
 
 
 class Live:
-    """done/total, failures so far, rate, ETA and the last tenant finished, redrawn in place."""
+    """done/total, failures so far, rate, ETA and the tenants in flight, redrawn in place."""
 
     def __init__(self, console: Console) -> None:
-        self.started = time.monotonic()
+        self.began = time.monotonic()
         self.failures = 0
         self.display = Progress(
             TextColumn("{task.description}"),
@@ -63,31 +69,43 @@ class Live:
             MofNCompleteColumn(),
             TextColumn("{task.fields[failures]} failed, {task.fields[rate]}/s"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[last]}"),
+            TextColumn("{task.fields[now]}"),
             console=console,
             transient=True,
         )
         self.task: TaskID | None = None
+        self.in_flight: dict[str, None] = {}  # in the order handed out
 
     def add(self, tenants: int) -> None:
         if self.task is None:
             self.display.start()
-            self.task = self.display.add_task("tenants", total=tenants, failures=0, rate="-", last="")
+            self.task = self.display.add_task("tenants", total=tenants, failures=0, rate="-", now="")
         else:
             self.display.update(self.task, total=(self.display.tasks[0].total or 0) + tenants)
 
+    def started(self, tenant_id: str) -> None:
+        self.in_flight[tenant_id] = None
+        if self.task is not None:
+            self.display.update(self.task, now=self._now())
+
+    def _now(self) -> str:
+        names = list(self.in_flight)
+        more = f" (+{len(names) - 3})" if len(names) > 3 else ""
+        return "in flight: " + ", ".join(names[:3]) + more if names else ""
+
     def result(self, result: TenantResult) -> None:
+        self.in_flight.pop(result.tenant_id, None)
         if self.task is None:
             return
         self.failures += result.failed
         done = self.display.tasks[0].completed + 1
-        rate = done / max(time.monotonic() - self.started, 1e-6)
+        rate = done / max(time.monotonic() - self.began, 1e-6)
         self.display.update(
             self.task,
             advance=1,
             failures=self.failures,
             rate=f"{rate:.1f}",
-            last=f"{result.tenant_id}: {result.action.value}",
+            now=self._now(),
         )
 
     def close(self) -> None:

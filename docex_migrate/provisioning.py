@@ -77,9 +77,10 @@ def provision(
         if run is not None:
             run.planned(chain.head, namespaces, finished, work, chain)
         template = fresh.template(settings, chain) if replay and any(i.fresh for i in work) else None
-        on_result = run.on_result if run is not None else None
+        on_result, on_start = (run.on_result, run.on_start) if run is not None else (None, None)
         interrupted = collect(
-            finished, lambda: execute(settings, backend, work, jobs=jobs, template=template, on_result=on_result)
+            finished,
+            lambda: execute(settings, backend, work, jobs=jobs, template=template, on_result=on_result, on_start=on_start),
         )
         for result in finished.values():
             result.warnings.extend(backend.warnings_for(result.tenant_id))

@@ -23,9 +23,9 @@ from alembic.script import Script
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from .chain import VERSION_TABLE, Chain, alembic_config, load_chain
+from .chain import BASE, VERSION_TABLE, Chain, alembic_config, load_chain
 from .environment import context_options
-from .errors import RecognitionError
+from .errors import RecognitionError, TenantMovedError
 
 if TYPE_CHECKING:  # the backends call into this module; it only needs their type
     from .backends import Backend
@@ -58,6 +58,7 @@ def migrate_tenant(
     downgrade: bool = False,
     create: bool = False,
     versioned: bool = False,
+    expect: str | None = None,
     chain: Chain | None = None,
 ) -> tuple[str | None, str | None]:
     """Bring one tenant to ``target`` (None = base) in one transaction: all steps or none.
@@ -65,6 +66,8 @@ def migrate_tenant(
     Returns the revisions before and after, both read inside the transaction, after the
     tenant's lock: a run that waited for another sees what that one did and skips it.
     Raises on failure; the transaction is rolled back and the tenant stays where it was.
+    ``expect`` (undo): the revision (or BASE) the tenant must still be at, read under its lock;
+    TenantMovedError otherwise.
     """
     with backend.transaction(tenant_id, create=create) as connection:
         schema = backend.schema(tenant_id)
@@ -73,6 +76,8 @@ def migrate_tenant(
             before = current_revision(connection, schema)
         else:
             before = heads[0] if len(heads) == 1 else None
+        if expect is not None and (before or BASE) != expect:
+            raise TenantMovedError(before, expect)
         if before == target:
             return before, before
         config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=schema)

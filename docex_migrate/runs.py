@@ -114,6 +114,7 @@ class Run:
     _results: queue.SimpleQueue[dict[str, Any] | None] = field(default_factory=queue.SimpleQueue, init=False, repr=False)
     _writer: threading.Thread | None = field(default=None, init=False, repr=False)
     _warned: bool = field(default=False, init=False, repr=False)
+    _unwritable: bool = field(default=False, init=False, repr=False)  # opening it failed: not tried again
 
     def planned(
         self,
@@ -151,6 +152,11 @@ class Run:
         if self.progress is not None:
             self.progress.add(len(work))
 
+    def on_start(self, tenant_id: str) -> None:
+        """A tenant handed out: only the progress display is told (the ledger has it pending)."""
+        if self.progress is not None:
+            self.progress.started(tenant_id)
+
     def on_result(self, result: TenantResult) -> None:
         """One tenant's result, recorded as it arrives."""
         if self.progress is not None:
@@ -158,6 +164,30 @@ class Run:
         if self._writer is not None:
             row = _row(self.run_id, result, None)
             self._results.put({k: row[k] for k in _RESULT_COLUMNS})
+
+    def as_it_comes(self, chain: Chain) -> Callable[[TenantResult], None]:
+        """For a command without a plan (adopt): each result recorded as it is decided. The run
+        enters the ledger with its first change; what came before goes in with it. A ledger
+        written by a newer docex-migrate is refused now, before any tenant is touched."""
+        try:
+            with open_backend(self.settings) as backend:
+                book = Ledger.for_reading(backend.ledger())
+            if book is not None:
+                book.close()
+        except LedgerError:
+            raise
+        except Exception as exc:  # the ledger never stops a migration: writing it will warn
+            log.debug("cannot read the run ledger: %s", exc)
+
+        def record(result: TenantResult) -> None:
+            row = _row(self.run_id, result, None)
+            if self._ledger is None and result.action.value not in MOVED | {Action.ADOPTED.value}:
+                self._deferred.append(row)
+                return
+            self._open(chain)
+            self._insert([row])
+
+        return record
 
     def close(self, results: Sequence[TenantResult], *, error: BaseException | None = None, chain: Chain | None = None) -> None:
         """The run's end: every result not yet recorded as it is, and the run's state."""
@@ -203,7 +233,7 @@ class Run:
             self._rows.update((r["tenant_id"], (r["action"], r["to_revision"], r["message"])) for r in rows)
 
     def _open(self, chain: Chain) -> None:
-        if self._ledger is not None:
+        if self._ledger is not None or self._unwritable:
             return
         backend = backend_for(self.settings)
         try:
@@ -213,7 +243,7 @@ class Run:
             raise  # a newer docex-migrate's ledger: refused, before any tenant is touched
         except Exception as exc:  # the ledger never stops a migration
             log.warning("the run ledger cannot be written (%s): this run is not recorded", describe_error(exc))
-            self._ledger = None
+            self._ledger, self._unwritable = None, True
             return
         finally:
             backend.dispose()
@@ -619,6 +649,9 @@ class UndoPlan:
 
     groups: dict[tuple[str | None, bool], list[str]]  # (target, downgrade) -> tenants
     left_alone: list[TenantResult]
+    left_at: dict[str, str] = field(
+        default_factory=dict
+    )  # tenant -> where the run left it (BASE for none): checked under its lock
 
 
 def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
@@ -660,4 +693,5 @@ def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
             continue
         downgrade = chain.position(t.from_revision) < chain.position(t.to_revision)
         plan.groups.setdefault((t.from_revision, downgrade), []).append(t.tenant_id)
+        plan.left_at[t.tenant_id] = _target_name(t.to_revision)
     return plan

@@ -18,7 +18,10 @@ from reference_schemas import (
 )
 from typer.testing import CliRunner
 
+from docex_migrate import api
+from docex_migrate.chain import load_chain
 from docex_migrate.cli import app
+from docex_migrate.runs import Run, recording
 from docex_migrate.snapshot import differences
 
 FILES = {**{rev: name for rev, name in GENERATIONS.items()}, DOCEX_2_9_10: None}
@@ -242,3 +245,22 @@ def test_upgrade_with_adopt_does_both(env):
     result = run("upgrade", "--all-tenants", "--adopt")
     assert result.exit_code == 0, result.output
     assert version_of(env, "old") == (head(),)
+
+
+def test_adopt_records_each_tenant_in_the_ledger_as_it_is_adopted(env):
+    """Not at the end: by the time the second tenant is decided, the first one's row is in the
+    ledger (a kill -9 between the two leaves the first recorded)."""
+    for tenant in ("one", "two"):
+        build_legacy(env, tenant, legacy_ddl(env, DOCEX_2_9_10, tenant))
+    chain = load_chain()
+    run_ = Run(env.settings, "adopt")
+    record, seen = run_.as_it_comes(chain), []
+
+    def on_result(result):
+        record(result)
+        seen.append(sorted((t.tenant_id, t.action) for t in api.show_run(env.settings, run_.run_id).tenants))
+
+    with recording(run_, chain) as done:
+        done(api.adopt(env.settings, None, chain=chain, on_result=on_result))
+    assert seen == [[("one", "adopted")], [("one", "adopted"), ("two", "adopted")]]
+    assert api.show_run(env.settings, run_.run_id).run.state == "finished"

@@ -132,6 +132,28 @@ def test_undo_leaves_a_tenant_that_moved_since_and_lists_it(steps):
     assert [version_of(env, t) for t in "abc"] == [("r1",), ("r2",), ("r1",)]
 
 
+def test_undo_checks_under_the_lock_that_the_tenant_has_not_moved_since_its_plan(steps, monkeypatch):
+    """Another run moves b between undo's plan and b's lock: undo must leave b where that run
+    put it (listed, skipped), not take it back from there."""
+    env = steps
+    at(env, ["a", "b"], "r1")
+    first = api.Run(env.settings, "upgrade")
+    assert [r.action.value for r in api.upgrade(env.settings, None, run=first)] == ["upgraded", "upgraded"]
+    planned = api.undo_plan
+
+    def plan_then_another_run_moves_b(*args, **kwargs):
+        found = planned(*args, **kwargs)
+        migrate_to(env, "b", "r2", downgrade=True)
+        return found
+
+    monkeypatch.setattr(api, "undo_plan", plan_then_another_run_moves_b)
+    results = {r.tenant_id: r for r in api.undo(env.settings, first.run_id)}
+    assert results["a"].action.value == "downgraded" and version_of(env, "a") == ("r1",)
+    assert results["b"].action.value == "skipped", results["b"]
+    assert "moved since" in results["b"].message and "now at r2" in results["b"].message
+    assert version_of(env, "b") == ("r2",)
+
+
 def test_undo_of_a_provision_and_confirmation_rules(steps):
     env = steps
     assert cli("provision", "a", "b").exit_code == 0
@@ -413,7 +435,7 @@ def test_progress_is_one_line_per_tenant_off_a_terminal_and_json_stays_on_stdout
     assert "step 2 fails for b" in progress[1]
 
 
-def test_the_live_display_counts_failures_on_a_terminal():
+def test_the_live_display_shows_the_tenants_in_flight_and_counts_failures_on_a_terminal():
     import io
 
     from rich.console import Console
@@ -424,8 +446,14 @@ def test_the_live_display_counts_failures_on_a_terminal():
     screen = io.StringIO()
     live = Live(Console(file=screen, force_terminal=True, width=120))
     live.add(2)
-    live.result(TenantResult("a", "ns_a", Action.UPGRADED, "r1", "r3"))
-    live.result(TenantResult("b", "ns_b", Action.FAILED, "r1", "r1", "boom"))
+    live.started("alpha")
+    live.started("bravo")
+    live.display.refresh()
+    assert "in flight: alpha, bravo" in screen.getvalue()
+    live.result(TenantResult("alpha", "ns_a", Action.UPGRADED, "r1", "r3"))
+    live.display.refresh()
+    assert "in flight: bravo" in screen.getvalue().rsplit("\r", 1)[-1]
+    live.result(TenantResult("bravo", "ns_b", Action.FAILED, "r1", "r1", "boom"))
     assert live.display.tasks[0].completed == 2 and live.failures == 1
     live.display.refresh()
     assert "2/2" in screen.getvalue() and "1 failed" in screen.getvalue()
