@@ -292,13 +292,15 @@ def run_parallel(
             future.add_done_callback(lambda f: arrived(pool, f))
 
     def arrived(pool: ProcessPoolExecutor, future: Future[TenantResult]) -> None:  # the pool's thread
+        if future.cancelled() or future.exception() is not None:
+            # Not under the lock: the pool may hold its own while it fails its futures, and
+            # this thread holds ours while it submits. The main thread polls for this.
+            broken.append(future.exception() or BrokenProcessPool())
+            return
         with lock:
-            if future.cancelled() or future.exception() is not None:
-                broken.append(future.exception() or BrokenProcessPool())
-            else:
-                results.append(progress.record(future.result()))
-                del running[future]
-                hand_out(pool)
+            results.append(progress.record(future.result()))
+            del running[future]
+            hand_out(pool)
             all_done.notify_all()
 
     try:
@@ -327,7 +329,7 @@ def run_parallel(
                             mine.clear()
                 with lock:
                     while running and not broken:
-                        all_done.wait()
+                        all_done.wait(0.5)
                     if broken:
                         raise broken[0]
             except BaseException:
