@@ -22,10 +22,10 @@ produced, because they come from the chain's own run, which on an empty namespac
 depend on anything else.
 
 A template pays off over several tenants: building one costs at least a run of the chain
-(PostgreSQL's head schema ~3.5 runs: the committed run, two pg_dumps and the proof). So a
+(~0.1 s; PostgreSQL's head schema ~0.35 s: that run committed, two pg_dumps and the proof). So a
 provision with one fresh tenant runs the chain on it directly, unless this process has built a
 template already (an application provisioning on first access builds none: each new tenant
-runs the chain, ~0.1 s).
+runs the chain).
 
 The contract that makes this exact: on an empty namespace a revision does the same thing for
 every tenant. A revision that does not (it reads the tenant id, the clock or random numbers)
