@@ -80,6 +80,9 @@ class Chain:
             _DERIVED[key] = build()
         return _DERIVED[key]  # type: ignore[no-any-return]
 
+    def has_cached(self, what: str) -> bool:
+        return (self.fingerprint, what) in _DERIVED
+
     @cached_property
     def order(self) -> list[str]:
         """Revision ids from the first to the head."""

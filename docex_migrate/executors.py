@@ -70,7 +70,7 @@ class WorkItem:
     downgrade: bool = False
     create: bool = False
     action: Action | None = None  # what success is called (default: upgraded or downgraded)
-    fresh: bool = False  # an empty namespace going to head: a recording of the chain may be replayed
+    fresh: bool = False  # an empty namespace going to head: it may get the fresh template (fresh.py)
     versioned: bool = False  # the bulk read saw its alembic_version: read the revision directly
     expect: str | None = None  # undo: where the tenant must still be (a revision, or BASE), under its lock
 

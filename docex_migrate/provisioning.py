@@ -76,7 +76,8 @@ def provision(
             )
         if run is not None:
             run.planned(chain.head, namespaces, finished, work, chain)
-        template = fresh.template(settings, chain) if replay and any(i.fresh for i in work) else None
+        fresh_tenants = sum(i.fresh for i in work)
+        template = fresh.template(settings, chain, fresh_tenants) if replay and fresh_tenants else None
         on_result, on_start = (run.on_result, run.on_start) if run is not None else (None, None)
         interrupted = collect(
             finished,

@@ -1,5 +1,7 @@
-"""Fresh tenants get the chain's own recorded statements replayed: the same result as running
-the chain, data and alembic_version included, unless a revision says it cannot be replayed."""
+"""Fresh tenants get what the chain produced on a scratch namespace (PostgreSQL: the head
+schema's pg_dump, else the chain's recorded statements; SQLite: a copy of the head file): the
+same result as running the chain, data and alembic_version included, unless a revision says it
+cannot be replayed."""
 
 from __future__ import annotations
 
@@ -10,10 +12,13 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+import yaml
 from helpers import applied, head, migrate_to, tenant_snapshot, version_of
 from test_reliability import STEPS
 
-from docex_migrate import api, fresh
+from docex_migrate import api, fresh, load_settings
+from docex_migrate.backends.postgresql import SCRATCH_PREFIX, HeadDump
 from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +35,7 @@ def test_replayed_tenant_equals_a_tenant_migrated_by_the_chain(env):
 
 def test_replay_includes_the_data_revisions_write(env, monkeypatch):
     monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    assert fresh.template(env.settings, load_chain())
     (result,) = api.provision(env.settings, ["seeded"])
     assert result.action == "provisioned"
     assert applied(env, "seeded") == ["r1", "r2", "r3"]
@@ -42,6 +48,13 @@ def test_a_revision_can_turn_replay_off(env, chain_copy):
     assert fresh.template(env.settings, load_chain()) is None
     (result,) = api.provision(env.settings, ["slow_path"])
     assert result.action == "provisioned" and version_of(env, "slow_path") == (head(),)
+
+
+def test_a_single_fresh_tenant_runs_the_chain_without_building_a_template(env, chain_copy):
+    """Building a template costs at least a run of the chain: one tenant alone runs the chain."""
+    (result,) = api.provision(env.settings, ["alone"])
+    assert result.action == "provisioned" and version_of(env, "alone") == (head(),)
+    assert not load_chain().has_cached(f"fresh-template:{env.settings.database_type}")
 
 
 EXTRAS = '''"""extras: what reflection cannot see, for the full-catalog comparison of replayed tenants
@@ -93,7 +106,14 @@ def _full_catalog(env, tenant_id: str) -> list[str]:
             return sorted(repr(sorted(line.strip().rstrip(",") for line in entry.splitlines())) for entry in db.iterdump())
     schema, url = env.namespace(tenant_id), env.url
     dump = subprocess.run(
-        ["pg_dump", "--no-owner", "--schema", schema, url.set(drivername="postgresql").render_as_string(False)],
+        [
+            "pg_dump",
+            "--no-owner",
+            "--schema",
+            f'"{schema}"',
+            "--strict-names",
+            url.set(drivername="postgresql").render_as_string(False),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -105,6 +125,15 @@ def _full_catalog(env, tenant_id: str) -> list[str]:
     ]
 
 
+def _assert_replayed_equals_migrated(env, replayed: str = "replayed", migrated: str = "migrated") -> None:
+    """``replayed`` (provisioned already) has the full catalog of a tenant the chain migrates."""
+    migrate_to(env, migrated, "extras")
+    replayed_dump, migrated_dump = _full_catalog(env, replayed), _full_catalog(env, migrated)
+    assert replayed_dump == migrated_dump
+    assert any("through the trigger (INSERT)" in line for line in replayed_dump) or env.kind == "sqlite"
+    assert any("100% seeded" in line for line in replayed_dump)
+
+
 def test_replay_is_exact_for_the_whole_catalog(env, chain_copy):
     """A revision that creates what reflection cannot see (a function with '%' in its body, a
     trigger, comments, grants, a sequence, a view, rows written through the trigger): the
@@ -112,11 +141,92 @@ def test_replay_is_exact_for_the_whole_catalog(env, chain_copy):
     if env.kind == "postgres" and not shutil.which("pg_dump"):
         pytest.skip("pg_dump is not installed")
     (chain_copy / "versions" / "extras.py").write_text(EXTRAS.replace("HEAD_REVISION", head()))
-    assert fresh.template(env.settings, load_chain())  # the fast path is in use
+    template = fresh.template(env.settings, load_chain())
+    assert isinstance(template, HeadDump if env.kind == "postgres" else Path)  # the head schema, not the history
+    assert "_timeout" not in getattr(template, "sql", "")  # pg_dump's would lift the tenant's own
     (result,) = api.provision(env.settings, ["replayed"])
     assert result.action == "provisioned"
-    migrate_to(env, "migrated", "extras")
-    replayed, migrated = _full_catalog(env, "replayed"), _full_catalog(env, "migrated")
-    assert replayed == migrated
-    assert any("through the trigger (INSERT)" in line for line in replayed) or env.kind == "sqlite"
-    assert any("100% seeded" in line for line in replayed)
+    _assert_replayed_equals_migrated(env)
+
+
+@pytest.mark.postgres
+def test_without_pg_dump_fresh_tenants_replay_the_recording_exactly(pg_env, chain_copy, monkeypatch):
+    if not shutil.which("pg_dump"):
+        pytest.skip("pg_dump is not installed (needed to compare the tenants)")
+    (chain_copy / "versions" / "extras.py").write_text(EXTRAS.replace("HEAD_REVISION", head()))
+    with monkeypatch.context() as no_pg_dump:
+        no_pg_dump.setenv("PATH", str(pg_env.workdir / "no-bin"))
+        template = fresh.template(pg_env.settings, load_chain())
+        assert isinstance(template, list) and template  # the recorded statements
+        (result,) = api.provision(pg_env.settings, ["replayed"])
+        assert result.action == "provisioned"
+    _assert_replayed_equals_migrated(pg_env)
+
+
+@pytest.mark.postgres
+def test_an_odd_schema_template_gets_the_head_schema_and_no_scratch_schema_stays(pg_env, chain_copy):
+    """Mixed case and '-' in the schema (quoted everywhere the scratch schema's name was), next
+    to a lower-case decoy: tenants provisioned together get the head dump, equal to a migrated
+    one, the decoy is untouched, and the scratch schemas are gone."""
+    if not shutil.which("pg_dump"):
+        pytest.skip("pg_dump is not installed")
+    (chain_copy / "versions" / "extras.py").write_text(EXTRAS.replace("HEAD_REVISION", head()))
+    config = yaml.safe_load(pg_env.config_file.read_text())
+    prefix = config["database"]["postgres"]["schema_template"].split("{")[0]
+    config["database"]["postgres"]["schema_template"] = f"Odd-{prefix}{{tenant_id}}"
+    pg_env.config_file.write_text(yaml.safe_dump(config))
+    pg_env.settings = load_settings()
+    decoy = pg_env.namespace("acme-corp").lower()
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{decoy}"')
+    try:
+        results = api.provision(pg_env.settings, ["acme-corp", "replayed"])
+        assert [r.action for r in results] == ["provisioned", "provisioned"]
+        assert isinstance(fresh.template(pg_env.settings, load_chain()), HeadDump)
+        _assert_replayed_equals_migrated(pg_env, "acme-corp", "migrated-corp")
+        with pg_env.engine().connect() as conn:
+            schemas = set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars())
+            decoy_tables = conn.execute(sa.text("SELECT count(*) FROM pg_tables WHERE schemaname = :s"), {"s": decoy}).scalar()
+        assert {pg_env.namespace(t) for t in ("acme-corp", "replayed")} <= schemas
+        assert decoy_tables == 0
+        assert not [s for s in schemas if s.startswith(SCRATCH_PREFIX)]
+    finally:
+        with pg_env.engine().begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{decoy}" CASCADE')
+
+
+WHEREAMI = '''"""whereami: a row naming the schema it was written in (which the contract forbids)
+
+Revision ID: whereami
+Revises: HEAD_REVISION
+"""
+from alembic import op
+
+revision = "whereami"
+down_revision = "HEAD_REVISION"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE whereami AS SELECT current_schema() AS name")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE whereami")
+'''
+
+
+@pytest.mark.postgres
+def test_a_head_dump_the_proof_refutes_gives_way_to_the_recording(pg_env, chain_copy):
+    """The scratch schema's name in a row: the proof's replay writes the second scratch schema's
+    (quoted) name there, its dump differs, and tenants get the recorded statements instead."""
+    if not shutil.which("pg_dump"):
+        pytest.skip("pg_dump is not installed")
+    (chain_copy / "versions" / "whereami.py").write_text(WHEREAMI.replace("HEAD_REVISION", head()))
+    assert isinstance(fresh.template(pg_env.settings, load_chain()), list)
+    (result,) = api.provision(pg_env.settings, ["acme"])
+    assert result.action == "provisioned"
+    schema = pg_env.namespace("acme")
+    with pg_env.engine().connect() as conn:
+        assert conn.execute(sa.text(f'SELECT name FROM "{schema}".whereami')).scalar() == schema

@@ -123,8 +123,8 @@ def test_a_killed_provisions_template_directory_is_removed_by_the_next_but_not_a
         old = time.time() - MIN_AGE - 5  # leftovers younger than MIN_AGE may be taking their lock
         for directory in (dead_dir, live_dir):
             os.utime(directory, (old, old))
-        provision = subprocess.run(  # a fresh process builds its template, and sweeps first
-            [sys.executable, "-m", "docex_migrate", "provision", "acme"],
+        provision = subprocess.run(  # a fresh process builds its template (two tenants), and sweeps first
+            [sys.executable, "-m", "docex_migrate", "provision", "acme", "globex"],
             cwd=sqlite_env.workdir,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             capture_output=True,

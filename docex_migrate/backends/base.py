@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from ..chain import Chain
 
 # What a fresh tenant gets, built once per process from the chain itself and sent to --jobs
-# workers: a head file to copy (SQLite) or the chain's recorded statements to replay (PostgreSQL).
+# workers: a head file to copy (SQLite), the head schema's dump or else the chain's recorded
+# statements to replay (PostgreSQL).
 FreshTemplate = Any
 
 

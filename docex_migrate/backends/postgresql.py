@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from .. import tenants
 from ..chain import VERSION_TABLE, Chain
 from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, DeprovisionRefusedError, TenantNotFoundError
-from ..runner import Recorded, record_chain
+from ..runner import Recorded, migrate_tenant, record_chain
 from .base import (
     MISSING,
     Backend,
@@ -422,6 +423,67 @@ def replay(connection: Connection, recording: list[Recorded]) -> None:
             cursor.execute(statement, parameters)
 
 
+# pg_dump's header settings are session-level: its timeouts (0) would lift the tenant's own for
+# the rest of its transaction, and the encoding is the driver's business. The rest become SET LOCAL.
+_DROPPED_SETTINGS = {
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "transaction_timeout",
+    "client_encoding",
+}
+_HEADER_SET = re.compile(r"SET (\w+) = (.+);")
+_SESSION_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', '', false);"
+
+
+@dataclass(frozen=True)
+class HeadDump:
+    """The head schema as pg_dump wrote it from a scratch schema the chain migrated: tables,
+    rows, sequence values, functions, triggers, grants and comments. ``schema``, the scratch
+    schema's name (unique and random, so it names nothing else), stands where the tenant's goes."""
+
+    sql: str
+    schema: str
+
+    def for_schema(self, quoted: str) -> str:
+        return self.sql.replace(self.schema, quoted)
+
+    @classmethod
+    def from_pg_dump(cls, dump: str, schema: str) -> HeadDump | None:
+        """pg_dump's plain output for ``schema`` made into what runs inside a tenant's
+        transaction: the header's settings local, psql's own lines and CREATE SCHEMA out (the
+        tenant's schema exists by then). None when the header holds anything else.
+
+        Only the header is rewritten. The body stays as pg_dump wrote it, comments included (a
+        line starting with '--' may as well be inside a function body or a row's text), and so
+        do the SETs between its entries (default_tablespace, default_table_access_method: the
+        values the scratch schema was made with; a reused connection is reset after the tenant)."""
+        header, entry, rest = dump.partition("\n--\n-- Name: ")
+        prelude, removed = [], [f"\nCREATE SCHEMA {schema};\n"]
+        for line in header.splitlines():
+            if not line or line.startswith("--"):
+                continue
+            if line.startswith("\\restrict "):  # psql's guard against a malicious server (pg_dump 15.14+)
+                removed.append(f"\n\\un{line[1:]}\n")
+            elif line == _SESSION_SEARCH_PATH:
+                prelude.append("SELECT pg_catalog.set_config('search_path', '', true);")
+            elif (setting := _HEADER_SET.fullmatch(line)) is None:
+                return None
+            elif setting[1] not in _DROPPED_SETTINGS:
+                prelude.append(f"SET LOCAL {setting[1]} = {setting[2]};")
+        body = entry + rest
+        if not entry or any(line not in body for line in removed):
+            return None
+        for line in removed:
+            body = body.replace(line, "\n", 1)
+        return cls("\n".join(prelude) + body.replace(f'"{schema}"', schema), schema)
+
+
+def _comparable(dump: str, schema: str) -> list[str]:
+    """A dump's lines with the schema's name taken out and psql's random restrict keys dropped."""
+    return [line.replace(schema, "@") for line in dump.splitlines() if not line.startswith(("\\restrict ", "\\unrestrict "))]
+
+
 class PostgresBackend(Backend):
     kind = "postgresql"
 
@@ -752,34 +814,23 @@ class PostgresBackend(Backend):
             raise backup_failed(tenant_id, exc) from None
 
     def _pg_dump(self, pg_dump: str, schema: str, snapshot: str, target: Path) -> bool:
-        url = self.url
-        env = {**os.environ, "PGPASSWORD": url.password or ""}  # never on the command line
-        args = [
-            pg_dump,
-            "--no-owner",
-            "--schema",
-            schema_pattern(schema),
-            "--strict-names",
-            "--snapshot",
-            snapshot,
-            "--file",
-            str(target),
-            "--host",
-            url.host or "localhost",
-            "--port",
-            str(url.port or 5432),
-            "--dbname",
-            url.database or "",
-        ]
-        if self.timeouts.lock_timeout:  # its ACCESS SHARE locks could queue behind someone waiting on ours
-            args += ["--lock-wait-timeout", _ms(self.timeouts.lock_timeout)]
-        if url.username:
-            args += ["--username", url.username]
-        done = subprocess.run(args, env=env, capture_output=True, text=True)
+        done = self._run_pg_dump(pg_dump, schema, "--snapshot", snapshot, "--file", str(target))
         if done.returncode != 0:  # e.g. pg_dump older than the server: fall back to the driver
             log.warning("pg_dump failed (%s); writing the backup through the driver", done.stderr.strip()[:200])
             target.unlink(missing_ok=True)
         return done.returncode == 0
+
+    def _run_pg_dump(self, pg_dump: str, schema: str, *options: str) -> subprocess.CompletedProcess[str]:
+        """pg_dump of exactly ``schema`` (never a case-folded or wildcard match), without owners."""
+        url = self.url
+        env = {**os.environ, "PGPASSWORD": url.password or ""}  # never on the command line
+        args = [pg_dump, "--no-owner", "--schema", schema_pattern(schema), "--strict-names", *options]
+        args += ["--host", url.host or "localhost", "--port", str(url.port or 5432), "--dbname", url.database or ""]
+        if self.timeouts.lock_timeout:  # its ACCESS SHARE locks could queue behind someone waiting on ours
+            args += ["--lock-wait-timeout", _ms(self.timeouts.lock_timeout)]
+        if url.username:
+            args += ["--username", url.username]
+        return subprocess.run(args, env=env, capture_output=True, encoding="utf-8")
 
     def _require(self, tenant_id: str, schema: str, connection: Connection | None = None) -> None:
         query = sa.select(sa.func.count()).select_from(_pg_namespace).where(_pg_namespace.c.nspname == schema)
@@ -837,9 +888,15 @@ class PostgresBackend(Backend):
             for name in _scratch_schemas(connection, prefix):
                 connection.execute(DropSchema(name, cascade=True))
 
-    def fresh_template(self, chain: Chain) -> list[Recorded]:
-        """Every statement the chain sends to an empty schema on its way to head, recorded on a
-        scratch schema in a transaction that is rolled back."""
+    def fresh_template(self, chain: Chain) -> HeadDump | list[Recorded]:
+        """The head schema dumped (see _head_dump); when that cannot be had, every statement
+        the chain sends to an empty schema on its way to head, recorded on a scratch schema in
+        a transaction that is rolled back."""
+        pg_dump = shutil.which("pg_dump")
+        dump = self._head_dump(pg_dump, chain) if pg_dump else "pg_dump is not installed"
+        if isinstance(dump, HeadDump):
+            return dump
+        log.info("%s: fresh tenants replay the chain's recorded statements instead of the head schema", dump)
         with self.scratch_template() as template:
             scratch = self.with_template(template)
             try:
@@ -847,14 +904,49 @@ class PostgresBackend(Backend):
             finally:
                 scratch.dispose()
 
-    def install_fresh(self, tenant_id: str, template: list[Recorded], target: str) -> bool:
-        """Replay the recording in one transaction under the tenant's lock; nothing is done if
-        the schema turns out not to be empty (any table, alembic_version included, means
-        someone else got there)."""
+    def _head_dump(self, pg_dump: str, chain: Chain) -> HeadDump | str:
+        """A scratch schema migrated to head by the chain and committed, dumped by pg_dump
+        (schema and rows, as INSERTs the driver can send), then proven: replayed into a second
+        scratch schema, whose own dump must be the same. Else why not: pg_dump failed (e.g. it is
+        older than the server), or the proof did."""
+        with self.scratch_template(committed=True) as template:
+            scratch = self.with_template(template)
+            try:
+                migrate_tenant(scratch, "head", chain.head, create=True, chain=chain)
+                head, proof = scratch.namespace("head"), scratch.namespace("proof")
+                options = ("--inserts", "--encoding", "UTF8")
+                done = self._run_pg_dump(pg_dump, head, *options)
+                if done.returncode != 0:
+                    return f"pg_dump failed ({done.stderr.strip()[:200]})"
+                dump = HeadDump.from_pg_dump(done.stdout, head)
+                if dump is None:
+                    return "pg_dump's output is not laid out as expected"
+                try:
+                    scratch.install_fresh("proof", dump, chain.head)
+                except DBAPIError as exc:
+                    return f"the head schema's dump does not replay ({_first_line(exc)})"
+                again = self._run_pg_dump(pg_dump, proof, *options)
+                if again.returncode != 0 or _comparable(again.stdout, proof) != _comparable(done.stdout, head):
+                    return "the head schema's dump replays to another schema"
+                return dump
+            finally:
+                scratch.dispose()
+
+    def install_fresh(self, tenant_id: str, template: HeadDump | list[Recorded], target: str) -> bool:
+        """Replay the head dump (or the recording) in one transaction under the tenant's lock;
+        nothing is done if the schema turns out not to be empty (any table, alembic_version
+        included, means someone else got there)."""
+        schema = self.namespace(tenant_id)
         with self.transaction(tenant_id, create=True) as connection:
-            if connection.execute(_HAS_TABLES, {"schema": self.namespace(tenant_id)}).scalar():
+            if connection.execute(_HAS_TABLES, {"schema": schema}).scalar():
                 return False
-            replay(connection, template)
+            if isinstance(template, HeadDump):
+                # Without parameters psycopg sends the whole string as one simple query: one round
+                # trip, and no placeholder parsing ('%' in a function body stays as it is).
+                driver: Any = connection.connection.driver_connection
+                driver.execute(template.for_schema(connection.dialect.identifier_preparer.quote_identifier(schema)))
+            else:
+                replay(connection, template)
             return True
 
     def review_script(self, tenant_id: str, revision: str | None, body: str) -> str:
