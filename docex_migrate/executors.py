@@ -276,7 +276,7 @@ def run_parallel(
     running: dict[Future[TenantResult], WorkItem] = {}
     mine: set[str] = set()  # the tenant this process is migrating
     waiting = deque(items)
-    lock = threading.Lock()
+    lock = threading.RLock()  # re-entered if a future is done before add_done_callback (it then runs here)
     all_done = threading.Condition(lock)
     broken: list[BaseException] = []  # a worker died: its future's exception
     closing: list[bool] = []  # the pool is being shut down: hand out nothing more
@@ -295,7 +295,7 @@ def run_parallel(
         if future.cancelled() or future.exception() is not None:
             # Not under the lock: the pool may hold its own while it fails its futures, and
             # this thread holds ours while it submits. The main thread polls for this.
-            broken.append(future.exception() or BrokenProcessPool())
+            broken.append(BrokenProcessPool() if future.cancelled() else future.exception() or BrokenProcessPool())
             return
         with lock:
             results.append(progress.record(future.result()))

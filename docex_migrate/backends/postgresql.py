@@ -44,6 +44,10 @@ from .catalog import snapshot
 log = logging.getLogger(__name__)
 
 SCRATCH_PREFIX = "dxcheck_"  # scratch schemas: dxcheck_<8 hex>_<tenant>, one set per scratch_template
+# A committed set's marker: the schema dxcheck$<8 hex>, a name no tenant's schema can have ('$' is
+# not allowed in schema templates). Only a set with a marker is ever swept, so a tenant whose
+# schema merely looks like a scratch schema (template dx{tenant_id}, tenant check_0123abcd_x) is safe.
+SCRATCH_MARKER = "dxcheck$"
 INSUFFICIENT_PRIVILEGE = "42501"
 LOCK_NOT_AVAILABLE = "55P03"
 DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
@@ -52,6 +56,11 @@ DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
 # x max_connections, 6,400 by default): so batches stay small and each is its own transaction.
 BATCH_SIZE = 500
 _SCRATCH_SET = re.compile(SCRATCH_PREFIX + r"[0-9a-f]{8}_")
+
+
+def _marker(prefix: str) -> str:
+    return SCRATCH_MARKER + prefix[len(SCRATCH_PREFIX) : -1]
+
 
 _FREE_CONNECTIONS = sa.text("""
     SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
@@ -305,16 +314,19 @@ def _scratch_schemas(connection: Connection, prefix: str) -> list[str]:
 
 
 def sweep_scratch(connection: Connection) -> list[str]:
-    """Drop the scratch schemas whose set no live session holds; return their names."""
-    names = _scratch_schemas(connection, SCRATCH_PREFIX)
+    """Drop the scratch sets (by their markers) that no live session holds; return the names."""
+    markers = _scratch_schemas(connection, SCRATCH_MARKER)
     connection.commit()
     dropped: list[str] = []
-    for prefix in sorted({m.group(0) for m in map(_SCRATCH_SET.match, names) if m}):
+    for marker in sorted(markers):
+        prefix = SCRATCH_PREFIX + marker[len(SCRATCH_MARKER) :] + "_"
+        if not _SCRATCH_SET.fullmatch(prefix):
+            continue
         held_elsewhere = not connection.execute(sa.select(sa.func.pg_try_advisory_lock(_set_key(prefix)))).scalar()
         connection.commit()
         if held_elsewhere:
             continue  # its run is still going
-        members = [n for n in names if n.startswith(prefix)]
+        members = [*_scratch_schemas(connection, prefix), marker]
         try:
             for name in members:
                 connection.execute(DropSchema(name, cascade=True, if_exists=True))
@@ -873,6 +885,7 @@ class PostgresBackend(Backend):
             if dropped:
                 log.info("removed %d scratch schema(s) left by killed runs", len(dropped))
             holder.execute(sa.select(sa.func.pg_advisory_lock(_set_key(prefix))))
+            holder.execute(CreateSchema(_marker(prefix)))
             holder.commit()
         except Exception:
             holder.close()
@@ -887,6 +900,7 @@ class PostgresBackend(Backend):
         with connection, connection.begin():
             for name in _scratch_schemas(connection, prefix):
                 connection.execute(DropSchema(name, cascade=True))
+            connection.execute(DropSchema(_marker(prefix), if_exists=True))  # the set's marker, if committed
 
     def fresh_template(self, chain: Chain) -> HeadDump | list[Recorded]:
         """The head schema dumped (see _head_dump); when that cannot be had, every statement
