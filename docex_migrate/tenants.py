@@ -7,6 +7,7 @@ but turn into an injection, a path escape, a reserved schema or a truncated iden
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import string
@@ -137,6 +138,7 @@ def _inside(path: str, root: str) -> bool:
     return relative != os.curdir and relative != os.pardir and not relative.startswith(os.pardir + os.sep)
 
 
+@functools.lru_cache(maxsize=65536)  # asked several times per tenant; pure (raises are not cached)
 def sqlite_path(template: str, tenant_id: str) -> str:
     """The SQLite file of a tenant, exactly as DocEX derives it (relative to the working directory)."""
     validate_tenant_id(tenant_id)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from .base import MISSING, Backend, FreshTemplate, LedgerPlace, NamespaceState, unreadable
-from .postgresql import PostgresBackend
 from .sqlite import SqliteBackend
+
+if TYPE_CHECKING:
+    from .postgresql import PostgresBackend
 
 __all__ = [
     "MISSING",
@@ -24,8 +27,20 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    # PostgreSQL's backend (psycopg and all) is imported when first used: a SQLite run, and each
+    # of its --jobs workers, starts without it.
+    if name == "PostgresBackend":
+        from .postgresql import PostgresBackend
+
+        return PostgresBackend
+    raise AttributeError(name)
+
+
 def backend_for(settings: Settings) -> Backend:
     if settings.postgres is not None:
+        from .postgresql import PostgresBackend
+
         return PostgresBackend(settings.postgres.url, settings.postgres.schema_template, settings.timeouts)
     return SqliteBackend(settings.sqlite.path_template, settings.timeouts)
 

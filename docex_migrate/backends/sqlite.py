@@ -10,6 +10,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,9 @@ def _ms(seconds: float) -> int:
     return math.ceil(min(seconds or FOREVER, FOREVER) * 1000)
 
 
-def transactional_engine(path: str, busy_timeout: float = 5.0, lock_timeout: float | None = None) -> Engine:
-    """An engine whose transactions really include DDL.
+def transactional_engine(path: str | ContextVar[str], busy_timeout: float = 5.0, lock_timeout: float | None = None) -> Engine:
+    """An engine whose transactions really include DDL, on the file ``path``, or on whichever
+    file the ContextVar ``path`` names when a connection is opened (one engine for many files).
 
     pysqlite commits implicitly before DDL, which would split a migration into pieces. As the
     SQLAlchemy pysqlite docs recommend, turn the driver's transaction handling off and emit
@@ -58,7 +60,11 @@ def transactional_engine(path: str, busy_timeout: float = 5.0, lock_timeout: flo
     away ("database is locked"), so that wait must be short: past it the tenant rolls back and
     the application's readers resume.
     """
-    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool, connect_args={"timeout": busy_timeout})
+
+    def where() -> str:
+        return path.get() if isinstance(path, ContextVar) else path
+
+    engine = create_engine("sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(where(), timeout=busy_timeout))
 
     @event.listens_for(engine, "connect")
     def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
@@ -73,7 +79,7 @@ def transactional_engine(path: str, busy_timeout: float = 5.0, lock_timeout: flo
         except OperationalError as exc:
             if "locked" in str(exc.orig):
                 raise TenantBusyError(
-                    f"database is locked: {path} stayed write-locked by another process past --tenant-lock-wait "
+                    f"database is locked: {where()} stayed write-locked by another process past --tenant-lock-wait "
                     f"({busy_timeout:g} s): retry when it is idle, or raise --tenant-lock-wait"
                 ) from None
             raise
@@ -168,6 +174,10 @@ class SqliteBackend(Backend):
         tenants.validate_path_template(path_template)
         self.template = path_template
         self.timeouts = timeouts or Timeouts()
+        # One engine for every tenant's file (creating one per file cost ~0.6 ms a tenant); each
+        # transaction still opens and closes its own connection on its tenant's file.
+        self._file: ContextVar[str] = ContextVar("tenant_file")
+        self._engine: Engine | None = None
 
     def namespace(self, tenant_id: str) -> str:
         return tenants.sqlite_path(self.template, tenant_id)
@@ -190,13 +200,19 @@ class SqliteBackend(Backend):
         # A provision that fails leaves at most an empty file: deleting it could pull it from under
         # a concurrent provision of the same tenant. An empty file is provisioned by the next run.
         path.parent.mkdir(parents=True, exist_ok=True)
-        wait = min(self.timeouts.tenant_lock_wait or FOREVER, FOREVER)
-        engine = transactional_engine(str(path), busy_timeout=wait, lock_timeout=self.timeouts.lock_timeout)
+        if self._engine is None:
+            wait = min(self.timeouts.tenant_lock_wait or FOREVER, FOREVER)
+            self._engine = transactional_engine(self._file, busy_timeout=wait, lock_timeout=self.timeouts.lock_timeout)
+        opening = self._file.set(str(path))
         try:
-            with engine.connect() as connection, connection.begin():
+            with self._engine.connect() as connection, connection.begin():
                 yield connection
         finally:
-            engine.dispose()
+            self._file.reset(opening)
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
 
     def with_template(self, template: str) -> SqliteBackend:
         return SqliteBackend(template, self.timeouts)
