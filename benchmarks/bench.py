@@ -386,22 +386,25 @@ def run_backend(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
 
             # 2. upgrade-all by one new revision: the same-run upgrade floor, the Alembic
             #    in-process loop, and docex-migrate at each --jobs; medians of --repeat runs.
+            # Each repeat times the floor, the Alembic loop and every --jobs value in turn (the
+            # --jobs values rotated), so that none of them always runs first or last.
             floors, loops = [], []
-            for _ in range(args.repeat):
+            runs: dict[int, list[float]] = {jobs: [] for jobs in args.jobs}
+            for repeat in range(args.repeat):
                 floors.append(backend.upgrade_floor(tenants, FLOOR_UPGRADE, HEAD, "bench_note"))
                 downgrade_all()
                 loops.append(backend.alembic_loop(tenants, ini, "head", override))
                 downgrade_all()
+                shift = repeat % len(args.jobs)
+                for jobs in args.jobs[shift:] + args.jobs[:shift]:
+                    seconds, _ = backend.tool("upgrade", "--all-tenants", "--jobs", str(jobs), extra_env=override)
+                    runs[jobs].append(seconds)
+                    downgrade_all()
             floor, loop = statistics.median(floors), statistics.median(loops)
             print(f"{kind:10} {'  (upgrade floor, Alembic in-process loop)':42} {n:>6} {floor:>9.3f} {loop:>9.3f}", flush=True)
             record("Alembic in-process loop, upgrade +1", n, loop, floor, "upgrade floor (psql/sqlite3)")
             for jobs in args.jobs:
-                runs = []
-                for _ in range(args.repeat):
-                    seconds, _ = backend.tool("upgrade", "--all-tenants", "--jobs", str(jobs), extra_env=override)
-                    runs.append(seconds)
-                    downgrade_all()
-                seconds = statistics.median(runs)
+                seconds = statistics.median(runs[jobs])
                 record(f"upgrade-all +1 revision (--jobs {jobs})", n, seconds, floor, "upgrade floor (psql/sqlite3)")
                 record(f"upgrade-all +1 revision (--jobs {jobs})", n, seconds, loop, "Alembic in-process loop")
             if args.naive_sample:
