@@ -274,7 +274,7 @@ def run_parallel(
     the lock keeps recording and handing out in step between the two threads."""
     results: list[TenantResult] = []
     running: dict[Future[TenantResult], WorkItem] = {}
-    mine: set[str] = set()  # the tenant this process is migrating
+    mine: set[str] = set()  # the tenant this process is migrating, or is handing to a worker
     waiting = deque(items)
     lock = threading.RLock()  # re-entered if a future is done before add_done_callback (it then runs here)
     all_done = threading.Condition(lock)
@@ -287,8 +287,10 @@ def run_parallel(
     def hand_out(pool: ProcessPoolExecutor) -> None:  # under the lock
         if waiting and not progress.stopped and not broken and not closing:
             item = progress.start(waiting.popleft())
+            mine.add(item.tenant_id)  # until `running` holds it: an interrupt in between still re-reads it
             future = pool.submit(_work, item)
             running[future] = item
+            mine.discard(item.tenant_id)
             future.add_done_callback(lambda f: arrived(pool, f))
 
     def arrived(pool: ProcessPoolExecutor, future: Future[TenantResult]) -> None:  # the pool's thread
