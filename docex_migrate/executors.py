@@ -12,9 +12,10 @@ reuses one connection the same way.
 When the database refuses a connection (it is down, or a connection limit is reached), that
 tenant fails with the database's reason and no more tenants are handed out: those in flight
 finish, the rest are reported not-run. A worker that dies (the OOM killer) fails its tenant the
-same way (the parent's own tenant, if it has one, finishes first). Either way the caller gets every tenant's result, never an exception; except when the
-database refused before the run did anything at all: that is bad configuration or connection,
-raised as DatabaseUnavailableError (exit 2, one line), as when it refuses the first read.
+same way (the parent's own tenant, if it has one, finishes first). Either way the caller gets
+every tenant's result, never an exception; except when the database refused before the run did
+anything at all: that is bad configuration or connection, raised as DatabaseUnavailableError
+(exit 2, one line), as when it refuses the first read.
 
 Signals. Workers ignore SIGINT: a Ctrl-C in a terminal reaches the whole process group, and only
 the parent decides. SIGINT, or SIGTERM (which the CLI turns into Interrupted), interrupts the
@@ -105,8 +106,8 @@ def _run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None) 
     try:
         result.from_revision, result.to_revision = _migrate(backend, item, template)
     except TenantMovedError as exc:  # undo: another run moved it since; left alone
-        result.action, result.to_revision, result.message = Action.SKIPPED, exc.now_at, str(exc)
-        result.from_revision = exc.now_at
+        result.action, result.message = Action.SKIPPED, str(exc)
+        result.from_revision = result.to_revision = exc.now_at
         return result
     except DatabaseUnavailableError as exc:  # the database refuses us: this tenant fails, the run stops
         result.action, result.to_revision, result.message, result.stops_run = Action.FAILED, item.revision, str(exc), True
@@ -279,13 +280,13 @@ def run_parallel(
     lock = threading.RLock()  # re-entered if a future is done before add_done_callback (it then runs here)
     all_done = threading.Condition(lock)
     broken: list[BaseException] = []  # a worker died: its future's exception
-    closing: list[bool] = []  # the pool is being shut down: hand out nothing more
+    closing = threading.Event()  # the pool is being shut down: hand out nothing more
     context = multiprocessing.get_context("spawn")
     lifeline, stop_workers = context.Pipe(duplex=False)  # workers get the read end only
     initargs = (settings, template, lifeline)
 
     def hand_out(pool: ProcessPoolExecutor) -> None:  # under the lock
-        if waiting and not progress.stopped and not broken and not closing:
+        if waiting and not progress.stopped and not broken and not closing.is_set():
             item = progress.start(waiting.popleft())
             mine.add(item.tenant_id)  # until `running` holds it: an interrupt in between still re-reads it
             future = pool.submit(_work, item)
@@ -335,8 +336,8 @@ def run_parallel(
                     if broken:
                         raise broken[0]
             except BaseException:
-                with lock:
-                    closing.append(True)
+                with lock:  # no hand_out is half done when the pool shuts down
+                    closing.set()
                 stop_workers.close()  # every worker exits now (see _watch); the pool then joins them
                 raise
     except KeyboardInterrupt as exc:  # this process's tenant has rolled back on the way out

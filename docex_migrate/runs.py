@@ -7,8 +7,9 @@ until its result arrives), each tenant's result as it arrives (the executor's ``
 a heartbeat every few seconds, and the end (finished, or interrupted). Results and heartbeats
 are written by the run's writer thread: a result costs the migrating thread a queue put, and
 the results that arrive within FLUSH_SECONDS of each other share one short transaction, so
-each reaches the ledger within about FLUSH_SECONDS of its tenant's commit. A run that plans no work (every tenant already at the target, or refused before
-anything was touched) records nothing: it changed nothing.
+each reaches the ledger within about FLUSH_SECONDS of its tenant's commit. A run that plans no
+work (every tenant already at the target, or refused before anything was touched) records
+nothing: it changed nothing.
 
 Reading never trusts a ``pending`` row of a run that is gone: a ``kill -9`` can fall between a
 tenant's commit and its ledger row. Such a row is reconciled with where the tenant went next:
@@ -207,7 +208,7 @@ class Run:
         changed = []
         for result in results:
             row = _row(self.run_id, result, None)
-            if self._rows.get(result.tenant_id) != (row["action"], row["to_revision"], row["message"]):
+            if self._rows.get(result.tenant_id) != _recorded_as(row):
                 changed.append({k: row[k] for k in _RESULT_COLUMNS})
         state = INTERRUPTED if isinstance(error, KeyboardInterrupt) else FINISHED
         why = None if error is None or isinstance(error, KeyboardInterrupt) else str(error) or type(error).__name__
@@ -230,7 +231,7 @@ class Run:
         """New tenant rows, with those deferred until the run had something to record."""
         rows, self._deferred = self._deferred + rows, []
         if self._write(lambda ledger: ledger.insert_tenants(rows)):
-            self._rows.update((r["tenant_id"], (r["action"], r["to_revision"], r["message"])) for r in rows)
+            self._rows.update((r["tenant_id"], _recorded_as(r)) for r in rows)
 
     def _open(self, chain: Chain) -> None:
         if self._ledger is not None or self._unwritable:
@@ -312,7 +313,7 @@ class Run:
 
     def _write_batch(self, ledger: Ledger, updates: list[dict[str, Any]]) -> None:
         if updates and self._write(lambda ledger: ledger.update_results(self.run_id, updates), ledger):
-            self._rows.update((u["tenant_id"], (u["action"], u["to_revision"], u["message"])) for u in updates)
+            self._rows.update((u["tenant_id"], _recorded_as(u)) for u in updates)
 
     def _write(self, write: Callable[[Ledger], None], ledger: Ledger | None = None) -> bool:
         """A ledger write (on the run's connection, or the writer's) that never fails the run:
@@ -328,6 +329,11 @@ class Run:
                 log.warning("the run ledger could not record run %s: %s", self.run_id, exc)
                 self._warned = True
             return False
+
+
+def _recorded_as(row: Mapping[str, Any]) -> tuple[str, str | None, str]:
+    """What the ledger holds of a tenant's row, to tell whether close() must write it again."""
+    return row["action"], row["to_revision"], row["message"]
 
 
 def _drain(results: queue.SimpleQueue[dict[str, Any] | None]) -> list[dict[str, Any] | None]:
@@ -649,9 +655,8 @@ class UndoPlan:
 
     groups: dict[tuple[str | None, bool], list[str]]  # (target, downgrade) -> tenants
     left_alone: list[TenantResult]
-    left_at: dict[str, str] = field(
-        default_factory=dict
-    )  # tenant -> where the run left it (BASE for none): checked under its lock
+    # tenant -> where the run left it (BASE for none), checked again under the tenant's lock
+    left_at: dict[str, str] = field(default_factory=dict)
 
 
 def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
