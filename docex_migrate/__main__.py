@@ -5,8 +5,13 @@ re-import the command's script as their ``__mp_main__``, and must not pay for th
 
 
 def main() -> None:
+    import gc
+
     from .cli import main as run
 
+    # What the imports built lives as long as the process: keeping it out of every later
+    # collection saved ~3% of a 1,000-tenant upgrade.
+    gc.freeze()
     run()
 
 

@@ -391,7 +391,9 @@ def _migrate(
             on_result, on_start = (run.on_result, run.on_start) if run is not None else (None, None)
             interrupted = collect(
                 finished,
-                lambda: execute(settings, backend, work, jobs=jobs, max_failures=budget, on_result=on_result, on_start=on_start),
+                lambda: execute(
+                    settings, backend, work, jobs=jobs, max_failures=budget, on_result=on_result, on_start=on_start, chain=chain
+                ),
             )
         return in_order(finished, namespaces, interrupted)
 

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from .backends import Backend, FreshTemplate, backend_for
+from .chain import Chain, load_chain
 from .config import Settings
 from .errors import DatabaseUnavailableError, DocexMigrateError, Interrupted, TenantMovedError
 from .results import ALREADY_AT_TARGET, Action, TenantResult, describe_error
@@ -76,7 +77,9 @@ class WorkItem:
     expect: str | None = None  # undo: where the tenant must still be (a revision, or BASE), under its lock
 
 
-def _migrate(backend: Backend, item: WorkItem, template: FreshTemplate | None) -> tuple[str | None, str | None]:
+def _migrate(
+    backend: Backend, item: WorkItem, template: FreshTemplate | None, chain: Chain | None
+) -> tuple[str | None, str | None]:
     if item.fresh and template is not None and item.target and backend.install_fresh(item.tenant_id, template, item.target):
         return None, item.target
     return migrate_tenant(
@@ -87,6 +90,7 @@ def _migrate(backend: Backend, item: WorkItem, template: FreshTemplate | None) -
         create=item.create,
         versioned=item.versioned,
         expect=item.expect,
+        chain=chain,
     )
 
 
@@ -94,17 +98,18 @@ def _success(item: WorkItem) -> Action:
     return item.action or (Action.DOWNGRADED if item.downgrade else Action.UPGRADED)
 
 
-def run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None = None) -> TenantResult:
+def run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None = None, chain: Chain | None = None) -> TenantResult:
+    """One tenant's result. ``chain``: the run's, loaded once (else each tenant checks the files)."""
     started = time.monotonic()
-    result = _run_item(backend, item, template)
+    result = _run_item(backend, item, template, chain)
     result.duration = time.monotonic() - started
     return result
 
 
-def _run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None) -> TenantResult:
+def _run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None, chain: Chain | None) -> TenantResult:
     result = TenantResult(item.tenant_id, item.namespace, _success(item), item.revision, item.target)
     try:
-        result.from_revision, result.to_revision = _migrate(backend, item, template)
+        result.from_revision, result.to_revision = _migrate(backend, item, template, chain)
     except TenantMovedError as exc:  # undo: another run moved it since; left alone
         result.action, result.message = Action.SKIPPED, str(exc)
         result.from_revision = result.to_revision = exc.now_at
@@ -201,7 +206,11 @@ def _interrupted(
 
 
 def run_serial(
-    backend: Backend, items: list[WorkItem], progress: _Progress, template: FreshTemplate | None = None
+    backend: Backend,
+    items: list[WorkItem],
+    progress: _Progress,
+    template: FreshTemplate | None = None,
+    chain: Chain | None = None,
 ) -> list[TenantResult]:
     results: list[TenantResult] = []
     current: set[str] = set()
@@ -212,7 +221,7 @@ def run_serial(
                     results.append(not_run(item, progress.stopped))
                     continue
                 current = {item.tenant_id}
-                results.append(progress.record(run_item(backend, progress.start(item), template)))
+                results.append(progress.record(run_item(backend, progress.start(item), template, chain)))
                 current = set()
     except KeyboardInterrupt as exc:  # the tenant's transaction has rolled back on the way out
         raise _interrupted(exc, backend, items, results, current) from None
@@ -221,14 +230,15 @@ def run_serial(
 
 _worker_backend: Backend | None = None
 _worker_template: FreshTemplate | None = None
+_worker_chain: Chain | None = None
 _worker_scope = ExitStack()  # held for the worker's life: its connection ends with the process
 
 
 def _start_worker(settings: Settings, template: FreshTemplate | None, lifeline: Connection) -> None:
-    global _worker_backend, _worker_template
+    global _worker_backend, _worker_template, _worker_chain
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     _die_with_parent(lifeline)
-    _worker_backend, _worker_template = backend_for(settings), template
+    _worker_backend, _worker_template, _worker_chain = backend_for(settings), template, load_chain()
     _worker_scope.enter_context(_worker_backend.reusing_connection())
 
 
@@ -256,7 +266,7 @@ def _ready() -> None:
 
 def _work(item: WorkItem) -> TenantResult:
     assert _worker_backend is not None
-    return run_item(_worker_backend, item, _worker_template)
+    return run_item(_worker_backend, item, _worker_template, _worker_chain)
 
 
 def run_parallel(
@@ -266,6 +276,7 @@ def run_parallel(
     jobs: int,
     progress: _Progress,
     template: FreshTemplate | None = None,
+    chain: Chain | None = None,
 ) -> list[TenantResult]:
     """``jobs`` tenants at a time: this process migrates one itself, as run_serial does, beside
     ``jobs - 1`` worker processes. The parent needs no start-up (it has imported everything
@@ -326,7 +337,7 @@ def run_parallel(
                                 break
                             item = progress.start(waiting.popleft())
                             mine.add(item.tenant_id)
-                        result = run_item(backend, item, template)
+                        result = run_item(backend, item, template, chain)
                         with lock:
                             results.append(progress.record(result))
                             mine.clear()
@@ -381,6 +392,7 @@ def execute(
     template: FreshTemplate | None = None,
     on_result: Callable[[TenantResult], None] | None = None,
     on_start: Callable[[str], None] | None = None,
+    chain: Chain | None = None,
 ) -> list[TenantResult]:
     """One result per item, in order of completion. On SIGINT / SIGTERM raises Interrupted
     carrying them all (see the module's docstring). ``on_result`` is called in this process
@@ -389,9 +401,9 @@ def execute(
     progress = _Progress(max_failures, on_result=on_result, on_start=on_start)
     jobs = _jobs(backend, jobs, len(items))
     if jobs <= 1:
-        results = run_serial(backend, items, progress, template)
+        results = run_serial(backend, items, progress, template, chain)
     else:
-        results = run_parallel(settings, backend, items, jobs, progress, template)
+        results = run_parallel(settings, backend, items, jobs, progress, template, chain)
     refusals = [r for r in results if r.stops_run]
     if refusals and all(r.stops_run or r.action == Action.NOT_RUN for r in results):
         raise DatabaseUnavailableError(refusals[0].message)  # nothing done: nothing to report

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Protocol, TextIO
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from .results import TenantResult
+
+if TYPE_CHECKING:  # rich is imported only for a terminal: elsewhere (CI, benchmarks) it cost ~20 ms a command
+    from rich.console import Console
+    from rich.progress import TaskID
 
 
 class RunProgress(Protocol):
@@ -61,6 +62,8 @@ class Live:
     """done/total, failures so far, rate, ETA and the tenants in flight, redrawn in place."""
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
         self.began = time.monotonic()
         self.failures = 0
         self.display = Progress(
@@ -117,5 +120,7 @@ def for_stderr(stream: TextIO | None = None) -> RunProgress:
     """A live display when ``stream`` (stderr) is a terminal, else lines."""
     stream = stream or sys.stderr
     if stream.isatty():
+        from rich.console import Console
+
         return Live(Console(file=stream))
     return Lines(stream)

@@ -81,7 +81,9 @@ def provision(
         on_result, on_start = (run.on_result, run.on_start) if run is not None else (None, None)
         interrupted = collect(
             finished,
-            lambda: execute(settings, backend, work, jobs=jobs, template=template, on_result=on_result, on_start=on_start),
+            lambda: execute(
+                settings, backend, work, jobs=jobs, template=template, on_result=on_result, on_start=on_start, chain=chain
+            ),
         )
         for result in finished.values():
             result.warnings.extend(backend.warnings_for(result.tenant_id))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from helpers import head, version_of
+from helpers import head, migrate_to, version_of
 from typer.testing import CliRunner
 
 from docex_migrate.api import in_shard
 from docex_migrate.cli import app
 from docex_migrate.errors import UsageError
+from docex_migrate.executors import WorkItem, execute
+from docex_migrate.results import Action
 
 
 def test_shards_partition_the_fleet_stably():
@@ -41,3 +44,25 @@ def test_cli_shard_and_jobs(env):
     for bad in ("3/3", "x/2", "1", "-1/2"):
         result = runner.invoke(app, ["upgrade", "--all-tenants", "--shard", bad])
         assert result.exit_code == 2 and "--shard" in result.stderr
+
+
+def test_a_tenant_dropped_between_the_plan_and_its_turn_fails_alone_and_says_why(env):
+    """The plan saw both tenants versioned; one is dropped (deprovisioned, say) before its turn.
+    It fails with a message naming it, not a bare SQL error (PostgreSQL reads the version rows
+    in the lock's round trip), and the run goes on to upgrade the other."""
+    for tenant in ("gone", "kept"):
+        migrate_to(env, tenant, "s5_docex_2_8_4")
+    backend = env.backend
+    items = [WorkItem(t, env.namespace(t), "s5_docex_2_8_4", head(), versioned=True) for t in ("gone", "kept")]
+    if env.kind == "sqlite":
+        Path(env.namespace("gone")).unlink()
+    else:
+        with env.engine().begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{env.namespace("gone")}" CASCADE')
+    try:
+        results = {r.tenant_id: r for r in execute(env.settings, backend, items)}
+    finally:
+        backend.dispose()
+    assert (results["gone"].action, results["kept"].action) == (Action.FAILED, Action.UPGRADED)
+    assert "gone" in results["gone"].message and "relation" not in results["gone"].message
+    assert version_of(env, "kept") == (head(),)

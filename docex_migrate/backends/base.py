@@ -109,6 +109,16 @@ class Backend(ABC):
         database allows it, and removed again if the transaction fails.
         """
 
+    @contextmanager
+    def migration(self, tenant_id: str, *, create: bool, versioned: bool) -> Iterator[tuple[Connection, tuple[str, ...] | None]]:
+        """transaction(), with what a migration starts from: with ``versioned`` (the bulk read
+        saw the tenant's alembic_version) its version rows, read after the tenant's lock, else
+        None (the caller asks Alembic, which first looks for the table)."""
+        from ..runner import version_rows  # the runner calls into the backends: imported when used
+
+        with self.transaction(tenant_id, create=create) as connection:
+            yield connection, version_rows(connection, self.schema(tenant_id)) if versioned else None
+
     @abstractmethod
     def schema(self, tenant_id: str) -> str | None:
         """The schema that qualifies the tenant's objects for Alembic's version table and for
