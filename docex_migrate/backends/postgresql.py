@@ -608,7 +608,7 @@ class PostgresBackend(Backend):
         (max_connections less the reserved ones), the role's and the database's CONNECTION LIMIT
         (-1: none; superusers are exempt), each less the sessions it already counts. Less one for
         whoever else needs to connect meanwhile (an operator's psql, the application)."""
-        with self.connect() as connection:
+        with self._tenant_connection(keep=True) as connection:  # the session read_states keeps, if any: not one more
             free = [n for n in connection.execute(_FREE_CONNECTIONS).one() if n is not None]
         return max(1, int(min(free)) - 1)
 
@@ -631,7 +631,9 @@ class PostgresBackend(Backend):
         states = {t: MISSING for t in by_schema.values()}
         if not by_schema:
             return states
-        with self.connect() as connection:
+        # Kept for the tenants' transactions that usually follow: the server session has then
+        # read each version table already (~0.1 ms a tenant less than a fresh session).
+        with self._tenant_connection(keep=True) as connection:
             for batch in _batches(list(by_schema), BATCH_SIZE):
                 for schema, state in self._read_batch(connection, batch).items():
                     states[by_schema[schema]] = state
@@ -740,7 +742,9 @@ class PostgresBackend(Backend):
                 kept.close()
 
     @contextmanager
-    def _tenant_connection(self) -> Iterator[Connection]:
+    def _tenant_connection(self, *, keep: bool = False) -> Iterator[Connection]:
+        """The kept connection, or a new one; kept afterwards inside reusing_connection(), or
+        with ``keep`` until dispose() (or the end of the next reusing block)."""
         connection, self._kept = self._kept, None  # taken: a nested transaction opens its own
         if connection is None:
             connection = self.connect()
@@ -749,7 +753,7 @@ class PostgresBackend(Backend):
         except BaseException:
             connection.close()  # failed or interrupted: never reused
             raise
-        if self._reusing and self._kept is None and _reset(connection):
+        if (self._reusing or keep) and self._kept is None and _reset(connection):
             self._kept = connection
         else:
             connection.close()
