@@ -85,14 +85,6 @@ class Chain:
             _DERIVED[key] = build()
         return _DERIVED[key]  # type: ignore[no-any-return]
 
-    def run_config(self, **attributes: object) -> Config:
-        """A Config for one Alembic run on this chain, with ``attributes`` of its own and the
-        chain's options (script_location), parsed once and shared: a ConfigParser built per
-        tenant cost ~0.05 ms. Nothing docex-migrate runs writes options."""
-        config = Config(attributes=attributes)
-        vars(config)["file_config"] = self.config.file_config  # what the memoized property would hold
-        return config
-
     def has_cached(self, what: str) -> bool:
         return (self.fingerprint, what) in _DERIVED
 

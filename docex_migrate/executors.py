@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from .backends import Backend, FreshTemplate, backend_for
-from .chain import Chain, load_chain
+from .chain import Chain
 from .config import Settings
 from .errors import DatabaseUnavailableError, DocexMigrateError, Interrupted, TenantMovedError
 from .results import ALREADY_AT_TARGET, Action, TenantResult, describe_error
@@ -230,15 +230,14 @@ def run_serial(
 
 _worker_backend: Backend | None = None
 _worker_template: FreshTemplate | None = None
-_worker_chain: Chain | None = None
 _worker_scope = ExitStack()  # held for the worker's life: its connection ends with the process
 
 
 def _start_worker(settings: Settings, template: FreshTemplate | None, lifeline: Connection) -> None:
-    global _worker_backend, _worker_template, _worker_chain
+    global _worker_backend, _worker_template
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     _die_with_parent(lifeline)
-    _worker_backend, _worker_template, _worker_chain = backend_for(settings), template, load_chain()
+    _worker_backend, _worker_template = backend_for(settings), template
     _worker_scope.enter_context(_worker_backend.reusing_connection())
 
 
@@ -266,7 +265,9 @@ def _ready() -> None:
 
 def _work(item: WorkItem) -> TenantResult:
     assert _worker_backend is not None
-    return run_item(_worker_backend, item, _worker_template, _worker_chain)
+    # The chain from script_location, checked per tenant (a stat): a chain that cannot be
+    # loaded fails the tenant, as in this process, rather than the worker.
+    return run_item(_worker_backend, item, _worker_template)
 
 
 def run_parallel(

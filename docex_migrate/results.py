@@ -5,7 +5,6 @@ A failing tenant is a TenantResult with Action.FAILED, never an exception that s
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -107,8 +106,6 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, SQLAlchemyError):
         orig = getattr(exc, "orig", None)
         text = str(orig if orig is not None else exc)
-    elif isinstance(exc, sqlite3.Error):  # raised by a statement sent to sqlite3 directly (SQLite's BEGIN)
-        orig, text = exc, str(exc)
     else:
         orig, text = None, f"{type(exc).__name__}: {exc}"
     line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -331,3 +331,58 @@ def test_a_worker_killed_fails_its_tenant_and_the_run_reports(steps, tmp_path, s
     assert "a worker process died: rolled back" in rows["w0"]["message"]
     wait_for(lambda: not any(map(alive, workers)), 5, "workers outlived the CLI")
     assert {t: whole(env, t) for t in tenants} == {t: "r3" if t == "w1" else "r1" for t in tenants}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_session_ended_by_the_server_while_the_run_plans_costs_nothing(pg_env, monkeypatch, jobs):
+    """Found in review of a speed-up that kept the bulk read's session for the tenants: a server
+    that ends idle sessions (idle_session_timeout, a pooler, a NAT) while the run plans must not
+    fail the first tenant, nor the run."""
+    from docex_migrate import api
+
+    ids = ["acme", "beta"]
+    api.provision(pg_env.settings, ids)
+    api.downgrade(pg_env.settings, ids, "s6_docex_2_8_8")
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{pg_env.url.database}" SET idle_session_timeout = 500')
+    real = api.hold_back_drifted
+
+    def slow(*args, **kwargs):  # stands for verifying a large fleet before the upgrade
+        try:
+            return real(*args, **kwargs)
+        finally:
+            time.sleep(1.5)
+
+    monkeypatch.setattr(api, "hold_back_drifted", slow)
+    try:
+        results = api.upgrade(pg_env.settings, ids, "head", verify_first=True, jobs=jobs)
+    finally:
+        with pg_env.engine().begin() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{pg_env.url.database}" RESET idle_session_timeout')
+    assert [r.action for r in results] == ["upgraded", "upgraded"], [r.message for r in results]
+
+
+@pytest.mark.postgres
+def test_a_role_allowed_one_connection_can_provision_and_deprovision(pg_env):
+    """No command holds a second session while it works: found in review of a speed-up that kept
+    the bulk read's session open while deprovision opened its own."""
+    from docex_migrate import api
+
+    role = f"one_{uuid.uuid4().hex[:8]}"
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+        conn.exec_driver_sql(f'GRANT ALL ON DATABASE "{pg_env.url.database}" TO {role}')
+    try:
+        data = yaml.safe_load(pg_env.config_file.read_text())
+        data["database"]["postgres"]["user"] = role
+        pg_env.config_file.write_text(yaml.safe_dump(data))
+        settings = load_settings()
+        (result,) = api.provision(settings, ["acme"])
+        assert not result.failed, result.message
+        api.deprovision(settings, "acme", backup_dir=None)
+        assert not pg_env.exists("acme")
+    finally:
+        with pg_env.engine().begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")

@@ -4,13 +4,15 @@ connection and its version table's schema, through ``op.get_context().config.att
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.config import main as alembic_main
-from helpers import tenant_engine
+from helpers import head, tenant_engine
 
 from docex_migrate import api
+from docex_migrate.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,3 +65,67 @@ def test_a_revision_reaches_the_tenant_id_and_config_attributes(env, chain_copy,
     schema = "None" if env.kind == "sqlite" else None
     for tenant in ("upgraded", "provisioned", "by_cli"):
         assert _seen(env, tenant) == (tenant, schema or env.namespace(tenant), "True")
+
+
+TRANSLATING = '''"""translating: a data migration that qualifies its tables with schema_translate_map
+
+Revision ID: translating
+Revises: {head}
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "translating"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+replayable = False
+
+
+def upgrade() -> None:
+    schema = op.get_context().version_table_schema
+    op.create_table("notes", sa.Column("n", sa.Integer))
+    notes = sa.table("notes", sa.column("n"))
+    # SQLAlchemy's multi-tenant idiom, on the connection itself and through op.execute: either
+    # replaces the connection's whole map, which docex-migrate must not depend on
+    bind = op.get_bind().execution_options(schema_translate_map={{None: schema}})
+    bind.execute(notes.insert().values(n=1))
+    op.execute(notes.insert().values(n=2), execution_options={{"schema_translate_map": {{None: schema}}}})
+
+
+def downgrade() -> None:
+    op.drop_table("notes")
+'''
+
+
+def test_a_revision_may_set_its_own_schema_translate_map(env, chain_copy):
+    """Found in review: a shared version Table rendered through schema_translate_map broke
+    every revision that sets a map of its own (the version UPDATE then missed the schema)."""
+    api.provision(env.settings, ["acme", "beta"])
+    (chain_copy / "versions" / "translating.py").write_text(TRANSLATING.format(head=head()))
+    results = api.upgrade(env.settings, ["acme", "beta"])
+    assert [(r.action, r.to_revision) for r in results] == [("upgraded", "translating")] * 2, [r.message for r in results]
+    for tenant in ("acme", "beta"):
+        engine = tenant_engine(env, tenant)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT n FROM notes ORDER BY n")).scalars().all() == [1, 2]
+        finally:
+            engine.dispose()
+
+
+def test_mixed_case_and_hyphenated_schemas_go_up_and_down(pg_env, chain_copy):
+    text = pg_env.config_file.read_text()
+    prefix = re.search(r"schema_template: (\w+)\{tenant_id\}", text).group(1)
+    pg_env.config_file.write_text(text.replace(prefix, "Up" + prefix))
+    settings = load_settings()
+    ids = ["acme-corp", "beta"]
+    api.provision(settings, ids)
+    before = head()
+    (chain_copy / "versions" / "translating.py").write_text(TRANSLATING.format(head=before))
+    results = api.upgrade(settings, ids)
+    assert [r.action for r in results] == ["upgraded", "upgraded"], [r.message for r in results]
+    assert all(r.namespace.startswith("Up") for r in results)
+    results = api.downgrade(settings, ids, before)
+    assert [r.action for r in results] == ["downgraded", "downgraded"], [r.message for r in results]
+    assert [s.revision for s in api.status(settings, ids)] == [before] * 2

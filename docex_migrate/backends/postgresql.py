@@ -394,7 +394,9 @@ def lock_tenant(
     the migration's own statements then by lock_timeout and statement_timeout, all SET LOCAL.
     Two round trips in all. With ``versions`` (the schema's alembic_version is known to exist)
     the second also reads its version rows, returned second (else None); a schema or table
-    dropped since is TenantNotFoundError.
+    dropped since is TenantNotFoundError. That read waits for a lock on alembic_version under
+    tenant_lock_wait (the statement sets lock_timeout as it runs): only a run on the same tenant
+    holds that table, so the wait is one for the tenant, like the advisory lock's.
     """
     connection.exec_driver_sql(_LOCK, {"wait": _ms(timeouts.tenant_lock_wait), "schema": schema})
     settings = {"schema": schema, "lock": _ms(timeouts.lock_timeout), "statement": _ms(timeouts.statement_timeout)}
@@ -425,6 +427,13 @@ def reset_session(connection: Connection) -> None:
         driver.execute("DISCARD ALL")
     finally:
         driver.autocommit = False
+
+
+def _untouched(connection: Connection) -> bool:
+    """Whether the connection's execution options are still the engine's. Options set on it
+    (a revision's schema_translate_map or isolation_level) last as long as the Connection does,
+    past DISCARD ALL: such a connection is closed, and the next tenant gets a fresh one."""
+    return connection.get_execution_options() == connection.engine.get_execution_options()
 
 
 def _reset(connection: Connection) -> bool:
@@ -608,7 +617,7 @@ class PostgresBackend(Backend):
         (max_connections less the reserved ones), the role's and the database's CONNECTION LIMIT
         (-1: none; superusers are exempt), each less the sessions it already counts. Less one for
         whoever else needs to connect meanwhile (an operator's psql, the application)."""
-        with self._tenant_connection(keep=True) as connection:  # the session read_states keeps, if any: not one more
+        with self.connect() as connection:
             free = [n for n in connection.execute(_FREE_CONNECTIONS).one() if n is not None]
         return max(1, int(min(free)) - 1)
 
@@ -631,9 +640,7 @@ class PostgresBackend(Backend):
         states = {t: MISSING for t in by_schema.values()}
         if not by_schema:
             return states
-        # Kept for the tenants' transactions that usually follow: the server session has then
-        # read each version table already (~0.1 ms a tenant less than a fresh session).
-        with self._tenant_connection(keep=True) as connection:
+        with self.connect() as connection:
             for batch in _batches(list(by_schema), BATCH_SIZE):
                 for schema, state in self._read_batch(connection, batch).items():
                     states[by_schema[schema]] = state
@@ -731,7 +738,8 @@ class PostgresBackend(Backend):
         transaction-scoped: the advisory lock is a transaction lock, search_path and timeouts
         are SET LOCAL, and between tenants reset_session() clears whatever else a revision
         may have left in the session. A connection whose transaction failed is closed, never
-        reused (its state is unknown, the server may have dropped it)."""
+        reused (its state is unknown, the server may have dropped it), and so is one whose
+        execution options a revision changed (they would outlive DISCARD ALL: _untouched)."""
         self._reusing = True
         try:
             yield
@@ -742,9 +750,7 @@ class PostgresBackend(Backend):
                 kept.close()
 
     @contextmanager
-    def _tenant_connection(self, *, keep: bool = False) -> Iterator[Connection]:
-        """The kept connection, or a new one; kept afterwards inside reusing_connection(), or
-        with ``keep`` until dispose() (or the end of the next reusing block)."""
+    def _tenant_connection(self) -> Iterator[Connection]:
         connection, self._kept = self._kept, None  # taken: a nested transaction opens its own
         if connection is None:
             connection = self.connect()
@@ -753,7 +759,7 @@ class PostgresBackend(Backend):
         except BaseException:
             connection.close()  # failed or interrupted: never reused
             raise
-        if (self._reusing or keep) and self._kept is None and _reset(connection):
+        if self._reusing and self._kept is None and _untouched(connection) and _reset(connection):
             self._kept = connection
         else:
             connection.close()

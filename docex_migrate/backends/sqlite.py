@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from .. import tenants
@@ -63,29 +64,27 @@ def transactional_engine(path: str | ContextVar[str], busy_timeout: float = 5.0,
     def where() -> str:
         return path.get() if isinstance(path, ContextVar) else path
 
-    def connect() -> sqlite3.Connection:
-        # isolation_level=None: the driver's own transaction handling off (see above)
-        return sqlite3.connect(where(), timeout=busy_timeout, isolation_level=None)
+    engine = create_engine("sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(where(), timeout=busy_timeout))
 
-    engine = create_engine("sqlite://", poolclass=NullPool, creator=connect)
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         # IMMEDIATE takes the file's write lock before anything is read: this is the per-tenant
-        # lock, so two runs never read the same revision and apply the same step twice. Sent to
-        # sqlite3 directly: through SQLAlchemy these two statements cost ~0.07 ms a tenant.
-        driver: sqlite3.Connection = connection.connection.driver_connection  # type: ignore[assignment]
+        # lock, so two runs never read the same revision and apply the same step twice.
         try:
-            driver.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except OperationalError as exc:
+            if "locked" in str(exc.orig):
                 raise TenantBusyError(
                     f"database is locked: {where()} stayed write-locked by another process past --tenant-lock-wait "
                     f"({busy_timeout:g} s): retry when it is idle, or raise --tenant-lock-wait"
                 ) from None
             raise
         if lock_timeout is not None:
-            driver.execute(f"PRAGMA busy_timeout = {_ms(lock_timeout)}")
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {_ms(lock_timeout)}")
 
     return engine
 
