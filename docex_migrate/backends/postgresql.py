@@ -392,26 +392,34 @@ def lock_tenant(
     runs on one tenant (two deploys, a provision racing an upgrade) go one after the other, and
     the second reads the revision the first left. Waiting for it is bounded by tenant_lock_wait;
     the migration's own statements then by lock_timeout and statement_timeout, all SET LOCAL.
-    Two round trips in all. With ``versions`` (the schema's alembic_version is known to exist)
+    One round trip in all. With ``versions`` (the schema's alembic_version is known to exist)
     the second also reads its version rows, returned second (else None); a schema or table
     dropped since is TenantNotFoundError. That read waits for a lock on alembic_version under
     tenant_lock_wait (the statement sets lock_timeout as it runs): only a run on the same tenant
     holds that table, so the wait is one for the tenant, like the advisory lock's.
     """
-    connection.exec_driver_sql(_LOCK, {"wait": _ms(timeouts.tenant_lock_wait), "schema": schema})
     settings = {"schema": schema, "lock": _ms(timeouts.lock_timeout), "statement": _ms(timeouts.statement_timeout)}
     if scope:
         settings["path"] = connection.dialect.identifier_preparer.quote_identifier(schema)
     settle = _SETTLE_AND_SCOPE if scope else _SETTLE
-    if not versions:
-        return bool(connection.exec_driver_sql(settle, settings).scalar()), None
-    table = f"{connection.dialect.identifier_preparer.quote_schema(schema)}.{VERSION_TABLE}"
+    if versions:
+        settle += (
+            f", ARRAY(SELECT version_num FROM {connection.dialect.identifier_preparer.quote_schema(schema)}.{VERSION_TABLE})"
+        )
+    driver: Any = connection.connection.driver_connection  # psycopg's Connection
     try:
-        row = connection.exec_driver_sql(f"{settle}, ARRAY(SELECT version_num FROM {table})", settings).one()
-    except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) in _NO_SUCH_TABLE:
+        # One round trip for BEGIN, the lock and the settings (psycopg's pipeline mode): the
+        # server still runs them in order, each statement with its own snapshot.
+        with driver.pipeline():
+            driver.execute(_LOCK, {"wait": _ms(timeouts.tenant_lock_wait), "schema": schema})
+            cursor = driver.execute(settle, settings)
+        row = cursor.fetchone()
+    except psycopg.Error as exc:
+        if versions and getattr(exc, "sqlstate", None) in _NO_SUCH_TABLE:
             raise TenantNotFoundError(f"schema {schema!r} or its {VERSION_TABLE} was dropped since the plan") from None
-        raise
+        raise DBAPIError.instance(settle, settings, exc, psycopg.Error) from exc  # as SQLAlchemy raises it
+    if not versions:
+        return bool(row[0]), None
     return bool(row[0]), tuple(row[-1])
 
 
