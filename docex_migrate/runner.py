@@ -94,8 +94,9 @@ class _TenantContext(MigrationContext):
     """A MigrationContext told what the caller has just read in the same transaction: the
     version rows (so Alembic does not read them again) and so that the version table exists
     (Alembic would ask the catalog up to three times per run), and whose version Table may be
-    the one the last tenant used (_version_table). Overrides three methods, two of them private, and the impl
-    attribute, deliberately, like _steps' use of _upgrade_revs: bound to Alembic 1.x."""
+    the one the last tenant used (_version_table). Overrides three methods, two of them
+    private, and the impl attribute, deliberately, like _steps' use of _upgrade_revs: bound to
+    Alembic 1.x."""
 
     known_heads: tuple[str, ...] | None = None
     version_table_exists = False

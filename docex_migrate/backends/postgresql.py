@@ -392,9 +392,9 @@ def lock_tenant(
     runs on one tenant (two deploys, a provision racing an upgrade) go one after the other, and
     the second reads the revision the first left. Waiting for it is bounded by tenant_lock_wait;
     the migration's own statements then by lock_timeout and statement_timeout, all SET LOCAL.
-    One round trip in all. With ``versions`` (the schema's alembic_version is known to exist)
-    the second also reads its version rows, returned second (else None); a schema or table
-    dropped since is TenantNotFoundError. That read waits for a lock on alembic_version under
+    One round trip in all (two statements). With ``versions`` (the schema's alembic_version is
+    known to exist) the second statement also reads its version rows, returned second (else
+    None); a schema or table dropped since is TenantNotFoundError. That read waits for a lock on alembic_version under
     tenant_lock_wait (the statement sets lock_timeout as it runs): only a run on the same tenant
     holds that table, so the wait is one for the tenant, like the advisory lock's.
     """
@@ -418,9 +418,7 @@ def lock_tenant(
         if versions and getattr(exc, "sqlstate", None) in _NO_SUCH_TABLE:
             raise TenantNotFoundError(f"schema {schema!r} or its {VERSION_TABLE} was dropped since the plan") from None
         raise DBAPIError.instance(settle, settings, exc, psycopg.Error) from exc  # as SQLAlchemy raises it
-    if not versions:
-        return bool(row[0]), None
-    return bool(row[0]), tuple(row[-1])
+    return bool(row[0]), tuple(row[-1]) if versions else None
 
 
 def reset_session(connection: Connection) -> None:
@@ -774,7 +772,9 @@ class PostgresBackend(Backend):
 
     @contextmanager
     def migration(self, tenant_id: str, *, create: bool, versioned: bool) -> Iterator[tuple[Connection, tuple[str, ...] | None]]:
-        """As Backend.migration, with the version rows read in the lock's second round trip."""
+        """As Backend.migration, with the version rows read by the lock's own statements. A
+        versioned tenant's schema exists (``create`` has nothing to do); one dropped since the
+        plan is TenantNotFoundError."""
         if not versioned:
             with super().migration(tenant_id, create=create, versioned=False) as started:
                 yield started
