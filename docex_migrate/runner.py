@@ -97,7 +97,9 @@ class _TenantContext(MigrationContext):
     cheap to have (_version_table). Overrides three methods, two of them private, and the impl
     attribute, deliberately, like _steps' use of _upgrade_revs: bound to Alembic 1.x."""
 
-    def __init__(self, connection: Connection, opts: dict[str, Any], environment: EnvironmentContext, heads: tuple[str, ...] | None) -> None:
+    def __init__(
+        self, connection: Connection, opts: dict[str, Any], environment: EnvironmentContext, heads: tuple[str, ...] | None
+    ) -> None:
         # Set first: MigrationContext.__init__ builds the version table (the impl setter below).
         self.known_heads, self.version_table_exists = heads, heads is not None
         super().__init__(connection.dialect, connection, opts, environment)  # as MigrationContext.configure does
@@ -121,7 +123,7 @@ class _TenantContext(MigrationContext):
     def impl(self, impl: DefaultImpl) -> None:
         # MigrationContext.__init__ assigns its impl here, then asks it for the version Table:
         # see _version_table.
-        impl.version_table_impl = partial(_version_table, impl.version_table_impl, self.version_table_exists)  # type: ignore[method-assign]
+        impl.version_table_impl = partial(_version_table, impl.version_table_impl, self.version_table_exists)  # type: ignore[method-assign,assignment]
         self._impl = impl
 
 

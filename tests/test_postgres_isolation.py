@@ -168,3 +168,46 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("probe")
 '''
+
+
+def test_a_commit_the_server_refuses_fails_that_tenant_alone(pg_env, chain_copy):
+    """The COMMIT is ours (it travels with the session's reset): a transaction the server
+    refuses to commit (a deferred foreign key broken in tenant b) fails that tenant, rolled back
+    and still at its revision, and the next tenant gets a fresh connection and goes ahead."""
+    api.provision(pg_env.settings, ["a", "b", "c"])
+    before = head()
+    (chain_copy / "versions" / "deferred.py").write_text(DEFERRED.format(head=before))
+    results = {r.tenant_id: r for r in api.upgrade(pg_env.settings, None)}
+    assert [results[t].action for t in "abc"] == ["upgraded", "failed", "upgraded"], [r.message for r in results.values()]
+    assert "foreign key" in results["b"].message
+    assert [s.revision for s in api.status(pg_env.settings, ["a", "b", "c"])] == ["deferred", before, "deferred"]
+    inspector = sa.inspect(pg_env.engine())
+    assert [inspector.has_table("child", schema=pg_env.namespace(t)) for t in "abc"] == [True, False, True]
+
+
+DEFERRED = '''"""deferred: a foreign key checked at COMMIT, broken in tenant b only
+
+Revision ID: deferred
+Revises: {head}
+"""
+from alembic import op
+
+revision = "deferred"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+replayable = False  # it reads the tenant id
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE parent (id int PRIMARY KEY)")
+    op.execute("CREATE TABLE child (parent_id int REFERENCES parent DEFERRABLE INITIALLY DEFERRED)")
+    op.execute("INSERT INTO child VALUES (1)")
+    if op.get_context().config.attributes["tenant_id"] != "b":
+        op.execute("INSERT INTO parent VALUES (1)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE child")
+    op.execute("DROP TABLE parent")
+'''

@@ -409,8 +409,12 @@ def lock_tenant(
     driver: Any = connection.connection.driver_connection  # psycopg's Connection
     try:
         # One round trip for BEGIN, the lock and the settings (psycopg's pipeline mode): the
-        # server still runs them in order, each statement with its own snapshot.
+        # server still runs them in order, each statement with its own snapshot. On the tenant
+        # connection the driver autocommits and the BEGIN is ours (_tenant_transaction): the one
+        # psycopg sends itself costs a round trip of its own in a pipeline.
         with driver.pipeline():
+            if driver.autocommit and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                driver.execute("BEGIN")
             driver.execute(_LOCK, {"wait": _ms(timeouts.tenant_lock_wait), "schema": schema})
             cursor = driver.execute(settle, settings)
         row = cursor.fetchone()
@@ -421,18 +425,32 @@ def lock_tenant(
     return bool(row[0]), tuple(row[-1]) if versions else None
 
 
-def reset_session(connection: Connection) -> None:
-    """Return a connection between transactions to a fresh session's state: settings, temporary
-    objects, prepared statements, session advisory locks, LISTENs (DISCARD ALL, which must run
-    outside a transaction, hence the driver's autocommit for this one statement). Everything
-    docex-migrate sets is transaction-scoped already; this also covers what a revision might
-    set for the session, so nothing one tenant did reaches the next."""
+def commit(connection: Connection, *, reset: bool) -> bool:
+    """COMMIT the tenant connection's transaction (BEGIN was ours: _tenant_transaction), and with
+    ``reset`` return the session to a fresh one's state in the same round trip (DISCARD ALL:
+    settings, temporary objects, prepared statements, session advisory locks, LISTENs). A
+    statement after a COMMIT starts a transaction of its own, so DISCARD ALL, which refuses to
+    run inside one, may follow it in a pipeline. Everything docex-migrate sets is
+    transaction-scoped already; the reset also covers what a revision might set for the
+    session, so nothing one tenant did reaches the next.
+
+    Raises when the transaction did not commit. Returns whether the session was reset: a reset
+    that fails after the commit only costs the connection its reuse, never the tenant."""
     driver: Any = connection.connection.driver_connection  # psycopg's Connection
-    driver.autocommit = True
+    committed = None
     try:
-        driver.execute("DISCARD ALL")
-    finally:
-        driver.autocommit = False
+        with driver.pipeline():
+            committed = driver.execute("COMMIT")
+            if reset:
+                driver.execute("DISCARD ALL")
+    except psycopg.Error as exc:
+        if committed is None or committed.statusmessage != "COMMIT":
+            raise DBAPIError.instance("COMMIT", {}, exc, psycopg.Error) from exc  # as SQLAlchemy raises it
+        log.debug("not reusing a connection: %s", exc)
+        return False
+    if committed.statusmessage != "COMMIT":  # the server ends a failed transaction with ROLLBACK
+        raise sa.exc.InvalidRequestError(f"the server rolled the transaction back ({committed.statusmessage})")
+    return reset
 
 
 def _untouched(connection: Connection) -> bool:
@@ -440,17 +458,6 @@ def _untouched(connection: Connection) -> bool:
     (a revision's schema_translate_map or isolation_level) last as long as the Connection does,
     past DISCARD ALL: such a connection is closed, and the next tenant gets a fresh one."""
     return connection.get_execution_options() == connection.engine.get_execution_options()
-
-
-def _reset(connection: Connection) -> bool:
-    """reset_session(), False when it fails (the connection is then closed, never reused): the
-    tenant's transaction has committed by now, so this must not fail the tenant."""
-    try:
-        reset_session(connection)
-    except Exception as exc:
-        log.debug("not reusing a connection: %s", exc)
-        return False
-    return True
 
 
 _HAS_TABLES = sa.text(
@@ -742,10 +749,10 @@ class PostgresBackend(Backend):
         """Tenants' transactions inside this block run one after another on one connection,
         saving a connection (~6 ms) per tenant. Safe because everything tenant-scoped is
         transaction-scoped: the advisory lock is a transaction lock, search_path and timeouts
-        are SET LOCAL, and between tenants reset_session() clears whatever else a revision
-        may have left in the session. A connection whose transaction failed is closed, never
-        reused (its state is unknown, the server may have dropped it), and so is one whose
-        execution options a revision changed (they would outlive DISCARD ALL: _untouched)."""
+        are SET LOCAL, and between tenants commit() resets whatever else a revision may have
+        left in the session. A connection whose transaction failed is closed, never reused
+        (its state is unknown, the server may have dropped it), and so is one whose execution
+        options a revision changed (they would outlive DISCARD ALL: _untouched)."""
         self._reusing = True
         try:
             yield
@@ -756,16 +763,24 @@ class PostgresBackend(Backend):
                 kept.close()
 
     @contextmanager
-    def _tenant_connection(self) -> Iterator[Connection]:
+    def _tenant_transaction(self) -> Iterator[Connection]:
+        """A transaction on the tenant connection, whose BEGIN and COMMIT docex-migrate sends
+        itself (the driver autocommits, as SQLite's driver is taken over), so that each travels
+        with other statements in one round trip: BEGIN with the tenant's lock (lock_tenant),
+        COMMIT with the session's reset for the next tenant (commit)."""
         connection, self._kept = self._kept, None  # taken: a nested transaction opens its own
         if connection is None:
             connection = self.connect()
+            connection.connection.driver_connection.autocommit = True  # type: ignore[union-attr]
         try:
-            yield connection
+            with connection.begin():  # SQLAlchemy's commit then finds nothing left to commit
+                yield connection
+                reuse = self._reusing and self._kept is None and _untouched(connection)
+                reset = commit(connection, reset=reuse)
         except BaseException:
             connection.close()  # failed or interrupted: never reused
             raise
-        if self._reusing and self._kept is None and _untouched(connection) and _reset(connection):
+        if reuse and reset:
             self._kept = connection
         else:
             connection.close()
@@ -780,14 +795,14 @@ class PostgresBackend(Backend):
                 yield started
             return
         schema = self.namespace(tenant_id)
-        with self._tenant_connection() as connection, connection.begin():
+        with self._tenant_transaction() as connection:
             _, heads = lock_tenant(connection, schema, self.timeouts, scope=True, versions=True)
             yield connection, heads
 
     @contextmanager
     def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Connection]:
         schema = self.namespace(tenant_id)
-        with self._tenant_connection() as connection, connection.begin():
+        with self._tenant_transaction() as connection:
             exists, _ = lock_tenant(connection, schema, self.timeouts, scope=True)
             if create and not exists:
                 self._create_schema(connection, schema)
