@@ -6,6 +6,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Callable
+from configparser import ConfigParser
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -57,10 +58,25 @@ def writable_location() -> Path:
     return location
 
 
+class _ChainConfig(Config):
+    """Alembic's Config, its script_location our chain's. Its options are parsed only when
+    something reads them: a tenant's migration through runner._drive reads none, and parsing
+    them cost ~0.1 ms a tenant."""
+
+    def __init__(self, output_buffer: TextIO | None) -> None:
+        super().__init__(output_buffer=output_buffer)
+        self._script_location = str(script_location())  # now, as set_main_option would have read it
+
+    @cached_property
+    def file_config(self) -> ConfigParser:  # replaces Alembic's memoized property of the same name
+        parser = super().file_config
+        parser.set(self.config_ini_section, "script_location", self._script_location)
+        return parser
+
+
 def alembic_config(output_buffer: TextIO | None = None, **attributes: object) -> Config:
     """An Alembic Config for our chain; live objects reach env.py through ``attributes``."""
-    config = Config(output_buffer=output_buffer)
-    config.set_main_option("script_location", str(script_location()))
+    config = _ChainConfig(output_buffer)
     config.attributes.update(attributes)
     return config
 

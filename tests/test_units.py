@@ -15,7 +15,7 @@ import pytest
 from docex_migrate import manifest
 from docex_migrate.backends import NamespaceState
 from docex_migrate.backends.sqlite import SqliteBackend
-from docex_migrate.chain import load_chain
+from docex_migrate.chain import alembic_config, load_chain, script_location
 from docex_migrate.config import Settings
 from docex_migrate.errors import RevisionError
 from docex_migrate.executors import WorkItem, execute
@@ -167,3 +167,13 @@ def test_the_reporter_prints_a_table_a_summary_and_json(capsys):
     assert "1 failed" in captured.err
     Reporter(as_json=False).results([results[2]], "upgrade")
     assert capsys.readouterr().out == "nothing to upgrade: all 1 tenant(s) already at the target revision\n"
+
+
+def test_alembic_options_are_there_when_read(chain_copy):
+    """The Config a tenant's migration gets parses its options only when they are read: a
+    revision reading or setting one still finds the chain's script_location beside it."""
+    config = alembic_config(tenant_id="acme")
+    assert config.get_main_option("script_location") == str(script_location()) == str(chain_copy)
+    config.set_main_option("sqlalchemy.url", "sqlite://")
+    assert (config.get_main_option("sqlalchemy.url"), config.get_main_option("script_location")) == ("sqlite://", str(chain_copy))
+    assert config.attributes["tenant_id"] == "acme"
