@@ -38,6 +38,10 @@ class ToolMissingError(DocexMigrateError):
     """An external tool a check needs (squawk) is not installed: the check cannot run."""
 
 
+class UnsupportedStepError(DocexMigrateError):
+    """A revision asked for what a tenant's single transaction cannot give (a per-tenant failure)."""
+
+
 class TenantNotFoundError(DocexMigrateError):
     """The tenant's namespace does not exist (a per-tenant failure, not bad usage)."""
 

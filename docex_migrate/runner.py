@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from .chain import BASE, VERSION_TABLE, Chain, alembic_config, load_chain
 from .environment import context_options
-from .errors import RecognitionError, TenantMovedError
+from .errors import RecognitionError, TenantMovedError, UnsupportedStepError
 
 if TYPE_CHECKING:  # the backends call into this module; it only needs their type
     from .backends import Backend
@@ -107,6 +107,17 @@ class _TenantContext(MigrationContext):
     def get_current_heads(self) -> tuple[str, ...]:
         heads, self.known_heads = self.known_heads, None  # only for run_migrations' first read
         return heads if heads is not None else super().get_current_heads()
+
+    @contextmanager
+    def autocommit_block(self) -> Iterator[None]:
+        # Alembic's version asserts (it finds no transaction of its own here) and, if it ran,
+        # would commit mid-revision: ending the tenant's lock and its SET LOCAL search_path, so
+        # the rest of the revision would run unlocked and outside the tenant's schema.
+        raise UnsupportedStepError(
+            "autocommit_block() is not supported: each tenant's upgrade is one transaction under its lock;"
+            " run the step outside the chain (e.g. CREATE INDEX CONCURRENTLY by hand) or inside the transaction"
+        )
+        yield  # unreachable: makes this a generator, as Alembic's is
 
     def _has_version_table(self) -> bool:
         return self.version_table_exists or super()._has_version_table()

@@ -129,3 +129,44 @@ def test_mixed_case_and_hyphenated_schemas_go_up_and_down(pg_env, chain_copy):
     results = api.downgrade(settings, ids, before)
     assert [r.action for r in results] == ["downgraded", "downgraded"], [r.message for r in results]
     assert [s.revision for s in api.status(settings, ids)] == [before] * 2
+
+
+AUTOCOMMIT = '''"""autocommit: a step outside the tenant's transaction
+
+Revision ID: autocommit
+Revises: {head}
+"""
+from alembic import op
+
+revision = "autocommit"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE before_block (x int)")
+    with op.get_context().autocommit_block():
+        op.execute("CREATE TABLE inside_block (x int)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE before_block")
+'''
+
+
+def test_a_step_outside_the_tenant_transaction_is_refused_and_nothing_is_committed(env, chain_copy):
+    """autocommit_block() would commit mid-revision, ending the tenant's lock and search_path:
+    the tenant fails with a message that says so, and what the revision did before is rolled back."""
+    api.provision(env.settings, ["acme"])
+    before = head()
+    (chain_copy / "versions" / "autocommit.py").write_text(AUTOCOMMIT.format(head=before))
+    (result,) = api.upgrade(env.settings, ["acme"])
+    assert result.action == "failed"
+    assert result.message.startswith("autocommit_block() is not supported: each tenant's upgrade is one transaction")
+    assert [s.revision for s in api.status(env.settings, ["acme"])] == [before]
+    engine = tenant_engine(env, "acme")
+    try:
+        assert not {"before_block", "inside_block"} & set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
