@@ -197,9 +197,10 @@ class SqliteBackend(Backend):
         path = Path(self.namespace(tenant_id))
         if not create:
             self._existing(tenant_id)
-        # A provision that fails leaves at most an empty file: deleting it could pull it from under
-        # a concurrent provision of the same tenant. An empty file is provisioned by the next run.
-        path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            # A provision that fails leaves at most an empty file: deleting it could pull it from
+            # under a concurrent provision of the same tenant. The next run provisions it.
+            path.parent.mkdir(parents=True, exist_ok=True)
         if self._engine is None:
             wait = min(self.timeouts.tenant_lock_wait or FOREVER, FOREVER)
             self._engine = transactional_engine(self._file, busy_timeout=wait, lock_timeout=self.timeouts.lock_timeout)
