@@ -211,3 +211,89 @@ def downgrade() -> None:
     op.execute("DROP TABLE child")
     op.execute("DROP TABLE parent")
 '''
+
+
+ENDING = '''"""ending: a revision that ends the tenant's transaction itself
+
+Revision ID: ending
+Revises: {head}
+"""
+from alembic import op
+
+revision = "ending"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+replayable = False
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE before_end (x int)")
+    {end}
+    op.execute("CREATE TABLE after_end (x int)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE after_end")
+    op.execute("DROP TABLE before_end")
+'''
+
+
+@pytest.mark.parametrize("end", ['op.execute("COMMIT")', "op.get_bind().commit()", 'op.execute("rollback")', 'op.execute("END")'])
+def test_a_revision_that_ends_the_tenant_transaction_is_refused_and_nothing_is_committed(pg_env, chain_copy, end):
+    """Found in review: after a revision's own COMMIT the rest ran unlocked, outside the tenant's
+    search_path and (the driver autocommits) committed statement by statement, so a tenant could
+    be reported failed at its old revision with its version row moved. Now refused: the tenant
+    fails, nothing of the revision is committed, nothing lands in public, the next tenant goes on."""
+    api.provision(pg_env.settings, ["a", "b"])
+    before = head()
+    (chain_copy / "versions" / "ending.py").write_text(ENDING.format(head=before, end=end))
+    results = api.upgrade(pg_env.settings, ["a", "b"])
+    assert [(r.action, r.to_revision) for r in results] == [("failed", before)] * 2, [r.message for r in results]
+    assert results[0].message.startswith("ending the tenant's transaction is not supported")
+    assert [s.revision for s in api.status(pg_env.settings, ["a", "b"])] == [before] * 2
+    with pg_env.engine().connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT schemaname, tablename FROM pg_tables WHERE tablename IN ('before_end', 'after_end')")
+        ).all()
+    assert left == []
+
+
+SAVEPOINT = '''"""savepoint: a revision that rolls back to a savepoint of its own
+
+Revision ID: savepoint
+Revises: {head}
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "savepoint"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE kept (x int)")
+    savepoint = op.get_bind().begin_nested()
+    op.execute("CREATE TABLE undone (x int)")
+    savepoint.rollback()
+    op.execute("SAVEPOINT mine")
+    op.execute("CREATE TABLE undone_too (x int)")
+    op.execute("ROLLBACK TO SAVEPOINT mine")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE kept")
+'''
+
+
+def test_a_revision_may_roll_back_to_a_savepoint(pg_env, chain_copy):
+    """ROLLBACK TO SAVEPOINT does not end the tenant's transaction: allowed, through SQLAlchemy
+    or in SQL."""
+    api.provision(pg_env.settings, ["a"])
+    (chain_copy / "versions" / "savepoint.py").write_text(SAVEPOINT.format(head=head()))
+    (result,) = api.upgrade(pg_env.settings, ["a"])
+    assert (result.action, result.to_revision) == ("upgraded", "savepoint"), result.message
+    tables = set(sa.inspect(pg_env.engine()).get_table_names(schema=pg_env.namespace("a")))
+    assert "kept" in tables and not {"undone", "undone_too"} & tables

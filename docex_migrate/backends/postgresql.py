@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from psycopg.pq import TransactionStatus
+from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -27,7 +29,7 @@ from sqlalchemy.schema import CreateSchema, DropSchema
 from .. import tenants
 from ..chain import VERSION_TABLE, Chain
 from ..config import Timeouts
-from ..errors import DatabaseUnavailableError, DeprovisionRefusedError, TenantNotFoundError
+from ..errors import DatabaseUnavailableError, DeprovisionRefusedError, TenantNotFoundError, UnsupportedStepError
 from ..runner import Recorded, migrate_tenant, record_chain
 from .base import (
     MISSING,
@@ -413,7 +415,7 @@ def lock_tenant(
         # connection the driver autocommits and the BEGIN is ours (_tenant_transaction): the one
         # psycopg sends itself costs a round trip of its own in a pipeline.
         with driver.pipeline():
-            if driver.autocommit and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            if driver.autocommit and driver.info.transaction_status == TransactionStatus.IDLE:
                 driver.execute("BEGIN")
             driver.execute(_LOCK, {"wait": _ms(timeouts.tenant_lock_wait), "schema": schema})
             cursor = driver.execute(settle, settings)
@@ -423,6 +425,37 @@ def lock_tenant(
             raise TenantNotFoundError(f"schema {schema!r} or its {VERSION_TABLE} was dropped since the plan") from None
         raise DBAPIError.instance(settle, settings, exc, psycopg.Error) from exc  # as SQLAlchemy raises it
     return bool(row[0]), tuple(row[-1]) if versions else None
+
+
+# A revision that ends the tenant's transaction (its own COMMIT or ROLLBACK, in SQL or through
+# SQLAlchemy) would leave the rest of the tenant unlocked, outside its search_path and, on the
+# tenant connection (the driver autocommits), committed statement by statement: refused. A
+# ROLLBACK TO SAVEPOINT is not an end.
+_ENDS_TRANSACTION = re.compile(
+    r"\s*(COMMIT|END|ABORT|PREPARE\s+TRANSACTION|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b))\b", re.IGNORECASE
+)
+_ENDING_REFUSED = (
+    "ending the tenant's transaction is not supported: each tenant's upgrade is one transaction under its lock;"
+    " remove the revision's COMMIT or ROLLBACK (run non-transactional steps outside the chain)"
+)
+_OUR_COMMIT = "docex_migrate.commit"  # in Connection.info while _tenant_transaction ends SQLAlchemy's transaction
+
+
+def _guard(connection: Connection) -> None:
+    """On the tenant connection, refuse a statement that would end the tenant's transaction or
+    that runs after it ended, and a commit through SQLAlchemy other than _tenant_transaction's."""
+    driver: Any = connection.connection.driver_connection  # psycopg's Connection
+
+    def before_cursor_execute(conn: Connection, cursor: Any, statement: str, *_: Any) -> None:
+        if _ENDS_TRANSACTION.match(statement) or driver.info.transaction_status == TransactionStatus.IDLE:
+            raise UnsupportedStepError(_ENDING_REFUSED)
+
+    def on_commit(conn: Connection) -> None:
+        if not conn.info.get(_OUR_COMMIT):
+            raise UnsupportedStepError(_ENDING_REFUSED)
+
+    event.listen(connection, "before_cursor_execute", before_cursor_execute)
+    event.listen(connection, "commit", on_commit)
 
 
 def commit(connection: Connection, *, reset: bool) -> bool:
@@ -437,6 +470,8 @@ def commit(connection: Connection, *, reset: bool) -> bool:
     Raises when the transaction did not commit. Returns whether the session was reset: a reset
     that fails after the commit only costs the connection its reuse, never the tenant."""
     driver: Any = connection.connection.driver_connection  # psycopg's Connection
+    if driver.info.transaction_status == TransactionStatus.IDLE:  # ended before its end (_guard)
+        raise UnsupportedStepError(_ENDING_REFUSED)
     committed = None
     try:
         with driver.pipeline():
@@ -772,11 +807,17 @@ class PostgresBackend(Backend):
         if connection is None:
             connection = self.connect()
             connection.connection.driver_connection.autocommit = True  # type: ignore[union-attr]
+            _guard(connection)
         try:
-            with connection.begin():  # SQLAlchemy's commit then finds nothing left to commit
-                yield connection
-                reuse = self._reusing and self._kept is None and _untouched(connection)
-                reset = commit(connection, reset=reuse)
+            transaction = connection.begin()
+            yield connection
+            reuse = self._reusing and self._kept is None and _untouched(connection)
+            reset = commit(connection, reset=reuse)
+            connection.info[_OUR_COMMIT] = True
+            try:
+                transaction.commit()  # SQLAlchemy's bookkeeping: the driver is idle, nothing is sent
+            finally:
+                del connection.info[_OUR_COMMIT]
         except BaseException:
             connection.close()  # failed or interrupted: never reused
             raise
