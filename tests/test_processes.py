@@ -364,6 +364,35 @@ def test_a_session_ended_by_the_server_while_the_run_plans_costs_nothing(pg_env,
 
 
 @pytest.mark.postgres
+def test_a_kept_connection_the_server_ended_between_tenants_costs_nothing(pg_env, monkeypatch):
+    """Found in review: the connection kept for the next tenant, ended by the server while idle
+    (pg_terminate_backend, a pooler or a server restart), failed that tenant with "the connection
+    is lost"; a session the server has ended is now seen, without a round trip, and replaced."""
+    from docex_migrate import api, executors
+
+    ids = ["acme", "beta", "gamma"]
+    api.provision(pg_env.settings, ids)
+    api.downgrade(pg_env.settings, ids, "s6_docex_2_8_8")
+    real, ended = executors.run_item, []
+
+    def ending_the_kept_session(*args, **kwargs):
+        with pg_env.engine().connect() as conn:  # the kept session is the one whose last statement reset it
+            ended.extend(
+                conn.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND state = 'idle' AND query = 'DISCARD ALL'"
+                ).scalars()
+            )
+        time.sleep(0.2)  # the server's goodbye reaches the client
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(executors, "run_item", ending_the_kept_session)
+    results = api.upgrade(pg_env.settings, ids, "head")
+    assert [r.action for r in results] == ["upgraded"] * 3, [r.message for r in results]
+    assert ended == [True, True]  # before the second and the third tenant
+
+
+@pytest.mark.postgres
 def test_a_role_allowed_one_connection_can_provision_and_deprovision(pg_env):
     """No command holds a second session while it works: found in review of a speed-up that kept
     the bulk read's session open while deprovision opened its own."""

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import select
 import shutil
 import subprocess
 import uuid
@@ -488,6 +489,19 @@ def commit(connection: Connection, *, reset: bool) -> bool:
     return reset
 
 
+def _ended_by_server(connection: Connection) -> bool:
+    """Whether the server has spoken on an idle kept connection: a session it ends
+    (pg_terminate_backend, a pooler's or the server's restart) says so before closing, and
+    nothing else arrives unasked after DISCARD ALL. Seen without a round trip (a poll of the
+    socket), so a dead connection is not handed to the next tenant; a false alarm costs a new
+    connection, nothing more."""
+    driver: Any = connection.connection.driver_connection  # psycopg's Connection
+    if driver.closed:
+        return True
+    readable, _, _ = select.select([driver.fileno()], [], [], 0)
+    return bool(readable)
+
+
 def _untouched(connection: Connection) -> bool:
     """Whether the connection's execution options are still the engine's. Options set on it
     (a revision's schema_translate_map or isolation_level) last as long as the Connection does,
@@ -804,6 +818,9 @@ class PostgresBackend(Backend):
         with other statements in one round trip: BEGIN with the tenant's lock (lock_tenant),
         COMMIT with the session's reset for the next tenant (commit)."""
         connection, self._kept = self._kept, None  # taken: a nested transaction opens its own
+        if connection is not None and _ended_by_server(connection):
+            connection.close()
+            connection = None
         if connection is None:
             connection = self.connect()
             connection.connection.driver_connection.autocommit = True  # type: ignore[union-attr]
