@@ -439,7 +439,6 @@ _ENDING_REFUSED = (
     "ending the tenant's transaction is not supported: each tenant's upgrade is one transaction under its lock;"
     " remove the revision's COMMIT or ROLLBACK (run non-transactional steps outside the chain)"
 )
-_OUR_COMMIT = "docex_migrate.commit"  # in Connection.info while _tenant_transaction ends SQLAlchemy's transaction
 
 
 def _guard(connection: Connection) -> None:
@@ -451,8 +450,8 @@ def _guard(connection: Connection) -> None:
         if _ENDS_TRANSACTION.match(statement) or driver.info.transaction_status == TransactionStatus.IDLE:
             raise UnsupportedStepError(_ENDING_REFUSED)
 
-    def on_commit(conn: Connection) -> None:
-        if not conn.info.get(_OUR_COMMIT):
+    def on_commit(conn: Connection) -> None:  # after commit() the driver is idle: SQLAlchemy's commit sends nothing
+        if driver.info.transaction_status != TransactionStatus.IDLE:
             raise UnsupportedStepError(_ENDING_REFUSED)
 
     event.listen(connection, "before_cursor_execute", before_cursor_execute)
@@ -830,11 +829,7 @@ class PostgresBackend(Backend):
             yield connection
             reuse = self._reusing and self._kept is None and _untouched(connection)
             reset = commit(connection, reset=reuse)
-            connection.info[_OUR_COMMIT] = True
-            try:
-                transaction.commit()  # SQLAlchemy's bookkeeping: the driver is idle, nothing is sent
-            finally:
-                del connection.info[_OUR_COMMIT]
+            transaction.commit()  # SQLAlchemy's bookkeeping: the driver is idle, nothing is sent
         except BaseException:
             connection.close()  # failed or interrupted: never reused
             raise
