@@ -27,6 +27,7 @@ from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, Usa
 from .reporting import Reporter
 from .results import Action, CheckStatus, TenantResult, describe_error
 from .runs import Run, RunDetail, RunInfo, recording, revisions_now, tool_version
+from .tempdirs import sweep_abandoned
 
 app = typer.Typer(
     help="Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant "
@@ -150,6 +151,13 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
+def _refuse_with_sql(given: dict[str, bool]) -> None:
+    """upgrade --sql writes scripts and runs nothing: options about running tenants cannot apply."""
+    passed = [option for option, was_given in given.items() if was_given]
+    if passed:
+        raise UsageError(f"--sql writes scripts and runs nothing, so it cannot take {', '.join(passed)}: drop it, or drop --sql")
+
+
 def _stop_after(fail_fast: bool, max_failures: int | None) -> int | None:
     if fail_fast and max_failures is not None:
         raise UsageError("--fail-fast and --max-failures exclude each other: pass one")
@@ -236,6 +244,7 @@ def _main(
 ) -> None:
     """Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant
     (a PostgreSQL schema or a SQLite file per tenant)."""
+    sweep_abandoned()
 
 
 @app.command()
@@ -302,7 +311,9 @@ def upgrade(
     sql: Annotated[
         bool, typer.Option("--sql", help="Write each tenant's script for review into --output instead of running it.")
     ] = False,
-    output: Annotated[Path, typer.Option("--output", help="Where --sql writes the scripts.")] = Path("migration-sql"),
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Where --sql writes the scripts.  [default: migration-sql]", show_default=False)
+    ] = None,
     resume: ResumeOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
@@ -317,6 +328,20 @@ def upgrade(
     is rolled back to the revision it had, and listed with the database's error.
     """
     with _guard(verbose):
+        if sql:
+            _refuse_with_sql({
+                "--resume": resume is not None,
+                "--canary": bool(canary),
+                "--waves": waves is not None,
+                "--pause-between-waves": pause_between_waves != 0,
+                "--adopt": adopt_first,
+                "--verify-first": verify_first,
+                "--jobs": jobs != 1,
+                "--fail-fast": fail_fast,
+                "--max-failures": max_failures is not None,
+            })  # fmt: skip
+        elif output is not None:
+            raise UsageError("--output is where --sql writes its scripts: pass --sql too, or drop --output")
         _resume_alone(resume, revision, tenant, all_tenants, shard)
         targets = None if resume else _targets(tenant, all_tenants)
         stop = _stop_after(fail_fast, max_failures)
@@ -325,8 +350,11 @@ def upgrade(
         if sql:  # nothing is run, so nothing is recorded
             from . import review
 
-            written = review.write_scripts(settings, targets, revision or "head", output, shard=_shard(shard))
+            directory = output or Path("migration-sql")
+            written = review.write_scripts(settings, targets, revision or "head", directory, shard=_shard(shard))
             _finish(reporter, written.results, "upgrade")
+            if written.combined is not None:
+                reporter.say(f"every tenant's script in one, in order: {written.combined}")
             return
         run = _run(settings, "upgrade", _selection(tenant, all_tenants, shard, revision))
         _report(

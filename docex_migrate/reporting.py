@@ -116,4 +116,6 @@ def _detail(r: TenantResult) -> str:
         return r.message
     if r.action == Action.SKIPPED:
         return f"at {r.to_revision or 'base'} ({r.message})"
+    if r.action == Action.SCRIPTED:
+        return f"at {r.to_revision or 'base'}: {r.message}"
     return f"{r.from_revision or 'base'} -> {r.to_revision or 'base'}" + (f" ({r.message})" if r.message else "")

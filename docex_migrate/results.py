@@ -24,6 +24,7 @@ class Action(str, Enum):
     ADOPTED = "adopted"
     WOULD_ADOPT = "would-adopt"  # adopt --dry-run
     SKIPPED = "skipped"
+    SCRIPTED = "scripted"  # upgrade --sql: its script written for review, nothing run
     FAILED = "failed"
     NOT_RUN = "not-run"  # left alone because --fail-fast / --max-failures (or an interrupt) stopped the run
     NEEDS_ADOPT = "needs-adopt"  # an unversioned tenant with tables is never migrated blindly
@@ -42,6 +43,7 @@ class CheckStatus(str, Enum):
     FAILED = "failed"
     ERROR = "error"
     SKIPPED = "skipped"
+    SCRIPTED = "scripted"  # upgrade --sql: its script written for review, nothing run
 
     def __str__(self) -> str:
         return self.value

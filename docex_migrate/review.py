@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import Backend, open_backend
-from .chain import Chain, load_chain
+from .chain import VERSION_TABLE, Chain, load_chain
 from .config import Settings
 from .errors import DocexMigrateError
 from .results import Action, TenantResult
@@ -25,13 +25,14 @@ from .runner import record_migration, render_offline
 from .selection import in_shard, select
 from .states import plan, state_of
 
-COMBINED = "all-tenants.sql"
+COMBINED = "_all-tenants.sql"  # a tenant id starts with a letter or digit: never a tenant's file
 
 
 @dataclass(frozen=True)
 class Review:
-    results: list[TenantResult]  # one per tenant: "scripted" tenants carry their file in the message
+    results: list[TenantResult]  # one per tenant: scripted tenants carry their file in the message
     files: list[Path]
+    combined: Path | None = None  # every tenant's script in one (where one session reaches them all)
 
 
 def write_scripts(
@@ -60,19 +61,21 @@ def write_scripts(
                 results.append(planned)
                 continue
             current = state_of(chain, states[tenant_id])[0]
-            script = backend.review_script(tenant_id, current, _steps(backend, tenant_id, chain, current, target))
+            steps = _steps(backend, tenant_id, chain, current, target)
+            script = backend.review_script(tenant_id, current, steps, versioned=states[tenant_id].versioned)
             output.mkdir(parents=True, exist_ok=True)
             path = output / f"{tenant_id}.sql"
             path.write_text(script, encoding="utf-8")
             scripts.append(script)
             files.append(path)
-            message = f"script written: {path} (not run)"
-            results.append(TenantResult(tenant_id, namespace, Action.SKIPPED, current, current, message))
+            message = f"script to {target} written: {path} (not run)"
+            results.append(TenantResult(tenant_id, namespace, Action.SCRIPTED, current, current, message))
         combined = backend.combined_script(scripts) if scripts else None
-        if combined is not None:
-            files.append(output / COMBINED)
-            files[-1].write_text(combined, encoding="utf-8")
-        return Review(results, files)
+        if combined is None:
+            return Review(results, files)
+        files.append(output / COMBINED)
+        files[-1].write_text(combined, encoding="utf-8")
+        return Review(results, files, files[-1])
 
 
 def _steps(backend: Backend, tenant_id: str, chain: Chain, current: str | None, target: str | None) -> str:
@@ -84,7 +87,9 @@ def _steps(backend: Backend, tenant_id: str, chain: Chain, current: str | None, 
     for index in range(chain.position(current) + 1, chain.position(target) + 1):
         down = order[index - 1] if index else None
         bodies.append(_without_transaction(render_offline(order[index], down, dialect=backend.kind)))
-    return "\n".join(bodies)
+    # From base Alembic's offline SQL always creates the version table, but a tenant downgraded
+    # to base still has it, empty (the guard tells which state the script is for).
+    return "\n".join(bodies).replace(f"CREATE TABLE {VERSION_TABLE} (", f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (", 1)
 
 
 def _literal(sql: str, parameters: Any) -> str:

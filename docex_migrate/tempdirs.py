@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 LOCK_FILE = ".lock"
+PREFIX = "docex_migrate_"  # every scratch directory's prefix starts with it
 MIN_AGE = 60.0  # seconds: a younger directory may still be taking its lock
 
 _PROCESS = ExitStack()  # directories held for the life of the process
@@ -43,6 +44,12 @@ def locked_directory(prefix: str, *, sweep: bool = False) -> Iterator[Path]:
 def held_for_process(prefix: str) -> Path:
     """A locked directory that lives until the process exits (abandoned ones swept first)."""
     return _PROCESS.enter_context(locked_directory(prefix, sweep=True))
+
+
+def sweep_abandoned() -> list[Path]:
+    """Remove every scratch directory a killed process left (copies of tenant files among
+    them): each command does this first, not only the one that made them."""
+    return sweep_directories(PREFIX)
 
 
 def sweep_directories(prefix: str) -> list[Path]:

@@ -1,65 +1,248 @@
-"""upgrade --sql: per tenant, the script that takes it to the target, written and never run; a
-tenant migrated by running that script is identical to one the tool migrated. Both backends,
-the real chain (s6 and s7 rebuild tables on SQLite: the batch steps need each table as it is)."""
+"""upgrade --sql: per tenant, the script that takes it to the target, written and never run.
+
+Every script is run the way a DBA runs it, with the database's own shell (`sqlite3 FILE <
+script`, `psql -X -q -d URL -f script`, no extra flags): a tenant migrated by its script is
+identical to one the tool migrated; a stale script (the tenant moved on since), or one run a
+second time, stops at its guard with a non-zero exit and changes nothing. Both backends, the
+real chain (s6 and s7 rebuild tables on SQLite: the batch steps need each table as it is), and
+tenants at base both ways (an empty namespace, and one downgraded to base whose alembic_version
+is there, empty)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import os
+import shutil
 import subprocess
-from contextlib import closing
+import sys
+import time
+from pathlib import Path
 
-from helpers import head, migrate_to, tenant_snapshot, version_of
+import pytest
+import sqlalchemy as sa
+from helpers import head, migrate_to, tenant_engine, tenant_snapshot, version_of
 from test_runs import cli
 
 START = "s5_docex_2_8_4"
 
 
-def apply(env, script) -> subprocess.CompletedProcess[str] | None:
-    """Run a reviewed script as a DBA would: psql, or sqlite3's executescript on the file."""
+def shell(tool: str) -> str:
+    """A real shell: CI must have it (DOCEX_REQUIRE_POSTGRES=1 marks CI); elsewhere skip."""
+    if shutil.which(tool) is None:
+        reason = f"no `{tool}` on PATH: install it (apt-get install -y {'sqlite3' if tool == 'sqlite3' else 'postgresql-client'})"
+        if os.environ.get("DOCEX_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return tool
+
+
+def run_by_hand(env, tenant: str, script: Path) -> subprocess.CompletedProcess[str]:
+    """The script run as its header says: the sqlite3 shell on the tenant's file, or psql."""
     if env.kind == "sqlite":
-        with closing(sqlite3.connect(env.workdir / env.namespace("scripted"), isolation_level=None)) as db:
-            db.executescript(script.read_text())
-        return None
+        with script.open() as stdin:
+            return subprocess.run([shell("sqlite3"), env.namespace(tenant)], stdin=stdin, capture_output=True, text=True)
     url = env.url.set(drivername="postgresql").render_as_string(False)
-    return subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-f", str(script)], capture_output=True, text=True)
+    return subprocess.run([shell("psql"), "-X", "-q", "-d", url, "-f", str(script)], capture_output=True, text=True)
+
+
+def dump(env, tenant: str) -> str:
+    """Everything in the tenant, rows included, as the database's own dump tool writes it."""
+    if env.kind == "sqlite":
+        args = [shell("sqlite3"), env.namespace(tenant), ".dump"]
+    else:
+        url = env.url.set(drivername="postgresql").render_as_string(False)
+        args = [shell("pg_dump"), "--no-owner", f"--schema={env.namespace(tenant)}", "-d", url]
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    # pg_dump's \restrict line carries a random key each time
+    return "\n".join(line for line in done.stdout.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def add_a_basket(env, tenant: str) -> None:
+    engine = tenant_engine(env, tenant)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO docbasket (id, name, storage_config, status, created_at, updated_at) "
+                "VALUES ('b1', 'invoices', '{}', 'active', '2026-01-01', '2026-01-01')"
+            )
+        )
+    engine.dispose()
+
+
+def render(tmp_path: Path, *tenants: str, extra: tuple[str, ...] = ()) -> dict[str, dict]:
+    args = ["upgrade", "--sql", "--output", str(tmp_path / "sql"), "--json", *extra]
+    result = cli(*args, *[a for t in tenants for a in ("--tenant", t)])
+    assert result.exit_code == 0, result.output
+    return {r["tenant_id"]: r for r in json.loads(result.stdout)}
 
 
 def test_a_tenant_migrated_by_its_script_equals_one_the_tool_migrated(env, tmp_path):
     assert cli("provision", "scripted", "by_tool", "current").exit_code == 0
     for tenant in ("scripted", "by_tool"):
         migrate_to(env, tenant, START, downgrade=True)
-    before = tenant_snapshot(env, "scripted")
+        add_a_basket(env, tenant)
+    before = dump(env, "scripted")
 
-    result = cli("upgrade", "--all-tenants", "--sql", "--output", str(tmp_path / "sql"), "--json")
+    result = cli("upgrade", "--all-tenants", "--sql", "--output", str(tmp_path / "sql"))
     assert result.exit_code == 0, result.output
-    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
-    assert rows["current"]["message"] == "already at the target"
-    assert "script written" in rows["scripted"]["message"]
-    assert version_of(env, "scripted") == (START,) and tenant_snapshot(env, "scripted") == before  # nothing ran
-    written = sorted(p.name for p in (tmp_path / "sql").iterdir())
-    assert written == (
-        ["by_tool.sql", "scripted.sql"] if env.kind == "sqlite" else ["all-tenants.sql", "by_tool.sql", "scripted.sql"]
-    )
+    assert "2 scripted, 1 skipped" in result.stdout and "nothing to upgrade" not in result.stdout
+    rows = render(tmp_path, "scripted", "current")
+    assert rows["current"]["action"] == "skipped" and rows["current"]["message"] == "already at the target"
+    assert rows["scripted"]["action"] == "scripted" and "written" in rows["scripted"]["message"]
+    assert version_of(env, "scripted") == (START,) and dump(env, "scripted") == before  # nothing ran
     script = tmp_path / "sql" / "scripted.sql"
     text = script.read_text()
     assert text.count("COMMIT;") == 1 and ("pg_advisory_xact_lock" in text or "BEGIN IMMEDIATE" in text)
 
-    done = apply(env, script)
-    assert done is None or done.returncode == 0, done.stderr
+    done = run_by_hand(env, "scripted", script)
+    assert done.returncode == 0, done.stderr
     assert cli("upgrade", "--tenant", "by_tool").exit_code == 0
     assert version_of(env, "scripted") == version_of(env, "by_tool") == (head(),)
     assert tenant_snapshot(env, "scripted") == tenant_snapshot(env, "by_tool")
 
     # Run again, the script finds its tenant moved on and stops, changing nothing.
-    after = tenant_snapshot(env, "scripted")
+    after = dump(env, "scripted")
+    done = run_by_hand(env, "scripted", script)
+    assert done.returncode != 0
+    assert "is no longer at" in done.stderr if env.kind == "postgres" else "CHECK constraint failed" in done.stderr
+    assert dump(env, "scripted") == after and version_of(env, "scripted") == (head(),)
+
+
+def test_a_stale_script_stops_at_its_guard_and_changes_nothing(env, tmp_path):
+    """Rendered at s5; the tool then takes the tenant to head. Under the sqlite3 shell the guard's
+    error used to be reported and the rest run and committed, rebuilding tables at head."""
+    assert cli("provision", "moved").exit_code == 0
+    migrate_to(env, "moved", START, downgrade=True)
+    add_a_basket(env, "moved")
+    render(tmp_path, "moved")
+    assert cli("upgrade", "--tenant", "moved").exit_code == 0
+    moved_on = dump(env, "moved")
+
+    done = run_by_hand(env, "moved", tmp_path / "sql" / "moved.sql")
+    assert done.returncode != 0, done.stdout
+    assert dump(env, "moved") == moved_on and version_of(env, "moved") == (head(),)
+
+
+def _empty_namespace(env, tenant: str) -> None:
     if env.kind == "sqlite":
-        try:
-            apply(env, script)
-            raise AssertionError("a stale script ran")
-        except sqlite3.IntegrityError:
-            pass
+        path = Path(env.namespace(tenant))
+        path.parent.mkdir(parents=True)
+        path.touch()
     else:
-        done = apply(env, script)
-        assert done is not None and done.returncode != 0 and "is no longer at" in done.stderr
-    assert tenant_snapshot(env, "scripted") == after and version_of(env, "scripted") == (head(),)
+        with env.engine().begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{env.namespace(tenant)}"')
+
+
+def _at_base_with_an_empty_version_table(env, tenant: str) -> None:
+    assert cli("provision", tenant).exit_code == 0
+    migrate_to(env, tenant, None, downgrade=True)
+
+
+@pytest.mark.parametrize("at_base", [_empty_namespace, _at_base_with_an_empty_version_table], ids=["empty", "downgraded"])
+def test_a_script_from_base_runs_by_hand_once(env, tmp_path, at_base):
+    for tenant in ("scripted", "by_tool"):
+        at_base(env, tenant)
+    rows = render(tmp_path, "scripted")
+    assert rows["scripted"]["action"] == "scripted" and rows["scripted"]["from_revision"] is None
+    script = tmp_path / "sql" / "scripted.sql"
+
+    done = run_by_hand(env, "scripted", script)
+    assert done.returncode == 0, done.stderr
+    assert cli("upgrade", "--tenant", "by_tool").exit_code == 0
+    assert version_of(env, "scripted") == version_of(env, "by_tool") == (head(),)
+    assert tenant_snapshot(env, "scripted") == tenant_snapshot(env, "by_tool")
+
+    at_head = dump(env, "scripted")
+    again = run_by_hand(env, "scripted", script)
+    assert again.returncode != 0, again.stdout
+    assert dump(env, "scripted") == at_head
+
+
+@pytest.mark.postgres
+def test_a_tenant_named_all_tenants_keeps_its_own_script(pg_env, tmp_path):
+    assert cli("provision", "all-tenants", "other").exit_code == 0
+    for tenant in ("all-tenants", "other"):
+        migrate_to(pg_env, tenant, START, downgrade=True)
+    render(tmp_path, "all-tenants", "other")
+    own = (tmp_path / "sql" / "all-tenants.sql").read_text()
+    assert "tenant all-tenants," in own and "tenant other," not in own
+
+    done = run_by_hand(pg_env, "all-tenants", tmp_path / "sql" / "all-tenants.sql")
+    assert done.returncode == 0, done.stderr
+    assert version_of(pg_env, "all-tenants") == (head(),) and version_of(pg_env, "other") == (START,)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--resume", "r1"],
+        ["--canary", "a"],
+        ["--waves", "1,100%"],
+        ["--pause-between-waves", "5"],
+        ["--adopt"],
+        ["--verify-first"],
+        ["--jobs", "2"],
+        ["--fail-fast"],
+        ["--max-failures", "3"],
+    ],
+)
+def test_sql_refuses_what_it_cannot_honour(sqlite_env, tmp_path, options):
+    assert cli("provision", "a").exit_code == 0
+    migrate_to(sqlite_env, "a", START, downgrade=True)
+    tenants = [] if options[0] == "--resume" else ["--tenant", "a"]
+    result = cli("upgrade", *tenants, "--sql", "--output", str(tmp_path / "sql"), *options)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().count("\n") == 0 and options[0] in result.output
+    assert not (tmp_path / "sql").exists() and version_of(sqlite_env, "a") == (START,)
+
+
+def test_output_without_sql_is_refused(sqlite_env, tmp_path):
+    assert cli("provision", "a").exit_code == 0
+    migrate_to(sqlite_env, "a", START, downgrade=True)
+    result = cli("upgrade", "--tenant", "a", "--output", str(tmp_path / "sql"))
+    assert result.exit_code == 2 and "--sql" in result.output
+    assert version_of(sqlite_env, "a") == (START,)
+
+
+def test_the_timeouts_given_are_the_scripts(env, tmp_path):
+    """--lock-timeout, --tenant-lock-wait and (PostgreSQL) --statement-timeout are honoured: the
+    script takes them, as the tool would."""
+    assert cli("provision", "a").exit_code == 0
+    migrate_to(env, "a", START, downgrade=True)
+    render(tmp_path, "a", extra=("--lock-timeout", "7", "--tenant-lock-wait", "9", "--statement-timeout", "11", "--shard", "0/1"))
+    text = (tmp_path / "sql" / "a.sql").read_text()
+    if env.kind == "sqlite":
+        assert ".timeout 9000\nBEGIN IMMEDIATE;\n.timeout 7000\n" in text
+    else:
+        assert all(f"'{ms}ms'" in text for ms in (7000, 9000, 11000))
+
+
+def test_any_command_sweeps_scratch_a_killed_render_left(sqlite_env):
+    """A process killed (-9) while it holds a review copy of a tenant file leaves it in $TMPDIR;
+    the next command of any kind removes it (a live holder's directory is left alone)."""
+    holder = (
+        "import sys, time\n"
+        "from docex_migrate.tempdirs import locked_directory\n"
+        "with locked_directory('docex_migrate_review_') as d:\n"
+        "    (d / 'tenant.db').write_bytes(b'copy of a tenant')\n"
+        "    print(d, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    alive = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        left, held = Path(killed.stdout.readline().strip()), Path(alive.stdout.readline().strip())
+        killed.kill()
+        killed.wait()
+        old = time.time() - 3600  # past tempdirs.MIN_AGE: not one still taking its lock
+        for directory in (left, held):
+            os.utime(directory, (old, old))
+        assert (left / "tenant.db").exists()
+
+        assert cli("status").exit_code == 0
+        assert not left.exists() and (held / "tenant.db").exists()
+    finally:
+        for process in (killed, alive):
+            process.kill()
+            process.wait()
+            process.stdout.close()

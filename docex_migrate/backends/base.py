@@ -168,11 +168,12 @@ class Backend(ABC):
         return nullcontext()
 
     @abstractmethod
-    def review_script(self, tenant_id: str, revision: str | None, body: str) -> str:
-        """The SQL a DBA reviews and runs for one tenant (upgrade --sql): ``body`` (Alembic's
-        offline SQL, unqualified) inside the tenant's own transaction, with the same lock,
-        scope and timeouts the tool takes, and a guard that stops it if the tenant is no longer
-        at ``revision``."""
+    def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool) -> str:
+        """The script a DBA reviews and runs for one tenant (upgrade --sql) with the database's
+        own shell, which it tells to stop at the first error: ``body`` (unqualified SQL) inside
+        the tenant's own transaction, with the same lock, scope and timeouts the tool takes, and
+        a guard that stops it unless the tenant is still as rendered: at ``revision``, or at
+        base with an empty alembic_version (``versioned``) or none at all."""
 
     def combined_script(self, scripts: list[str]) -> str | None:
         """One script applying the tenants' scripts in order, where one session can reach

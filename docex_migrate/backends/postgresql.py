@@ -1080,23 +1080,26 @@ class PostgresBackend(Backend):
                 replay(connection, template)
             return True
 
-    def review_script(self, tenant_id: str, revision: str | None, body: str) -> str:
+    def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool) -> str:
         schema = self.namespace(tenant_id)  # letters, digits, '_' and '-' only: safe in literals
         quoted = '"' + schema + '"'
         t = self.timeouts
-        guard = (
-            f"DO $$ BEGIN IF (SELECT string_agg(version_num, ',') FROM {quoted}.alembic_version) IS DISTINCT FROM "
-            f"'{revision}' THEN RAISE EXCEPTION 'tenant {tenant_id} is no longer at {revision}: render the script again'; "
-            "END IF; END $$;"
-        )
+        stale = f"RAISE EXCEPTION 'tenant {tenant_id} is no longer at {revision or 'base'}: render the script again'"
+        if versioned:  # an empty table (at base) aggregates to NULL
+            expected = f"'{revision}'" if revision else "NULL"
+            check = f"IF (SELECT string_agg(version_num, ',') FROM {quoted}.{VERSION_TABLE}) IS DISTINCT FROM {expected} THEN"
+        else:
+            check = f"IF to_regclass('{quoted}.{VERSION_TABLE}') IS NOT NULL THEN"
         return "\n".join([
             f"-- docex-migrate upgrade --sql: tenant {tenant_id}, schema {schema}, from {revision or 'base'}",
+            f"-- Run with psql: psql -X -d DATABASE_URL -f {tenant_id}.sql (it stops at the first error).",
+            "\\set ON_ERROR_STOP on",
             "BEGIN;",
             f"SELECT set_config('lock_timeout', '{_ms(t.tenant_lock_wait)}', true);",
             f"SELECT pg_advisory_xact_lock(hashtextextended('{schema}', 0));",
             f"SELECT set_config('lock_timeout', '{_ms(t.lock_timeout)}', true);",
             f"SELECT set_config('statement_timeout', '{_ms(t.statement_timeout)}', true);",
-            *([guard] if revision else []),
+            f"DO $$ BEGIN {check} {stale}; END IF; END $$;",
             f"SELECT set_config('search_path', '{quoted}', true);",
             body.strip(),
             "COMMIT;",
@@ -1104,7 +1107,7 @@ class PostgresBackend(Backend):
         ])  # fmt: skip
 
     def combined_script(self, scripts: list[str]) -> str | None:
-        return "\\set ON_ERROR_STOP on\n" + "\n".join(scripts)
+        return "\n".join(scripts)  # each sets ON_ERROR_STOP: psql stops at the first tenant that fails
 
     def outside_snapshot(self) -> dict[str, Any]:
         with self.connect() as connection:

@@ -245,18 +245,24 @@ class SqliteBackend(Backend):
         finally:
             staged.unlink(missing_ok=True)
 
-    def review_script(self, tenant_id: str, revision: str | None, body: str) -> str:
+    def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool) -> str:
+        # For the sqlite3 shell: without `.bail on` it reports an error and goes on with the next
+        # statement (and COMMITs); with it, it exits non-zero and the open transaction is lost.
         # SQLite has no way to raise from plain SQL but a constraint: the guard row must be true.
-        guard = (
-            "CREATE TEMP TABLE docex_migrate_guard (at_revision INTEGER CHECK (at_revision));\n"
-            "INSERT INTO docex_migrate_guard SELECT coalesce((SELECT group_concat(version_num) FROM alembic_version) "
-            f"= '{revision}', 0);\nDROP TABLE docex_migrate_guard;"
-        )
+        if versioned:
+            as_rendered = f"coalesce((SELECT group_concat(version_num) FROM {VERSION_TABLE}), '') = '{revision or ''}'"
+        else:
+            as_rendered = f"NOT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{VERSION_TABLE}')"
         return "\n".join([
             f"-- docex-migrate upgrade --sql: tenant {tenant_id}, file {self.namespace(tenant_id)}, from {revision or 'base'}",
-            f"PRAGMA busy_timeout = {_ms(self.timeouts.tenant_lock_wait)};",
+            f"-- Run with the sqlite3 shell: sqlite3 FILE < {tenant_id}.sql (it stops at the first error).",
+            ".bail on",
+            f".timeout {_ms(self.timeouts.tenant_lock_wait)}",
             "BEGIN IMMEDIATE;",
-            *([guard] if revision else []),
+            f".timeout {_ms(self.timeouts.lock_timeout)}",  # the write lock is ours: later waits are short
+            "CREATE TEMP TABLE docex_migrate_guard (as_rendered INTEGER NOT NULL CHECK (as_rendered));",
+            f"INSERT INTO docex_migrate_guard SELECT {as_rendered};",
+            "DROP TABLE docex_migrate_guard;",
             body.strip(),
             "COMMIT;",
             "",
