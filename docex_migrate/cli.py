@@ -155,7 +155,10 @@ def _refuse_with_sql(given: dict[str, bool]) -> None:
     """upgrade --sql writes scripts and runs nothing: options about running tenants cannot apply."""
     passed = [option for option, was_given in given.items() if was_given]
     if passed:
-        raise UsageError(f"--sql writes scripts and runs nothing, so it cannot take {', '.join(passed)}: drop it, or drop --sql")
+        them = "them" if len(passed) > 1 else "it"
+        raise UsageError(
+            f"--sql writes scripts and runs nothing, so it cannot take {', '.join(passed)}: drop {them}, or drop --sql"
+        )
 
 
 def _stop_after(fail_fast: bool, max_failures: int | None) -> int | None:
@@ -312,7 +315,8 @@ def upgrade(
         bool, typer.Option("--sql", help="Write each tenant's script for review into --output instead of running it.")
     ] = False,
     output: Annotated[
-        Path | None, typer.Option("--output", help="Where --sql writes the scripts.  [default: migration-sql]", show_default=False)
+        Path | None,
+        typer.Option("--output", help="Where --sql writes the scripts.  [default: migration-sql]", show_default=False),
     ] = None,
     resume: ResumeOpt = None,
     config: ConfigOpt = None,

@@ -94,7 +94,7 @@ def _steps(backend: Backend, tenant_id: str, chain: Chain, current: str | None, 
 
 def _literal(sql: str, parameters: Any) -> str:
     """A recorded statement with its parameters written in as SQL literals (strings, numbers,
-    NULL: what a migration's own statements bind, e.g. the version update)."""
+    booleans, bytes, NULL: what a migration's own statements bind, e.g. the version update)."""
     values = list(parameters or ())
     if not values:
         return sql
@@ -105,8 +105,12 @@ def _literal(sql: str, parameters: Any) -> str:
     for value, rest in zip(values, parts[1:], strict=True):
         if value is None:
             literal = "NULL"
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif isinstance(value, bool):  # bound as 1 or 0, not as the text 'True'
+            literal = str(int(value))
+        elif isinstance(value, (int, float)):
             literal = repr(value)
+        elif isinstance(value, bytes):
+            literal = f"X'{value.hex()}'"
         else:
             literal = "'" + str(value).replace("'", "''") + "'"
         out += [literal, rest]

@@ -1092,7 +1092,7 @@ class PostgresBackend(Backend):
             check = f"IF to_regclass('{quoted}.{VERSION_TABLE}') IS NOT NULL THEN"
         return "\n".join([
             f"-- docex-migrate upgrade --sql: tenant {tenant_id}, schema {schema}, from {revision or 'base'}",
-            f"-- Run with psql: psql -X -d DATABASE_URL -f {tenant_id}.sql (it stops at the first error).",
+            f"-- Run it with psql (the script makes it stop at the first error): psql -X -d DATABASE_URL -f {tenant_id}.sql",
             "\\set ON_ERROR_STOP on",
             "BEGIN;",
             f"SELECT set_config('lock_timeout', '{_ms(t.tenant_lock_wait)}', true);",

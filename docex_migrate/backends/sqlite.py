@@ -249,18 +249,20 @@ class SqliteBackend(Backend):
         # For the sqlite3 shell: without `.bail on` it reports an error and goes on with the next
         # statement (and COMMITs); with it, it exits non-zero and the open transaction is lost.
         # SQLite has no way to raise from plain SQL but a constraint: the guard row must be true.
+        stale = f"tenant {tenant_id} is no longer at {revision or 'base'}: render the script again"
         if versioned:
             as_rendered = f"coalesce((SELECT group_concat(version_num) FROM {VERSION_TABLE}), '') = '{revision or ''}'"
         else:
             as_rendered = f"NOT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{VERSION_TABLE}')"
         return "\n".join([
             f"-- docex-migrate upgrade --sql: tenant {tenant_id}, file {self.namespace(tenant_id)}, from {revision or 'base'}",
-            f"-- Run with the sqlite3 shell: sqlite3 FILE < {tenant_id}.sql (it stops at the first error).",
+            f"-- Run it with the sqlite3 shell (the script makes it stop at the first error): sqlite3 {self.namespace(tenant_id)} < {tenant_id}.sql",
             ".bail on",
             f".timeout {_ms(self.timeouts.tenant_lock_wait)}",
             "BEGIN IMMEDIATE;",
             f".timeout {_ms(self.timeouts.lock_timeout)}",  # the write lock is ours: later waits are short
-            "CREATE TEMP TABLE docex_migrate_guard (as_rendered INTEGER NOT NULL CHECK (as_rendered));",
+            # SQLite's error names the failing constraint: the name is the message
+            f'CREATE TEMP TABLE docex_migrate_guard (as_rendered INTEGER NOT NULL CONSTRAINT "{stale}" CHECK (as_rendered));',
             f"INSERT INTO docex_migrate_guard SELECT {as_rendered};",
             "DROP TABLE docex_migrate_guard;",
             body.strip(),
