@@ -175,6 +175,13 @@ def test_a_tenant_named_all_tenants_keeps_its_own_script(pg_env, tmp_path):
     assert done.returncode == 0, done.stderr
     assert version_of(pg_env, "all-tenants") == (head(),) and version_of(pg_env, "other") == (START,)
 
+    # The combined script stops at the first tenant that moved on, whichever it is.
+    at_head = dump(pg_env, "all-tenants")
+    done = run_by_hand(pg_env, "all-tenants", tmp_path / "sql" / "_all-tenants.sql")
+    assert done.returncode != 0 and "tenant all-tenants is no longer at" in done.stderr
+    assert version_of(pg_env, "all-tenants") == (head(),)
+    assert dump(pg_env, "all-tenants") == at_head
+
 
 @pytest.mark.parametrize(
     "options",
@@ -259,3 +266,17 @@ def test_a_recorded_statement_reads_as_sqlite_binds_it():
     with closing(sqlite3.connect(":memory:")) as db:
         bound = db.execute("SELECT ?, ?, ?, ?, ?, ?, ?", values).fetchone()
         assert db.execute(_literal("SELECT ?, ?, ?, ?, ?, ?, ?", values)).fetchone() == bound
+
+
+def test_sql_takes_the_shard_it_is_given(sqlite_env, tmp_path):
+    tenants = ["a", "b", "c", "d", "e"]
+    assert cli("provision", *tenants).exit_code == 0
+    for tenant in tenants:
+        migrate_to(sqlite_env, tenant, "s6_docex_2_8_8", downgrade=True)
+    written = []
+    for shard in ("0/2", "1/2"):
+        out = tmp_path / shard.replace("/", "-")
+        assert cli("upgrade", "--all-tenants", "--sql", "--output", str(out), "--shard", shard).exit_code == 0
+        written.append({p.stem for p in out.glob("*.sql")})
+    assert written[0].isdisjoint(written[1]) and written[0] | written[1] == set(tenants)
+    assert written[0] and written[1]  # both shards hold some of five tenants
