@@ -43,7 +43,6 @@ class CheckStatus(str, Enum):
     FAILED = "failed"
     ERROR = "error"
     SKIPPED = "skipped"
-    SCRIPTED = "scripted"  # upgrade --sql: its script written for review, nothing run
 
     def __str__(self) -> str:
         return self.value
