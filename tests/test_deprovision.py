@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -300,3 +306,82 @@ def test_a_backup_that_cannot_be_written_leaves_the_tenant_untouched(env):
     assert "not-a-dir" in result.stderr and "nothing dropped" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert env.everything() == before and env.exists("acme_corp")
+
+
+# --- a backup directory that cannot be written -------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory on a real read-only mount (EROFS, as a read-only volume gives), which even
+    root cannot write: a read-only tmpfs."""
+    target = tmp_path / "read-only"
+    target.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["the-mount", "a-directory-to-create-on-it"])
+def test_a_backup_directory_on_read_only_storage_leaves_the_tenant_untouched(env, read_only_dir, below):
+    """--backup-dir on read-only storage ended in exit 2 and a bare 'OSError: [Errno 30]' (the
+    cleanup of the backup never written failed too). Now: exit 1, one line naming the
+    directory, nothing dropped, no traceback."""
+    run("provision", "acme_corp")
+    add_basket(env, "acme_corp")
+    target = read_only_dir / "backups" if below else read_only_dir
+    before = env.everything() if env.kind == "postgres" else None
+    result = run("deprovision", "acme_corp", "--yes", "--backup-dir", str(target))
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in result.output and "OSError" not in line
+    assert str(target) in line and "Read-only file system" in line and "nothing dropped" in line
+    assert env.exists("acme_corp") and "bas_keep" in _backup_rows_of_tenant(env, "acme_corp")
+    if before is not None:
+        assert env.everything() == before
+
+
+def _backup_rows_of_tenant(env, tenant_id: str) -> str:
+    with tenant_engine(env, tenant_id).connect() as conn:
+        return " ".join(conn.execute(sa.text("SELECT id FROM docbasket")).scalars())
+
+
+def _as_nobody(args: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI (this checkout's code) run as the unprivileged user nobody, in ``workdir``."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the CLI as another user")
+    command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-m", "docex_migrate"]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(workdir), "DOCEX_CONFIG": str(workdir / "docex.yaml")}
+    return subprocess.run([*command, *args], cwd=workdir, env=environment, capture_output=True, text=True, timeout=120)
+
+
+def test_a_backup_directory_the_user_may_not_write_leaves_the_tenant_untouched(env):
+    """The sibling: a backup directory that exists but the user may not write (EACCES). As for
+    read-only storage: exit 1, one line naming it, nothing dropped."""
+    shared = Path(tempfile.mkdtemp(prefix="docex_deprovision_"))  # outside pytest's root-only tmp
+    try:
+        shared.chmod(0o755)
+        shutil.copy(env.config_file, shared / "docex.yaml")
+        (shared / "docex.yaml").chmod(0o644)
+        (shared / "backups").mkdir(mode=0o755)  # root's: nobody may not write there
+        os.chdir(shared)  # SQLite tenants live under the working directory
+        run("provision", "acme_corp")
+        add_basket(env, "acme_corp")
+        if env.kind == "sqlite":
+            subprocess.run(["chown", "-R", "nobody:nogroup", str(shared / "storage")], check=True)
+        result = _as_nobody(["deprovision", "acme_corp", "--yes", "--backup-dir", str(shared / "backups")], shared)
+        assert result.returncode == 1, result.stdout + result.stderr
+        line = result.stderr.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in line, line
+        assert str(shared / "backups") in line and "Permission denied" in line and "nothing dropped" in line
+        assert env.exists("acme_corp") and "bas_keep" in _backup_rows_of_tenant(env, "acme_corp")
+        assert list((shared / "backups").iterdir()) == []
+    finally:
+        os.chdir(env.workdir)
+        shutil.rmtree(shared)

@@ -39,6 +39,7 @@ from .base import (
     LedgerPlace,
     NamespaceState,
     backup_failed,
+    discard_backup,
     new_backup_file,
     unreadable,
 )
@@ -909,8 +910,8 @@ class PostgresBackend(Backend):
                     _drop_exactly(connection, tenant_id, schema, contents)
                 committed = True
         except BaseException:
-            if backup is not None and not committed:
-                backup.unlink(missing_ok=True)  # the tenant is untouched: a backup would only mislead
+            if not committed:
+                discard_backup(backup)
             raise
         return backup
 

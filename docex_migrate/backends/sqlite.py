@@ -32,6 +32,7 @@ from .base import (
     LedgerPlace,
     NamespaceState,
     backup_failed,
+    discard_backup,
     new_backup_file,
     unreadable,
 )
@@ -301,8 +302,8 @@ class SqliteBackend(Backend):
             for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
         except BaseException:
-            if backup is not None and path.exists():
-                backup.unlink(missing_ok=True)  # the tenant is untouched: a backup would only mislead
+            if path.exists():
+                discard_backup(backup)
             raise
         finally:
             lock.close()
