@@ -385,3 +385,53 @@ def test_a_backup_directory_the_user_may_not_write_leaves_the_tenant_untouched(e
     finally:
         os.chdir(env.workdir)
         shutil.rmtree(shared)
+
+
+# --- pg_dump connects as the driver does ----------------------------------------------------------
+
+PASSWORD = "s3cr@t:/%#pw"  # every character a URL treats specially
+
+
+def _recording_pg_dump(directory: Path, record: Path) -> None:
+    """A stand-in pg_dump first on PATH: records its argv and environment, then runs the real one."""
+    real = shutil.which("pg_dump")
+    if real is None:
+        pytest.skip("pg_dump is not installed")
+    directory.mkdir()
+    stand_in = directory / "pg_dump"
+    stand_in.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"with open({str(record)!r}, 'a') as f:\n"
+        "    f.write(json.dumps({'argv': sys.argv[1:], 'env': dict(os.environ)}) + '\\n')\n"
+        f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n"
+    )
+    stand_in.chmod(0o755)
+
+
+@pytest.mark.postgres
+def test_pg_dump_connects_with_the_configs_ssl_and_other_options_and_the_password_in_its_environment(pg_env, monkeypatch):
+    """pg_dump got --host/--port/--dbname/--username only: sslmode and every other option of the
+    URL were dropped, so the password went out with no TLS requirement. Now it gets the
+    driver's own parameters as a conninfo (no password in argv), the password in PGPASSWORD."""
+    record = pg_env.workdir / "pg_dump.jsonl"
+    _recording_pg_dump(pg_env.workdir / "bin", record)
+    monkeypatch.setenv("PATH", f"{pg_env.workdir / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    url = pg_env.url.set(password=PASSWORD, query={"sslmode": "allow", "application_name": "docex_backup_test"})
+    monkeypatch.setenv("DOCEX_DATABASE_URL", url.render_as_string(hide_password=False))
+    assert run("provision", "acme_corp").exit_code == 0
+    add_basket(pg_env, "acme_corp")
+    result = run("deprovision", "acme_corp", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert "PostgreSQL database dump" in (pg_env.workdir / json.loads(result.stdout)["backup"]).read_text()
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert calls  # the deprovision's, and the provision's head-schema dump
+    for call in calls:
+        assert not any(PASSWORD in arg for arg in call["argv"]), call["argv"]
+        assert call["env"]["PGPASSWORD"] == PASSWORD
+        dbname = call["argv"][call["argv"].index("--dbname") + 1]
+        params = psycopg.conninfo.conninfo_to_dict(dbname)
+        assert params["sslmode"] == "allow" and params["application_name"] == "docex_backup_test"
+        assert (params["host"], params["dbname"], params["user"]) == (url.host, url.database, url.username)
+        assert "password" not in params
+    assert PASSWORD not in result.output

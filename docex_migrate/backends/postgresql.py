@@ -20,7 +20,8 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from psycopg.pq import TransactionStatus
+from psycopg.conninfo import make_conninfo
+from psycopg.pq import Conninfo, TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -951,16 +952,24 @@ class PostgresBackend(Backend):
         return done.returncode == 0
 
     def _run_pg_dump(self, pg_dump: str, schema: str, *options: str) -> subprocess.CompletedProcess[str]:
-        """pg_dump of exactly ``schema`` (never a case-folded or wildcard match), without owners."""
-        url = self.url
-        env = {**os.environ, "PGPASSWORD": url.password or ""}  # never on the command line
-        args = [pg_dump, "--no-owner", "--schema", schema_pattern(schema), "--strict-names", *options]
-        args += ["--host", url.host or "localhost", "--port", str(url.port or 5432), "--dbname", url.database or ""]
+        """pg_dump of exactly ``schema`` (never a case-folded or wildcard match), without owners,
+        connecting as the driver does (see libpq_connection)."""
+        conninfo, password = self.libpq_connection()
+        env = {**os.environ, **({"PGPASSWORD": password} if password is not None else {})}  # never on the command line
+        args = [pg_dump, "--no-owner", "--schema", schema_pattern(schema), "--strict-names", *options, "--dbname", conninfo]
         if self.timeouts.lock_timeout:  # its ACCESS SHARE locks could queue behind someone waiting on ours
             args += ["--lock-wait-timeout", _ms(self.timeouts.lock_timeout)]
-        if url.username:
-            args += ["--username", url.username]
         return subprocess.run(args, env=env, capture_output=True, encoding="utf-8")
+
+    def libpq_connection(self) -> tuple[str, str | None]:
+        """What the driver connects with, for libpq's tools: a conninfo string of every libpq
+        parameter SQLAlchemy derives from the URL (host, port, database, user, and sslmode and
+        every other query option), without the password, which comes second."""
+        _, params = self.engine.dialect.create_connect_args(self.url)
+        libpq = {d.keyword.decode() for d in Conninfo.get_defaults()}
+        password = params.get("password")
+        kept = {k: v for k, v in params.items() if k in libpq and k != "password"}
+        return make_conninfo("", **kept), None if password is None else str(password)
 
     def _require(self, tenant_id: str, schema: str, connection: Connection | None = None) -> None:
         query = sa.select(sa.func.count()).select_from(_pg_namespace).where(_pg_namespace.c.nspname == schema)
