@@ -435,3 +435,5 @@ def test_pg_dump_connects_with_the_configs_ssl_and_other_options_and_the_passwor
         assert (params["host"], params["dbname"], params["user"]) == (url.host, url.database, url.username)
         assert "password" not in params
     assert PASSWORD not in result.output
+    ledger = run("runs", "--json")  # the runs ledger names the database (its identity), never the password
+    assert ledger.exit_code == 0 and "deprovision" in ledger.stdout and PASSWORD not in ledger.output
