@@ -173,8 +173,8 @@ def test_a_row_committed_while_deprovision_runs_is_in_the_backup(env):
         _wait_for_a_lock_wait(env, app_pid)
         app.execute("COMMIT")
     finally:
+        app.close()  # done with the tenant (SQLite: deprovision waits for its connections to close)
         worker.join(60)
-        app.close()
     assert "error" not in outcome, outcome
     assert not env.exists("acme_corp")
     assert "bas_late" in _backup_rows(env, outcome["done"].backup)
@@ -202,20 +202,18 @@ def test_an_application_holding_the_tables_makes_deprovision_refuse_after_lock_t
     assert not (pg_env.workdir / "backups").exists()
 
 
-def test_an_open_application_connection_cannot_write_into_the_dropped_tenant(env):
+@pytest.mark.postgres
+def test_an_open_application_connection_cannot_write_into_the_dropped_tenant(pg_env):
     """A connection the application opened before deprovision and writes with afterwards must
-    get an error, never a silent commit into a deleted file (SQLite refuses to write to a file
-    that was unlinked: 'readonly database') or a dropped schema."""
+    get an error, never a silent commit into a dropped schema. (SQLite refuses to deprovision
+    while such a connection is open: test_deprovision_is_refused_while_another_connection_has_the_file_open.)"""
+    env = pg_env
     run("provision", "acme_corp")
-    if env.kind == "sqlite":
-        app = sqlite3.connect(env.namespace("acme_corp"), isolation_level=None)
-        app.execute("SELECT count(*) FROM docbasket").fetchall()
-    else:
-        app = psycopg.connect(pg_env_url(env), options=f"-csearch_path={env.namespace('acme_corp')}", autocommit=True)
+    app = psycopg.connect(pg_env_url(env), options=f"-csearch_path={env.namespace('acme_corp')}", autocommit=True)
     try:
         assert run("deprovision", "acme_corp", "--yes").exit_code == 0
-        with pytest.raises(Exception, match="no such table|readonly database|does not exist"):
-            app.execute("BEGIN IMMEDIATE" if env.kind == "sqlite" else "BEGIN")
+        with pytest.raises(Exception, match="does not exist"):
+            app.execute("BEGIN")
             app.execute(_insert_basket_sql("bas_lost"))
             app.execute("COMMIT")
     finally:
@@ -437,3 +435,67 @@ def test_pg_dump_connects_with_the_configs_ssl_and_other_options_and_the_passwor
     assert PASSWORD not in result.output
     ledger = run("runs", "--json")  # the runs ledger names the database (its identity), never the password
     assert ledger.exit_code == 0 and "deprovision" in ledger.stdout and PASSWORD not in ledger.output
+
+
+# --- SQLite: refused while another connection has the file open ----------------------------------
+
+_HOLDER = """
+import sqlite3, sys
+app = sqlite3.connect(sys.argv[1], isolation_level=None)
+app.execute("SELECT count(*) FROM docbasket").fetchall()  # idle now: no transaction open
+print("open", flush=True)
+sys.stdin.readline()
+app.execute(sys.argv[2])
+print("written", flush=True)
+sys.stdin.readline()
+app.close()
+"""
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+@pytest.mark.parametrize("holder", ["another-process", "this-process"])
+def test_deprovision_is_refused_while_another_connection_has_the_file_open(sqlite_env, journal_mode, holder):
+    """An application connection left open (idle, no transaction) on a WAL-mode tenant: deprovision
+    was acknowledged, the -wal and -shm files unlinked, and the application's next INSERT
+    succeeded into the deleted file and was lost. Now refused (exit 1, one line saying another
+    connection has it open, nothing dropped, no backup); the write lands in the tenant's file,
+    and once the connection is closed deprovision goes ahead with that row in the backup."""
+    env = sqlite_env
+    assert run("provision", "acme_corp").exit_code == 0
+    path = str(Path(env.namespace("acme_corp")).resolve())
+    setup = sqlite3.connect(path, isolation_level=None)
+    assert setup.execute(f"PRAGMA journal_mode = {journal_mode}").fetchone()[0] == journal_mode
+    setup.close()
+    insert = _insert_basket_sql("bas_written_while_open")
+    if holder == "another-process":
+        app = subprocess.Popen([sys.executable, "-c", _HOLDER, path, insert], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert app.stdout.readline().strip() == "open"
+    else:
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("SELECT count(*) FROM docbasket").fetchall()
+    try:
+        result = run("deprovision", "acme_corp", "--yes", "--lock-timeout", "0.5")
+        assert result.exit_code == 1, result.output
+        line = result.stderr.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in result.output
+        assert "another connection has" in line and "open" in line and "nothing dropped" in line
+        assert Path(path).is_file() and not (env.workdir / "backups").exists()
+        if holder == "another-process":
+            app.stdin.write("\n")
+            app.stdin.flush()
+            assert app.stdout.readline().strip() == "written"
+        else:
+            connection.execute(insert)
+    finally:
+        if holder == "another-process":
+            app.stdin.write("\n")
+            app.stdin.close()
+            app.wait(30)
+            app.stdout.close()
+        else:
+            connection.close()
+    assert "bas_written_while_open" in _backup_rows_of_tenant(env, "acme_corp")  # in the tenant's file, not lost
+    result = run("deprovision", "acme_corp", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert "bas_written_while_open" in _backup_rows(env, env.workdir / json.loads(result.stdout)["backup"])
+    assert not Path(path).exists()
