@@ -509,6 +509,8 @@ def deprovision(
         reporter = Reporter(json)
         if json:
             reporter.emit_json(done.as_dict())
+        for warning in done.warnings:
+            reporter.warn(warning)
         backup = f"; backup in {done.backup}" if done.backup else "; no backup written"
         reporter.say(f"{tenant}: {done.namespace} removed{backup}")
 

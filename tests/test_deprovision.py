@@ -499,3 +499,25 @@ def test_deprovision_is_refused_while_another_connection_has_the_file_open(sqlit
     assert result.exit_code == 0, result.output
     assert "bas_written_while_open" in _backup_rows(env, env.workdir / json.loads(result.stdout)["backup"])
     assert not Path(path).exists()
+
+
+@pytest.mark.postgres
+def test_deprovision_says_large_objects_the_tenant_points_to_are_neither_backed_up_nor_removed(pg_env):
+    """Large objects are the database's (pg_largeobject), not the schema's: a tenant table's oid
+    column pointing to one was dropped in silence, the object neither in the backup nor removed."""
+    run("provision", "acme_corp")
+    schema = pg_env.namespace("acme_corp")
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f'CREATE TABLE "{schema}".attachment (id int PRIMARY KEY, content oid)')
+        blob = conn.execute(sa.text("SELECT lo_from_bytea(0, 'scanned invoice')")).scalar()
+        conn.execute(sa.text(f'INSERT INTO "{schema}".attachment VALUES (1, :blob)'), {"blob": blob})
+    result = run("deprovision", "acme_corp", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert "attachment.content" in result.stderr and "large object" in result.stderr
+    assert any("attachment.content" in w for w in json.loads(result.stdout)["warnings"])
+    with pg_env.engine().begin() as conn:  # still there: removing it is the operator's call
+        assert conn.execute(sa.text("SELECT lo_get(:blob)"), {"blob": blob}).scalar() == b"scanned invoice"
+        conn.execute(sa.text("SELECT lo_unlink(:blob)"), {"blob": blob})
+    run("provision", "globex")
+    quiet = run("deprovision", "globex", "--yes")
+    assert quiet.exit_code == 0 and "large object" not in quiet.stderr

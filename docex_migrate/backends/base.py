@@ -142,6 +142,10 @@ class Backend(ABC):
         no commit can fall between them. Raises DeprovisionRefusedError, with nothing removed
         and no backup kept, when that cannot be guaranteed."""
 
+    def kept_by_deprovision(self, tenant_id: str) -> list[str]:
+        """What deprovision would neither back up nor remove, for the operator to see to."""
+        return []
+
     @abstractmethod
     def with_template(self, template: str) -> Backend:
         """The same database and settings, with tenants at another template (scratch work)."""

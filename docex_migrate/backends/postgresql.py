@@ -211,6 +211,19 @@ ORDER BY 1
 """)
 
 
+# The schema's columns of type oid, or of a domain over it (the lo extension's lo): where an
+# application keeps the oids of its large objects.
+_LARGE_OBJECT_COLUMNS = sa.text("""
+SELECT c.relname || '.' || a.attname FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+  AND 'pg_catalog.oid'::regtype IN (t.oid, t.typbasetype)
+ORDER BY 1
+""")
+
+
 def foreign_dependents(connection: Connection, schema: str) -> list[str]:
     """Descriptions ('view reports.all_baskets') of what outside ``schema`` depends on it."""
     return list(connection.execute(_FOREIGN_DEPENDENTS, {"schema": schema}).scalars())
@@ -915,6 +928,19 @@ class PostgresBackend(Backend):
                 discard_backup(backup)
             raise
         return backup
+
+    def kept_by_deprovision(self, tenant_id: str) -> list[str]:
+        """Large objects belong to the whole database (pg_largeobject), not to a schema: those
+        the tenant's oid (or lo) columns point to stay, and are not in its backup."""
+        schema = self.namespace(tenant_id)
+        with self.connect() as connection:
+            columns = list(connection.execute(_LARGE_OBJECT_COLUMNS, {"schema": schema}).scalars())
+        if not columns:
+            return []
+        return [
+            f"{', '.join(columns)} of schema {schema!r} may hold large object oids: large objects belong to the whole "
+            "database, so they are neither in the backup nor removed; lo_export and lo_unlink those that were the tenant's"
+        ]
 
     def _lock(self, connection: Connection, tenant_id: str, schema: str, contents: dict[str, str], mode: str) -> None:
         """Lock the schema's tables, waiting at most lock_timeout for the application's transactions."""
