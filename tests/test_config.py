@@ -9,7 +9,6 @@ import yaml
 from typer.testing import CliRunner
 
 from docex_migrate.cli import app
-
 from docex_migrate.config import (
     DEFAULT_PATH_TEMPLATE,
     Timeouts,

@@ -468,7 +468,9 @@ def test_deprovision_is_refused_while_another_connection_has_the_file_open(sqlit
     setup.close()
     insert = _insert_basket_sql("bas_written_while_open")
     if holder == "another-process":
-        app = subprocess.Popen([sys.executable, "-c", _HOLDER, path, insert], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        app = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, path, insert], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert app.stdout.readline().strip() == "open"
     else:
         connection = sqlite3.connect(path, isolation_level=None)
