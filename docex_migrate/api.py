@@ -416,8 +416,9 @@ def deprovision(settings: Settings, tenant_id: str, *, backup_dir: Path | None =
 
     Backup and drop happen under one lock, and the backup is checked to hold exactly what is
     dropped. DeprovisionRefusedError (exit 1), with nothing dropped and no backup kept, when the
-    tenant stays in use past the lock timeout, objects outside it depend on it (PostgreSQL), or
-    the backup cannot be written or verified."""
+    tenant stays in use past the lock timeout (SQLite: another connection has its file open),
+    objects outside it depend on it (PostgreSQL), or the backup cannot be written or verified.
+    ``warnings`` name what is neither backed up nor removed (PostgreSQL's large objects)."""
     with open_backend(settings) as backend:
         namespace = backend.namespace(tenant_id)
         if not backend.read_states([tenant_id])[tenant_id].exists:
