@@ -363,12 +363,14 @@ class SqliteBackend(Backend):
             lock = sqlite3.connect(uri, uri=True, timeout=wait, isolation_level=None)
             try:
                 lock.execute("BEGIN IMMEDIATE")  # the tenant's write lock: waits for the application's writes
-            except sqlite3.OperationalError as exc:
+                processes = processes_with_open(path, ours=1)
+            except BaseException as exc:
                 lock.close()
-                raise DeprovisionRefusedError(
-                    f"tenant {tenant_id!r} is in use: {exc} after waiting {wait:g}s; nothing dropped"
-                ) from None
-            processes = processes_with_open(path, ours=1)
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise DeprovisionRefusedError(
+                        f"tenant {tenant_id!r} is in use: {exc} after waiting {wait:g}s; nothing dropped"
+                    ) from None
+                raise
             if not wal_elsewhere and not processes:
                 return lock
             lock.close()
