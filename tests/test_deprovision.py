@@ -354,9 +354,13 @@ def _as_nobody(args: list[str], workdir: Path) -> subprocess.CompletedProcess[st
     """The CLI (this checkout's code) run as the unprivileged user nobody, in ``workdir``."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to run the CLI as another user")
-    command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-m", "docex_migrate"]
+    python = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable]
     environment = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(workdir), "DOCEX_CONFIG": str(workdir / "docex.yaml")}
-    return subprocess.run([*command, *args], cwd=workdir, env=environment, capture_output=True, text=True, timeout=120)
+    readable = subprocess.run([*python, "-c", "import docex_migrate.cli"], cwd=workdir, env=environment, capture_output=True)
+    if readable.returncode != 0:  # e.g. a checkout or virtualenv under a directory only root may enter
+        pytest.skip(f"nobody cannot run this checkout: {readable.stderr.decode().strip().splitlines()[-1:]}")
+    command = [*python, "-m", "docex_migrate", *args]
+    return subprocess.run(command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=120)
 
 
 def test_a_backup_directory_the_user_may_not_write_leaves_the_tenant_untouched(env):
