@@ -403,9 +403,11 @@ class Deprovisioned:
     tenant_id: str
     namespace: str
     backup: Path | None
+    warnings: tuple[str, ...] = ()  # what was neither backed up nor removed (PostgreSQL's large objects)
 
     def as_dict(self) -> dict[str, object]:
-        return {"tenant_id": self.tenant_id, "namespace": self.namespace, "backup": str(self.backup) if self.backup else None}
+        backup = str(self.backup) if self.backup else None
+        return {"tenant_id": self.tenant_id, "namespace": self.namespace, "backup": backup, "warnings": list(self.warnings)}
 
 
 def deprovision(settings: Settings, tenant_id: str, *, backup_dir: Path | None = Path("backups")) -> Deprovisioned:
@@ -414,13 +416,15 @@ def deprovision(settings: Settings, tenant_id: str, *, backup_dir: Path | None =
 
     Backup and drop happen under one lock, and the backup is checked to hold exactly what is
     dropped. DeprovisionRefusedError (exit 1), with nothing dropped and no backup kept, when the
-    tenant stays in use past the lock timeout, objects outside it depend on it (PostgreSQL), or
-    the backup cannot be written or verified."""
+    tenant stays in use past the lock timeout (SQLite: another connection has its file open),
+    objects outside it depend on it (PostgreSQL), or the backup cannot be written or verified.
+    ``warnings`` name what is neither backed up nor removed (PostgreSQL's large objects)."""
     with open_backend(settings) as backend:
         namespace = backend.namespace(tenant_id)
         if not backend.read_states([tenant_id])[tenant_id].exists:
             raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no {namespace})")
-        return Deprovisioned(tenant_id, namespace, backend.deprovision(tenant_id, backup_dir))
+        kept = tuple(backend.kept_by_deprovision(tenant_id))
+        return Deprovisioned(tenant_id, namespace, backend.deprovision(tenant_id, backup_dir), kept)
 
 
 def new_revision(settings: Settings, message: str, *, autogenerate: bool = False) -> Path | None:

@@ -519,15 +519,17 @@ def deprovision(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm: the tenant's data is dropped.")] = False,
     no_backup: Annotated[bool, typer.Option("--no-backup", help="Do not write a backup first.")] = False,
     backup_dir: Annotated[Path, typer.Option("--backup-dir", help="Where the backup is written.")] = Path("backups"),
+    lock_timeout: LockTimeoutOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Drop a tenant's schema or delete its file, after a verified backup (pg_dump, or SQLite's backup API).
 
-    Refused (exit 1, nothing dropped) while the tenant stays in use, or when objects outside it depend on it."""
+    Refused (exit 1, nothing dropped) while the tenant stays in use (SQLite: while another connection has
+    its file open), or when objects outside it depend on it."""
     with _guard(verbose):
-        settings = load_settings(config)
+        settings = _with_timeouts(load_settings(config), lock_timeout, None, None)
         api.check_tenant_ids(settings, [tenant])
         if not yes:
             raise UsageError(f"deprovision drops every table and row of {tenant!r}: pass --yes to confirm")
@@ -539,6 +541,8 @@ def deprovision(
         reporter = Reporter(json)
         if json:
             reporter.emit_json(done.as_dict())
+        for warning in done.warnings:
+            reporter.warn(warning)
         backup = f"; backup in {done.backup}" if done.backup else "; no backup written"
         reporter.say(f"{tenant}: {done.namespace} removed{backup}")
 

@@ -146,6 +146,14 @@ def _text(block: dict[str, Any], key: str, default: str | None) -> str | None:
 
 
 def _env_url(env: str) -> URL:
+    # The URL parser (SQLAlchemy's, whose parts the driver gets) ends the password at its first
+    # '@': the rest of a password holding a raw '@' would become the host or the database, and
+    # be printed wherever they are (every connection error). Refused, saying nothing of it.
+    if env.count("@") > 1:
+        raise ConfigError(
+            "$DOCEX_DATABASE_URL holds more than one '@': write an '@' of the password (or the user) as %40, "
+            "as in postgresql://user:p%40ss@host:5432/dbname"
+        )
     try:
         url = make_url(env)
         port = url.port  # an unparsable port raises ValueError, in make_url or here

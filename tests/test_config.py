@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from docex_migrate.cli import app
 from docex_migrate.config import (
     DEFAULT_PATH_TEMPLATE,
     Timeouts,
@@ -214,3 +218,42 @@ def test_timeouts_outside_what_the_databases_accept_are_refused(value):
 
 def test_timeouts_inside_the_range_are_accepted():
     assert Timeouts(lock_timeout=0, statement_timeout=2_147_483, tenant_lock_wait=0.0004).statement_timeout == 2_147_483
+
+
+# Every character a URL treats specially, around a fragment that must never be printed.
+SPECIAL_PASSWORDS = ["Pw@XYZsecret", "Pw:XYZsecret", "Pw/XYZsecret", "Pw%XYZsecret", "Pw#XYZsecret", "P@:/%#XYZsecret"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:Pw@XYZsecret@host/db",  # the rest of the password became the host
+        "postgresql://u:Pw@b/XYZsecret@host/db",  # ... or the host and the database
+    ],
+)
+def test_a_raw_at_sign_in_the_urls_password_is_refused_without_printing_any_of_it(monkeypatch, url):
+    """SQLAlchemy's parser ends the password at its first '@': 'XYZsecret@host' was the host,
+    printed by every connection error ('unknown host in XYZsecret@host:5432/db')."""
+    monkeypatch.setenv("DOCEX_DATABASE_URL", url)
+    result = CliRunner().invoke(app, ["status", "--verbose"])
+    assert result.exit_code == 2, result.output
+    assert "%40" in result.stderr and "XYZsecret" not in result.output and "Pw" not in result.output
+
+
+@pytest.mark.parametrize("password", SPECIAL_PASSWORDS)
+def test_passwords_with_url_characters_are_read_exactly_and_never_printed(tmp_path, monkeypatch, password):
+    """From the postgres block and, percent-encoded, from $DOCEX_DATABASE_URL: the driver gets
+    the password exactly, and a connection failure (with --verbose: the traceback too) names
+    where it could not connect, never the password or a piece of it."""
+    block = {"host": "127.0.0.1", "port": 1, "database": "d", "user": "u", "password": password}
+    config = write(tmp_path / "docex.yaml", {"database": {"type": "postgres", "postgres": block}})
+    assert parse_settings(yaml.safe_load(config.read_text())).postgres.url.password == password
+    encoded = f"postgresql://u:{quote(password, safe='')}@127.0.0.1:1/d"
+    monkeypatch.setenv("DOCEX_DATABASE_URL", encoded)
+    assert load_settings().postgres.url.password == password
+    for env_url in (encoded, None):
+        if env_url is None:
+            monkeypatch.delenv("DOCEX_DATABASE_URL")
+        result = CliRunner().invoke(app, ["status", "--verbose", "--config", str(config)])
+        assert result.exit_code == 2 and "127.0.0.1:1" in result.stderr, result.output
+        assert "XYZsecret" not in result.output and quote(password, safe="") not in result.output

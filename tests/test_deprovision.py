@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -167,8 +173,8 @@ def test_a_row_committed_while_deprovision_runs_is_in_the_backup(env):
         _wait_for_a_lock_wait(env, app_pid)
         app.execute("COMMIT")
     finally:
+        app.close()  # done with the tenant (SQLite: deprovision waits for its connections to close)
         worker.join(60)
-        app.close()
     assert "error" not in outcome, outcome
     assert not env.exists("acme_corp")
     assert "bas_late" in _backup_rows(env, outcome["done"].backup)
@@ -196,20 +202,18 @@ def test_an_application_holding_the_tables_makes_deprovision_refuse_after_lock_t
     assert not (pg_env.workdir / "backups").exists()
 
 
-def test_an_open_application_connection_cannot_write_into_the_dropped_tenant(env):
+@pytest.mark.postgres
+def test_an_open_application_connection_cannot_write_into_the_dropped_tenant(pg_env):
     """A connection the application opened before deprovision and writes with afterwards must
-    get an error, never a silent commit into a deleted file (SQLite refuses to write to a file
-    that was unlinked: 'readonly database') or a dropped schema."""
+    get an error, never a silent commit into a dropped schema. (SQLite refuses to deprovision
+    while such a connection is open: test_deprovision_is_refused_while_another_connection_has_the_file_open.)"""
+    env = pg_env
     run("provision", "acme_corp")
-    if env.kind == "sqlite":
-        app = sqlite3.connect(env.namespace("acme_corp"), isolation_level=None)
-        app.execute("SELECT count(*) FROM docbasket").fetchall()
-    else:
-        app = psycopg.connect(pg_env_url(env), options=f"-csearch_path={env.namespace('acme_corp')}", autocommit=True)
+    app = psycopg.connect(pg_env_url(env), options=f"-csearch_path={env.namespace('acme_corp')}", autocommit=True)
     try:
         assert run("deprovision", "acme_corp", "--yes").exit_code == 0
-        with pytest.raises(Exception, match="no such table|readonly database|does not exist"):
-            app.execute("BEGIN IMMEDIATE" if env.kind == "sqlite" else "BEGIN")
+        with pytest.raises(Exception, match="does not exist"):
+            app.execute("BEGIN")
             app.execute(_insert_basket_sql("bas_lost"))
             app.execute("COMMIT")
     finally:
@@ -300,3 +304,226 @@ def test_a_backup_that_cannot_be_written_leaves_the_tenant_untouched(env):
     assert "not-a-dir" in result.stderr and "nothing dropped" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert env.everything() == before and env.exists("acme_corp")
+
+
+# --- a backup directory that cannot be written -------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory on a real read-only mount (EROFS, as a read-only volume gives), which even
+    root cannot write: a read-only tmpfs."""
+    target = tmp_path / "read-only"
+    target.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["the-mount", "a-directory-to-create-on-it"])
+def test_a_backup_directory_on_read_only_storage_leaves_the_tenant_untouched(env, read_only_dir, below):
+    """--backup-dir on read-only storage ended in exit 2 and a bare 'OSError: [Errno 30]' (the
+    cleanup of the backup never written failed too). Now: exit 1, one line naming the
+    directory, nothing dropped, no traceback."""
+    run("provision", "acme_corp")
+    add_basket(env, "acme_corp")
+    target = read_only_dir / "backups" if below else read_only_dir
+    before = env.everything() if env.kind == "postgres" else None
+    result = run("deprovision", "acme_corp", "--yes", "--backup-dir", str(target))
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in result.output and "OSError" not in line
+    assert str(target) in line and "Read-only file system" in line and "nothing dropped" in line
+    assert env.exists("acme_corp") and "bas_keep" in _backup_rows_of_tenant(env, "acme_corp")
+    if before is not None:
+        assert env.everything() == before
+
+
+def _backup_rows_of_tenant(env, tenant_id: str) -> str:
+    with tenant_engine(env, tenant_id).connect() as conn:
+        return " ".join(conn.execute(sa.text("SELECT id FROM docbasket")).scalars())
+
+
+def _as_nobody(args: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI (this checkout's code) run as the unprivileged user nobody, in ``workdir``."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the CLI as another user")
+    python = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(workdir), "DOCEX_CONFIG": str(workdir / "docex.yaml")}
+    readable = subprocess.run([*python, "-c", "import docex_migrate.cli"], cwd=workdir, env=environment, capture_output=True)
+    if readable.returncode != 0:  # e.g. a checkout or virtualenv under a directory only root may enter
+        pytest.skip(f"nobody cannot run this checkout: {readable.stderr.decode().strip().splitlines()[-1:]}")
+    command = [*python, "-m", "docex_migrate", *args]
+    return subprocess.run(command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=120)
+
+
+def test_a_backup_directory_the_user_may_not_write_leaves_the_tenant_untouched(env):
+    """The sibling: a backup directory that exists but the user may not write (EACCES). As for
+    read-only storage: exit 1, one line naming it, nothing dropped."""
+    shared = Path(tempfile.mkdtemp(prefix="docex_deprovision_"))  # outside pytest's root-only tmp
+    try:
+        shared.chmod(0o755)
+        shutil.copy(env.config_file, shared / "docex.yaml")
+        (shared / "docex.yaml").chmod(0o644)
+        (shared / "backups").mkdir(mode=0o755)  # root's: nobody may not write there
+        os.chdir(shared)  # SQLite tenants live under the working directory
+        run("provision", "acme_corp")
+        add_basket(env, "acme_corp")
+        if env.kind == "sqlite":
+            subprocess.run(["chown", "-R", "nobody:nogroup", str(shared / "storage")], check=True)
+        result = _as_nobody(["deprovision", "acme_corp", "--yes", "--backup-dir", str(shared / "backups")], shared)
+        assert result.returncode == 1, result.stdout + result.stderr
+        line = result.stderr.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in line, line
+        assert str(shared / "backups") in line and "Permission denied" in line and "nothing dropped" in line
+        assert env.exists("acme_corp") and "bas_keep" in _backup_rows_of_tenant(env, "acme_corp")
+        assert list((shared / "backups").iterdir()) == []
+    finally:
+        os.chdir(env.workdir)
+        shutil.rmtree(shared)
+
+
+# --- pg_dump connects as the driver does ----------------------------------------------------------
+
+PASSWORD = "s3cr@t:/%#pw"  # every character a URL treats specially
+
+
+def _recording_pg_dump(directory: Path, record: Path) -> None:
+    """A stand-in pg_dump first on PATH: records its argv and environment, then runs the real one."""
+    real = shutil.which("pg_dump")
+    if real is None:
+        pytest.skip("pg_dump is not installed")
+    directory.mkdir()
+    stand_in = directory / "pg_dump"
+    stand_in.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"with open({str(record)!r}, 'a') as f:\n"
+        "    f.write(json.dumps({'argv': sys.argv[1:], 'env': dict(os.environ)}) + '\\n')\n"
+        f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n"
+    )
+    stand_in.chmod(0o755)
+
+
+@pytest.mark.postgres
+def test_pg_dump_connects_with_the_configs_ssl_and_other_options_and_the_password_in_its_environment(pg_env, monkeypatch):
+    """pg_dump got --host/--port/--dbname/--username only: sslmode and every other option of the
+    URL were dropped, so the password went out with no TLS requirement. Now it gets the
+    driver's own parameters as a conninfo (no password in argv), the password in PGPASSWORD."""
+    record = pg_env.workdir / "pg_dump.jsonl"
+    _recording_pg_dump(pg_env.workdir / "bin", record)
+    monkeypatch.setenv("PATH", f"{pg_env.workdir / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    url = pg_env.url.set(password=PASSWORD, query={"sslmode": "allow", "application_name": "docex_backup_test"})
+    monkeypatch.setenv("DOCEX_DATABASE_URL", url.render_as_string(hide_password=False))
+    assert run("provision", "acme_corp").exit_code == 0
+    add_basket(pg_env, "acme_corp")
+    result = run("deprovision", "acme_corp", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert "PostgreSQL database dump" in (pg_env.workdir / json.loads(result.stdout)["backup"]).read_text()
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert calls  # the deprovision's, and the provision's head-schema dump
+    for call in calls:
+        assert not any(PASSWORD in arg for arg in call["argv"]), call["argv"]
+        assert call["env"]["PGPASSWORD"] == PASSWORD
+        dbname = call["argv"][call["argv"].index("--dbname") + 1]
+        params = psycopg.conninfo.conninfo_to_dict(dbname)
+        assert params["sslmode"] == "allow" and params["application_name"] == "docex_backup_test"
+        assert (params["host"], params["dbname"], params["user"]) == (url.host, url.database, url.username)
+        assert "password" not in params
+    assert PASSWORD not in result.output
+    ledger = run("runs", "--json")  # the runs ledger names the database (its identity), never the password
+    assert ledger.exit_code == 0 and "deprovision" in ledger.stdout and PASSWORD not in ledger.output
+
+
+# --- SQLite: refused while another connection has the file open ----------------------------------
+
+_HOLDER = """
+import sqlite3, sys
+app = sqlite3.connect(sys.argv[1], isolation_level=None)
+app.execute("SELECT count(*) FROM docbasket").fetchall()  # idle now: no transaction open
+print("open", flush=True)
+sys.stdin.readline()
+app.execute(sys.argv[2])
+print("written", flush=True)
+sys.stdin.readline()
+app.close()
+"""
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+@pytest.mark.parametrize("holder", ["another-process", "this-process"])
+def test_deprovision_is_refused_while_another_connection_has_the_file_open(sqlite_env, journal_mode, holder):
+    """An application connection left open (idle, no transaction) on a WAL-mode tenant: deprovision
+    was acknowledged, the -wal and -shm files unlinked, and the application's next INSERT
+    succeeded into the deleted file and was lost. Now refused (exit 1, one line saying another
+    connection has it open, nothing dropped, no backup); the write lands in the tenant's file,
+    and once the connection is closed deprovision goes ahead with that row in the backup."""
+    env = sqlite_env
+    assert run("provision", "acme_corp").exit_code == 0
+    path = str(Path(env.namespace("acme_corp")).resolve())
+    setup = sqlite3.connect(path, isolation_level=None)
+    assert setup.execute(f"PRAGMA journal_mode = {journal_mode}").fetchone()[0] == journal_mode
+    setup.close()
+    insert = _insert_basket_sql("bas_written_while_open")
+    if holder == "another-process":
+        app = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, path, insert], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert app.stdout.readline().strip() == "open"
+    else:
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("SELECT count(*) FROM docbasket").fetchall()
+    try:
+        result = run("deprovision", "acme_corp", "--yes", "--lock-timeout", "0.5")
+        assert result.exit_code == 1, result.output
+        line = result.stderr.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in result.output
+        assert "another connection has" in line and "open" in line and "nothing dropped" in line
+        assert Path(path).is_file() and not (env.workdir / "backups").exists()
+        if holder == "another-process":
+            app.stdin.write("\n")
+            app.stdin.flush()
+            assert app.stdout.readline().strip() == "written"
+        else:
+            connection.execute(insert)
+    finally:
+        if holder == "another-process":
+            app.stdin.write("\n")
+            app.stdin.close()
+            app.wait(30)
+            app.stdout.close()
+        else:
+            connection.close()
+    assert "bas_written_while_open" in _backup_rows_of_tenant(env, "acme_corp")  # in the tenant's file, not lost
+    result = run("deprovision", "acme_corp", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert "bas_written_while_open" in _backup_rows(env, env.workdir / json.loads(result.stdout)["backup"])
+    assert not Path(path).exists()
+
+
+@pytest.mark.postgres
+def test_deprovision_says_large_objects_the_tenant_points_to_are_neither_backed_up_nor_removed(pg_env):
+    """Large objects are the database's (pg_largeobject), not the schema's: a tenant table's oid
+    column pointing to one was dropped in silence, the object neither in the backup nor removed."""
+    run("provision", "acme_corp")
+    schema = pg_env.namespace("acme_corp")
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f'CREATE TABLE "{schema}".attachment (id int PRIMARY KEY, content oid)')
+        blob = conn.execute(sa.text("SELECT lo_from_bytea(0, 'scanned invoice')")).scalar()
+        conn.execute(sa.text(f'INSERT INTO "{schema}".attachment VALUES (1, :blob)'), {"blob": blob})
+    result = run("deprovision", "acme_corp", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert "attachment.content" in result.stderr and "large object" in result.stderr
+    assert any("attachment.content" in w for w in json.loads(result.stdout)["warnings"])
+    with pg_env.engine().begin() as conn:  # still there: removing it is the operator's call
+        assert conn.execute(sa.text("SELECT lo_get(:blob)"), {"blob": blob}).scalar() == b"scanned invoice"
+        conn.execute(sa.text("SELECT lo_unlink(:blob)"), {"blob": blob})
+    run("provision", "globex")
+    quiet = run("deprovision", "globex", "--yes")
+    assert quiet.exit_code == 0 and "large object" not in quiet.stderr

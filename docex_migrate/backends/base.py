@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -142,6 +142,10 @@ class Backend(ABC):
         no commit can fall between them. Raises DeprovisionRefusedError, with nothing removed
         and no backup kept, when that cannot be guaranteed."""
 
+    def kept_by_deprovision(self, tenant_id: str) -> list[str]:
+        """What deprovision would neither back up nor remove, for the operator to see to."""
+        return []
+
     @abstractmethod
     def with_template(self, template: str) -> Backend:
         """The same database and settings, with tenants at another template (scratch work)."""
@@ -213,16 +217,29 @@ class Backend(ABC):
 
 
 def new_backup_file(tenant_id: str, directory: Path, suffix: str) -> Path:
-    """A fresh file name for a tenant's backup; the directory is created on first use."""
+    """A fresh, empty file for a tenant's backup, created now (the directory too, on first use)
+    so that a directory that cannot be written (read-only storage, no permission) is refused
+    before anything else is done."""
+    target = directory / f"{tenant_id}-{timestamp()}{suffix}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        target.touch(exist_ok=False)
     except OSError as exc:
-        raise backup_failed(tenant_id, exc) from None
-    return directory / f"{tenant_id}-{timestamp()}{suffix}"
+        raise backup_failed(tenant_id, exc, directory) from None
+    return target
 
 
-def backup_failed(tenant_id: str, exc: OSError) -> DeprovisionRefusedError:
-    where = f": {exc.filename}" if exc.filename else ""
+def discard_backup(backup: Path | None) -> None:
+    """Remove a backup of a tenant left untouched (it would only mislead). Best effort: failing
+    to remove it must not hide why the tenant was left as it was."""
+    if backup is not None:
+        with suppress(OSError):
+            backup.unlink(missing_ok=True)
+
+
+def backup_failed(tenant_id: str, exc: OSError, directory: Path | None = None) -> DeprovisionRefusedError:
+    where = f"in {directory}" if directory is not None else f"to {exc.filename}" if exc.filename else ""
     return DeprovisionRefusedError(
-        f"tenant {tenant_id!r}: the backup could not be written ({exc.strerror or exc}{where}); nothing dropped"
+        f"tenant {tenant_id!r}: the backup could not be written {where} ({exc.strerror or exc}): "
+        "choose a writable --backup-dir; nothing dropped"
     )

@@ -20,7 +20,8 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from psycopg.pq import TransactionStatus
+from psycopg.conninfo import make_conninfo
+from psycopg.pq import Conninfo, TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -39,6 +40,7 @@ from .base import (
     LedgerPlace,
     NamespaceState,
     backup_failed,
+    discard_backup,
     new_backup_file,
     unreadable,
 )
@@ -205,6 +207,19 @@ placed AS (
 )
 SELECT pg_describe_object(p.classid, p.objid, 0) FROM placed p
 WHERE p.namespace IS DISTINCT FROM (SELECT oid FROM nsp)
+ORDER BY 1
+""")
+
+
+# The schema's columns of type oid, or of a domain over it (the lo extension's lo): where an
+# application keeps the oids of its large objects.
+_LARGE_OBJECT_COLUMNS = sa.text("""
+SELECT c.relname || '.' || a.attname FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+  AND 'pg_catalog.oid'::regtype IN (t.oid, t.typbasetype)
 ORDER BY 1
 """)
 
@@ -909,10 +924,23 @@ class PostgresBackend(Backend):
                     _drop_exactly(connection, tenant_id, schema, contents)
                 committed = True
         except BaseException:
-            if backup is not None and not committed:
-                backup.unlink(missing_ok=True)  # the tenant is untouched: a backup would only mislead
+            if not committed:
+                discard_backup(backup)
             raise
         return backup
+
+    def kept_by_deprovision(self, tenant_id: str) -> list[str]:
+        """Large objects belong to the whole database (pg_largeobject), not to a schema: those
+        the tenant's oid (or lo) columns point to stay, and are not in its backup."""
+        schema = self.namespace(tenant_id)
+        with self.connect() as connection:
+            columns = list(connection.execute(_LARGE_OBJECT_COLUMNS, {"schema": schema}).scalars())
+        if not columns:
+            return []
+        return [
+            f"{', '.join(columns)} of schema {schema!r} may hold large object oids: large objects belong to the whole "
+            "database, so they are neither in the backup nor removed; lo_export and lo_unlink those that were the tenant's"
+        ]
 
     def _lock(self, connection: Connection, tenant_id: str, schema: str, contents: dict[str, str], mode: str) -> None:
         """Lock the schema's tables, waiting at most lock_timeout for the application's transactions."""
@@ -950,16 +978,24 @@ class PostgresBackend(Backend):
         return done.returncode == 0
 
     def _run_pg_dump(self, pg_dump: str, schema: str, *options: str) -> subprocess.CompletedProcess[str]:
-        """pg_dump of exactly ``schema`` (never a case-folded or wildcard match), without owners."""
-        url = self.url
-        env = {**os.environ, "PGPASSWORD": url.password or ""}  # never on the command line
-        args = [pg_dump, "--no-owner", "--schema", schema_pattern(schema), "--strict-names", *options]
-        args += ["--host", url.host or "localhost", "--port", str(url.port or 5432), "--dbname", url.database or ""]
+        """pg_dump of exactly ``schema`` (never a case-folded or wildcard match), without owners,
+        connecting as the driver does (see libpq_connection)."""
+        conninfo, password = self.libpq_connection()
+        env = {**os.environ, **({"PGPASSWORD": password} if password is not None else {})}  # never on the command line
+        args = [pg_dump, "--no-owner", "--schema", schema_pattern(schema), "--strict-names", *options, "--dbname", conninfo]
         if self.timeouts.lock_timeout:  # its ACCESS SHARE locks could queue behind someone waiting on ours
             args += ["--lock-wait-timeout", _ms(self.timeouts.lock_timeout)]
-        if url.username:
-            args += ["--username", url.username]
         return subprocess.run(args, env=env, capture_output=True, encoding="utf-8")
+
+    def libpq_connection(self) -> tuple[str, str | None]:
+        """What the driver connects with, for libpq's tools: a conninfo string of every libpq
+        parameter SQLAlchemy derives from the URL (host, port, database, user, and sslmode and
+        every other query option), without the password, which comes second."""
+        _, params = self.engine.dialect.create_connect_args(self.url)
+        libpq = {d.keyword.decode() for d in Conninfo.get_defaults()}
+        password = params.get("password")
+        kept = {k: v for k, v in params.items() if k in libpq and k != "password"}
+        return make_conninfo("", **kept), None if password is None else str(password)
 
     def _require(self, tenant_id: str, schema: str, connection: Connection | None = None) -> None:
         query = sa.select(sa.func.count()).select_from(_pg_namespace).where(_pg_namespace.c.nspname == schema)

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from .base import (
     LedgerPlace,
     NamespaceState,
     backup_failed,
+    discard_backup,
     new_backup_file,
     unreadable,
 )
@@ -151,6 +153,49 @@ def _backup_from(source_uri: str, tenant_id: str, target: Path) -> None:
             f"tenant {tenant_id!r}: the backup {target} does not hold what would be dropped ({'; '.join(problems)}); "
             "nothing dropped"
         )
+
+
+def _open_in_wal_mode_elsewhere(uri: str) -> bool:
+    """Whether another connection, of any process or user, has the WAL-mode file open (False
+    for a file in rollback-journal mode). Every open WAL connection holds a shared lock on the
+    file, and a connection in exclusive locking mode must take the file's exclusive lock to
+    read it: a read that is refused at once means someone else has the file open."""
+    probe = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
+    try:
+        probe.execute("PRAGMA locking_mode = EXCLUSIVE")
+        probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return False
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            return True
+        raise
+    finally:
+        probe.close()
+
+
+def processes_with_open(path: Path, *, ours: int = 0) -> list[int]:
+    """The ids of the processes that have ``path`` open (this one: past ``ours`` descriptors
+    of its own), as Linux lists them in /proc: every process to root, one's own user's
+    otherwise; elsewhere none are seen. A connection in rollback-journal mode holds no lock
+    while idle, so an open descriptor is the only sign of it."""
+    target = path.stat()
+    found = []
+    for descriptors in glob.glob("/proc/[0-9]*/fd"):
+        pid = int(descriptors.split("/")[2])
+        try:
+            entries = os.listdir(descriptors)
+        except OSError:
+            continue  # ended, or another user's
+        count = 0
+        for entry in entries:
+            try:
+                opened = os.stat(f"{descriptors}/{entry}")
+            except OSError:
+                continue
+            count += (opened.st_dev, opened.st_ino) == (target.st_dev, target.st_ino)
+        if count > (ours if pid == os.getpid() else 0):
+            found.append(pid)
+    return found
 
 
 def _inventory(db: sqlite3.Connection) -> list[tuple[str, str, str | None, int | None]]:
@@ -290,27 +335,20 @@ class SqliteBackend(Backend):
     def deprovision(self, tenant_id: str, backup_dir: Path | None) -> Path | None:
         """Back up and delete the file under one write lock: once it is held no other connection
         can commit, and the file is deleted before it is released, so the backup is exactly
-        what is deleted. (A connection left open on the deleted file gets 'readonly database'.)"""
+        what is deleted. Refused while another connection has the file open: in WAL mode it
+        would go on committing into the deleted file, its writes acknowledged and lost."""
         path = Path(self._existing(tenant_id))
-        wait = self.timeouts.tenant_lock_wait or FOREVER
-        uri = path.resolve().as_uri()
-        lock = sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=wait, isolation_level=None)  # never creates
+        lock = self._sole_write_lock(tenant_id, path)
         backup = None
         try:
-            try:
-                lock.execute("BEGIN IMMEDIATE")  # the tenant's write lock: waits for the application's writes
-            except sqlite3.OperationalError as exc:
-                raise DeprovisionRefusedError(
-                    f"tenant {tenant_id!r} is in use: {exc} after waiting {wait:g}s; nothing dropped"
-                ) from None
             if backup_dir is not None:
                 backup = new_backup_file(tenant_id, backup_dir, ".db")
-                _backup_from(f"{uri}?mode=ro", tenant_id, backup)
+                _backup_from(f"{path.resolve().as_uri()}?mode=ro", tenant_id, backup)
             for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
         except BaseException:
-            if backup is not None and path.exists():
-                backup.unlink(missing_ok=True)  # the tenant is untouched: a backup would only mislead
+            if path.exists():
+                discard_backup(backup)
             raise
         finally:
             lock.close()
@@ -319,6 +357,39 @@ class SqliteBackend(Backend):
         except OSError:
             pass
         return backup
+
+    def _sole_write_lock(self, tenant_id: str, path: Path) -> sqlite3.Connection:
+        """A connection holding the file's write lock (waiting up to tenant_lock_wait for the
+        application's writes) while no other connection has the file open (waiting up to
+        lock_timeout for them to close); else DeprovisionRefusedError."""
+        wait = self.timeouts.tenant_lock_wait or FOREVER
+        deadline = time.monotonic() + (self.timeouts.lock_timeout or FOREVER)
+        uri = path.resolve().as_uri() + "?mode=rw"  # never creates
+        while True:
+            # Before our own connection exists: in WAL mode it would hold the file open itself.
+            wal_elsewhere = _open_in_wal_mode_elsewhere(uri)
+            lock = sqlite3.connect(uri, uri=True, timeout=wait, isolation_level=None)
+            try:
+                lock.execute("BEGIN IMMEDIATE")  # the tenant's write lock: waits for the application's writes
+                processes = processes_with_open(path, ours=1)
+            except BaseException as exc:
+                lock.close()
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise DeprovisionRefusedError(
+                        f"tenant {tenant_id!r} is in use: {exc} after waiting {wait:g}s; nothing dropped"
+                    ) from None
+                raise
+            if not wal_elsewhere and not processes:
+                return lock
+            lock.close()
+            if time.monotonic() >= deadline:
+                which = f" (process {', '.join(map(str, processes))})" if processes else ""
+                raise DeprovisionRefusedError(
+                    f"tenant {tenant_id!r} is in use: another connection has {path} open{which} after waiting "
+                    f"{self.timeouts.lock_timeout:g}s (--lock-timeout); close the application's connections "
+                    "to the tenant and retry; nothing dropped"
+                )
+            time.sleep(0.2)
 
     def _existing(self, tenant_id: str) -> str:
         path = self.namespace(tenant_id)
