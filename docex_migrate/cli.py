@@ -8,6 +8,7 @@ was done (the tenant in flight rolled back, the rest not run).
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import threading
@@ -145,7 +146,8 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     index, _, count = value.partition("/")
-    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+    ascii_digits = re.compile("[0-9]+")  # not str.isdigit(): it takes ٣, ３ and ², which int() reads or refuses
+    if not (ascii_digits.fullmatch(index) and ascii_digits.fullmatch(count) and int(index) < int(count)):
         raise UsageError(f"--shard {value!r}: use K/N with 0 <= K < N, e.g. --shard 0/4")
     return int(index), int(count)
 

@@ -84,6 +84,9 @@ def test_a_failing_canary_leaves_every_other_tenant_untouched(steps, monkeypatch
         ("0", "out of range"),
         ("150%", "out of range"),
         ("", "cumulative counts"),
+        ("50%,3", "counts come before percentages"),  # found in review: 3 added nothing, silently
+        ("\u0663", "cumulative counts or percentages"),  # Arabic-Indic 3: int() reads it
+        ("10,\uff13\uff10%", "cumulative counts or percentages"),  # full-width 30%
     ],
 )
 def test_bad_wave_specs_are_refused_before_anything(steps, spec, why):
