@@ -439,7 +439,7 @@ def lock_tenant(
 _ENDING_WORDS = {"commit", "end", "abort", "rollback", "prepare"}
 _SKIPPED = re.compile(
     r"""\s+|--[^\n]*|'(?:[^']|'')*'|"(?:[^"]|"")*"|(?<![\w$])[eE]'(?:[^'\\]|\\.|'')*'"""
-    r"|\$(?P<tag>[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?\$.*?\$(?P=tag)\$",
+    r"|\$(?P<tag>(?:[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?)\$.*?\$(?P=tag)\$",  # $$ too: the tag may be empty
     re.DOTALL,
 )
 _WORD = re.compile(r"[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*|\S")
