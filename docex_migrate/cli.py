@@ -299,7 +299,13 @@ def upgrade(
         typer.Option("--waves", help="Then go in waves of these cumulative sizes, counts or percentages: e.g. 10,100,25%,100%."),
     ] = None,
     pause_between_waves: Annotated[
-        float, typer.Option("--pause-between-waves", min=0, help="Seconds to wait between the canaries and each wave.")
+        float,
+        typer.Option(
+            "--pause-between-waves",
+            min=0,
+            max=MAX_TIMEOUT_SECONDS,  # time.sleep() overflows on inf, after the first wave
+            help="Seconds to wait between the canaries and each wave.",
+        ),
     ] = 0.0,
     sql: Annotated[
         bool, typer.Option("--sql", help="Write each tenant's script for review into --output instead of running it.")

@@ -106,3 +106,12 @@ def test_waves_are_cumulative_in_hash_order():
     assert planned == [hash_order(tenants)[:4]] and beyond == hash_order(tenants)[4:]
     with pytest.raises(UsageError):
         parse_waves("25%,10%")
+
+
+@pytest.mark.parametrize("pause", ["inf", "1e300"])
+def test_an_endless_pause_is_refused_before_anything(steps, pause):
+    """Found checking every numeric option: time.sleep() overflowed on it after the first wave
+    had run, so the rollout stopped half-way with 'OverflowError'."""
+    result = cli("upgrade", "--all-tenants", "--waves", "1,100%", "--pause-between-waves", pause)
+    assert result.exit_code == 2, result.output
+    assert {version_of(steps, t) for t in TENANTS} == {("r1",)}
