@@ -36,7 +36,7 @@ def script_location() -> Path:
 
 @functools.lru_cache(maxsize=16)  # asked twice per tenant migrated; the answer only depends on this
 def _script_location(override: str | None) -> Path:
-    if override:
+    if override is not None:  # set but empty too: never silently the default chain
         if not (Path(override) / "env.py").is_file():
             raise RevisionError(f"${SCRIPT_LOCATION_ENV}={override!r} is not a revision folder (no env.py)")
         return Path(override)

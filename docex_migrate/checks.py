@@ -25,7 +25,7 @@ from . import api, manifest, revision_snapshots
 from .backends import Backend, open_backend
 from .chain import Chain, load_chain, script_location, writable_location
 from .config import Settings
-from .errors import DocexMigrateError, ToolMissingError, UsageError
+from .errors import DocexMigrateError, ToolMissingError, UnsupportedStepError, UsageError
 from .results import CheckStatus, describe_error
 from .runner import migrate_tenant, render_offline
 from .schema import metadata as docex_metadata
@@ -478,6 +478,9 @@ def run_checks(
                 result.status, result.message, result.evidence = FAILED, str(failure), failure.evidence
             except CheckSkipped as skipped:
                 result.status, result.message = SKIPPED, str(skipped)
+            except UnsupportedStepError as exc:  # a revision asked for what a tenant's transaction cannot give
+                result.status, result.message = FAILED, "a migration failed"
+                result.evidence = [str(exc)]
             except DocexMigrateError as exc:  # could not run (no database, no squawk, ...): exit 2
                 result.status, result.message = ERROR, str(exc)
             except Exception as exc:  # a revision raised or the database refused its SQL

@@ -8,6 +8,7 @@ was done (the tenant in flight rolled back, the rest not run).
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import threading
@@ -146,7 +147,8 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     index, _, count = value.partition("/")
-    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+    ascii_digits = re.compile("[0-9]+")  # not str.isdigit(): it takes ٣, ３ and ², which int() reads or refuses
+    if not (ascii_digits.fullmatch(index) and ascii_digits.fullmatch(count) and int(index) < int(count)):
         raise UsageError(f"--shard {value!r}: use K/N with 0 <= K < N, e.g. --shard 0/4")
     return int(index), int(count)
 
@@ -309,7 +311,13 @@ def upgrade(
         typer.Option("--waves", help="Then go in waves of these cumulative sizes, counts or percentages: e.g. 10,100,25%,100%."),
     ] = None,
     pause_between_waves: Annotated[
-        float, typer.Option("--pause-between-waves", min=0, help="Seconds to wait between the canaries and each wave.")
+        float,
+        typer.Option(
+            "--pause-between-waves",
+            min=0,
+            max=MAX_TIMEOUT_SECONDS,  # time.sleep() overflows on inf, after the first wave
+            help="Seconds to wait between the canaries and each wave.",
+        ),
     ] = 0.0,
     sql: Annotated[
         bool, typer.Option("--sql", help="Write each tenant's script for review into --output instead of running it.")

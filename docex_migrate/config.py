@@ -7,6 +7,7 @@ default (SQLite files under ``./storage``, database-level multi-tenancy). ``$DOC
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -83,11 +84,20 @@ class Settings:
         return replace(self, postgres=replace(self.postgres, schema_template=template))
 
 
+def environment(name: str) -> str | None:
+    """An environment variable docex-migrate reads; None when unset. Set but empty is refused:
+    taken as unset it would silently pick another configuration (the default's)."""
+    value = os.environ.get(name)
+    if value is not None and not value.strip():
+        raise ConfigError(f"${name} is set but empty: unset it, or give it a value")
+    return value
+
+
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """The configuration file to read, in lookup order; None means the built-in default."""
     if explicit:
         return _named_file(Path(explicit), "--config")
-    env = os.environ.get("DOCEX_CONFIG")
+    env = environment("DOCEX_CONFIG")
     if env:
         return _named_file(Path(env), "$DOCEX_CONFIG")
     user = USER_CONFIG.expanduser()
@@ -102,9 +112,65 @@ def _named_file(path: Path, named_by: str) -> Path:
     return path
 
 
+# The keys docex-migrate reads, by the block that holds them. DocEX's file holds many more (its
+# pool, storage and logging settings, ...), so other keys pass; only a near miss of one of these
+# (schema_templat, multi_tenancy_modle) is refused: read as absent, it would silently mean the
+# default (another namespace for every tenant).
+_READ_KEYS = {
+    "": {"security", "database"},
+    "security.": {"multi_tenancy_model", "tenant_database_routing"},
+    "database.": {"type", "sqlite", "postgres"},
+    "database.sqlite.": {"path_template"},
+    "database.postgres.": {"host", "port", "database", "user", "password", "schema_template", "sslmode"},
+}
+_NEAR_MISS = 0.8  # difflib's ratio: schema_templat 0.97, schema (DocEX's) 0.57 against schema_template
+
+
+def _check_keys(node: yaml.Node, path: Path) -> None:
+    """Refuse a key given twice in one mapping (YAML keeps the last one silently) and a near
+    miss of a key docex-migrate reads, naming the key and its line."""
+    stack: list[tuple[yaml.Node, str]] = [(node, "")]
+    seen_nodes: set[int] = set()
+    while stack:
+        current, where = stack.pop()
+        if id(current) in seen_nodes:  # an alias: the same node again
+            continue
+        seen_nodes.add(id(current))
+        if isinstance(current, yaml.SequenceNode):
+            stack += [(item, f"{where}{i}.") for i, item in enumerate(current.value)]
+        if not isinstance(current, yaml.MappingNode):
+            continue
+        lines: dict[str, int] = {}
+        for key_node, value_node in current.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = key_node.value, key_node.start_mark.line + 1
+            if key in lines:
+                raise ConfigError(
+                    f"config file {str(path)!r}: {where}{key} is given twice (lines {lines[key]} and {line}): keep one"
+                )
+            lines[key] = line
+            known = _READ_KEYS.get(where)
+            if known is not None and key not in known:
+                meant = difflib.get_close_matches(key, known, n=1, cutoff=_NEAR_MISS)
+                if meant:
+                    raise ConfigError(
+                        f"config file {str(path)!r}: {where}{key} at line {line} looks like a misspelling of "
+                        f"{where}{meant[0]}: fix it (read as absent, the default would apply)"
+                    )
+            stack.append((value_node, f"{where}{key}."))
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _check_keys(node, path)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -170,7 +236,7 @@ def _env_url(env: str) -> URL:
 
 def _postgres_url(block: dict[str, Any]) -> URL:
     """The PostgreSQL URL: $DOCEX_DATABASE_URL if set, else the postgres block's keys."""
-    env = os.environ.get("DOCEX_DATABASE_URL")
+    env = environment("DOCEX_DATABASE_URL")
     if env:
         return _env_url(env)
     database = _text(block, "database", "docex_db")
@@ -196,7 +262,7 @@ def parse_settings(data: dict[str, Any], source: Path | None = None) -> Settings
     if model not in _MODELS:
         raise ConfigError(f"security.multi_tenancy_model must be one of {', '.join(_MODELS)}, not {model!r}")
 
-    use_env_url = bool(os.environ.get("DOCEX_DATABASE_URL"))
+    use_env_url = bool(environment("DOCEX_DATABASE_URL"))
     db_type = "postgres" if use_env_url else str(database.get("type", "sqlite")).lower()
     if db_type in ("postgresql", "postgres"):
         db_type = "postgres"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .errors import UsageError
 from .selection import hash_order
 
-_SIZE = re.compile(r"(\d+)(%?)")
+_SIZE = re.compile(r"([0-9]+)(%?)")  # ASCII digits only: int() would take ٣ and ３ too
 
 
 def parse_waves(spec: str) -> list[tuple[int, bool]]:
@@ -29,6 +29,8 @@ def parse_waves(spec: str) -> list[tuple[int, bool]]:
         number, percent = int(match[1]), bool(match[2])
         if number < 1 or (percent and number > 100):
             raise UsageError(f"--waves {spec!r}: {part.strip()} is out of range (counts from 1, percentages 1% to 100%)")
+        if sizes and sizes[-1][1] and not percent:  # 50%,3: whether 3 adds anything depends on the fleet's size
+            raise UsageError(f"--waves {spec!r}: counts come before percentages, e.g. --waves 10,100,25%,100%")
         previous = [n for n, p in sizes if p == percent]
         if previous and number <= previous[-1]:
             raise UsageError(f"--waves {spec!r}: the sizes are cumulative and must grow ({previous[-1]} then {number})")

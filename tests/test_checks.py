@@ -176,3 +176,14 @@ def test_check_exit_codes(sqlite_env, monkeypatch):
     monkeypatch.setenv("DOCEX_DATABASE_URL", "postgresql://u:pw@127.0.0.1:1/x")
     result = runner.invoke(app, ["check", "--only", "fleet-at-head"])
     assert result.exit_code == 2 and "ERROR" in result.stdout and "pw" not in result.output
+
+
+def test_a_revision_that_ends_the_transaction_fails_the_check(env, chain_copy):
+    """Found in review: the guard's refusal was taken for 'could not run' (error, exit 2); the
+    chain is what is wrong, so the checks that run it fail (exit 1)."""
+    add(chain_copy, "commits")
+    results = checks.run_checks(env.settings, ["upgrade-from-empty", "stepwise"])
+    assert [r.status for r in results] == [checks.FAILED] * 2, [(r.name, r.status, r.message) for r in results]
+    assert all("ending the tenant's transaction is not supported" in r.evidence[0] for r in results)
+    result = CliRunner().invoke(app, ["check", "--only", "upgrade-from-empty"])
+    assert result.exit_code == 1, result.output

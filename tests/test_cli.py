@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import pytest
@@ -119,6 +120,10 @@ def test_invalid_tenant_ids_change_nothing(env, bad):
         (["upgrade"], "--all-tenants"),
         (["downgrade", "base", "--all-tenants"], "--yes"),
         (["status", "--tenant", "Bad;Id"], "invalid tenant id"),
+        # found in review: str.isdigit() took other scripts' digits (٠/٣ ran shard 0 of 3; ² crashed in int())
+        (["upgrade", "--all-tenants", "--shard", "\u0660/\u0663"], "use K/N"),
+        (["upgrade", "--all-tenants", "--shard", "0/\uff13"], "use K/N"),
+        (["status", "--shard", "\u00b2/3"], "use K/N"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(env, args, message):
@@ -484,3 +489,35 @@ def test_missing_create_privilege_names_the_grant(pg_url, tmp_path, monkeypatch)
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
         admin.dispose()
+
+
+@pytest.mark.parametrize(
+    "option", [["--jobs", "\u0663"], ["--max-failures", "\uff13"], ["--lock-timeout", "\uff13"], ["--tenant-lock-wait", "\u0663"]]
+)
+def test_numeric_options_take_ascii_digits_only(env, option):
+    """Checked in review for every numeric option: the command-line parser refuses other
+    scripts' digits (exit 2, nothing touched), as --shard and --waves now do."""
+    run("provision", "acme_corp")
+    before = (env.everything(), tenant_snapshot(env, "acme_corp"))
+    result = run("upgrade", "--all-tenants", *option)
+    assert result.exit_code == 2, result.output
+    assert (env.everything(), tenant_snapshot(env, "acme_corp")) == before
+
+
+@pytest.mark.parametrize("variable", ["DOCEX_CONFIG", "DOCEX_DATABASE_URL", "DOCEX_MIGRATE_SCRIPT_LOCATION"])
+def test_an_empty_environment_variable_is_refused_not_taken_as_unset(env, monkeypatch, variable):
+    """Found in review: DOCEX_CONFIG='' silently fell back to the default configuration (another
+    database); the same for every variable docex-migrate reads."""
+    run("provision", "acme_corp")
+    before = (env.everything(), tenant_snapshot(env, "acme_corp"))
+    was = os.environ.get(variable)
+    monkeypatch.setenv(variable, "")
+    result = run("upgrade", "--all-tenants")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"${variable}" in lines[0], result.stderr
+    if was is None:
+        monkeypatch.delenv(variable)
+    else:
+        monkeypatch.setenv(variable, was)
+    assert (env.everything(), tenant_snapshot(env, "acme_corp")) == before

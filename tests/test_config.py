@@ -257,3 +257,37 @@ def test_passwords_with_url_characters_are_read_exactly_and_never_printed(tmp_pa
         result = CliRunner().invoke(app, ["status", "--verbose", "--config", str(config)])
         assert result.exit_code == 2 and "127.0.0.1:1" in result.stderr, result.output
         assert "XYZsecret" not in result.output and quote(password, safe="") not in result.output
+
+
+def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
+    """Found in review: YAML keeps the last of two equal keys silently (here: another database)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "app: {name: DocEX}\ndatabase:\n  type: postgres\n  postgres:\n    host: db1\n    database: docex\n    host: db2\n"
+    )
+    with pytest.raises(ConfigError, match=r"database\.postgres\.host is given twice \(lines 5 and 7\)"):
+        load_settings(path)
+    path.write_text("storage:\n  path: a\n  path: b\n")  # a DocEX block docex-migrate does not read: refused too
+    with pytest.raises(ConfigError, match=r"storage\.path is given twice \(lines 2 and 3\)"):
+        load_settings(path)
+
+
+def test_a_misspelled_key_is_refused_and_docex_own_keys_pass(tmp_path):
+    """A near miss of a key docex-migrate reads would silently mean its default (every tenant in
+    another namespace); DocEX's other keys in the same blocks are its own business."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "database:\n  type: sqlite\n  pool_size: 5\n  sqlite:\n    path: docex.db\n    path_templat: 'x/{tenant_id}.db'\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"database\.sqlite\.path_templat at line 6 looks like a misspelling of database\.sqlite\.path_template"
+    ):
+        load_settings(path)
+    path.write_text("security:\n  multi_tenancy_modle: row_level\n")
+    with pytest.raises(ConfigError, match=r"security\.multi_tenancy_modle at line 2"):
+        load_settings(path)
+    path.write_text(
+        "app: {name: DocEX, debug: true}\ndatabase:\n  type: sqlite\n  echo: true\n  pool_size: 5\n"
+        "  sqlite: {path: docex.db, path_template: 's/{tenant_id}.db'}\n  postgres: {schema: docex}\nstorage: {type: filesystem}\n"
+    )
+    assert load_settings(path).sqlite.path_template == "s/{tenant_id}.db"

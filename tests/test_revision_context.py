@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.config import main as alembic_main
 from helpers import head, tenant_engine
@@ -170,3 +171,126 @@ def test_a_step_outside_the_tenant_transaction_is_refused_and_nothing_is_committ
         assert not {"before_block", "inside_block"} & set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+ENDING = '''"""ending: a revision that ends the tenant's transaction itself
+
+Revision ID: ending
+Revises: {head}
+"""
+from alembic import op
+
+revision = "ending"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+replayable = False
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE before_end (x int)")
+    op.execute("INSERT INTO before_end VALUES (1)")
+    op.execute("UPDATE alembic_version SET version_num = 'ending'")
+    {end}
+    op.execute("CREATE TABLE after_end (x int)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE after_end")
+    op.execute("DROP TABLE before_end")
+'''
+ENDINGS = [
+    'op.execute("COMMIT")',
+    r'op.execute("-- note\nCOMMIT")',
+    'op.execute("/* c */ COMMIT")',
+    'op.execute("SELECT 1; COMMIT")',
+    'op.execute("commit;")',
+    'op.execute("END")',
+    'op.execute("ROLLBACK")',
+    'op.execute("ROLLBACK; CREATE TABLE after_rollback (x int)")',
+    'op.execute("COMMIT AND CHAIN")',
+    "op.get_bind().commit()",
+    "op.get_bind().rollback()",
+    'op.get_bind().exec_driver_sql("COMMIT")',
+    "op.get_bind().connection.driver_connection.commit()",
+]
+
+
+def _contents(env, tenant_id: str) -> dict[str, list[tuple]]:
+    """Every table of the tenant with its rows (alembic_version included)."""
+    engine = tenant_engine(env, tenant_id)
+    try:
+        with engine.connect() as conn:
+            names = sa.inspect(conn).get_table_names(schema=env.namespace(tenant_id) if env.kind == "postgres" else None)
+            return {n: sorted(map(tuple, conn.execute(sa.text(f'SELECT * FROM "{n}"')).all())) for n in names}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("end", ENDINGS)
+def test_a_revision_that_ends_the_tenant_transaction_fails_and_nothing_is_committed(env, chain_copy, end):
+    """Found in review: a revision's own COMMIT (in any spelling: after a comment, after another
+    statement, SQLAlchemy's or the driver's) left the tenant half-migrated, and on SQLite nothing
+    guarded it at all. Now the tenant fails and is exactly as it was (tables, rows, version row),
+    nothing lands elsewhere, and the next tenant is treated the same way."""
+    if env.kind == "postgres" and "driver_connection" in end:
+        pytest.skip("PostgreSQL: a COMMIT sent past SQLAlchemy is seen only after it ran (README, Guarantees)")
+    api.provision(env.settings, ["a", "b"])
+    before = head()
+    was = {t: _contents(env, t) for t in "ab"}
+    (chain_copy / "versions" / "ending.py").write_text(ENDING.format(head=before, end=end))
+    results = api.upgrade(env.settings, ["a", "b"])
+    assert [(r.action, r.to_revision) for r in results] == [("failed", before)] * 2, [r.message for r in results]
+    if not (env.kind == "sqlite" and "; " in end):  # sqlite3 refuses two statements in one execute itself
+        assert results[0].message.startswith("ending the tenant's transaction is not supported"), results[0].message
+    assert [s.revision for s in api.status(env.settings, ["a", "b"])] == [before] * 2
+    assert {t: _contents(env, t) for t in "ab"} == was
+    if env.kind == "postgres":
+        with env.engine().connect() as conn:
+            left = conn.execute(
+                sa.text("SELECT tablename FROM pg_tables WHERE schemaname = ANY(:schemas)"),
+                {"schemas": ["public", *map(env.namespace, "ab")]},
+            ).scalars()
+            left = {n for n in left if n in ("before_end", "after_end", "after_rollback")}
+        assert left == set()
+
+
+SAVEPOINT = '''"""savepoint: a revision that rolls back to a savepoint of its own
+
+Revision ID: savepoint
+Revises: {head}
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "savepoint"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE kept (x int)")
+    savepoint = op.get_bind().begin_nested()
+    op.execute("CREATE TABLE undone (x int)")
+    savepoint.rollback()
+    op.execute("SAVEPOINT mine")
+    op.execute("CREATE TABLE undone_too (x int)")
+    op.execute("ROLLBACK TO SAVEPOINT mine")
+    op.execute("RELEASE SAVEPOINT mine")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE kept")
+'''
+
+
+def test_a_revision_may_roll_back_to_a_savepoint(env, chain_copy):
+    """ROLLBACK TO SAVEPOINT and RELEASE do not end the tenant's transaction: allowed, through
+    SQLAlchemy or in SQL, on both backends."""
+    api.provision(env.settings, ["a"])
+    (chain_copy / "versions" / "savepoint.py").write_text(SAVEPOINT.format(head=head()))
+    (result,) = api.upgrade(env.settings, ["a"])
+    assert (result.action, result.to_revision) == ("upgraded", "savepoint"), result.message
+    tables = set(_contents(env, "a"))
+    assert "kept" in tables and not {"undone", "undone_too"} & tables

@@ -84,6 +84,9 @@ def test_a_failing_canary_leaves_every_other_tenant_untouched(steps, monkeypatch
         ("0", "out of range"),
         ("150%", "out of range"),
         ("", "cumulative counts"),
+        ("50%,3", "counts come before percentages"),  # found in review: 3 added nothing, silently
+        ("\u0663", "cumulative counts or percentages"),  # Arabic-Indic 3: int() reads it
+        ("10,\uff13\uff10%", "cumulative counts or percentages"),  # full-width 30%
     ],
 )
 def test_bad_wave_specs_are_refused_before_anything(steps, spec, why):
@@ -103,3 +106,12 @@ def test_waves_are_cumulative_in_hash_order():
     assert planned == [hash_order(tenants)[:4]] and beyond == hash_order(tenants)[4:]
     with pytest.raises(UsageError):
         parse_waves("25%,10%")
+
+
+@pytest.mark.parametrize("pause", ["inf", "1e300"])
+def test_an_endless_pause_is_refused_before_anything(steps, pause):
+    """Found checking every numeric option: time.sleep() overflowed on it after the first wave
+    had run, so the rollout stopped half-way with 'OverflowError'."""
+    result = cli("upgrade", "--all-tenants", "--waves", "1,100%", "--pause-between-waves", pause)
+    assert result.exit_code == 2, result.output
+    assert {version_of(steps, t) for t in TENANTS} == {("r1",)}

@@ -177,3 +177,59 @@ def test_alembic_options_are_there_when_read(chain_copy):
     config.set_main_option("sqlalchemy.url", "sqlite://")
     assert (config.get_main_option("sqlalchemy.url"), config.get_main_option("script_location")) == ("sqlite://", str(chain_copy))
     assert config.attributes["tenant_id"] == "acme"
+
+
+ENDING_STATEMENTS = [
+    "COMMIT",
+    "-- note\nCOMMIT",
+    "/* c */ COMMIT",
+    "/* a /* nested */ b */ commit",
+    "SELECT 1; COMMIT",
+    "commit;",
+    "END",
+    "abort",
+    "ROLLBACK",
+    "rollback work",
+    "ROLLBACK TRANSACTION AND CHAIN",
+    "COMMIT AND CHAIN",
+    "PREPARE TRANSACTION 'x'",
+    "select 'x;'; end",
+    "select $$;$$; commit",
+    "select $a$ $$ ; $a$;rollback",
+    "select E'\\';'; commit",
+]
+NOT_ENDING = [
+    "SELECT 1",
+    "ROLLBACK TO SAVEPOINT x",
+    "rollback work to x",
+    "rollback to x",
+    "RELEASE SAVEPOINT x",
+    "select 'commit'",
+    "-- commit\nselect 1",
+    "/* commit */ select 1",
+    "/* a /* commit */ */ select 1",
+    "select $$; commit$$",
+    "PREPARE q AS SELECT 1",
+    "select 'a'';commit'",
+    'select "x;commit"',
+    "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.x := format('%%s', 1); RETURN NEW; END $$",
+    "CREATE FUNCTION f() RETURNS void AS $body$ BEGIN COMMIT; END $body$ LANGUAGE plpgsql",
+    "select E'\\'; commit'",
+    "SELECT 1 AS end_",
+]
+
+
+@pytest.mark.parametrize("statement", ENDING_STATEMENTS)
+def test_statements_that_end_the_transaction_are_seen_in_any_spelling(statement):
+    from docex_migrate.backends.postgresql import ends_transaction
+
+    assert ends_transaction(statement)
+
+
+@pytest.mark.parametrize("statement", NOT_ENDING)
+def test_statements_that_only_mention_an_end_pass(statement):
+    """Quoted text, comments and function bodies are not statements (a function's COMMIT is
+    refused by the server itself inside our explicit transaction)."""
+    from docex_migrate.backends.postgresql import ends_transaction
+
+    assert not ends_transaction(statement)

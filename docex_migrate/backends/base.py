@@ -60,6 +60,13 @@ class LedgerPlace:
     engine: Callable[[bool], Engine]  # an engine on it: for writing (True; creates it) or for reading
 
 
+# Why a revision that ends the tenant's transaction fails (each backend's guard: see there).
+ENDING_REFUSED = (
+    "ending the tenant's transaction is not supported: each tenant's upgrade is one transaction under its lock;"
+    " remove the revision's COMMIT or ROLLBACK (run non-transactional steps outside the chain)"
+)
+
+
 def unreadable(reason: str) -> NamespaceState:
     """A namespace that exists but cannot be read (corrupt file, no privilege, odd version table)."""
     return NamespaceState(exists=True, error=reason)

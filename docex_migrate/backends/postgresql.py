@@ -34,6 +34,7 @@ from ..config import Timeouts
 from ..errors import DatabaseUnavailableError, DeprovisionRefusedError, TenantNotFoundError, UnsupportedStepError
 from ..runner import Recorded, migrate_tenant, record_chain
 from .base import (
+    ENDING_REFUSED,
     MISSING,
     Backend,
     CatalogRead,
@@ -445,15 +446,63 @@ def lock_tenant(
 
 # A revision that ends the tenant's transaction (its own COMMIT or ROLLBACK, in SQL or through
 # SQLAlchemy) would leave the rest of the tenant unlocked, outside its search_path and, on the
-# tenant connection (the driver autocommits), committed statement by statement: refused. A
-# ROLLBACK TO SAVEPOINT is not an end.
-_ENDS_TRANSACTION = re.compile(
-    r"\s*(COMMIT|END|ABORT|PREPARE\s+TRANSACTION|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b))\b", re.IGNORECASE
+# tenant connection (the driver autocommits), committed statement by statement: refused before
+# it is sent. A COMMIT cannot be undone once the server has run it, so the text is read as the
+# server's lexer reads it: each statement of a string (comments, quoted strings and
+# dollar-quoted bodies skipped), by its first words. ROLLBACK TO SAVEPOINT is not an end; a
+# COMMIT inside a function or DO block is refused by the server itself (our BEGIN is explicit).
+_ENDING_WORDS = {"commit", "end", "abort", "rollback", "prepare"}
+_SKIPPED = re.compile(
+    r"""\s+|--[^\n]*|'(?:[^']|'')*'|"(?:[^"]|"")*"|(?<![\w$])[eE]'(?:[^'\\]|\\.|'')*'"""
+    r"|\$(?P<tag>(?:[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?)\$.*?\$(?P=tag)\$",  # $$ too: the tag may be empty
+    re.DOTALL,
 )
-_ENDING_REFUSED = (
-    "ending the tenant's transaction is not supported: each tenant's upgrade is one transaction under its lock;"
-    " remove the revision's COMMIT or ROLLBACK (run non-transactional steps outside the chain)"
-)
+_WORD = re.compile(r"[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*|\S")
+
+
+def _statements(sql: str) -> Iterator[list[str]]:
+    """The words (lower case) and symbols of each statement of ``sql``, as PostgreSQL's lexer
+    splits them: whitespace, comments (nested /* */ too) and quoted text are skipped."""
+    words: list[str] = []
+    at = 0
+    while at < len(sql):
+        if sql.startswith("/*", at):  # nested, unlike a regular expression can match
+            depth, at = 1, at + 2
+            while depth and at < len(sql):
+                if sql.startswith("/*", at):
+                    depth, at = depth + 1, at + 2
+                elif sql.startswith("*/", at):
+                    depth, at = depth - 1, at + 2
+                else:
+                    at += 1
+            continue
+        if skipped := _SKIPPED.match(sql, at):
+            at = skipped.end()
+            continue
+        token = _WORD.match(sql, at)
+        assert token is not None  # \S matches any character the other patterns did not
+        at = token.end()
+        if token[0] == ";":
+            yield words
+            words = []
+        else:
+            words.append(token[0].lower())
+    yield words
+
+
+def ends_transaction(sql: str) -> bool:
+    """Whether a statement of ``sql`` is COMMIT, END, ABORT, ROLLBACK (not TO a savepoint) or
+    PREPARE TRANSACTION, in any spelling PostgreSQL accepts."""
+    for words in _statements(sql):
+        first, rest = (words[0], words[1:4]) if words else ("", [])
+        if first not in _ENDING_WORDS:
+            continue
+        if first == "rollback":
+            if "to" not in rest[: 2 if rest[:1] in (["work"], ["transaction"]) else 1]:
+                return True
+        elif first != "prepare" or rest[:1] == ["transaction"]:
+            return True
+    return False
 
 
 def _guard(connection: Connection) -> None:
@@ -462,12 +511,12 @@ def _guard(connection: Connection) -> None:
     driver: Any = connection.connection.driver_connection  # psycopg's Connection
 
     def before_cursor_execute(conn: Connection, cursor: Any, statement: str, *_: Any) -> None:
-        if _ENDS_TRANSACTION.match(statement) or driver.info.transaction_status == TransactionStatus.IDLE:
-            raise UnsupportedStepError(_ENDING_REFUSED)
+        if ends_transaction(statement) or driver.info.transaction_status == TransactionStatus.IDLE:
+            raise UnsupportedStepError(ENDING_REFUSED)
 
     def on_commit(conn: Connection) -> None:  # after commit() the driver is idle: SQLAlchemy's commit sends nothing
         if driver.info.transaction_status != TransactionStatus.IDLE:
-            raise UnsupportedStepError(_ENDING_REFUSED)
+            raise UnsupportedStepError(ENDING_REFUSED)
 
     event.listen(connection, "before_cursor_execute", before_cursor_execute)
     event.listen(connection, "commit", on_commit)
@@ -486,7 +535,7 @@ def commit(connection: Connection, *, reset: bool) -> bool:
     that fails after the commit only costs the connection its reuse, never the tenant."""
     driver: Any = connection.connection.driver_connection  # psycopg's Connection
     if driver.info.transaction_status == TransactionStatus.IDLE:  # ended before its end (_guard)
-        raise UnsupportedStepError(_ENDING_REFUSED)
+        raise UnsupportedStepError(ENDING_REFUSED)
     committed = None
     try:
         with driver.pipeline():

@@ -23,10 +23,11 @@ from sqlalchemy.pool import NullPool
 from .. import tenants
 from ..chain import VERSION_TABLE, Chain
 from ..config import MAX_TIMEOUT_SECONDS, Timeouts
-from ..errors import DeprovisionRefusedError, TenantBusyError, TenantNotFoundError
+from ..errors import DeprovisionRefusedError, TenantBusyError, TenantNotFoundError, UnsupportedStepError
 from ..runner import migrate_tenant
 from ..tempdirs import held_for_process, locked_directory
 from .base import (
+    ENDING_REFUSED,
     MISSING,
     Backend,
     CatalogRead,
@@ -212,6 +213,40 @@ def _inventory(db: sqlite3.Connection) -> list[tuple[str, str, str | None, int |
     ]
 
 
+@contextmanager
+def _kept_open(connection: Connection) -> Iterator[None]:
+    """Keep the tenant's transaction open until docex-migrate ends it. SQLite itself refuses a
+    statement that would end it (COMMIT, END, ROLLBACK in any spelling, in SQL or through the
+    driver's commit() and rollback()): its authorizer is asked as each statement is compiled,
+    before anything runs, so nothing of the revision is ever committed early. Savepoints are
+    allowed. A statement after the transaction ended anyway (SQLite rolls back by itself on some
+    errors, e.g. a full disk) is refused too: it would be committed on its own."""
+    driver: sqlite3.Connection = connection.connection.driver_connection  # type: ignore[assignment]
+    refused: list[str] = []
+
+    def authorize(action: int, detail: str | None, *_: Any) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION:
+            refused.append(detail or "")
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    def before_cursor_execute(*_: Any) -> None:
+        if not driver.in_transaction:
+            raise UnsupportedStepError(ENDING_REFUSED)
+
+    driver.set_authorizer(authorize)
+    event.listen(connection, "before_cursor_execute", before_cursor_execute)
+    try:
+        yield
+    except Exception:
+        if refused:  # SQLite's own "not authorized", whatever the revision made of it
+            raise UnsupportedStepError(ENDING_REFUSED) from None
+        raise
+    finally:
+        driver.set_authorizer(None)  # our COMMIT (or ROLLBACK) follows
+        event.remove(connection, "before_cursor_execute", before_cursor_execute)
+
+
 class SqliteBackend(Backend):
     kind = "sqlite"
 
@@ -251,7 +286,7 @@ class SqliteBackend(Backend):
             self._engine = transactional_engine(self._file, busy_timeout=wait, lock_timeout=self.timeouts.lock_timeout)
         opening = self._file.set(str(path))
         try:
-            with self._engine.connect() as connection, connection.begin():
+            with self._engine.connect() as connection, connection.begin(), _kept_open(connection):
                 yield connection
         finally:
             self._file.reset(opening)
