@@ -6,7 +6,8 @@ CLI, offline rendering, stamping and autogenerate. Either way docex-migrate pass
 scoped to the tenant's namespace) through ``config.attributes``. Only under the plain Alembic
 CLI, ``alembic -x tenant=acme-corp upgrade head``, is a connection made here, from DocEX's
 configuration (``-x config=PATH``, $DOCEX_CONFIG, ~/.docex/config.yaml or the built-in SQLite
-default), creating the tenant's namespace if it is missing.
+default), creating the tenant's namespace if it is missing. Tools that drive Alembic themselves
+(pytest-alembic) may hand over an engine instead: env.py connects to it.
 """
 
 from __future__ import annotations
