@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO := build/demo
 SOURCES := pyproject.toml $(shell find docex_migrate alembic -name '*.py' -o -name '*.mako')
 
-.PHONY: install demo test check bench lint clean
+.PHONY: install demo test test-next-revision check bench lint clean
 
 $(VENV)/.installed: $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: install  ## the main job on the embedded default: SQLite tenants under bui
 
 test: install  ## the test suite; PostgreSQL tests need DOCEX_TEST_DATABASE_URL (see README)
 	$(BIN)/python -m pytest
+
+test-next-revision: install  ## the fast tests again, with a throwaway revision on top of the head (tests/next_revision.py)
+	$(BIN)/python tests/next_revision.py
 
 check: install  ## the CI migration checks on the configured database (SQLite default, or $$DOCEX_DATABASE_URL)
 	mkdir -p build && cd build && env -u DOCEX_CONFIG HOME=$(CURDIR)/build $(CURDIR)/$(BIN)/docex-migrate check

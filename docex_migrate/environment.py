@@ -6,18 +6,29 @@ CLI, offline rendering, stamping and autogenerate. Either way docex-migrate pass
 scoped to the tenant's namespace) through ``config.attributes``. Only under the plain Alembic
 CLI, ``alembic -x tenant=acme-corp upgrade head``, is a connection made here, from DocEX's
 configuration (``-x config=PATH``, $DOCEX_CONFIG, ~/.docex/config.yaml or the built-in SQLite
-default), creating the tenant's namespace if it is missing.
+default), creating the tenant's namespace if it is missing. Tools that drive Alembic themselves
+(pytest-alembic) may hand over an engine instead: env.py connects to it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from .chain import VERSION_TABLE
 from .schema import metadata
+
+
+def _not_the_version_table(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
+    """Autogenerate's name filter: alembic_version is Alembic's, never the metadata's. Alembic
+    skips it only in ``version_table_schema``, but on PostgreSQL the tenant's schema is also
+    the connection's default one, where autogenerate finds it again and proposes dropping it."""
+    return not (type_ == "table" and name == VERSION_TABLE)
 
 
 def context_options(version_table_schema: str | None) -> dict[str, Any]:
@@ -28,7 +39,24 @@ def context_options(version_table_schema: str | None) -> dict[str, Any]:
         "render_as_batch": True,  # SQLite cannot ALTER most things; batch mode rebuilds tables
         "compare_type": True,
         "compare_server_default": True,
+        "include_name": _not_the_version_table,
     }
+
+
+@contextmanager
+def _attributes_set(**values: Any) -> Iterator[None]:
+    """``config.attributes`` holding ``values`` for this run only: a caller may run several
+    commands on one Config (pytest-alembic does), and the next must not find this run's
+    connection, closed by then."""
+    attributes = context.config.attributes
+    before = {key: attributes[key] for key in values if key in attributes}
+    attributes.update(values)
+    try:
+        yield
+    finally:
+        for key in values:
+            attributes.pop(key, None)
+        attributes.update(before)
 
 
 def _run_on(connection: Connection, version_table_schema: str | None) -> None:
@@ -39,6 +67,19 @@ def _run_on(connection: Connection, version_table_schema: str | None) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _run_on_given(connectable: Any) -> None:
+    """A connection or engine handed over in ``config.attributes["connection"]``. docex-migrate
+    hands over the tenant's connection; tools following Alembic's cookbook (pytest-alembic) hand
+    over an engine, or a wrapper of their connection, and expect env.py to ``connect()`` to it.
+    The tenant is then whatever it is scoped to (testing.scratch_tenant_engine)."""
+    version_table_schema = context.config.attributes.get("version_table_schema")
+    if isinstance(connectable, Connection):
+        _run_on(connectable, version_table_schema)
+        return
+    with connectable.connect() as connection, _attributes_set(connection=connection):
+        _run_on(connection, version_table_schema)
 
 
 def _run_from_alembic_cli() -> None:
@@ -54,9 +95,10 @@ def _run_from_alembic_cli() -> None:
         raise SystemExit("name the tenant: alembic -x tenant=TENANT_ID upgrade head")
     with open_backend(load_settings(arguments.get("config"))) as backend:
         with backend.transaction(tenant_id, create=True) as connection:
+            schema = backend.schema(tenant_id)
             # What docex-migrate passes too, so a revision reads the same attributes either way.
-            config.attributes.update(connection=connection, tenant_id=tenant_id, version_table_schema=backend.schema(tenant_id))
-            _run_on(connection, backend.schema(tenant_id))
+            with _attributes_set(connection=connection, tenant_id=tenant_id, version_table_schema=schema):
+                _run_on(connection, schema)
 
 
 def _render_offline() -> None:
@@ -88,8 +130,8 @@ def run() -> None:
     if context.is_offline_mode():
         _render_offline()
         return
-    connection = context.config.attributes.get("connection")
-    if connection is not None:
-        _run_on(connection, context.config.attributes.get("version_table_schema"))
+    connectable = context.config.attributes.get("connection")
+    if connectable is not None:
+        _run_on_given(connectable)
     else:
         _run_from_alembic_cli()

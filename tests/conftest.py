@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from docex_migrate.backends import Backend, backend_for
-from docex_migrate.chain import SCRIPT_LOCATION_ENV
+from docex_migrate.chain import SCRIPT_LOCATION_ENV, script_location
 from docex_migrate.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,10 +171,11 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
 
 @pytest.fixture
 def chain_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The real chain, copied into tmp_path/chain and selected through the override variable,
-    for tests that add, edit or break revisions."""
+    """The chain in use (the real one, or $DOCEX_MIGRATE_SCRIPT_LOCATION's), copied into
+    tmp_path/chain and selected through the override variable, for tests that add, edit or
+    break revisions."""
     folder = tmp_path / "chain"
-    shutil.copytree(ROOT / "alembic", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(script_location(), folder, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(folder))
     return folder
 

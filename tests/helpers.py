@@ -11,6 +11,7 @@ from sqlalchemy.pool import NullPool
 from docex_migrate import revision_snapshots
 from docex_migrate.chain import load_chain
 from docex_migrate.runner import migrate_tenant
+from docex_migrate.schema import metadata
 from docex_migrate.snapshot import snapshot
 
 # The revision that is DocEX 2.9.10's schema, the newest release. Not necessarily the head: a
@@ -20,6 +21,12 @@ DOCEX_2_9_10 = "s7_docex_2_9_10"
 
 def head() -> str:
     return load_chain().head
+
+
+def head_tables() -> set[str]:
+    """The tables of a tenant at head, alembic_version aside: the package's tenant metadata, which
+    the head must equal (the metadata-matches-head check). DocEX 2.9.10's 11 until a revision adds one."""
+    return set(metadata.tables)
 
 
 def recognised_as(settings, revision: str) -> str:

@@ -117,6 +117,7 @@ def head_reference(env, tmp_path) -> dict:
     return tenant_snapshot(env, "reference")
 
 
+@pytest.mark.released_head
 def test_every_generation_is_adopted_and_upgraded_with_its_data(env, tmp_path):
     tenants = {f"gen{i}": revision for i, revision in enumerate(FILES, start=1)}
     stamped = {t: recognised_as(env.settings, rev) for t, rev in tenants.items()}
@@ -190,6 +191,7 @@ def hybrid_ddl(env, case: str, tenant_id: str) -> list[str]:
         ("s4-with-narrowed-s5-indexes", "s5_docex_2_8_4", 2),
     ],
 )
+@pytest.mark.released_head
 def test_known_hybrids_are_repaired_then_stamped(env, tmp_path, case, revision, repairs):
     build_legacy(env, "hybrid", hybrid_ddl(env, case, "hybrid"))
     insert_rows(env, "hybrid", enum_names=case.startswith("s2"))

@@ -97,7 +97,7 @@ def test_reordered_history_and_a_new_revision_on_top(chain_copy, sqlite_env):
     shutil.copy(ROOT / "alembic" / "revisions.sum", manifest)
     add(chain_copy, "sqlite_only")  # any new revision on top of the released ones
     (result,) = checks.run_checks(sqlite_env.settings, ["immutable-history"])
-    assert result.status == checks.PASSED and "new since the last release: b1.py" in result.message
+    assert result.status == checks.PASSED and result.message.endswith(("new since the last release: b1.py", ", b1.py"))
     checks.update_manifest(sqlite_env.settings)
     assert manifest.read_text().splitlines()[-1].startswith("b1.py h1:")
     (result,) = checks.run_checks(sqlite_env.settings, ["immutable-history"])

@@ -131,6 +131,7 @@ def test_tenant_created_by_docex_2_9_10_is_adopted_as_head(env, docex_2_9_10):
     assert row["state"] == "current"
 
 
+@pytest.mark.released_head
 def test_tenant_created_by_docex_2_9_9_upgrades_to_exactly_what_2_9_10_creates(env, docex_2_9_9, docex_2_9_10):
     assert docex(env, docex_2_9_9, "old_corp", "use", "contracts") == {"baskets": ["contracts"], "documents": ["contracts.txt"]}
     result = run("adopt", "old_corp", "--json")

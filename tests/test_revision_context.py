@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 WHOAMI = '''"""whoami: records what the revision sees of its run
 
 Revision ID: whoami
-Revises: s7_docex_2_9_10
+Revises: {head}
 """
 import sqlalchemy as sa
 from alembic import context, op
 
 revision = "whoami"
-down_revision = "s7_docex_2_9_10"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 replayable = False  # it reads the tenant id: fresh tenants must run it themselves
@@ -36,7 +36,7 @@ def upgrade() -> None:
     attributes = op.get_context().config.attributes
     table = op.create_table("whoami", sa.Column("tenant", sa.Text), sa.Column("schema", sa.Text), sa.Column("bind", sa.Text))
     same = op.get_bind() is attributes["connection"] and context.get_context() is op.get_context()
-    op.bulk_insert(table, [{"tenant": attributes["tenant_id"], "schema": str(attributes["version_table_schema"]), "bind": str(same)}])
+    op.bulk_insert(table, [{{"tenant": attributes["tenant_id"], "schema": str(attributes["version_table_schema"]), "bind": str(same)}}])
 
 
 def downgrade() -> None:
@@ -54,8 +54,8 @@ def _seen(env, tenant_id: str) -> tuple[str, str, str]:
 
 
 def test_a_revision_reaches_the_tenant_id_and_config_attributes(env, chain_copy, tmp_path):
-    api.provision(env.settings, ["upgraded"])  # at s7, before the revision exists
-    (chain_copy / "versions" / "whoami.py").write_text(WHOAMI)
+    api.provision(env.settings, ["upgraded"])  # at the head, before the revision exists
+    (chain_copy / "versions" / "whoami.py").write_text(WHOAMI.format(head=head()))
     (result,) = api.upgrade(env.settings, ["upgraded"])
     assert result.action == "upgraded"
     (result,) = api.provision(env.settings, ["provisioned"])  # replayable = False: the chain runs for it

@@ -150,6 +150,7 @@ def test_without_shipped_snapshots_a_read_only_role_is_told_why_recognition_is_u
     assert human.exit_code == 0 and "unversioned (recognition needs CREATE" in human.stdout
 
 
+@pytest.mark.released_head  # a revision newer than alembic/snapshots.json is not in it
 def test_shipped_snapshots_equal_what_the_chain_produces(env):
     from docex_migrate import revision_snapshots
 
