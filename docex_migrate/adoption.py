@@ -150,7 +150,8 @@ def apply_repairs(connection: Connection, recognition: Recognition) -> None:
         if verb == "drop":
             connection.exec_driver_sql(f"DROP INDEX {quote(index['name'])}")
         else:
-            connection.exec_driver_sql(create_index(connection, table, index["name"], index))
+            # DDL, not the driver: a "%" in a predicate is no placeholder ("%%" is DDL's own escape)
+            connection.execute(sa.DDL(create_index(connection, table, index["name"], index).replace("%", "%%")))
 
 
 def tenant_snapshot(backend: Backend, tenant_id: str, connection: Connection | None = None) -> Snapshot:

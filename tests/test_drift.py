@@ -25,12 +25,13 @@ from helpers import (
 from test_adoption import build_legacy, hybrid_ddl, legacy_ddl
 from typer.testing import CliRunner
 
-from docex_migrate import checks, drift
+from docex_migrate import adoption, checks, drift
 from docex_migrate.api import provision
 from docex_migrate.backends import backend_for
 from docex_migrate.backends import postgresql as pg_backend
 from docex_migrate.chain import load_chain
 from docex_migrate.cli import app
+from docex_migrate.snapshot import snapshot
 
 HEAD = load_chain().head
 N = 30
@@ -620,3 +621,30 @@ def test_an_extra_index_of_any_shape_is_reported_and_repaired_never_a_crash(env)
     rows = rows_of(result)
     assert {t: rows[t]["state"] for t in extras} == dict.fromkeys(extras, "repaired")
     assert {tenant_snapshot(env, t) == tenant_snapshot(env, "plain") for t in extras} == {True}
+
+
+def test_repair_recreates_an_index_whatever_its_names_and_predicate_hold(env):
+    """Quoted names holding '(' and ',', an expression, DESC, and a predicate holding '%', '?'
+    and ':': dropped and recreated from the snapshot's definition, the index is the same."""
+    assert run("provision", "odd").exit_code == 0
+    engine = tenant_engine(env, "odd")
+    schema = None if env.kind == "sqlite" else env.namespace("odd")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql('CREATE TABLE "Odd(t" ("we,ird" TEXT, "key" TEXT, b TEXT)')
+            conn.execute(
+                sa.DDL(
+                    'CREATE INDEX "ix(1" ON "Odd(t" ("we,ird", lower("key") DESC)'
+                    " WHERE b LIKE 'a%%' AND b <> '?' AND b <> ':x'"
+                )
+            )
+            before = snapshot(conn, schema)
+            index = {"name": "ix(1", **before["tables"]["Odd(t"]["indexes"]["ix(1"]}
+            assert "'a%'" in index["definition"] and "':x'" in index["definition"]
+            adoption.apply_repairs(
+                conn,
+                adoption.Recognition(adoption.Decision.REPAIR, repairs=[("drop", "Odd(t", index), ("create", "Odd(t", index)]),
+            )
+            assert snapshot(conn, schema) == before
+    finally:
+        engine.dispose()

@@ -19,6 +19,7 @@ expression indexes and loses predicates, collations and INCLUDE.
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -150,7 +151,7 @@ def _sqlite_indexes(connection: Connection, tables: list[str]) -> dict[str, dict
             if len(written) != len(keys):  # not as expected: name each element by the whole definition
                 written = [definition] * len(keys)
             columns = [
-                [column if cid >= 0 else text, _order(bool(desc))]
+                [column if cid >= 0 else re.sub(r"\s+(asc|desc)$", "", text, flags=re.IGNORECASE), _order(bool(desc))]
                 for (_, cid, column, desc, _, _), text in zip(keys, written, strict=True)
             ]
             plain = not partial and all(cid >= 0 and collation == "BINARY" for _, cid, _, _, collation, _ in keys)
