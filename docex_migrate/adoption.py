@@ -150,8 +150,9 @@ def apply_repairs(connection: Connection, recognition: Recognition) -> None:
         if verb == "drop":
             connection.exec_driver_sql(f"DROP INDEX {quote(index['name'])}")
         else:
-            # DDL, not the driver: a "%" in a predicate is no placeholder ("%%" is DDL's own escape)
-            connection.execute(sa.DDL(create_index(connection, table, index["name"], index).replace("%", "%%")))
+            # no_parameters: the driver gets the statement as it is, so a "%" in a predicate is no placeholder
+            statement = create_index(connection, table, index["name"], index)
+            connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
 
 
 def tenant_snapshot(backend: Backend, tenant_id: str, connection: Connection | None = None) -> Snapshot:
