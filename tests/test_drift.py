@@ -648,3 +648,33 @@ def test_repair_recreates_an_index_whatever_its_names_and_predicate_hold(env):
             assert snapshot(conn, schema) == before
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_unique_constraint_redefined_under_its_name_is_drift(pg_env):
+    """The revision's unique constraint (uq_docbasket_name) redefined with INCLUDE, NULLS NOT
+    DISTINCT or DEFERRABLE: the same name and columns, another constraint; reported (not
+    repairable: only indexes are), never grouped with the revision's own."""
+    redefine = "ALTER TABLE docbasket DROP CONSTRAINT uq_docbasket_name, ADD CONSTRAINT uq_docbasket_name UNIQUE {}"
+    alikes = {
+        "include": redefine.format("(name) INCLUDE (id)"),
+        "nulls-not-distinct": redefine.format("NULLS NOT DISTINCT (name)"),
+        "deferrable": redefine.format("(name) DEFERRABLE INITIALLY DEFERRED"),
+        "same": redefine.format("(name)"),  # dropped and added back as it was: not drift
+    }
+    assert run("provision", *alikes).exit_code == 0
+    for tenant_id, statement in alikes.items():
+        by_hand(pg_env, tenant_id, statement)
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 1, result.output
+    rows = rows_of(result)
+    assert {t: (r["state"], r.get("repairable")) for t, r in rows.items()} == {
+        "include": ("drifted", False),
+        "nulls-not-distinct": ("drifted", False),
+        "deferrable": ("drifted", False),
+        "same": ("ok", None),
+    }
+    assert rows["include"]["diff"] == [
+        "tables.docbasket.unique_constraints: expected [['uq_docbasket_name', ['name']]], "
+        "found [['uq_docbasket_name', ['name'], 'UNIQUE (name) INCLUDE (id)']]"
+    ]

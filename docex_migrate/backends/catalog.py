@@ -74,6 +74,34 @@ GROUP BY ix.table_name, ix.index_name, ix.indisunique, ix.indisvalid, ix.stateme
 """)
 
 
+# A unique constraint's definition, and what PostgreSQL prints for a plain one on its columns:
+# when they differ (INCLUDE, NULLS NOT DISTINCT, DEFERRABLE...) the snapshot holds the definition.
+_PG_UNIQUES = sa.text(r"""
+SELECT t.relname, k.conname, pg_catalog.pg_get_constraintdef(k.oid),
+       'UNIQUE (' || string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY u.n) || ')'
+FROM pg_catalog.pg_constraint k
+JOIN pg_catalog.pg_class t ON t.oid = k.conrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+CROSS JOIN LATERAL unnest(k.conkey) WITH ORDINALITY u(attnum, n)
+JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum
+WHERE n.nspname = coalesce(:schema, current_schema()) AND t.relname = ANY(:tables) AND k.contype = 'u'
+GROUP BY t.relname, k.conname, k.oid
+""")
+
+
+def _unique_definitions(connection: Connection, schema: str | None, tables: list[str]) -> dict[tuple[str, str], str]:
+    """(table, constraint) -> its definition, for the unique constraints that are more than their columns."""
+    if not tables or connection.dialect.name != "postgresql":
+        return {}
+    rows = connection.execute(_PG_UNIQUES, {"schema": schema, "tables": tables}).all()
+    return {(table, name): definition for table, name, definition, plain in rows if definition != plain}
+
+
+def _unique(constraint: Any, definition: str | None) -> list[Any]:  # a ReflectedUniqueConstraint
+    """[name, columns], and the definition when it is more than that."""
+    return [constraint.get("name"), constraint["column_names"], *([definition] if definition else [])]
+
+
 def _index(columns: list[list[str]], unique: bool, definition: str | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"columns": columns, "unique": unique}
     if definition is not None:
@@ -199,6 +227,7 @@ def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
             found = method(schema=schema, filter_names=names) if names else {}
         by_table[kind] = {key[1]: value for key, value in found.items()}
     by_table["indexes"] = _indexes(connection, schema, names)
+    unique_definitions = _unique_definitions(connection, schema, names)
     tables: dict[str, Any] = {}
     for table in names:
         columns = {
@@ -220,7 +249,7 @@ def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
             ]
             for fk in by_table["fks"][table]
         )
-        uniques = sorted([u.get("name"), u["column_names"]] for u in by_table["uniques"][table])
+        uniques = sorted(_unique(u, unique_definitions.get((table, u.get("name")))) for u in by_table["uniques"][table])
         tables[table] = {
             "columns": columns,
             "primary_key": {"name": pk.get("name"), "columns": pk["constrained_columns"]},
