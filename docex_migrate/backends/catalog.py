@@ -14,7 +14,9 @@ storage parameters. The definition is the database's own text (PostgreSQL's pg_g
 SQLite's stored statement), so no shape the database allows is missed, and an index is
 recreated from it exactly (``create_index``). A PostgreSQL index left invalid (a failed CREATE
 INDEX CONCURRENTLY) says so. SQLAlchemy's index reflection is not used: it drops SQLite's
-expression indexes and loses predicates, collations and INCLUDE.
+expression indexes and loses predicates, collations and INCLUDE. Likewise a PostgreSQL unique
+constraint is ``[name, columns]``, plus its definition when it is more (INCLUDE, NULLS NOT
+DISTINCT, DEFERRABLE).
 """
 
 from __future__ import annotations
