@@ -678,3 +678,20 @@ def test_a_unique_constraint_redefined_under_its_name_is_drift(pg_env):
         "tables.docbasket.unique_constraints: expected [['uq_docbasket_name', ['name']]], "
         "found [['uq_docbasket_name', ['name'], 'UNIQUE (name) INCLUDE (id)']]"
     ]
+
+
+def test_a_sqlite_column_given_a_collation_is_drift(sqlite_env):
+    """SQLite states a column's collation only in its CREATE TABLE (SQLAlchemy's reflection
+    drops it): a table rebuilt with `name VARCHAR(255) COLLATE NOCASE` is drift, not ok."""
+    assert run("provision", "plain", "nocase", "binary").exit_code == 0
+    for tenant_id, collation in (("nocase", "COLLATE NOCASE"), ("binary", "COLLATE BINARY")):
+        path = sqlite_env.workdir / sqlite_env.namespace(tenant_id)
+        sqlite_change_column_type(path, "processors", "name", "VARCHAR(255)", f"VARCHAR(255) {collation}")
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 1, result.output
+    rows = rows_of(result)
+    assert {t: r["state"] for t, r in rows.items()} == {"plain": "ok", "nocase": "drifted", "binary": "ok"}  # BINARY: the default
+    assert rows["nocase"]["diff"] == [
+        "tables.processors.columns.name.type: expected 'VARCHAR(255)', found 'VARCHAR(255) COLLATE NOCASE'"
+    ]
+    assert rows["nocase"]["repairable"] is False

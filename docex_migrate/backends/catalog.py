@@ -99,6 +99,10 @@ def _unique_definitions(connection: Connection, schema: str | None, tables: list
     return {(table, name): definition for table, name, definition, plain in rows if definition != plain}
 
 
+def _collation(name: str | None) -> str:
+    return f" COLLATE {name}" if name else ""
+
+
 def _unique(constraint: Any, definition: str | None) -> list[Any]:  # a ReflectedUniqueConstraint
     """[name, columns], and the definition when it is more than that."""
     return [constraint.get("name"), constraint["column_names"], *([definition] if definition else [])]
@@ -137,9 +141,10 @@ def _pg_indexes(connection: Connection, schema: str | None, tables: list[str]) -
 
 
 def _element_list(statement: str) -> tuple[list[str], str]:
-    """A SQLite CREATE INDEX statement's key elements as written, and the statement from its
-    element list on ("(a, lower(b)) WHERE c > 0"). The names before the list may be quoted and
-    hold any character; quoted text and nested parentheses inside the list are skipped over."""
+    """A SQLite CREATE INDEX statement's key elements as written (or a CREATE TABLE's columns
+    and constraints), and the statement from its element list on ("(a, lower(b)) WHERE c > 0").
+    The names before the list may be quoted and hold any character; quoted text and nested
+    parentheses inside the list are skipped over."""
     elements: list[str] = []
     rest, start, depth = statement, 0, 0
     closing: str | None = None
@@ -160,6 +165,58 @@ def _element_list(statement: str) -> tuple[list[str], str]:
             elements.append(statement[start:i].strip())
             start = i + 1
     return elements, statement
+
+
+def _blanked(text: str) -> str:
+    """``text`` with quoted names and strings, and whatever is in parentheses, blanked out (the
+    same length): a keyword found in it is one of the statement's own, at its top level."""
+    out = []
+    closing: str | None = None
+    depth = 0
+    for ch in text:
+        if closing is not None:
+            closing = None if ch == closing else closing
+        elif ch in "\"'`[":
+            closing = "]" if ch == "[" else ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth:
+            out.append(ch)
+            continue
+        out.append(" ")
+    return "".join(out)
+
+
+_COLLATE = re.compile(r"\bCOLLATE\b", re.IGNORECASE)
+# A name as SQLite reads one: "double", `back`, [bracket] or 'single' quoted, or bare.
+_SQLITE_NAME = re.compile(r'\s*(?:"((?:[^"]|"")*)"|`((?:[^`]|``)*)`|\[([^\]]*)\]|\'((?:[^\']|\'\')*)\'|(\w+))')
+
+
+def _sqlite_name(match: re.Match[str]) -> str:
+    double, back, bracket, single, bare = match.groups()
+    for quoted, quote in ((double, '"'), (back, "`"), (single, "'")):
+        if quoted is not None:
+            return quoted.replace(quote * 2, quote)
+    return str(bracket if bracket is not None else bare)
+
+
+def _sqlite_column_collations(connection: Connection, tables: list[str]) -> dict[str, dict[str, str]]:
+    """table -> column (lower case) -> the collation its definition in CREATE TABLE names, when
+    not the default BINARY. SQLite keeps a column's collation nowhere else (PRAGMA table_info
+    has none; SQLAlchemy's reflection drops it)."""
+    found: dict[str, dict[str, str]] = {table: {} for table in tables}
+    for table, create in connection.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'"):
+        if table not in found or not create:
+            continue
+        for element in _element_list(create)[0]:  # column definitions and table constraints
+            collate = _COLLATE.search(_blanked(element))  # a table constraint's are in parentheses
+            column = _SQLITE_NAME.match(element)
+            collation = _SQLITE_NAME.match(element, collate.end()) if collate else None
+            if column and collation and _sqlite_name(collation).upper() != "BINARY":
+                found[table][_sqlite_name(column).lower()] = _sqlite_name(collation).upper()
+    return found
 
 
 def _sqlite_indexes(connection: Connection, tables: list[str]) -> dict[str, dict[str, Any]]:
@@ -230,11 +287,13 @@ def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
         by_table[kind] = {key[1]: value for key, value in found.items()}
     by_table["indexes"] = _indexes(connection, schema, names)
     unique_definitions = _unique_definitions(connection, schema, names)
+    # PostgreSQL's column types carry their collation already ('TEXT COLLATE "C"')
+    collations = _sqlite_column_collations(connection, names) if dialect.name == "sqlite" else {}
     tables: dict[str, Any] = {}
     for table in names:
         columns = {
             c["name"]: {
-                "type": _type(c["type"], dialect),
+                "type": _type(c["type"], dialect) + _collation(collations.get(table, {}).get(c["name"].lower())),
                 "nullable": bool(c["nullable"]),
                 "default": c.get("default"),
             }
