@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 
 from . import revision_snapshots
 from .backends import Backend, NamespaceState, open_backend
+from .backends.catalog import create_index
 from .chain import Chain, load_chain
 from .config import Settings
 from .errors import RecognitionError
@@ -66,8 +67,12 @@ class Recognition:
     def describe_repairs(self) -> list[str]:
         out = []
         for verb, table, index in self.repairs:
-            cols = ", ".join(f"{c} DESC" if order == "desc" else c for c, order in index["columns"]) if index else ""
-            out.append(f"{verb} index {index['name'] if index else ''} on {table}({cols})")
+            assert index is not None
+            if "definition" in index:  # more than columns: what makes it that index (a predicate, an expression...)
+                out.append(f"{verb} index {index['name']} on {table} {index['definition']}")
+                continue
+            cols = ", ".join(f"{c} DESC" if order == "desc" else c for c, order in index["columns"])
+            out.append(f"{verb} index {index['name']} on {table}({cols})")
         return out
 
 
@@ -135,15 +140,19 @@ def index_repairs(expected: Snapshot, actual: Snapshot) -> list[Repair] | None:
 
 
 def apply_repairs(connection: Connection, recognition: Recognition) -> None:
-    """Create and drop DocEX's own indexes, unqualified: the tenant's search_path decides where."""
+    """Create and drop DocEX's own indexes, unqualified: the tenant's search_path decides where.
+    An index is created from the snapshot's definition of it, so exactly (predicate, expressions,
+    INCLUDE, collations and all: see backends/catalog.py)."""
+    quote = connection.dialect.identifier_preparer.quote
     for verb, table, index in recognition.repairs:
         assert index is not None
-        columns = [sa.Column(name, sa.Text) for name, _ in index["columns"]]
-        shell = sa.Table(table, sa.MetaData(), *columns)
-        expressions = [shell.c[name].desc() if order == "desc" else shell.c[name] for name, order in index["columns"]]
-        ddl = sa.Index(index["name"], *expressions, unique=index["unique"])
         log.info("adopt: %s index %s on %s", verb, index["name"], table)
-        (ddl.drop if verb == "drop" else ddl.create)(connection)
+        if verb == "drop":
+            connection.exec_driver_sql(f"DROP INDEX {quote(index['name'])}")
+        else:
+            # no_parameters: the driver gets the statement as it is, so a "%" in a predicate is no placeholder
+            statement = create_index(connection, table, index["name"], index)
+            connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
 
 
 def tenant_snapshot(backend: Backend, tenant_id: str, connection: Connection | None = None) -> Snapshot:

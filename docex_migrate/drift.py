@@ -2,8 +2,9 @@
 
 A tenant's live catalog is compared with the chain's own snapshot of the revision it is stamped
 at (the normalised snapshot `adopt` uses: tables, columns, types, nullability, defaults, keys,
-foreign keys with their actions, uniques, indexes with column order, enum types, sequences;
-column order is not compared). Fast across a fleet:
+foreign keys with their actions, uniques, indexes with their whole definition (predicate,
+expressions, INCLUDE, collations: backends/catalog.py), enum types, sequences; column order is
+not compared). Fast across a fleet:
 
 - each tenant's catalog is fingerprinted in bulk (backends/fingerprints.py: one pg_catalog query
   per batch of schemas; each SQLite file's sqlite_master, read-only);

@@ -1,7 +1,8 @@
 """A normalised catalog snapshot of one tenant namespace, for comparing schemas exactly.
 
 Tables, columns (type, nullability, server default), primary keys, foreign keys with ON DELETE,
-unique constraints, indexes with their columns and sort order, PostgreSQL enum types and sequences.
+unique constraints, indexes (columns, sort order, and whatever else defines them: see
+backends/catalog.py), PostgreSQL enum types and sequences.
 Column order is left out on purpose: a column added by a revision is appended on PostgreSQL.
 Reading one is the backends' business (backends/catalog.py); comparing two is here.
 """

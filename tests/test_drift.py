@@ -25,12 +25,13 @@ from helpers import (
 from test_adoption import build_legacy, hybrid_ddl, legacy_ddl
 from typer.testing import CliRunner
 
-from docex_migrate import checks, drift
+from docex_migrate import adoption, checks, drift
 from docex_migrate.api import provision
 from docex_migrate.backends import backend_for
 from docex_migrate.backends import postgresql as pg_backend
 from docex_migrate.chain import load_chain
 from docex_migrate.cli import app
+from docex_migrate.snapshot import snapshot
 
 HEAD = load_chain().head
 N = 30
@@ -378,6 +379,18 @@ def test_pg_fingerprints_are_sound_across_batches_and_schema_names(pg_env, monke
         "enum": "CREATE TYPE mood AS ENUM ('a', 'b')",
         "sequence": "CREATE SEQUENCE counter",
         "own-name-literal": "ALTER TABLE doc_events ALTER COLUMN source SET DEFAULT '{schema}.x'",
+        # Pairs that differ only in an index's predicate, expression, INCLUDE, collation, opclass.
+        "predicate-a": "CREATE INDEX ix_shape ON document (name) WHERE status = 'a'",
+        "predicate-b": "CREATE INDEX ix_shape ON document (name) WHERE status = 'b'",
+        "expression-a": "CREATE INDEX ix_shape ON document (lower(name))",
+        "expression-b": "CREATE INDEX ix_shape ON document (upper(name))",
+        "include-a": "CREATE INDEX ix_shape ON document (name) INCLUDE (status)",
+        "include-b": "CREATE INDEX ix_shape ON document (name) INCLUDE (path)",
+        "collation-a": 'CREATE INDEX ix_shape ON document (name COLLATE "C")',
+        "collation-b": 'CREATE INDEX ix_shape ON document (name COLLATE "POSIX")',
+        "opclass-a": "CREATE INDEX ix_shape ON document (name text_pattern_ops)",
+        "opclass-b": "CREATE INDEX ix_shape ON document (name varchar_pattern_ops)",
+        "own-name-predicate": "CREATE INDEX ix_shape ON document (name) WHERE status = '{schema}.x'",
     }
     same = ["plain", "plain-2", "with-dash"]
     names = same + ["reordered"] + list(changes)
@@ -421,3 +434,264 @@ def test_sqlite_fingerprints_read_files_without_creating_or_writing_them(sqlite_
     assert (reads["ghost"].state.exists, reads["ghost"].fingerprint) == (False, None)
     assert not (sqlite_env.workdir / sqlite_env.namespace("ghost")).exists()
     assert (path.stat().st_mtime_ns, path.stat().st_size) == (stat.st_mtime_ns, stat.st_size)
+
+
+# --- index shapes: expression, partial, INCLUDE, collation, DESC, NULLS, operator class -----
+
+SHAPES_REVISION = '''"""indexes of every shape the backend allows
+
+Revision ID: s8_shapes
+Revises: {head}
+"""
+from alembic import op
+
+revision = "s8_shapes"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+NAMES = ("uq_document_live_name", "ix_docbasket_lower_name", "ix_doc_events_recent", "ix_document_name_collated")
+
+
+def upgrade() -> None:
+    postgres = op.get_context().dialect.name == "postgresql"
+    op.execute("CREATE UNIQUE INDEX uq_document_live_name ON document (basket_id, name) WHERE status <> 'DELETED'")
+    op.execute("CREATE INDEX ix_docbasket_lower_name ON docbasket (lower(name))")
+    include = " INCLUDE (status)" if postgres else ""
+    op.execute(f"CREATE INDEX ix_doc_events_recent ON doc_events (document_id, event_timestamp DESC){{include}}")
+    collation = '"C"' if postgres else "NOCASE"
+    op.execute(f"CREATE INDEX ix_document_name_collated ON document (name COLLATE {{collation}})")
+
+
+def downgrade() -> None:
+    for name in NAMES:
+        op.execute(f"DROP INDEX {{name}}")
+'''
+
+
+def look_alikes(kind: str) -> dict[str, list[str]]:
+    """Tenants whose index of the revision was redefined by hand under the same name."""
+    include = " INCLUDE (status)" if kind == "postgres" else ""
+    alikes = {
+        "no-predicate": [  # the issue's case: the partial unique index without its WHERE
+            "DROP INDEX uq_document_live_name",
+            "CREATE UNIQUE INDEX uq_document_live_name ON document (basket_id, name)",
+        ],
+        "other-predicate": [
+            "DROP INDEX uq_document_live_name",
+            "CREATE UNIQUE INDEX uq_document_live_name ON document (basket_id, name) WHERE status <> 'ARCHIVED'",
+        ],
+        "not-unique": [
+            "DROP INDEX uq_document_live_name",
+            "CREATE INDEX uq_document_live_name ON document (basket_id, name) WHERE status <> 'DELETED'",
+        ],
+        "other-expression": [
+            "DROP INDEX ix_docbasket_lower_name",
+            "CREATE INDEX ix_docbasket_lower_name ON docbasket (upper(name))",
+        ],
+        "no-desc": [
+            "DROP INDEX ix_doc_events_recent",
+            f"CREATE INDEX ix_doc_events_recent ON doc_events (document_id, event_timestamp){include}",
+        ],
+        "no-collation": [
+            "DROP INDEX ix_document_name_collated",
+            "CREATE INDEX ix_document_name_collated ON document (name)",
+        ],
+    }
+    if kind == "postgres":
+        alikes["no-include"] = [
+            "DROP INDEX ix_doc_events_recent",
+            "CREATE INDEX ix_doc_events_recent ON doc_events (document_id, event_timestamp DESC)",
+        ]
+        alikes["nulls-first"] = [
+            "DROP INDEX ix_doc_events_recent",
+            "CREATE INDEX ix_doc_events_recent ON doc_events (document_id, event_timestamp DESC NULLS LAST) INCLUDE (status)",
+        ]
+    return alikes
+
+
+def index_sql(env, tenant_id: str, name: str) -> str:
+    """The index as the database itself states it (pg_get_indexdef; SQLite's stored statement)."""
+    engine = tenant_engine(env, tenant_id)
+    try:
+        with engine.connect() as conn:
+            if env.kind == "sqlite":
+                return conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).scalar_one()
+            # pretty: the table unqualified (the search_path is the tenant's), so tenants compare
+            return conn.exec_driver_sql(f"SELECT pg_get_indexdef('{name}'::regclass, 0, true)").scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_an_index_redefined_under_its_name_is_drift_and_repair_restores_it_exactly(env, chain_copy):
+    """A look-alike (same name; another predicate, expression, uniqueness, order, collation,
+    INCLUDE) is drift, and `verify --repair --yes` recreates the revision's own index, its
+    predicate and all (it recreated a partial unique index without its WHERE, then said exact)."""
+    (chain_copy / "versions" / "s8_shapes.py").write_text(SHAPES_REVISION.format(head=HEAD))
+    alikes = look_alikes(env.kind)
+    assert run("provision", "pristine", *alikes).exit_code == 0
+    for tenant_id, statements in alikes.items():
+        by_hand(env, tenant_id, *statements)
+    pristine = tenant_snapshot(env, "pristine")
+    assert "WHERE" in index_sql(env, "pristine", "uq_document_live_name")
+
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 1, result.output
+    rows = rows_of(result)
+    assert {t: (r["revision"], r["state"], r["repairable"]) for t, r in rows.items() if t in alikes} == {
+        t: ("s8_shapes", "drifted", True) for t in alikes
+    }
+    assert rows["pristine"]["state"] == "ok"
+    assert len({rows[t]["fingerprint"] for t in rows}) == len(alikes) + 1  # no look-alike hides in another's group
+    (line,) = rows["no-predicate"]["diff"]
+    assert "tables.document.indexes.uq_document_live_name.definition: " in line and "DELETED" in line  # its WHERE
+    assert any("WHERE" in repair and "create index uq_document_live_name" in repair for repair in rows["no-predicate"]["repairs"])
+
+    result = run("verify", "--all-tenants", "--repair", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert {t: r["state"] for t, r in rows_of(result).items() if t in alikes} == dict.fromkeys(alikes, "repaired")
+    for tenant_id in alikes:
+        assert tenant_snapshot(env, tenant_id) == pristine, tenant_id
+    for name in ("uq_document_live_name", "ix_docbasket_lower_name", "ix_doc_events_recent", "ix_document_name_collated"):
+        assert {index_sql(env, t, name) for t in alikes} == {index_sql(env, "pristine", name)}, name
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 0, result.output
+    assert len({r["fingerprint"] for r in rows_of(result).values()}) == 1  # one catalog again
+
+
+def extra_indexes(kind: str) -> dict[str, str]:
+    """Indexes of every shape the backend allows, added by hand to a tenant at the head."""
+    extras = {
+        "expression": "CREATE INDEX ix_extra ON docbasket (lower(name))",
+        "partial": "CREATE UNIQUE INDEX ix_extra ON document (basket_id, name) WHERE status = 'active'",
+        "desc": "CREATE INDEX ix_extra ON doc_events (event_timestamp DESC, document_id)",
+        "collation": "CREATE INDEX ix_extra ON document (name COLLATE " + ('"C")' if kind == "postgres" else "NOCASE)"),
+        "expression-desc": "CREATE INDEX ix_extra ON document ((name || '-' || status) DESC)",
+    }
+    if kind == "postgres":
+        extras |= {
+            "include": "CREATE INDEX ix_extra ON doc_events (document_id) INCLUDE (status)",
+            "nulls": "CREATE INDEX ix_extra ON doc_events (event_timestamp NULLS FIRST)",
+            "opclass": "CREATE INDEX ix_extra ON document (name text_pattern_ops)",
+            "method": "CREATE INDEX ix_extra ON document USING hash (name)",
+            "storage": "CREATE INDEX ix_extra ON document (name) WITH (fillfactor = 70)",
+            "nulls-not-distinct": "CREATE UNIQUE INDEX ix_extra ON document (path) NULLS NOT DISTINCT",
+        }
+    return extras
+
+
+def test_an_extra_index_of_any_shape_is_reported_and_repaired_never_a_crash(env):
+    """verify, verify --repair, the fleet-drift check, status and adopt on tenants holding an
+    index of any shape (an expression index made them crash with a TypeError on PostgreSQL and
+    was not seen at all on SQLite)."""
+    extras = extra_indexes(env.kind)
+    assert run("provision", "plain", *extras).exit_code == 0
+    for tenant_id, statement in extras.items():
+        by_hand(env, tenant_id, statement)
+
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 1, result.output
+    rows = rows_of(result)
+    assert rows.pop("plain")["state"] == "ok"
+    assert {t: r["state"] for t, r in rows.items()} == dict.fromkeys(extras, "drifted")
+    for tenant_id, row in rows.items():
+        (line,) = row["diff"]
+        assert line.startswith(("extra tables.", "tables.")) and ".indexes.ix_extra" in line, (tenant_id, line)
+        assert row["repairs"][0].startswith("drop index ix_extra on "), row["repairs"]
+    human = run("verify", "--all-tenants")
+    assert human.exit_code == 1 and f"{len(extras)} drifted, 1 ok" in human.stdout, human.output
+
+    check = run("check", "--only", "fleet-drift", "--json")
+    assert check.exit_code == 1, check.output
+    (found,) = json.loads(check.stdout)["checks"]
+    assert found["status"] == "failed" and f"{len(extras)} of {len(extras) + 1} tenants" in found["message"]
+
+    # Unversioned, with such an index: recognised as matching nothing, refused, untouched.
+    by_hand(env, "expression", "DROP TABLE alembic_version")
+    status = run("status", "--tenant", "expression", "--json")
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)[0]["adopt"] == "refuse"
+    adopted = run("adopt", "expression", "--json")
+    assert adopted.exit_code == 1, adopted.output
+    assert any("ix_extra" in line for line in json.loads(adopted.stdout)[0]["details"])
+    del extras["expression"]
+
+    result = run("verify", "--all-tenants", "--repair", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    rows = rows_of(result)
+    assert {t: rows[t]["state"] for t in extras} == dict.fromkeys(extras, "repaired")
+    assert {tenant_snapshot(env, t) == tenant_snapshot(env, "plain") for t in extras} == {True}
+
+
+def test_repair_recreates_an_index_whatever_its_names_and_predicate_hold(env):
+    """Quoted names holding '(' and ',', an expression, DESC, and a predicate holding '%', '?'
+    and ':': dropped and recreated from the snapshot's definition, the index is the same."""
+    assert run("provision", "odd").exit_code == 0
+    engine = tenant_engine(env, "odd")
+    schema = None if env.kind == "sqlite" else env.namespace("odd")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql('CREATE TABLE "Odd(t" ("we,ird" TEXT, "key" TEXT, b TEXT)')
+            conn.execute(
+                sa.DDL(
+                    'CREATE INDEX "ix(1" ON "Odd(t" ("we,ird", lower("key") DESC)'
+                    " WHERE b LIKE 'a%%' AND b <> '?' AND b <> ':x'"
+                )
+            )
+            before = snapshot(conn, schema)
+            index = {"name": "ix(1", **before["tables"]["Odd(t"]["indexes"]["ix(1"]}
+            assert "'a%'" in index["definition"] and "':x'" in index["definition"]
+            adoption.apply_repairs(
+                conn,
+                adoption.Recognition(adoption.Decision.REPAIR, repairs=[("drop", "Odd(t", index), ("create", "Odd(t", index)]),
+            )
+            assert snapshot(conn, schema) == before
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_unique_constraint_redefined_under_its_name_is_drift(pg_env):
+    """The revision's unique constraint (uq_docbasket_name) redefined with INCLUDE, NULLS NOT
+    DISTINCT or DEFERRABLE: the same name and columns, another constraint; reported (not
+    repairable: only indexes are), never grouped with the revision's own."""
+    redefine = "ALTER TABLE docbasket DROP CONSTRAINT uq_docbasket_name, ADD CONSTRAINT uq_docbasket_name UNIQUE {}"
+    alikes = {
+        "include": redefine.format("(name) INCLUDE (id)"),
+        "nulls-not-distinct": redefine.format("NULLS NOT DISTINCT (name)"),
+        "deferrable": redefine.format("(name) DEFERRABLE INITIALLY DEFERRED"),
+        "same": redefine.format("(name)"),  # dropped and added back as it was: not drift
+    }
+    assert run("provision", *alikes).exit_code == 0
+    for tenant_id, statement in alikes.items():
+        by_hand(pg_env, tenant_id, statement)
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 1, result.output
+    rows = rows_of(result)
+    assert {t: (r["state"], r.get("repairable")) for t, r in rows.items()} == {
+        "include": ("drifted", False),
+        "nulls-not-distinct": ("drifted", False),
+        "deferrable": ("drifted", False),
+        "same": ("ok", None),
+    }
+    assert rows["include"]["diff"] == [
+        "tables.docbasket.unique_constraints: expected [['uq_docbasket_name', ['name']]], "
+        "found [['uq_docbasket_name', ['name'], 'UNIQUE (name) INCLUDE (id)']]"
+    ]
+
+
+def test_a_sqlite_column_given_a_collation_is_drift(sqlite_env):
+    """SQLite states a column's collation only in its CREATE TABLE (SQLAlchemy's reflection
+    drops it): a table rebuilt with `name VARCHAR(255) COLLATE NOCASE` is drift, not ok."""
+    assert run("provision", "plain", "nocase", "binary").exit_code == 0
+    for tenant_id, collation in (("nocase", "COLLATE NOCASE"), ("binary", "COLLATE BINARY")):
+        path = sqlite_env.workdir / sqlite_env.namespace(tenant_id)
+        sqlite_change_column_type(path, "processors", "name", "VARCHAR(255)", f"VARCHAR(255) {collation}")
+    result = run("verify", "--all-tenants", "--json")
+    assert result.exit_code == 1, result.output
+    rows = rows_of(result)
+    assert {t: r["state"] for t, r in rows.items()} == {"plain": "ok", "nocase": "drifted", "binary": "ok"}  # BINARY: the default
+    assert rows["nocase"]["diff"] == [
+        "tables.processors.columns.name.type: expected 'VARCHAR(255)', found 'VARCHAR(255) COLLATE NOCASE'"
+    ]
+    assert rows["nocase"]["repairable"] is False

@@ -10,12 +10,14 @@ Every name comes from the catalog as it is (never from deparsed text), with one 
 exact: a reference to an object of the tenant's own schema is written ``@`` instead of the
 schema's name, which is what makes identical tenants hash alike. Columns carry their number, and
 keys and indexes name their columns by number (no lookups per row): so column order splits
-groups too (more groups, never a wrong verdict). Deparsed text appears in two
+groups too (more groups, never a wrong verdict). Deparsed text appears in three
 places: types (format_type, whose output starts with the quoted schema exactly when the type is
-the tenant's own, so the prefix is replaced) and expressions (column and domain defaults). An
-expression whose text mentions the tenant's own schema (``tenant_a.``, as a reference or inside
-a literal) or calls nextval (SQLAlchemy qualifies the sequence with the tenant's schema) keeps
-the tenant's name: such a tenant is a group of its own, compared on its own. Every other
+the tenant's own, so the prefix is replaced), expressions (column and domain defaults) and index
+definitions (pg_get_indexdef past its "... ON schema.table " prefix, the snapshot's definition:
+expressions, predicate, INCLUDE, collations, operator classes, order, method, parameters). An
+expression or definition whose text mentions the tenant's own schema (``tenant_a.``, as a
+reference or inside a literal) or calls nextval (SQLAlchemy qualifies the sequence with the
+tenant's schema) keeps the tenant's name: such a tenant is a group of its own, compared on its own. Every other
 expression deparses the same under the tenant's search_path (what the snapshot sees) as under
 ``pg_catalog`` (what this query uses), so its text is taken as it is.
 
@@ -71,9 +73,13 @@ WITH ns AS (
     LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid = f.relnamespace
     LEFT JOIN pg_catalog.pg_class i ON i.oid = k.conindid
     UNION ALL
-    SELECT r.nsoid, ROW('i', r.relname, c.relname, c.relam, x.indisunique, x.indisprimary, x.indnkeyatts,
-               x.indkey, x.indoption, x.indexprs IS NOT NULL, x.indpred IS NOT NULL)::text
+    SELECT r.nsoid, ROW('i', r.relname, c.relname, c.relam, x.indisunique, x.indisprimary, x.indisvalid, x.indnkeyatts,
+               x.indkey, x.indoption, CASE WHEN strpos(d.def, r.q) > 0 THEN r.nspname END, d.def)::text
     FROM rel r JOIN pg_catalog.pg_index x ON x.indrelid = r.oid JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+    CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_indexdef(x.indexrelid) AS s,
+                               'CREATE ' || CASE WHEN x.indisunique THEN 'UNIQUE ' ELSE '' END || 'INDEX ' || quote_ident(c.relname)
+                               || ' ON ' || r.q || quote_ident(r.relname) || ' ' AS p) y
+    CROSS JOIN LATERAL (SELECT CASE WHEN left(y.s, length(y.p)) = y.p THEN substr(y.s, length(y.p) + 1) ELSE y.s END AS def) d
     UNION ALL
     SELECT t.nsoid, ROW('e', t.typname,
                (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e
