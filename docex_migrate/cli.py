@@ -26,7 +26,8 @@ from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_ten
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
 from .reporting import Reporter
 from .results import Action, CheckStatus, TenantResult, describe_error
-from .runs import Run, RunDetail, RunInfo, recording, revisions_now, tool_version
+from .ledger import PENDING
+from .runs import Run, RunDetail, RunInfo, RunTenant, recording, revisions_now, tool_version
 
 app = typer.Typer(
     help="Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant "
@@ -642,13 +643,20 @@ def show(
                         t.tenant_id,
                         t.action,
                         t.from_revision or "base",
-                        t.to_revision or "base",
+                        _reached(t),
                         str(t.duration_ms or "-"),
                         t.message,
                     )
                     for t in detail.tenants
                 ]
             )
+
+
+def _reached(t: RunTenant) -> str:
+    """Where the tenant went; a pending one (the run is live) is on its way to its target."""
+    if t.action == PENDING:
+        return f"pending -> {t.target or 'base'}"
+    return t.to_revision or "base"
 
 
 @app.command()

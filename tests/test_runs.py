@@ -375,6 +375,31 @@ def test_results_reach_the_ledger_while_the_run_goes_on(steps, tmp_path):
         run.communicate()
 
 
+def test_runs_show_of_a_live_run_shows_where_its_pending_tenants_go(steps, tmp_path):
+    """Issue 20: a live run's pending tenants were shown going to 'base' (their to_revision is
+    not known yet); they go to the run's target."""
+    env = steps
+    at(env, ["k0", "k1", "k2"], "r1")
+    marker = tmp_path / "inside-step-2"
+    run = start(env, "upgrade", "--all-tenants", STEPS_SLEEP="60", STEPS_SLEEP_TENANT="k1", STEPS_MARKER=str(marker))
+    try:
+        wait_for_marker(run, marker, "k1")
+        (run_id,) = [row.run_id for row in ledger_rows(env) if getattr(row, "pid", None) == run.pid]
+        deadline, rows = time.monotonic() + 10, {}
+        while time.monotonic() < deadline and rows.get("k0", [""])[0] != "upgraded":  # k0's result is on its way
+            time.sleep(0.05)
+            result = cli("runs", "show", run_id)
+            assert result.exit_code == 0, result.output
+            rows = {line.split()[0]: line.split()[1:4] for line in result.stdout.splitlines() if line.startswith("k")}
+        assert rows["k0"] == ["upgraded", "r1", "r3"]
+        assert rows["k1"] == rows["k2"] == ["pending", "r1", "pending"]
+        assert all("pending -> r3" in line for line in result.stdout.splitlines() if line.startswith(("k1", "k2")))
+        assert "base" not in result.stdout
+    finally:
+        run.kill()
+        run.communicate()
+
+
 def test_a_long_run_beats_its_heartbeat(steps, monkeypatch):
     """The heartbeat tells a live run on another host from a dead one: it must advance while a
     tenant takes long (it is written on the ledger's own schema on PostgreSQL too)."""
