@@ -11,8 +11,12 @@ answer (``Backend.ledger``); what is stored is the same on both:
   resumes or undoes, the fleet it belongs to, who and where (user, host, pid, the process's
   start time), the docex-migrate version and chain head, start, heartbeat and end, state.
 - ``run_tenants``: one row per tenant of a run: the revision before and after, the target,
-  the action (``pending`` until its result arrives), when it finished, how long it took, and
-  the message.
+  the action (``pending`` until its result arrives), when it finished, how long it took, the
+  message, and which namespace it was (``identity``: Backend.identity, the one the plan found,
+  then the one the tenant's migration locked), so that undo never takes back a tenant dropped
+  and created again since. The column came after schema 1 without a new schema version: an
+  older docex-migrate ignores it, and a ledger without it is read as it is (its runs are undone
+  on revisions alone) and gets it when next written.
 
 Only commands that change tenants open it for writing (and create it); reading never creates
 anything. Writes are short transactions on one connection of their own, never a tenant's.
@@ -77,14 +81,19 @@ run_tenants = sa.Table(
     sa.Column("finished_at", sa.Text),
     sa.Column("duration_ms", sa.Integer),
     sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("identity", sa.Text),
     sa.Index("run_tenants_by_tenant", "tenant_id"),
 )
 _BATCH = 500
-RESULT_COLUMNS = ("action", "from_revision", "to_revision", "finished_at", "duration_ms", "message")
+RESULT_COLUMNS = ("action", "from_revision", "to_revision", "finished_at", "duration_ms", "message", "identity")
 _UPDATE_RESULT = (
     run_tenants.update()
     .where(run_tenants.c.run_id == sa.bindparam("b_run_id"), run_tenants.c.tenant_id == sa.bindparam("b_tenant_id"))
-    .values({c: sa.bindparam(f"b_{c}") for c in RESULT_COLUMNS})
+    .values({
+        **{c: sa.bindparam(f"b_{c}") for c in RESULT_COLUMNS},
+        # a result without an identity (a failure) keeps the one its plan found
+        "identity": sa.func.coalesce(sa.bindparam("b_identity"), run_tenants.c.identity),
+    })
 )
 
 
@@ -103,6 +112,7 @@ class Ledger:
     def __init__(self, place: LedgerPlace, connection: Connection) -> None:
         self.place = place
         self.connection = connection
+        self._tenant_columns = list(run_tenants.c)
 
     @classmethod
     def for_writing(cls, place: LedgerPlace, *, create: bool = True) -> Ledger:
@@ -113,6 +123,7 @@ class Ledger:
             if create:
                 ledger._create()
             ledger._check_version()
+            ledger._check_columns(add=True)
         except BaseException:
             connection.close()
             raise
@@ -126,6 +137,7 @@ class Ledger:
         ledger = cls(place, _scoped(place, place.engine(False).connect()))
         try:
             ledger._check_version()
+            ledger._check_columns(add=False)
         except BaseException:
             ledger.close()
             raise
@@ -159,6 +171,23 @@ class Ledger:
                 f"the run ledger ({self.place.where}) was written by a newer docex-migrate (ledger schema {found}, "
                 f"this one knows {LEDGER_VERSION}): upgrade docex-migrate (pip install -U docex-migrate); the ledger is left as it is"
             )
+
+    def _check_columns(self, *, add: bool) -> None:
+        """run_tenants' columns added since schema 1 (identity): added when writing, left out
+        of what is read from a ledger that lacks them."""
+        with self.connection.begin():
+            found = {c["name"] for c in sa.inspect(self.connection).get_columns(run_tenants.name, schema=self.place.schema)}
+            missing = [c for c in run_tenants.c if c.name not in found]
+            if add and missing:
+                prepare = self.connection.dialect.identifier_preparer
+                table = prepare.quote(run_tenants.name)  # plain SQL: qualified here, not by _scoped's map
+                if self.place.schema is not None:
+                    table = f"{prepare.quote_schema(self.place.schema)}.{table}"
+                for column in missing:
+                    ddl = f"ALTER TABLE {table} ADD COLUMN {prepare.format_column(column)} {column.type.compile(self.connection.dialect)}"
+                    self.connection.exec_driver_sql(ddl)
+                missing = []
+        self._tenant_columns = [c for c in run_tenants.c if c not in missing]
 
     # Writing
 
@@ -210,7 +239,7 @@ class Ledger:
         return found
 
     def tenants(self, run_id: str) -> list[dict[str, Any]]:
-        query = sa.select(run_tenants).where(run_tenants.c.run_id == run_id).order_by(run_tenants.c.tenant_id)
+        query = sa.select(*self._tenant_columns).where(run_tenants.c.run_id == run_id).order_by(run_tenants.c.tenant_id)
         with self.connection.begin():
             return [dict(r) for r in self.connection.execute(query).mappings()]
 
@@ -219,7 +248,7 @@ class Ledger:
         found: dict[str, list[dict[str, Any]]] = {}
         for batch in _batches(list(tenant_ids)):
             query = (
-                sa.select(run_tenants, runs.c.started_at, runs.c.command)
+                sa.select(*self._tenant_columns, runs.c.started_at, runs.c.command)
                 .join(runs, runs.c.run_id == run_tenants.c.run_id)
                 .where(runs.c.fleet == fleet, runs.c.started_at > after, run_tenants.c.tenant_id.in_(batch))
                 .order_by(runs.c.started_at)

@@ -143,6 +143,7 @@ class Run:
                 "finished_at": None,
                 "duration_ms": None,
                 "message": "",
+                "identity": item.identity,
             }
             for item in work
         ]
@@ -366,6 +367,7 @@ def _row(run_id: str, result: TenantResult, target: str | None) -> dict[str, Any
         "finished_at": now(),
         "duration_ms": None if result.duration is None else round(result.duration * 1000),
         "message": result.message,
+        "identity": result.identity,
     }
 
 
@@ -406,6 +408,7 @@ class RunTenant:
     finished_at: str | None
     duration_ms: int | None
     message: str
+    identity: str | None = None  # which namespace it was (Backend.identity); None in older ledgers
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -543,6 +546,7 @@ def _reconciled(
                 row["finished_at"],
                 row["duration_ms"],
                 message,
+                row.get("identity"),
             )
         )
     return out
@@ -658,13 +662,15 @@ class UndoPlan:
 
     groups: dict[tuple[str | None, bool], list[str]]  # (target, downgrade) -> tenants
     left_alone: list[TenantResult]
-    # tenant -> where the run left it (BASE for none), checked again under the tenant's lock
-    left_at: dict[str, str] = field(default_factory=dict)
+    # tenant -> where the run left it (BASE for none) and the namespace it moved (None: not
+    # recorded), both checked again under the tenant's lock
+    left_at: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
 def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
     """Every tenant that ``run_id`` moved and that is still where it left it goes back to the
-    revision it had before; one that moved since is left alone and listed."""
+    revision it had before; one that moved since, or that is not the namespace it moved (dropped
+    and created again since: its identity differs), is left alone and listed."""
     row, tenants, backend = _settled(settings, run_id, chain)
     try:
         if row["command"] == "deprovision":
@@ -686,20 +692,17 @@ def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
         backend.dispose()
     plan = UndoPlan({}, [])
     for t in moved:
-        now_at = state_of(chain, states[t.tenant_id])[0]
-        if now_at != t.to_revision or not states[t.tenant_id].exists:
-            plan.left_alone.append(
-                TenantResult(
-                    t.tenant_id,
-                    t.namespace,
-                    Action.SKIPPED,
-                    now_at,
-                    now_at,
-                    f"moved since run {run_id} (now at {now_at or 'base'}, it left it at {t.to_revision or 'base'}): left alone",
-                )
-            )
+        state = states[t.tenant_id]
+        now_at = state_of(chain, state)[0]
+        why = None
+        if now_at != t.to_revision or not state.exists:
+            why = f"moved since run {run_id} (now at {now_at or 'base'}, it left it at {t.to_revision or 'base'})"
+        elif t.identity is not None and state.identity != t.identity:
+            why = f"dropped and created again since run {run_id} (now at {now_at or 'base'}): not the one it moved"
+        if why is not None:
+            plan.left_alone.append(TenantResult(t.tenant_id, t.namespace, Action.SKIPPED, now_at, now_at, f"{why}: left alone"))
             continue
         downgrade = chain.position(t.from_revision) < chain.position(t.to_revision)
         plan.groups.setdefault((t.from_revision, downgrade), []).append(t.tenant_id)
-        plan.left_at[t.tenant_id] = _target_name(t.to_revision)
+        plan.left_at[t.tenant_id] = (_target_name(t.to_revision), t.identity)
     return plan

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import migrate_to, tenant_snapshot, version_of
+from helpers import migrate_to, tenant_engine, tenant_snapshot, version_of
 from test_reliability import STEPS, start
 from typer.testing import CliRunner
 
@@ -152,6 +152,69 @@ def test_undo_checks_under_the_lock_that_the_tenant_has_not_moved_since_its_plan
     assert results["b"].action.value == "skipped", results["b"]
     assert "moved since" in results["b"].message and "now at r2" in results["b"].message
     assert version_of(env, "b") == ("r2",)
+
+
+def rows_of(env, tenant: str) -> list[int]:
+    engine = tenant_engine(env, tenant)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text("SELECT id FROM t1 ORDER BY id")).scalars())
+    finally:
+        engine.dispose()
+
+
+def give_data(env, tenant: str) -> None:
+    engine = tenant_engine(env, tenant)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO t1 (id) VALUES (7)"))
+    finally:
+        engine.dispose()
+
+
+def test_undo_of_a_provision_leaves_a_tenant_dropped_and_provisioned_again_since(steps):
+    """Issue 20: undo compared revisions only: undoing the first provision of a tenant that was
+    deprovisioned and provisioned again since took the new tenant (and its rows) back to base."""
+    env = steps
+    assert cli("provision", "acme", "globex").exit_code == 0
+    first = latest_run("provision")["run_id"]
+    assert cli("deprovision", "acme", "--yes", "--no-backup").exit_code == 0
+    assert cli("provision", "acme").exit_code == 0
+    give_data(env, "acme")
+    result = cli("undo", first, "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    assert rows["acme"]["action"] == "skipped" and "created again since run" in rows["acme"]["message"], rows["acme"]
+    assert version_of(env, "acme") == ("r3",) and rows_of(env, "acme") == [7]
+    assert rows["globex"]["action"] == "downgraded" and version_of(env, "globex") == ()
+
+
+def test_undo_of_an_upgrade_leaves_a_tenant_created_again_at_the_same_revision(steps, monkeypatch):
+    """The sibling: an upgrade undone after the tenant was dropped and created again at the
+    revision the upgrade left it at (found by the plan, and under the tenant's lock)."""
+    env = steps
+    at(env, ["a", "b", "c"], "r1")
+    first = api.Run(env.settings, "upgrade")
+    assert {r.action.value for r in api.upgrade(env.settings, None, run=first)} == {"upgraded"}
+    assert cli("deprovision", "b", "--yes", "--no-backup").exit_code == 0
+    migrate_to(env, "b", "r3")
+    give_data(env, "b")
+    planned = api.undo_plan
+
+    def plan_then_c_is_created_again(*args, **kwargs):
+        found = planned(*args, **kwargs)
+        assert cli("deprovision", "c", "--yes", "--no-backup").exit_code == 0
+        migrate_to(env, "c", "r3")
+        give_data(env, "c")
+        return found
+
+    monkeypatch.setattr(api, "undo_plan", plan_then_c_is_created_again)
+    results = {r.tenant_id: r for r in api.undo(env.settings, first.run_id)}
+    assert results["a"].action.value == "downgraded" and version_of(env, "a") == ("r1",)
+    for tenant in "bc":
+        assert results[tenant].action.value == "skipped", results[tenant]
+        assert "created again since" in results[tenant].message
+        assert version_of(env, tenant) == ("r3",) and rows_of(env, tenant) == [7]
 
 
 def test_undo_of_a_provision_and_confirmation_rules(steps):

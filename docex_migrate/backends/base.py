@@ -34,6 +34,7 @@ class NamespaceState:
     revisions: tuple[str, ...] = ()  # the rows of alembic_version
     table_count: int = 0  # tables other than alembic_version
     error: str | None = None  # the namespace exists but cannot be read: that tenant's failure alone
+    identity: str | None = None  # which namespace this is, not which name (Backend.identity)
 
 
 MISSING = NamespaceState(exists=False)
@@ -119,6 +120,12 @@ class Backend(ABC):
         with self.transaction(tenant_id, create=create) as connection:
             yield connection, version_rows(connection, self.schema(tenant_id)) if versioned else None
 
+    def identity(self, tenant_id: str, connection: Connection) -> str | None:
+        """Which namespace the tenant's is, read in its transaction (under its lock): it differs
+        once the namespace is dropped and created again under the same name, so a run never
+        undoes its work on a tenant that is not the one it touched. None: not known."""
+        return None
+
     @abstractmethod
     def schema(self, tenant_id: str) -> str | None:
         """The schema that qualifies the tenant's objects for Alembic's version table and for
@@ -157,10 +164,11 @@ class Backend(ABC):
         """What a fresh tenant gets (see install_fresh), built from the chain itself."""
 
     @abstractmethod
-    def install_fresh(self, tenant_id: str, template: FreshTemplate, target: str) -> bool:
+    def install_fresh(self, tenant_id: str, template: FreshTemplate, target: str) -> str | None:
         """Make an empty or missing namespace exactly what the chain produces at ``target``,
-        atomically, under the tenant's lock. False (nothing done) when the namespace turns out
-        not to be empty: the caller then takes the ordinary path."""
+        atomically, under the tenant's lock, and return its identity (see identity()). None
+        (nothing done) when the namespace turns out not to be empty: the caller then takes the
+        ordinary path."""
 
     def reusing_connection(self) -> AbstractContextManager[None]:
         """A block in which transaction() may reuse one connection from tenant to tenant (for

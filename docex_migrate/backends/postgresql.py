@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ _pg_namespace = sa.table("pg_namespace", sa.column("oid"), sa.column("nspname"),
 # Each schema's tables, and why its version table cannot be read, if it cannot: the catalog is
 # readable by every role, the tables themselves may not be.
 _CATALOG = sa.text("""
-SELECT n.nspname, c.relname,
+SELECT n.nspname, n.oid, c.relname,
        CASE WHEN NOT has_schema_privilege(n.oid, 'USAGE') THEN 'usage'
             WHEN c.relname IS DISTINCT FROM :version_table THEN NULL
             WHEN NOT has_table_privilege(c.oid, 'SELECT') THEN 'select'
@@ -378,11 +378,12 @@ _LOCK = (
 # A statement of its own, so its snapshot is taken after the lock: it sees a schema that a run
 # holding the lock created (or dropped) while this one waited.
 _SETTLE = (
-    "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s),"
+    "SELECT (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s),"
     " set_config('lock_timeout', %(lock)s, true), set_config('statement_timeout', %(statement)s, true)"
 )
 _SETTLE_AND_SCOPE = _SETTLE + ", set_config('search_path', %(path)s, true)"
 _NO_SUCH_TABLE = {"42P01", "3F000"}  # undefined_table, invalid_schema_name
+_LOCKED_SCHEMA = "docex_migrate.locked_schema"  # connection.info key: (schema, oid) as lock_tenant found it
 
 
 def lock_tenant(
@@ -425,7 +426,8 @@ def lock_tenant(
         if versions and getattr(exc, "sqlstate", None) in _NO_SUCH_TABLE:
             raise TenantNotFoundError(f"schema {schema!r} or its {VERSION_TABLE} was dropped since the plan") from None
         raise DBAPIError.instance(settle, settings, exc, psycopg.Error) from exc  # as SQLAlchemy raises it
-    return bool(row[0]), tuple(row[-1]) if versions else None
+    connection.info[_LOCKED_SCHEMA] = (schema, row[0])  # its oid (None: missing), for PostgresBackend.identity
+    return row[0] is not None, tuple(row[-1]) if versions else None
 
 
 # A revision that ends the tenant's transaction (its own COMMIT or ROLLBACK, in SQL or through
@@ -713,8 +715,10 @@ class PostgresBackend(Backend):
         privilege, not Alembic's shape) is reported alone, never fails the batch."""
         contents: dict[str, set[str]] = {}
         problems: dict[str, str] = {}
-        for schema, table, problem in connection.execute(_CATALOG, {"schemas": batch, "version_table": VERSION_TABLE}):
+        oids: dict[str, int] = {}
+        for schema, oid, table, problem in connection.execute(_CATALOG, {"schemas": batch, "version_table": VERSION_TABLE}):
             contents.setdefault(schema, set()).update([table] if table else [])
+            oids[schema] = oid
             if problem:
                 problems[schema] = _UNREADABLE[problem].format(schema=schema, user=self.url.username or "the current user")
         readable = [s for s, names in contents.items() if VERSION_TABLE in names and s not in problems]
@@ -733,13 +737,14 @@ class PostgresBackend(Backend):
         states = {}
         for schema, names in contents.items():
             if schema in problems:
-                states[schema] = unreadable(problems[schema])
+                states[schema] = replace(unreadable(problems[schema]), identity=str(oids[schema]))
                 continue
             states[schema] = NamespaceState(
                 exists=True,
                 versioned=VERSION_TABLE in names,
                 revisions=tuple(revisions.get(schema, ())),
                 table_count=len(names - {VERSION_TABLE}),
+                identity=str(oids[schema]),
             )
         return states
 
@@ -1063,14 +1068,14 @@ class PostgresBackend(Backend):
             finally:
                 scratch.dispose()
 
-    def install_fresh(self, tenant_id: str, template: HeadDump | list[Recorded], target: str) -> bool:
+    def install_fresh(self, tenant_id: str, template: HeadDump | list[Recorded], target: str) -> str | None:
         """Replay the head dump (or the recording) in one transaction under the tenant's lock;
         nothing is done if the schema turns out not to be empty (any table, alembic_version
         included, means someone else got there)."""
         schema = self.namespace(tenant_id)
         with self.transaction(tenant_id, create=True) as connection:
             if connection.execute(_HAS_TABLES, {"schema": schema}).scalar():
-                return False
+                return None
             if isinstance(template, HeadDump):
                 # Without parameters psycopg sends the whole string as one simple query: one round
                 # trip, and no placeholder parsing ('%' in a function body stays as it is).
@@ -1078,7 +1083,7 @@ class PostgresBackend(Backend):
                 driver.execute(template.for_schema(connection.dialect.identifier_preparer.quote_identifier(schema)))
             else:
                 replay(connection, template)
-            return True
+            return self.identity(tenant_id, connection)
 
     def review_script(self, tenant_id: str, revision: str | None, body: str) -> str:
         schema = self.namespace(tenant_id)  # letters, digits, '_' and '-' only: safe in literals
@@ -1112,6 +1117,16 @@ class PostgresBackend(Backend):
 
     def schema(self, tenant_id: str) -> str | None:
         return self.namespace(tenant_id)
+
+    def identity(self, tenant_id: str, connection: Connection) -> str | None:
+        """The schema's oid: a schema dropped and created again gets a new one (oids wrap
+        around only after 2**32 objects). lock_tenant read it already; a schema created since
+        in this transaction costs a query."""
+        schema = self.namespace(tenant_id)
+        locked, oid = connection.info.get(_LOCKED_SCHEMA, (None, None))
+        if locked != schema or oid is None:
+            oid = connection.execute(sa.select(_pg_namespace.c.oid).where(_pg_namespace.c.nspname == schema)).scalar()
+        return None if oid is None else str(oid)
 
     def ledger(self) -> LedgerPlace:
         """The schema tenants.LEDGER_SCHEMA of the same database (reserved: never a tenant's).

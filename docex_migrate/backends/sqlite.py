@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import glob
 import math
 import os
 import shutil
 import sqlite3
+import struct
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -89,6 +93,41 @@ def transactional_engine(path: str | ContextVar[str], busy_timeout: float = 5.0,
     return engine
 
 
+# statx(2) (glibc 2.28+), for a file's birth time, which os.stat does not give on Linux.
+_AT_FDCWD, _STATX_BTIME, _STATX_SIZE, _BTIME_OFFSET = -100, 0x800, 256, 80
+
+
+@functools.cache
+def _statx() -> Any:
+    return getattr(ctypes.CDLL(None, use_errno=True), "statx", None) if sys.platform == "linux" else None
+
+
+def _birth_time(path: str, st: os.stat_result) -> str:
+    """When the file was created, to the nanosecond where the system says ('-' where not)."""
+    born = getattr(st, "st_birthtime", None)  # macOS, the BSDs
+    if born is not None:
+        return repr(born)
+    statx = _statx()
+    buffer = ctypes.create_string_buffer(_STATX_SIZE)
+    if statx is None or statx(_AT_FDCWD, os.fsencode(path), 0, _STATX_BTIME, buffer) != 0:
+        return "-"
+    if not int.from_bytes(buffer.raw[:4], sys.byteorder) & _STATX_BTIME:  # this filesystem keeps none
+        return "-"
+    seconds, nanoseconds = struct.unpack_from("=qI", buffer.raw, _BTIME_OFFSET)
+    return f"{seconds}.{nanoseconds:09d}"
+
+
+def file_identity(path: str) -> str | None:
+    """Which file is at ``path``, not which name: its device and inode, and its birth time, since
+    a file deleted and created again often gets the deleted one's inode back (ext4 does). Where
+    the filesystem keeps no birth time, device and inode alone. None: no file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{_birth_time(path, st)}"
+
+
 def read_namespace_state(path: str, busy_timeout: float = 5.0) -> NamespaceState:
     """Read a tenant file's version rows directly: never creates the file, never writes to it.
 
@@ -114,7 +153,13 @@ def read_namespace_state(path: str, busy_timeout: float = 5.0) -> NamespaceState
         hint = _READ_HINTS.get(str(exc), "")
         return unreadable(f"cannot read SQLite file {path}: {exc}{hint}")
     tables = {n for n in names if n != VERSION_TABLE and not n.startswith("sqlite_")}
-    return NamespaceState(exists=True, versioned=VERSION_TABLE in names, revisions=revisions, table_count=len(tables))
+    return NamespaceState(
+        exists=True,
+        versioned=VERSION_TABLE in names,
+        revisions=revisions,
+        table_count=len(tables),
+        identity=file_identity(path),
+    )
 
 
 _READ_HINTS = {
@@ -230,7 +275,7 @@ class SqliteBackend(Backend):
         migrate_tenant(SqliteBackend(f"{directory}/{{tenant_id}}.db"), "head", chain.head, create=True, chain=chain)
         return directory / "head.db"
 
-    def install_fresh(self, tenant_id: str, template: Path, target: str) -> bool:
+    def install_fresh(self, tenant_id: str, template: Path, target: str) -> str | None:
         """Put a copy of the head file in place as the tenant's file, atomically and never over
         an existing file (a concurrent provision, or an empty file left by a failed one)."""
         path = Path(self.namespace(tenant_id))
@@ -239,9 +284,9 @@ class SqliteBackend(Backend):
         try:  # the copy itself may fail (a full disk): the staged file goes either way
             shutil.copyfile(template, staged)
             os.link(staged, path)
-            return True
+            return file_identity(str(path))
         except FileExistsError:
-            return False
+            return None
         finally:
             staged.unlink(missing_ok=True)
 
@@ -320,6 +365,9 @@ class SqliteBackend(Backend):
 
     def schema(self, tenant_id: str) -> str | None:
         return None
+
+    def identity(self, tenant_id: str, connection: Connection) -> str | None:
+        return file_identity(self.namespace(tenant_id))
 
     def describe(self) -> str:
         return f"SQLite files {self.template}"
