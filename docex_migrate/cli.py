@@ -24,9 +24,9 @@ from . import api, progress
 from .chain import load_chain
 from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
+from .ledger import PENDING
 from .reporting import Reporter
 from .results import Action, CheckStatus, TenantResult, describe_error
-from .ledger import PENDING
 from .runs import Run, RunDetail, RunInfo, RunTenant, recording, revisions_now, tool_version
 
 app = typer.Typer(

@@ -24,6 +24,7 @@ anything. Writes are short transactions on one connection of their own, never a 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -34,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateSchema
 
 from .backends import LedgerPlace
-from .errors import UsageError
+from .errors import DocexMigrateError, UsageError
 
 LEDGER_VERSION = 1
 PENDING = "pending"  # a tenant of the run whose result has not been recorded (yet)
@@ -106,6 +107,11 @@ class LedgerError(UsageError):
     """The ledger cannot be used as it is (written by a newer docex-migrate)."""
 
 
+class LedgerBusyError(DocexMigrateError):
+    """A ledger statement's wait for a lock ran out (Backend.ledger_lock_wait): the message says
+    which lock and who holds it. Reading fails (exit 2); a run goes on unrecorded."""
+
+
 class Ledger:
     """One open connection on the ledger; each write is its own short transaction."""
 
@@ -148,10 +154,22 @@ class Ledger:
         self.connection.close()
         engine.dispose()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One short transaction; a lock wait that ran out is LedgerBusyError, naming the lock."""
+        try:
+            with self.connection.begin():
+                yield
+        except Exception as exc:
+            why = self.place.explain_wait(exc)
+            if why is None:
+                raise
+            raise LedgerBusyError(why) from None
+
     def _create(self) -> None:
         for attempt in range(3):  # two first runs at once may race to create it: the loser finds it made
             try:
-                with self.connection.begin():
+                with self._transaction():
                     if self.place.schema is not None:
                         self.connection.execute(CreateSchema(self.place.schema, if_not_exists=True))
                     metadata.create_all(self.connection, checkfirst=True)
@@ -164,7 +182,7 @@ class Ledger:
                     raise
 
     def _check_version(self) -> None:
-        with self.connection.begin():
+        with self._transaction():
             found = self.connection.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
         if found is not None and int(found) > LEDGER_VERSION:
             raise LedgerError(
@@ -175,7 +193,7 @@ class Ledger:
     def _check_columns(self, *, add: bool) -> None:
         """run_tenants' columns added since schema 1 (identity): added when writing, left out
         of what is read from a ledger that lacks them."""
-        with self.connection.begin():
+        with self._transaction():
             found = {c["name"] for c in sa.inspect(self.connection).get_columns(run_tenants.name, schema=self.place.schema)}
             missing = [c for c in run_tenants.c if c.name not in found]
             if add and missing:
@@ -192,23 +210,23 @@ class Ledger:
     # Writing
 
     def insert_run(self, values: Mapping[str, Any]) -> None:
-        with self.connection.begin():
+        with self._transaction():
             self.connection.execute(runs.insert().values(**values))
 
     def update_run(self, run_id: str, values: Mapping[str, Any]) -> None:
-        with self.connection.begin():
+        with self._transaction():
             self.connection.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
 
     def insert_tenants(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
-            with self.connection.begin():
+            with self._transaction():
                 self.connection.execute(run_tenants.insert(), list(rows))
 
     def update_results(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Tenants' results: each row has tenant_id and every one of RESULT_COLUMNS. One
         statement built once: a result costs a round trip, not a compilation."""
         if rows:
-            with self.connection.begin():
+            with self._transaction():
                 self.connection.execute(
                     _UPDATE_RESULT, [{"b_run_id": run_id, **{f"b_{k}": v for k, v in r.items()}} for r in rows]
                 )
@@ -216,13 +234,13 @@ class Ledger:
     # Reading
 
     def run(self, run_id: str) -> dict[str, Any] | None:
-        with self.connection.begin():
+        with self._transaction():
             row = self.connection.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
         return dict(row) if row else None
 
     def recent(self, fleet: str, limit: int) -> list[dict[str, Any]]:
         query = sa.select(runs).where(runs.c.fleet == fleet).order_by(runs.c.started_at.desc()).limit(limit)
-        with self.connection.begin():
+        with self._transaction():
             return [dict(r) for r in self.connection.execute(query).mappings()]
 
     def counts(self, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -233,14 +251,14 @@ class Ledger:
             .group_by(run_tenants.c.run_id, run_tenants.c.action)
         )
         found: dict[str, dict[str, int]] = {r: {} for r in run_ids}
-        with self.connection.begin():
+        with self._transaction():
             for run_id, action, count in self.connection.execute(query):
                 found[run_id][action] = int(count)
         return found
 
     def tenants(self, run_id: str) -> list[dict[str, Any]]:
         query = sa.select(*self._tenant_columns).where(run_tenants.c.run_id == run_id).order_by(run_tenants.c.tenant_id)
-        with self.connection.begin():
+        with self._transaction():
             return [dict(r) for r in self.connection.execute(query).mappings()]
 
     def later_rows(self, fleet: str, after: str, tenant_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
@@ -253,7 +271,7 @@ class Ledger:
                 .where(runs.c.fleet == fleet, runs.c.started_at > after, run_tenants.c.tenant_id.in_(batch))
                 .order_by(runs.c.started_at)
             )
-            with self.connection.begin():
+            with self._transaction():
                 for row in self.connection.execute(query).mappings():
                     found.setdefault(row["tenant_id"], []).append(dict(row))
         return found

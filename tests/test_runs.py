@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from typer.testing import CliRunner
 
 from docex_migrate import api
 from docex_migrate import runs as runs_module
+from docex_migrate.backends import Backend
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.cli import app
 from docex_migrate.errors import InvalidTenantError, UsageError
@@ -348,6 +350,40 @@ def test_a_ledger_from_a_newer_docex_migrate_is_refused_never_overwritten(steps)
     finally:
         schema_version("1")  # the PostgreSQL ledger is shared by the whole test run
         book.close()
+
+
+def test_a_locked_ledger_is_waited_for_a_bounded_time_and_the_lock_is_named(steps, monkeypatch, caplog):
+    """Issue 20: the PostgreSQL ledger's connection had no lock timeout: a ledger table locked by
+    another session hung `runs` and every run forever. Now reading fails, saying which lock and
+    who holds it, and a run goes on unrecorded, saying the same."""
+    env = steps
+    at(env, ["a"], "r1")
+    assert cli("upgrade", "--all-tenants", "r2").exit_code == 0
+    monkeypatch.setattr(Backend, "ledger_lock_wait", 1.0, raising=False)
+    if env.kind == "sqlite":  # WAL: readers are never blocked; a writer holding the file blocks writes
+        holder = sqlite3.connect(str(env.workdir / "storage" / "docex_migrate_runs.db"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    else:  # before the fix this waited until the server ended the idle holder (15 s), then succeeded
+        holder = env.engine().connect()
+        holder.exec_driver_sql("SET idle_in_transaction_session_timeout = '15s'")
+        holder.exec_driver_sql("LOCK TABLE docex_migrate.runs IN ACCESS EXCLUSIVE MODE")
+        holder_pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    try:
+        started = time.monotonic()
+        if env.kind == "postgres":
+            result = cli("runs")
+            assert result.exit_code == 2, result.output
+            (line,) = result.stderr.strip().splitlines()
+            assert "waited more than 1s" in line and "docex_migrate.runs" in line and "AccessExclusiveLock" in line
+            assert f"pid {holder_pid}" in line, line
+        result = cli("upgrade", "--all-tenants")
+        assert result.exit_code == 0, result.output
+        assert "could not record run" in caplog.text or "this run is not recorded" in caplog.text, caplog.text
+        assert ("pid" if env.kind == "postgres" else "docex_migrate_runs.db stayed locked") in caplog.text, caplog.text
+        assert version_of(env, "a") == ("r3",)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.close()
 
 
 def test_a_tenant_committed_before_its_row_is_reconciled_from_the_tenant(steps):

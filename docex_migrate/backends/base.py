@@ -59,6 +59,9 @@ class LedgerPlace:
     database: str  # which fleet the runs belong to: the database and the template, never a password
     exists: Callable[[], bool]  # whether the ledger is there, found without creating anything
     engine: Callable[[bool], Engine]  # an engine on it: for writing (True; creates it) or for reading
+    # When an error is the ledger's bounded wait for a lock running out (Backend.ledger_lock_wait):
+    # one line saying which lock it waited for and, where the database tells, who holds it.
+    explain_wait: Callable[[BaseException], str | None] = lambda exc: None
 
 
 def unreadable(reason: str) -> NamespaceState:
@@ -74,6 +77,9 @@ class Backend(ABC):
 
     kind: str  # "sqlite" or "postgresql": the SQLAlchemy dialect name, and the key of shipped snapshots
     template: str
+    # Seconds a ledger statement waits for a lock (another run's write, an operator's LOCK TABLE):
+    # past it, reading fails with one line naming the lock, and a run goes on unrecorded.
+    ledger_lock_wait: float = 30.0
 
     @cached_property
     def matcher(self) -> TemplateMatcher:

@@ -99,6 +99,24 @@ _UNREADABLE = {
 }
 
 
+# Who holds the ledger's tables in a mode that blocks its reads or writes (what a ledger
+# statement waits for), asked once its wait has run out.
+_LEDGER_LOCKS = sa.text("""
+SELECT l.relation::regclass::text, l.mode, a.pid, a.usename, a.application_name, a.state,
+       date_trunc('second', now() - coalesce(a.xact_start, a.backend_start))
+FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.pid <> pg_backend_pid() AND l.locktype = 'relation'
+  AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock')
+  AND l.relation IN (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = :schema)
+ORDER BY 1, 3
+""")
+
+
+def _holder(table: str, mode: str, pid: int, user: str | None, application: str | None, state: str | None, held: Any) -> str:
+    return f"table {table} is held in {mode} by pid {pid} (user {user}, application {application!r}, {state} for {held})"
+
+
 def _first_line(exc: DBAPIError) -> str:
     text = str(exc.orig or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -1139,8 +1157,16 @@ class PostgresBackend(Backend):
             with self.connect() as connection:
                 return bool(connection.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f'"{schema}".runs'}).scalar())
 
+        wait, where = self.ledger_lock_wait, f"schema {schema} of {self.where()}"
+
         def engine(write: bool) -> Engine:
-            options = "-csynchronous_commit=off -capplication_name=docex-migrate-ledger"
+            # Bounded: a ledger table locked by another session (LOCK TABLE, a long ALTER) fails
+            # the statement past the wait (55P03), never hangs the run; a ledger statement takes
+            # milliseconds, so one running twice the wait is stuck (57014).
+            options = (
+                "-csynchronous_commit=off -capplication_name=docex-migrate-ledger"
+                f" -clock_timeout={_ms(wait)} -cstatement_timeout={_ms(2 * wait)}"
+            )
             # Autocommit: each ledger write is one statement, so one round trip, not BEGIN/.../COMMIT.
             return sa.create_engine(
                 self.url,
@@ -1149,8 +1175,25 @@ class PostgresBackend(Backend):
                 connect_args={"connect_timeout": 10, "options": options},
             )
 
+        def explain_wait(exc: BaseException) -> str | None:
+            sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+            if sqlstate == "57014":
+                return f"a statement on the run ledger ({where}) ran past {2 * wait:g}s: see what else the database is running"
+            if sqlstate != "55P03":
+                return None
+            try:
+                with self.connect() as connection:
+                    holders = [_holder(*row) for row in connection.execute(_LEDGER_LOCKS, {"schema": schema})]
+            except (DatabaseUnavailableError, DBAPIError):
+                holders = []
+            held = "; ".join(holders) or "by another session, gone since"
+            return (
+                f"the run ledger ({where}) waited more than {wait:g}s for a lock on its tables: {held}; "
+                "end that transaction (or pg_terminate_backend(pid)) and retry"
+            )
+
         return LedgerPlace(
-            schema, f"schema {schema} of {self.where()}", f"PostgreSQL {self.where()} {self.template}", exists, engine
+            schema, where, f"PostgreSQL {self.where()} {self.template}", exists, engine, explain_wait
         )
 
     def dispose(self) -> None:

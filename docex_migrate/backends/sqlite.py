@@ -376,6 +376,15 @@ class SqliteBackend(Backend):
         """One SQLite file in the template's fixed directory (tenants.ledger_file), in WAL mode
         with synchronous=NORMAL: a commit survives a killed process without an fsync per row."""
         path = tenants.ledger_file(self.template)
+        wait = self.ledger_lock_wait
+
+        def explain_wait(exc: BaseException) -> str | None:
+            if not isinstance(exc, (TenantBusyError, OperationalError)) or "locked" not in str(exc):
+                return None
+            return (
+                f"the run ledger {path} stayed locked by another process (its write lock) past {wait:g}s: "
+                "retry when the run writing it has finished"
+            )
 
         def engine(write: bool) -> Engine:
             if not write:
@@ -383,10 +392,10 @@ class SqliteBackend(Backend):
                 # read-write only so that, as the last connection, it removes the -wal and -shm files.
                 uri = Path(path).resolve().as_uri()
                 return create_engine(
-                    "sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=30.0)
+                    "sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=wait)
                 )
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            created = transactional_engine(path, busy_timeout=30.0)
+            created = transactional_engine(path, busy_timeout=wait)
 
             @event.listens_for(created, "connect")
             def _wal(dbapi_connection: Any, _record: Any) -> None:
@@ -395,4 +404,6 @@ class SqliteBackend(Backend):
 
             return created
 
-        return LedgerPlace(None, path, f"SQLite {os.path.abspath(self.template)}", lambda: os.path.isfile(path), engine)
+        return LedgerPlace(
+            None, path, f"SQLite {os.path.abspath(self.template)}", lambda: os.path.isfile(path), engine, explain_wait
+        )
