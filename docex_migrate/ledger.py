@@ -238,8 +238,8 @@ class Ledger:
             row = self.connection.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
         return dict(row) if row else None
 
-    def recent(self, fleet: str, limit: int) -> list[dict[str, Any]]:
-        query = sa.select(runs).where(runs.c.fleet == fleet).order_by(runs.c.started_at.desc()).limit(limit)
+    def recent(self, fleets: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        query = sa.select(runs).where(runs.c.fleet.in_(fleets)).order_by(runs.c.started_at.desc()).limit(limit)
         with self._transaction():
             return [dict(r) for r in self.connection.execute(query).mappings()]
 
@@ -261,14 +261,14 @@ class Ledger:
         with self._transaction():
             return [dict(r) for r in self.connection.execute(query).mappings()]
 
-    def later_rows(self, fleet: str, after: str, tenant_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    def later_rows(self, fleets: Sequence[str], after: str, tenant_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         """For each tenant, its rows in the fleet's runs started after ``after``, oldest first."""
         found: dict[str, list[dict[str, Any]]] = {}
         for batch in _batches(list(tenant_ids)):
             query = (
                 sa.select(*self._tenant_columns, runs.c.started_at, runs.c.command)
                 .join(runs, runs.c.run_id == run_tenants.c.run_id)
-                .where(runs.c.fleet == fleet, runs.c.started_at > after, run_tenants.c.tenant_id.in_(batch))
+                .where(runs.c.fleet.in_(fleets), runs.c.started_at > after, run_tenants.c.tenant_id.in_(batch))
                 .order_by(runs.c.started_at)
             )
             with self._transaction():

@@ -517,7 +517,7 @@ def _reconciled(
     pending = [r for r in rows if r["action"] == PENDING]
     after: dict[str, str | None] = {}
     if pending and _state(run) != RUNNING:
-        later = ledger.later_rows(run["fleet"], run["started_at"], [r["tenant_id"] for r in pending])
+        later = ledger.later_rows(ledger.place.fleets, run["started_at"], [r["tenant_id"] for r in pending])
         after = {t: found[0]["from_revision"] for t, found in later.items()}
         unseen = [r["tenant_id"] for r in pending if r["tenant_id"] not in after]
         if unseen:
@@ -580,7 +580,7 @@ def list_runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None
     with _reading(settings) as (backend, place, ledger):
         if ledger is None:
             return []
-        rows = ledger.recent(place.database, limit)
+        rows = ledger.recent(place.fleets, limit)
         counts = ledger.counts([r["run_id"] for r in rows])
         infos = []
         for row in rows:
@@ -614,7 +614,7 @@ def _find(ledger: Ledger | None, place: LedgerPlace, run_id: str) -> dict[str, A
     row = ledger.run(run_id)
     if row is None:
         raise UsageError(f"no run {run_id!r} in the run ledger ({place.where}): see `docex-migrate runs`")
-    if row["fleet"] != place.database:
+    if row["fleet"] not in place.fleets:
         raise UsageError(f"run {run_id!r} belongs to another database or template ({row['fleet']}), not {place.database}")
     return row
 

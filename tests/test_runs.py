@@ -328,6 +328,40 @@ def test_resume_and_undo_refuse_bad_runs_with_one_line_and_touch_nothing(steps):
     assert result.exit_code == 2 and "another database" in result.stderr
 
 
+def test_the_fleet_is_the_database_the_server_names_however_the_host_or_path_is_spelled(steps):
+    """Issue 20: the ledger keyed a fleet by the host as spelled, so the same database reached as
+    localhost after 127.0.0.1 (or SQLite storage through a symbolic link) 'belonged to another
+    database'. A run an older docex-migrate keyed by the spelling stays readable."""
+    env = steps
+    at(env, ["a", "b"], "r1")
+    config = yaml.safe_load(env.config_file.read_text())
+    assert cli("upgrade", "--all-tenants", "r2").exit_code == 0
+    older = latest_run()["run_id"]
+    if env.kind == "postgres":
+        pg = config["database"]["postgres"]
+        spelled = f"PostgreSQL {pg['host']}:{pg['port']}/{pg['database']} {pg['schema_template']}"
+        book = ledger(env)
+        try:
+            with book.connection.begin():
+                book.connection.execute(runs.update().where(runs.c.run_id == older).values(fleet=spelled))
+        finally:
+            book.close()
+        assert shown(older)["run_id"] == older
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    recorded = latest_run()["run_id"]
+    if env.kind == "sqlite":
+        (env.workdir / "elsewhere").symlink_to(env.workdir / "storage")
+        config["database"]["sqlite"]["path_template"] = "elsewhere/tenant_{tenant_id}/docex.db"
+    else:
+        assert config["database"]["postgres"]["host"] == "127.0.0.1"
+        config["database"]["postgres"]["host"] = "localhost"
+    env.config_file.write_text(yaml.safe_dump(config))
+    assert shown(recorded)["tenants"][0]["action"] == "upgraded"
+    result = cli("undo", recorded, "--yes")
+    assert result.exit_code == 0, result.output
+    assert version_of(env, "a") == version_of(env, "b") == ("r2",)
+
+
 def test_a_ledger_from_a_newer_docex_migrate_is_refused_never_overwritten(steps):
     env = steps
     at(env, ["a"], "r1")

@@ -56,12 +56,19 @@ class LedgerPlace:
 
     schema: str | None  # the tool's own schema (PostgreSQL); None: a file of its own (SQLite)
     where: str  # for messages
-    database: str  # which fleet the runs belong to: the database and the template, never a password
+    # Which fleet the runs belong to: the database as the server identifies it (never as the
+    # host is spelled: localhost and 127.0.0.1 are one database) and the template; no password.
+    database: str
     exists: Callable[[], bool]  # whether the ledger is there, found without creating anything
     engine: Callable[[bool], Engine]  # an engine on it: for writing (True; creates it) or for reading
     # When an error is the ledger's bounded wait for a lock running out (Backend.ledger_lock_wait):
     # one line saying which lock it waited for and, where the database tells, who holds it.
     explain_wait: Callable[[BaseException], str | None] = lambda exc: None
+    aliases: tuple[str, ...] = ()  # how older docex-migrates recorded this fleet: their runs are still its own
+
+    @property
+    def fleets(self) -> tuple[str, ...]:
+        return (self.database, *self.aliases)
 
 
 def unreadable(reason: str) -> NamespaceState:

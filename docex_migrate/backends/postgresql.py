@@ -113,6 +113,12 @@ ORDER BY 1, 3
 """)
 
 
+_SERVER_IDENTITY = sa.text(
+    "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()),"
+    " (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
+)
+
+
 def _holder(table: str, mode: str, pid: int, user: str | None, application: str | None, state: str | None, held: Any) -> str:
     return f"table {table} is held in {mode} by pid {pid} (user {user}, application {application!r}, {state} for {held})"
 
@@ -1192,9 +1198,22 @@ class PostgresBackend(Backend):
                 "end that transaction (or pg_terminate_backend(pid)) and retry"
             )
 
-        return LedgerPlace(
-            schema, where, f"PostgreSQL {self.where()} {self.template}", exists, engine, explain_wait
-        )
+        fleet, aliases = self._fleet()
+        return LedgerPlace(schema, where, fleet, exists, engine, explain_wait, aliases)
+
+    def _fleet(self) -> tuple[str, tuple[str, ...]]:
+        """The fleet's key in the ledger: the cluster's system identifier and the database's oid,
+        as the server says (any role may read them unless pg_control_system() was revoked), and
+        the template. Older docex-migrates keyed it by the host as spelled: that key is an alias,
+        and the fallback where the server will not say."""
+        spelled = f"PostgreSQL {self.where()} {self.template}"
+        with self.connect() as connection:
+            try:
+                system, database = connection.execute(_SERVER_IDENTITY).one()
+            except DBAPIError as exc:
+                log.debug("the server's identity cannot be read (%s): the ledger keys this fleet by its host", _first_line(exc))
+                return spelled, ()
+        return f"PostgreSQL system {system} database {database} {self.template}", (spelled,)
 
     def dispose(self) -> None:
         kept, self._kept = self._kept, None

@@ -404,6 +404,7 @@ class SqliteBackend(Backend):
 
             return created
 
-        return LedgerPlace(
-            None, path, f"SQLite {os.path.abspath(self.template)}", lambda: os.path.isfile(path), engine, explain_wait
-        )
+        # The fleet is the storage as resolved (symbolic links followed): one directory however it is reached.
+        fleet, spelled = f"SQLite {os.path.realpath(self.template)}", f"SQLite {os.path.abspath(self.template)}"
+        aliases = (spelled,) if spelled != fleet else ()
+        return LedgerPlace(None, path, fleet, lambda: os.path.isfile(path), engine, explain_wait, aliases)
