@@ -5,6 +5,7 @@ database; real processes for signals and kill -9, on the small chain in tests/ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -244,6 +245,43 @@ def test_read_only_commands_create_no_ledger_and_write_nothing(steps):
     for args in (["status"], ["tenants"], ["runs"], ["runs", "show", latest_run()["run_id"]]):
         assert cli(*args).exit_code == 0, args
     assert ledger_rows(env) == recorded
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """The directory as a read-only volume gives it (EROFS even for root): bound read-only onto itself."""
+    mounted = subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], check=True, capture_output=True)
+        with pytest.raises(OSError, match="Read-only file system"):
+            (directory / "probe").write_text("")
+        yield
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+def test_reading_commands_work_on_read_only_storage(steps):
+    """Issue 20: `runs` failed on read-only SQLite storage ('unable to open database file'): the
+    WAL ledger was opened read-write, and so was a WAL tenant by status."""
+    env = steps
+    if env.kind != "sqlite":
+        pytest.skip("SQLite storage")
+    at(env, ["a", "b"], "r1")
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    run_id = latest_run()["run_id"]
+    wal = sqlite3.connect(env.namespace("b"))
+    assert wal.execute("PRAGMA journal_mode = WAL").fetchone() == ("wal",)
+    wal.close()
+    with read_only(env.workdir / "storage"):
+        listed = cli("runs", "--json")
+        assert listed.exit_code == 0, listed.output
+        assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
+        assert outcomes(run_id) == {"a": ("upgraded", "r1", "r3"), "b": ("upgraded", "r1", "r3")}
+        status = cli("status", "--json")
+        assert status.exit_code == 0, status.output
+        assert {s["tenant_id"]: s["revision"] for s in json.loads(status.stdout)} == {"a": "r3", "b": "r3"}
 
 
 def test_the_ledger_is_never_a_tenant(steps, monkeypatch):

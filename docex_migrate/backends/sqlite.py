@@ -128,20 +128,44 @@ def file_identity(path: str) -> str | None:
     return f"{st.st_dev}:{st.st_ino}:{_birth_time(path, st)}"
 
 
+# Opening a file for reading, most useful first: read-write (rolls back a hot journal, removes
+# WAL's -wal and -shm as the last connection), read-only (the file or its directory is not
+# ours to write, while a writer may be active: WAL's -shm exists or can be made), and immutable:
+# storage nobody can write (a read-only mount), where a WAL database left no -shm to share and
+# none can be made. A lock or a damaged file is not retried: that error is the answer.
+_READING_MODES = ("mode=rw", "mode=ro", "mode=ro&immutable=1")
+_CANNOT_WRITE = ("unable to open database file", "attempt to write a readonly database")
+
+
+def connect_for_reading(path: str, timeout: float) -> sqlite3.Connection:
+    """A connection that reads ``path`` and never creates it, on writable and read-only storage."""
+    uri = Path(path).resolve().as_uri()
+    for mode in _READING_MODES:
+        db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=timeout)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the open is lazy: read to know
+            return db
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if str(exc) not in _CANNOT_WRITE or mode == _READING_MODES[-1]:
+                raise
+    raise AssertionError("unreachable")
+
+
 def read_namespace_state(path: str, busy_timeout: float = 5.0) -> NamespaceState:
     """Read a tenant file's version rows directly: never creates the file, never writes to it.
 
-    The file is opened read-write (mode=rw never creates it): a hot journal left by a killed
-    writer (ours or the application's) must be rolled back before the file can be read, which
-    SQLite does on the first read, and a read-only open (mode=ro) cannot do. That recovery is
-    what any DocEX connection would do too; no write lock is kept. A file that still cannot be
-    read (corrupt, not a database, locked) is that tenant's failure alone.
+    The file is opened read-write where it can be (mode=rw never creates it): a hot journal left
+    by a killed writer (ours or the application's) must be rolled back before the file can be
+    read, which SQLite does on the first read, and a read-only open (mode=ro) cannot do. That
+    recovery is what any DocEX connection would do too; no write lock is kept. On read-only
+    storage it is read read-only (connect_for_reading). A file that still cannot be read
+    (corrupt, not a database, locked) is that tenant's failure alone.
     """
     if not os.path.isfile(path):
         return MISSING
-    uri = Path(path).resolve().as_uri() + "?mode=rw"
     try:
-        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
+        db = connect_for_reading(path, busy_timeout)
         try:
             names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             revisions: tuple[str, ...] = ()
@@ -388,12 +412,9 @@ class SqliteBackend(Backend):
 
         def engine(write: bool) -> Engine:
             if not write:
-                # Never creates the file (mode=rw), reads while a run writes (WAL), writes nothing;
-                # read-write only so that, as the last connection, it removes the -wal and -shm files.
-                uri = Path(path).resolve().as_uri()
-                return create_engine(
-                    "sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=wait)
-                )
+                # Never creates the file, reads while a run writes (WAL), writes nothing, and reads
+                # read-only storage too (connect_for_reading).
+                return create_engine("sqlite://", poolclass=NullPool, creator=lambda: connect_for_reading(path, wait))
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             created = transactional_engine(path, busy_timeout=wait)
 
