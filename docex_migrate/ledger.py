@@ -90,11 +90,13 @@ RESULT_COLUMNS = ("action", "from_revision", "to_revision", "finished_at", "dura
 _UPDATE_RESULT = (
     run_tenants.update()
     .where(run_tenants.c.run_id == sa.bindparam("b_run_id"), run_tenants.c.tenant_id == sa.bindparam("b_tenant_id"))
-    .values({
-        **{c: sa.bindparam(f"b_{c}") for c in RESULT_COLUMNS},
-        # a result without an identity (a failure) keeps the one its plan found
-        "identity": sa.func.coalesce(sa.bindparam("b_identity"), run_tenants.c.identity),
-    })
+    .values(
+        {
+            **{c: sa.bindparam(f"b_{c}") for c in RESULT_COLUMNS},
+            # a result without an identity (a failure) keeps the one its plan found
+            "identity": sa.func.coalesce(sa.bindparam("b_identity"), run_tenants.c.identity),
+        }
+    )
 )
 
 
@@ -195,16 +197,20 @@ class Ledger:
         of what is read from a ledger that lacks them."""
         with self._transaction():
             found = {c["name"] for c in sa.inspect(self.connection).get_columns(run_tenants.name, schema=self.place.schema)}
-            missing = [c for c in run_tenants.c if c.name not in found]
-            if add and missing:
-                prepare = self.connection.dialect.identifier_preparer
-                table = prepare.quote(run_tenants.name)  # plain SQL: qualified here, not by _scoped's map
-                if self.place.schema is not None:
-                    table = f"{prepare.quote_schema(self.place.schema)}.{table}"
-                for column in missing:
-                    ddl = f"ALTER TABLE {table} ADD COLUMN {prepare.format_column(column)} {column.type.compile(self.connection.dialect)}"
-                    self.connection.exec_driver_sql(ddl)
-                missing = []
+        missing = [c for c in run_tenants.c if c.name not in found]
+        if add and missing:
+            prepare = self.connection.dialect.identifier_preparer
+            table = prepare.quote(run_tenants.name)  # plain SQL: qualified here, not by _scoped's map
+            if self.place.schema is not None:
+                table = f"{prepare.quote_schema(self.place.schema)}.{table}"
+            try:
+                with self._transaction():
+                    for column in missing:
+                        kind = column.type.compile(self.connection.dialect)
+                        self.connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {prepare.format_column(column)} {kind}")
+            except DBAPIError:  # another run added them meanwhile, or we may not: look again
+                return self._check_columns(add=False)
+            missing = []
         self._tenant_columns = [c for c in run_tenants.c if c not in missing]
 
     # Writing

@@ -642,7 +642,11 @@ def _settled(settings: Settings, run_id: str, chain: Chain) -> tuple[dict[str, A
 
 def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> tuple[list[str], str]:
     """The tenants of ``run_id`` that did not reach its target, and that target: what
-    ``upgrade --resume`` / ``downgrade --resume`` runs. UsageError (exit 2) when it cannot."""
+    ``upgrade --resume`` / ``downgrade --resume`` runs. UsageError (exit 2) when it cannot.
+
+    Unlike undo, resume does not ask whether a tenant is still the namespace the run planned
+    (its identity): it finishes the run's aim, bringing each tenant to the target wherever it
+    is now, as running the same command again would; it never takes back what another did."""
     row, tenants, backend = _settled(settings, run_id, chain)
     backend.dispose()
     resumable = {"upgrade": ("upgrade", "provision"), "downgrade": ("downgrade",)}[command]

@@ -400,6 +400,35 @@ def test_the_fleet_is_the_database_the_server_names_however_the_host_or_path_is_
     assert version_of(env, "a") == version_of(env, "b") == ("r2",)
 
 
+def test_a_ledger_without_the_identity_column_is_read_as_it_is_and_gets_it_when_written(steps):
+    """A ledger an older docex-migrate wrote (schema 1, no run_tenants.identity): reading it
+    neither fails nor changes it; its runs are undone on revisions; the next run adds the column."""
+    env = steps
+    at(env, ["a"], "r1")
+    assert cli("upgrade", "--all-tenants", "r2").exit_code == 0
+    run_id = latest_run()["run_id"]
+    book = ledger(env)
+    table = "docex_migrate.run_tenants" if env.kind == "postgres" else "run_tenants"
+
+    def columns() -> set[str]:
+        with book.connection.begin():
+            return {c["name"] for c in sa.inspect(book.connection).get_columns("run_tenants", schema=book.place.schema)}
+
+    try:
+        with book.connection.begin():
+            book.connection.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN identity")
+        assert outcomes(run_id) == {"a": ("upgraded", "r1", "r2")}
+        assert "identity" not in columns()
+        assert cli("undo", run_id, "--yes").exit_code == 0
+        assert version_of(env, "a") == ("r1",)
+        assert "identity" in columns()
+    finally:
+        if "identity" not in columns():  # the PostgreSQL ledger is shared by the whole test run
+            with book.connection.begin():
+                book.connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN identity TEXT")
+        book.close()
+
+
 def test_a_ledger_from_a_newer_docex_migrate_is_refused_never_overwritten(steps):
     env = steps
     at(env, ["a"], "r1")
