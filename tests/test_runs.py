@@ -400,6 +400,30 @@ def test_the_fleet_is_the_database_the_server_names_however_the_host_or_path_is_
     assert version_of(env, "a") == version_of(env, "b") == ("r2",)
 
 
+@pytest.mark.postgres
+def test_a_least_privileged_role_reads_the_runs_of_its_fleet(pg_env, reader_role, monkeypatch):
+    """The fleet's key is what any role can read: a role that may only connect and read sees
+    the runs the migrating role recorded (pg_control_system() may be revoked from it)."""
+    env = pg_env
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    at(env, ["a"], "r1")
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    run_id = latest_run()["run_id"]
+    with env.engine().begin() as conn:
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA docex_migrate TO {reader_role}")
+        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA docex_migrate TO {reader_role}")
+        conn.exec_driver_sql("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+    try:
+        config = yaml.safe_load(env.config_file.read_text())
+        config["database"]["postgres"]["user"] = reader_role
+        env.config_file.write_text(yaml.safe_dump(config))
+        assert [r["run_id"] for r in json.loads(cli("runs", "--json").stdout)] == [run_id]
+        assert outcomes(run_id) == {"a": ("upgraded", "r1", "r3")}
+    finally:
+        with env.engine().begin() as conn:
+            conn.exec_driver_sql("GRANT EXECUTE ON FUNCTION pg_control_system() TO PUBLIC")
+
+
 def test_a_ledger_without_the_identity_column_is_read_as_it_is_and_gets_it_when_written(steps):
     """A ledger an older docex-migrate wrote (schema 1, no run_tenants.identity): reading it
     neither fails nor changes it; its runs are undone on revisions; the next run adds the column."""

@@ -113,10 +113,7 @@ ORDER BY 1, 3
 """)
 
 
-_SERVER_IDENTITY = sa.text(
-    "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()),"
-    " (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
-)
+_DATABASE_OID = sa.text("SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()")
 
 
 def _holder(table: str, mode: str, pid: int, user: str | None, application: str | None, state: str | None, held: Any) -> str:
@@ -1202,18 +1199,15 @@ class PostgresBackend(Backend):
         return LedgerPlace(schema, where, fleet, exists, engine, explain_wait, aliases)
 
     def _fleet(self) -> tuple[str, tuple[str, ...]]:
-        """The fleet's key in the ledger: the cluster's system identifier and the database's oid,
-        as the server says (any role may read them unless pg_control_system() was revoked), and
-        the template. Older docex-migrates keyed it by the host as spelled: that key is an alias,
-        and the fallback where the server will not say."""
-        spelled = f"PostgreSQL {self.where()} {self.template}"
+        """The fleet's key in the ledger: the database's oid, as the server says, and the
+        template. The ledger lives in that database, so the oid tells it from nothing but a
+        database dropped and created again, and every role may read it (pg_database). Not the
+        cluster's system identifier: pg_control_system() may be revoked, which would key one
+        fleet two ways by role, and pg_upgrade changes it while the database and its ledger stay.
+        Older docex-migrates keyed it by the host as spelled: that key is an alias."""
         with self.connect() as connection:
-            try:
-                system, database = connection.execute(_SERVER_IDENTITY).one()
-            except DBAPIError as exc:
-                log.debug("the server's identity cannot be read (%s): the ledger keys this fleet by its host", _first_line(exc))
-                return spelled, ()
-        return f"PostgreSQL system {system} database {database} {self.template}", (spelled,)
+            database = connection.execute(_DATABASE_OID).scalar_one()
+        return f"PostgreSQL database {database} {self.template}", (f"PostgreSQL {self.where()} {self.template}",)
 
     def dispose(self) -> None:
         kept, self._kept = self._kept, None
