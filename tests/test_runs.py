@@ -264,7 +264,7 @@ def read_only(directory: Path):
 
 def test_reading_commands_work_on_read_only_storage(steps):
     """Issue 20: `runs` failed on read-only SQLite storage ('unable to open database file'): the
-    WAL ledger was opened read-write, and so was a WAL tenant by status."""
+    WAL ledger was opened read-write, and so was a WAL tenant by status and verify."""
     env = steps
     if env.kind != "sqlite":
         pytest.skip("SQLite storage")
@@ -282,6 +282,8 @@ def test_reading_commands_work_on_read_only_storage(steps):
         status = cli("status", "--json")
         assert status.exit_code == 0, status.output
         assert {s["tenant_id"]: s["revision"] for s in json.loads(status.stdout)} == {"a": "r3", "b": "r3"}
+        verified = cli("verify", "--all-tenants")
+        assert verified.exit_code == 0 and "cannot read" not in verified.output, verified.output
 
 
 def test_the_ledger_is_never_a_tenant(steps, monkeypatch):
