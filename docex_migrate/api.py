@@ -355,11 +355,12 @@ def _migrate(
     failures_so_far: int = 0,
     verify_first: bool = False,
     run: Run | None = None,
-    expected: Mapping[str, str] | None = None,
+    expected: Mapping[str, tuple[str, str | None]] | None = None,
 ) -> list[TenantResult]:
     """Plan every selected tenant from one bulk read, then hand those that need Alembic to the
     executor. Refusals count towards ``max_failures`` like failures do. ``expected`` (undo):
-    tenant -> the revision (or BASE) it must still be at when its lock is taken."""
+    tenant -> the revision (or BASE) it must still be at when its lock is taken, and the
+    identity of the namespace it must still be (None: not recorded, not checked)."""
     if max_failures is not None and max_failures < 1:
         raise UsageError(f"--max-failures must be at least 1, not {max_failures}")
     if jobs < 1:
@@ -376,8 +377,19 @@ def _migrate(
                 finished[tenant_id] = planned
             else:
                 revision = state_of(chain, state)[0]
-                expect = expected.get(tenant_id) if expected else None
-                work.append(WorkItem(tenant_id, namespace, revision, target, downgrade, versioned=state.versioned, expect=expect))
+                expect, identity = expected[tenant_id] if expected else (None, state.identity)
+                work.append(
+                    WorkItem(
+                        tenant_id,
+                        namespace,
+                        revision,
+                        target,
+                        downgrade,
+                        versioned=state.versioned,
+                        expect=expect,
+                        identity=identity,
+                    )
+                )
         if verify_first:  # a tenant not proven exactly its revision is left alone, as a failure
             work = hold_back_drifted(settings, backend, chain, work, finished)
         if run is not None:

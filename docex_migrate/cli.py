@@ -25,9 +25,10 @@ from . import api, progress
 from .chain import load_chain
 from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
+from .ledger import PENDING
 from .reporting import Reporter
 from .results import Action, CheckStatus, TenantResult, describe_error
-from .runs import Run, RunDetail, RunInfo, recording, revisions_now, tool_version
+from .runs import Run, RunDetail, RunInfo, RunTenant, recording, revisions_now, tool_version
 from .tempdirs import sweep_abandoned
 
 app = typer.Typer(
@@ -686,13 +687,20 @@ def show(
                         t.tenant_id,
                         t.action,
                         t.from_revision or "base",
-                        t.to_revision or "base",
+                        _reached(t),
                         str(t.duration_ms or "-"),
                         t.message,
                     )
                     for t in detail.tenants
                 ]
             )
+
+
+def _reached(t: RunTenant) -> str:
+    """Where the tenant went; a pending one (the run is live) is on its way to its target."""
+    if t.action == PENDING:
+        return f"pending -> {t.target or 'base'}"
+    return t.to_revision or "base"
 
 
 @app.command()

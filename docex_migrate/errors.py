@@ -54,8 +54,12 @@ class TenantMovedError(DocexMigrateError):
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, now_at: str | None, left_at: str) -> None:
-        super().__init__(f"moved since the run being undone (now at {now_at or 'base'}, it left it at {left_at}): left alone")
+    def __init__(self, now_at: str | None, left_at: str, *, recreated: bool = False) -> None:
+        if recreated:
+            why = f"dropped and created again since the run being undone (now at {now_at or 'base'}): not the one it moved"
+        else:
+            why = f"moved since the run being undone (now at {now_at or 'base'}, it left it at {left_at})"
+        super().__init__(f"{why}: left alone")
         self.now_at = now_at
 
 

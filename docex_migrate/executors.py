@@ -75,13 +75,16 @@ class WorkItem:
     fresh: bool = False  # an empty namespace going to head: it may get the fresh template (fresh.py)
     versioned: bool = False  # the bulk read saw its alembic_version: read the revision directly
     expect: str | None = None  # undo: where the tenant must still be (a revision, or BASE), under its lock
+    identity: str | None = None  # the namespace the bulk read found (Backend.identity); with expect, it must still be it
 
 
 def _migrate(
     backend: Backend, item: WorkItem, template: FreshTemplate | None, chain: Chain | None
-) -> tuple[str | None, str | None]:
-    if item.fresh and template is not None and item.target and backend.install_fresh(item.tenant_id, template, item.target):
-        return None, item.target
+) -> tuple[str | None, str | None, str | None]:
+    if item.fresh and template is not None and item.target:
+        identity = backend.install_fresh(item.tenant_id, template, item.target)
+        if identity is not None:
+            return None, item.target, identity
     return migrate_tenant(
         backend,
         item.tenant_id,
@@ -90,6 +93,7 @@ def _migrate(
         create=item.create,
         versioned=item.versioned,
         expect=item.expect,
+        expect_identity=item.identity if item.expect is not None else None,
         chain=chain,
     )
 
@@ -109,7 +113,7 @@ def run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None = 
 def _run_item(backend: Backend, item: WorkItem, template: FreshTemplate | None, chain: Chain | None) -> TenantResult:
     result = TenantResult(item.tenant_id, item.namespace, _success(item), item.revision, item.target)
     try:
-        result.from_revision, result.to_revision = _migrate(backend, item, template, chain)
+        result.from_revision, result.to_revision, result.identity = _migrate(backend, item, template, chain)
     except TenantMovedError as exc:  # undo: another run moved it since; left alone
         result.action, result.message = Action.SKIPPED, str(exc)
         result.from_revision = result.to_revision = exc.now_at

@@ -11,8 +11,12 @@ answer (``Backend.ledger``); what is stored is the same on both:
   resumes or undoes, the fleet it belongs to, who and where (user, host, pid, the process's
   start time), the docex-migrate version and chain head, start, heartbeat and end, state.
 - ``run_tenants``: one row per tenant of a run: the revision before and after, the target,
-  the action (``pending`` until its result arrives), when it finished, how long it took, and
-  the message.
+  the action (``pending`` until its result arrives), when it finished, how long it took, the
+  message, and which namespace it was (``identity``: Backend.identity, the one the plan found,
+  then the one the tenant's migration locked), so that undo never takes back a tenant dropped
+  and created again since. The column came after schema 1 without a new schema version: an
+  older docex-migrate ignores it, and a ledger without it is read as it is (its runs are undone
+  on revisions alone) and gets it when next written.
 
 Only commands that change tenants open it for writing (and create it); reading never creates
 anything. Writes are short transactions on one connection of their own, never a tenant's.
@@ -20,6 +24,7 @@ anything. Writes are short transactions on one connection of their own, never a 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -30,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateSchema
 
 from .backends import LedgerPlace
-from .errors import UsageError
+from .errors import DocexMigrateError, UsageError
 
 LEDGER_VERSION = 1
 PENDING = "pending"  # a tenant of the run whose result has not been recorded (yet)
@@ -77,14 +82,21 @@ run_tenants = sa.Table(
     sa.Column("finished_at", sa.Text),
     sa.Column("duration_ms", sa.Integer),
     sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("identity", sa.Text),
     sa.Index("run_tenants_by_tenant", "tenant_id"),
 )
 _BATCH = 500
-RESULT_COLUMNS = ("action", "from_revision", "to_revision", "finished_at", "duration_ms", "message")
+RESULT_COLUMNS = ("action", "from_revision", "to_revision", "finished_at", "duration_ms", "message", "identity")
 _UPDATE_RESULT = (
     run_tenants.update()
     .where(run_tenants.c.run_id == sa.bindparam("b_run_id"), run_tenants.c.tenant_id == sa.bindparam("b_tenant_id"))
-    .values({c: sa.bindparam(f"b_{c}") for c in RESULT_COLUMNS})
+    .values(
+        {
+            **{c: sa.bindparam(f"b_{c}") for c in RESULT_COLUMNS},
+            # a result without an identity (a failure) keeps the one its plan found
+            "identity": sa.func.coalesce(sa.bindparam("b_identity"), run_tenants.c.identity),
+        }
+    )
 )
 
 
@@ -97,12 +109,18 @@ class LedgerError(UsageError):
     """The ledger cannot be used as it is (written by a newer docex-migrate)."""
 
 
+class LedgerBusyError(DocexMigrateError):
+    """A ledger statement's wait for a lock ran out (Backend.ledger_lock_wait): the message says
+    which lock and who holds it. Reading fails (exit 2); a run goes on unrecorded."""
+
+
 class Ledger:
     """One open connection on the ledger; each write is its own short transaction."""
 
     def __init__(self, place: LedgerPlace, connection: Connection) -> None:
         self.place = place
         self.connection = connection
+        self._tenant_columns = list(run_tenants.c)
 
     @classmethod
     def for_writing(cls, place: LedgerPlace, *, create: bool = True) -> Ledger:
@@ -113,6 +131,7 @@ class Ledger:
             if create:
                 ledger._create()
             ledger._check_version()
+            ledger._check_columns(add=True)
         except BaseException:
             connection.close()
             raise
@@ -126,6 +145,7 @@ class Ledger:
         ledger = cls(place, _scoped(place, place.engine(False).connect()))
         try:
             ledger._check_version()
+            ledger._check_columns(add=False)
         except BaseException:
             ledger.close()
             raise
@@ -136,10 +156,22 @@ class Ledger:
         self.connection.close()
         engine.dispose()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One short transaction; a lock wait that ran out is LedgerBusyError, naming the lock."""
+        try:
+            with self.connection.begin():
+                yield
+        except Exception as exc:
+            why = self.place.explain_wait(exc)
+            if why is None:
+                raise
+            raise LedgerBusyError(why) from None
+
     def _create(self) -> None:
         for attempt in range(3):  # two first runs at once may race to create it: the loser finds it made
             try:
-                with self.connection.begin():
+                with self._transaction():
                     if self.place.schema is not None:
                         self.connection.execute(CreateSchema(self.place.schema, if_not_exists=True))
                     metadata.create_all(self.connection, checkfirst=True)
@@ -152,7 +184,7 @@ class Ledger:
                     raise
 
     def _check_version(self) -> None:
-        with self.connection.begin():
+        with self._transaction():
             found = self.connection.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
         if found is not None and int(found) > LEDGER_VERSION:
             raise LedgerError(
@@ -160,26 +192,47 @@ class Ledger:
                 f"this one knows {LEDGER_VERSION}): upgrade docex-migrate (pip install -U docex-migrate); the ledger is left as it is"
             )
 
+    def _check_columns(self, *, add: bool) -> None:
+        """run_tenants' columns added since schema 1 (identity): added when writing, left out
+        of what is read from a ledger that lacks them."""
+        with self._transaction():
+            found = {c["name"] for c in sa.inspect(self.connection).get_columns(run_tenants.name, schema=self.place.schema)}
+        missing = [c for c in run_tenants.c if c.name not in found]
+        if add and missing:
+            prepare = self.connection.dialect.identifier_preparer
+            table = prepare.quote(run_tenants.name)  # plain SQL: qualified here, not by _scoped's map
+            if self.place.schema is not None:
+                table = f"{prepare.quote_schema(self.place.schema)}.{table}"
+            try:
+                with self._transaction():
+                    for column in missing:
+                        kind = column.type.compile(self.connection.dialect)
+                        self.connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {prepare.format_column(column)} {kind}")
+            except DBAPIError:  # another run added them meanwhile, or we may not: look again
+                return self._check_columns(add=False)
+            missing = []
+        self._tenant_columns = [c for c in run_tenants.c if c not in missing]
+
     # Writing
 
     def insert_run(self, values: Mapping[str, Any]) -> None:
-        with self.connection.begin():
+        with self._transaction():
             self.connection.execute(runs.insert().values(**values))
 
     def update_run(self, run_id: str, values: Mapping[str, Any]) -> None:
-        with self.connection.begin():
+        with self._transaction():
             self.connection.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
 
     def insert_tenants(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
-            with self.connection.begin():
+            with self._transaction():
                 self.connection.execute(run_tenants.insert(), list(rows))
 
     def update_results(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Tenants' results: each row has tenant_id and every one of RESULT_COLUMNS. One
         statement built once: a result costs a round trip, not a compilation."""
         if rows:
-            with self.connection.begin():
+            with self._transaction():
                 self.connection.execute(
                     _UPDATE_RESULT, [{"b_run_id": run_id, **{f"b_{k}": v for k, v in r.items()}} for r in rows]
                 )
@@ -187,13 +240,13 @@ class Ledger:
     # Reading
 
     def run(self, run_id: str) -> dict[str, Any] | None:
-        with self.connection.begin():
+        with self._transaction():
             row = self.connection.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
         return dict(row) if row else None
 
-    def recent(self, fleet: str, limit: int) -> list[dict[str, Any]]:
-        query = sa.select(runs).where(runs.c.fleet == fleet).order_by(runs.c.started_at.desc()).limit(limit)
-        with self.connection.begin():
+    def recent(self, fleets: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        query = sa.select(runs).where(runs.c.fleet.in_(fleets)).order_by(runs.c.started_at.desc()).limit(limit)
+        with self._transaction():
             return [dict(r) for r in self.connection.execute(query).mappings()]
 
     def counts(self, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -204,27 +257,27 @@ class Ledger:
             .group_by(run_tenants.c.run_id, run_tenants.c.action)
         )
         found: dict[str, dict[str, int]] = {r: {} for r in run_ids}
-        with self.connection.begin():
+        with self._transaction():
             for run_id, action, count in self.connection.execute(query):
                 found[run_id][action] = int(count)
         return found
 
     def tenants(self, run_id: str) -> list[dict[str, Any]]:
-        query = sa.select(run_tenants).where(run_tenants.c.run_id == run_id).order_by(run_tenants.c.tenant_id)
-        with self.connection.begin():
+        query = sa.select(*self._tenant_columns).where(run_tenants.c.run_id == run_id).order_by(run_tenants.c.tenant_id)
+        with self._transaction():
             return [dict(r) for r in self.connection.execute(query).mappings()]
 
-    def later_rows(self, fleet: str, after: str, tenant_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    def later_rows(self, fleets: Sequence[str], after: str, tenant_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         """For each tenant, its rows in the fleet's runs started after ``after``, oldest first."""
         found: dict[str, list[dict[str, Any]]] = {}
         for batch in _batches(list(tenant_ids)):
             query = (
-                sa.select(run_tenants, runs.c.started_at, runs.c.command)
+                sa.select(*self._tenant_columns, runs.c.started_at, runs.c.command)
                 .join(runs, runs.c.run_id == run_tenants.c.run_id)
-                .where(runs.c.fleet == fleet, runs.c.started_at > after, run_tenants.c.tenant_id.in_(batch))
+                .where(runs.c.fleet.in_(fleets), runs.c.started_at > after, run_tenants.c.tenant_id.in_(batch))
                 .order_by(runs.c.started_at)
             )
-            with self.connection.begin():
+            with self._transaction():
                 for row in self.connection.execute(query).mappings():
                     found.setdefault(row["tenant_id"], []).append(dict(row))
         return found

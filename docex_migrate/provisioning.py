@@ -72,6 +72,7 @@ def provision(
                     action=Action.UPGRADED if state.versioned else Action.PROVISIONED,
                     fresh=not state.versioned and not state.table_count,
                     versioned=state.versioned,
+                    identity=state.identity,
                 )
             )
         if run is not None:

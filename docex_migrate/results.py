@@ -67,6 +67,8 @@ class TenantResult:
     stops_run: bool = field(default=False, repr=False)
     # Not reported either: seconds the tenant's migration took (the run ledger records it).
     duration: float | None = field(default=None, repr=False, compare=False)
+    # Not reported either: which namespace it was (Backend.identity), for the run ledger.
+    identity: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def failed(self) -> bool:

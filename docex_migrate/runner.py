@@ -65,14 +65,17 @@ def migrate_tenant(
     create: bool = False,
     versioned: bool = False,
     expect: str | None = None,
+    expect_identity: str | None = None,
     chain: Chain | None = None,
-) -> tuple[str | None, str | None]:
+) -> tuple[str | None, str | None, str | None]:
     """Bring one tenant to ``target`` (None = base) in one transaction: all steps or none.
 
     Returns the revisions before and after, both read inside the transaction, after the
-    tenant's lock: a run that waited for another sees what that one did and skips it.
+    tenant's lock: a run that waited for another sees what that one did and skips it; and the
+    identity of the namespace migrated (Backend.identity), read there too.
     Raises on failure; the transaction is rolled back and the tenant stays where it was.
-    ``expect`` (undo): the revision (or BASE) the tenant must still be at, read under its lock;
+    ``expect`` (undo): the revision (or BASE) the tenant must still be at, read under its lock,
+    and ``expect_identity`` the namespace it must still be (not one created again since);
     TenantMovedError otherwise.
     """
     with backend.migration(tenant_id, create=create, versioned=versioned) as (connection, heads):
@@ -83,11 +86,14 @@ def migrate_tenant(
             before = heads[0] if len(heads) == 1 else None
         if expect is not None and (before or BASE) != expect:
             raise TenantMovedError(before, expect)
+        identity = backend.identity(tenant_id, connection)
+        if expect is not None and expect_identity is not None and identity != expect_identity:
+            raise TenantMovedError(before, expect, recreated=True)
         if before == target:
-            return before, before
+            return before, before, identity
         config = alembic_config(connection=connection, tenant_id=tenant_id, version_table_schema=schema)
         _drive(chain or load_chain(), config, target, downgrade=downgrade, heads=heads)
-        return before, target  # Alembic raises unless it reached the target
+        return before, target, identity  # Alembic raises unless it reached the target
 
 
 class _TenantContext(MigrationContext):

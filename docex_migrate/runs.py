@@ -143,6 +143,7 @@ class Run:
                 "finished_at": None,
                 "duration_ms": None,
                 "message": "",
+                "identity": item.identity,
             }
             for item in work
         ]
@@ -366,6 +367,7 @@ def _row(run_id: str, result: TenantResult, target: str | None) -> dict[str, Any
         "finished_at": now(),
         "duration_ms": None if result.duration is None else round(result.duration * 1000),
         "message": result.message,
+        "identity": result.identity,
     }
 
 
@@ -406,6 +408,7 @@ class RunTenant:
     finished_at: str | None
     duration_ms: int | None
     message: str
+    identity: str | None = None  # which namespace it was (Backend.identity); None in older ledgers
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -514,7 +517,7 @@ def _reconciled(
     pending = [r for r in rows if r["action"] == PENDING]
     after: dict[str, str | None] = {}
     if pending and _state(run) != RUNNING:
-        later = ledger.later_rows(run["fleet"], run["started_at"], [r["tenant_id"] for r in pending])
+        later = ledger.later_rows(ledger.place.fleets, run["started_at"], [r["tenant_id"] for r in pending])
         after = {t: found[0]["from_revision"] for t, found in later.items()}
         unseen = [r["tenant_id"] for r in pending if r["tenant_id"] not in after]
         if unseen:
@@ -543,6 +546,7 @@ def _reconciled(
                 row["finished_at"],
                 row["duration_ms"],
                 message,
+                row.get("identity"),
             )
         )
     return out
@@ -576,7 +580,7 @@ def list_runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None
     with _reading(settings) as (backend, place, ledger):
         if ledger is None:
             return []
-        rows = ledger.recent(place.database, limit)
+        rows = ledger.recent(place.fleets, limit)
         counts = ledger.counts([r["run_id"] for r in rows])
         infos = []
         for row in rows:
@@ -610,7 +614,7 @@ def _find(ledger: Ledger | None, place: LedgerPlace, run_id: str) -> dict[str, A
     row = ledger.run(run_id)
     if row is None:
         raise UsageError(f"no run {run_id!r} in the run ledger ({place.where}): see `docex-migrate runs`")
-    if row["fleet"] != place.database:
+    if row["fleet"] not in place.fleets:
         raise UsageError(f"run {run_id!r} belongs to another database or template ({row['fleet']}), not {place.database}")
     return row
 
@@ -638,7 +642,11 @@ def _settled(settings: Settings, run_id: str, chain: Chain) -> tuple[dict[str, A
 
 def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> tuple[list[str], str]:
     """The tenants of ``run_id`` that did not reach its target, and that target: what
-    ``upgrade --resume`` / ``downgrade --resume`` runs. UsageError (exit 2) when it cannot."""
+    ``upgrade --resume`` / ``downgrade --resume`` runs. UsageError (exit 2) when it cannot.
+
+    Unlike undo, resume does not ask whether a tenant is still the namespace the run planned
+    (its identity): it finishes the run's aim, bringing each tenant to the target wherever it
+    is now, as running the same command again would; it never takes back what another did."""
     row, tenants, backend = _settled(settings, run_id, chain)
     backend.dispose()
     resumable = {"upgrade": ("upgrade", "provision"), "downgrade": ("downgrade",)}[command]
@@ -658,13 +666,15 @@ class UndoPlan:
 
     groups: dict[tuple[str | None, bool], list[str]]  # (target, downgrade) -> tenants
     left_alone: list[TenantResult]
-    # tenant -> where the run left it (BASE for none), checked again under the tenant's lock
-    left_at: dict[str, str] = field(default_factory=dict)
+    # tenant -> where the run left it (BASE for none) and the namespace it moved (None: not
+    # recorded), both checked again under the tenant's lock
+    left_at: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
 def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
     """Every tenant that ``run_id`` moved and that is still where it left it goes back to the
-    revision it had before; one that moved since is left alone and listed."""
+    revision it had before; one that moved since, or that is not the namespace it moved (dropped
+    and created again since: its identity differs), is left alone and listed."""
     row, tenants, backend = _settled(settings, run_id, chain)
     try:
         if row["command"] == "deprovision":
@@ -686,20 +696,17 @@ def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
         backend.dispose()
     plan = UndoPlan({}, [])
     for t in moved:
-        now_at = state_of(chain, states[t.tenant_id])[0]
-        if now_at != t.to_revision or not states[t.tenant_id].exists:
-            plan.left_alone.append(
-                TenantResult(
-                    t.tenant_id,
-                    t.namespace,
-                    Action.SKIPPED,
-                    now_at,
-                    now_at,
-                    f"moved since run {run_id} (now at {now_at or 'base'}, it left it at {t.to_revision or 'base'}): left alone",
-                )
-            )
+        state = states[t.tenant_id]
+        now_at = state_of(chain, state)[0]
+        why = None
+        if now_at != t.to_revision or not state.exists:
+            why = f"moved since run {run_id} (now at {now_at or 'base'}, it left it at {t.to_revision or 'base'})"
+        elif t.identity is not None and state.identity != t.identity:
+            why = f"dropped and created again since run {run_id} (now at {now_at or 'base'}): not the one it moved"
+        if why is not None:
+            plan.left_alone.append(TenantResult(t.tenant_id, t.namespace, Action.SKIPPED, now_at, now_at, f"{why}: left alone"))
             continue
         downgrade = chain.position(t.from_revision) < chain.position(t.to_revision)
         plan.groups.setdefault((t.from_revision, downgrade), []).append(t.tenant_id)
-        plan.left_at[t.tenant_id] = _target_name(t.to_revision)
+        plan.left_at[t.tenant_id] = (_target_name(t.to_revision), t.identity)
     return plan

@@ -192,6 +192,6 @@ def reader_role(pg_env):
         conn.exec_driver_sql(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
     yield role
     with pg_env.engine().begin() as conn:
-        conn.exec_driver_sql(f'GRANT CREATE, TEMPORARY ON DATABASE "{database}" TO PUBLIC')
+        conn.exec_driver_sql(f'GRANT TEMPORARY ON DATABASE "{database}" TO PUBLIC')  # PUBLIC never had CREATE
         conn.exec_driver_sql(f"DROP OWNED BY {role}")
         conn.exec_driver_sql(f"DROP ROLE {role}")

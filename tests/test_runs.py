@@ -5,9 +5,11 @@ database; real processes for signals and kill -9, on the small chain in tests/ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -15,12 +17,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import migrate_to, tenant_snapshot, version_of
+from helpers import migrate_to, tenant_engine, tenant_snapshot, version_of
 from test_reliability import STEPS, start
 from typer.testing import CliRunner
 
 from docex_migrate import api
 from docex_migrate import runs as runs_module
+from docex_migrate.backends import Backend
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.cli import app
 from docex_migrate.errors import InvalidTenantError, UsageError
@@ -154,6 +157,69 @@ def test_undo_checks_under_the_lock_that_the_tenant_has_not_moved_since_its_plan
     assert version_of(env, "b") == ("r2",)
 
 
+def rows_of(env, tenant: str) -> list[int]:
+    engine = tenant_engine(env, tenant)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text("SELECT id FROM t1 ORDER BY id")).scalars())
+    finally:
+        engine.dispose()
+
+
+def give_data(env, tenant: str) -> None:
+    engine = tenant_engine(env, tenant)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO t1 (id) VALUES (7)"))
+    finally:
+        engine.dispose()
+
+
+def test_undo_of_a_provision_leaves_a_tenant_dropped_and_provisioned_again_since(steps):
+    """Issue 20: undo compared revisions only: undoing the first provision of a tenant that was
+    deprovisioned and provisioned again since took the new tenant (and its rows) back to base."""
+    env = steps
+    assert cli("provision", "acme", "globex").exit_code == 0
+    first = latest_run("provision")["run_id"]
+    assert cli("deprovision", "acme", "--yes", "--no-backup").exit_code == 0
+    assert cli("provision", "acme").exit_code == 0
+    give_data(env, "acme")
+    result = cli("undo", first, "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    assert rows["acme"]["action"] == "skipped" and "created again since run" in rows["acme"]["message"], rows["acme"]
+    assert version_of(env, "acme") == ("r3",) and rows_of(env, "acme") == [7]
+    assert rows["globex"]["action"] == "downgraded" and version_of(env, "globex") == ()
+
+
+def test_undo_of_an_upgrade_leaves_a_tenant_created_again_at_the_same_revision(steps, monkeypatch):
+    """The sibling: an upgrade undone after the tenant was dropped and created again at the
+    revision the upgrade left it at (found by the plan, and under the tenant's lock)."""
+    env = steps
+    at(env, ["a", "b", "c"], "r1")
+    first = api.Run(env.settings, "upgrade")
+    assert {r.action.value for r in api.upgrade(env.settings, None, run=first)} == {"upgraded"}
+    assert cli("deprovision", "b", "--yes", "--no-backup").exit_code == 0
+    migrate_to(env, "b", "r3")
+    give_data(env, "b")
+    planned = api.undo_plan
+
+    def plan_then_c_is_created_again(*args, **kwargs):
+        found = planned(*args, **kwargs)
+        assert cli("deprovision", "c", "--yes", "--no-backup").exit_code == 0
+        migrate_to(env, "c", "r3")
+        give_data(env, "c")
+        return found
+
+    monkeypatch.setattr(api, "undo_plan", plan_then_c_is_created_again)
+    results = {r.tenant_id: r for r in api.undo(env.settings, first.run_id)}
+    assert results["a"].action.value == "downgraded" and version_of(env, "a") == ("r1",)
+    for tenant in "bc":
+        assert results[tenant].action.value == "skipped", results[tenant]
+        assert "created again since" in results[tenant].message
+        assert version_of(env, tenant) == ("r3",) and rows_of(env, tenant) == [7]
+
+
 def test_undo_of_a_provision_and_confirmation_rules(steps):
     env = steps
     assert cli("provision", "a", "b").exit_code == 0
@@ -179,6 +245,45 @@ def test_read_only_commands_create_no_ledger_and_write_nothing(steps):
     for args in (["status"], ["tenants"], ["runs"], ["runs", "show", latest_run()["run_id"]]):
         assert cli(*args).exit_code == 0, args
     assert ledger_rows(env) == recorded
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """The directory as a read-only volume gives it (EROFS even for root): bound read-only onto itself."""
+    mounted = subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], check=True, capture_output=True)
+        with pytest.raises(OSError, match="Read-only file system"):
+            (directory / "probe").write_text("")
+        yield
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+def test_reading_commands_work_on_read_only_storage(steps):
+    """Issue 20: `runs` failed on read-only SQLite storage ('unable to open database file'): the
+    WAL ledger was opened read-write, and so was a WAL tenant by status and verify."""
+    env = steps
+    if env.kind != "sqlite":
+        pytest.skip("SQLite storage")
+    at(env, ["a", "b"], "r1")
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    run_id = latest_run()["run_id"]
+    wal = sqlite3.connect(env.namespace("b"))
+    assert wal.execute("PRAGMA journal_mode = WAL").fetchone() == ("wal",)
+    wal.close()
+    with read_only(env.workdir / "storage"):
+        listed = cli("runs", "--json")
+        assert listed.exit_code == 0, listed.output
+        assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
+        assert outcomes(run_id) == {"a": ("upgraded", "r1", "r3"), "b": ("upgraded", "r1", "r3")}
+        status = cli("status", "--json")
+        assert status.exit_code == 0, status.output
+        assert {s["tenant_id"]: s["revision"] for s in json.loads(status.stdout)} == {"a": "r3", "b": "r3"}
+        verified = cli("verify", "--all-tenants")
+        assert verified.exit_code == 0 and "cannot read" not in verified.output, verified.output
 
 
 def test_the_ledger_is_never_a_tenant(steps, monkeypatch):
@@ -263,6 +368,93 @@ def test_resume_and_undo_refuse_bad_runs_with_one_line_and_touch_nothing(steps):
     assert result.exit_code == 2 and "another database" in result.stderr
 
 
+def test_the_fleet_is_the_database_the_server_names_however_the_host_or_path_is_spelled(steps):
+    """Issue 20: the ledger keyed a fleet by the host as spelled, so the same database reached as
+    localhost after 127.0.0.1 (or SQLite storage through a symbolic link) 'belonged to another
+    database'. A run an older docex-migrate keyed by the spelling stays readable."""
+    env = steps
+    at(env, ["a", "b"], "r1")
+    config = yaml.safe_load(env.config_file.read_text())
+    assert cli("upgrade", "--all-tenants", "r2").exit_code == 0
+    older = latest_run()["run_id"]
+    if env.kind == "postgres":
+        pg = config["database"]["postgres"]
+        spelled = f"PostgreSQL {pg['host']}:{pg['port']}/{pg['database']} {pg['schema_template']}"
+        book = ledger(env)
+        try:
+            with book.connection.begin():
+                book.connection.execute(runs.update().where(runs.c.run_id == older).values(fleet=spelled))
+        finally:
+            book.close()
+        assert shown(older)["run_id"] == older
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    recorded = latest_run()["run_id"]
+    if env.kind == "sqlite":
+        (env.workdir / "elsewhere").symlink_to(env.workdir / "storage")
+        config["database"]["sqlite"]["path_template"] = "elsewhere/tenant_{tenant_id}/docex.db"
+    else:
+        assert config["database"]["postgres"]["host"] == "127.0.0.1"
+        config["database"]["postgres"]["host"] = "localhost"
+    env.config_file.write_text(yaml.safe_dump(config))
+    assert shown(recorded)["tenants"][0]["action"] == "upgraded"
+    result = cli("undo", recorded, "--yes")
+    assert result.exit_code == 0, result.output
+    assert version_of(env, "a") == version_of(env, "b") == ("r2",)
+
+
+@pytest.mark.postgres
+def test_a_least_privileged_role_reads_the_runs_of_its_fleet(pg_env, reader_role, monkeypatch):
+    """The fleet's key is what any role can read: a role that may only connect and read sees
+    the runs the migrating role recorded (pg_control_system() may be revoked from it)."""
+    env = pg_env
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    at(env, ["a"], "r1")
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    run_id = latest_run()["run_id"]
+    with env.engine().begin() as conn:
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA docex_migrate TO {reader_role}")
+        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA docex_migrate TO {reader_role}")
+        conn.exec_driver_sql("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+    try:
+        config = yaml.safe_load(env.config_file.read_text())
+        config["database"]["postgres"]["user"] = reader_role
+        env.config_file.write_text(yaml.safe_dump(config))
+        assert [r["run_id"] for r in json.loads(cli("runs", "--json").stdout)] == [run_id]
+        assert outcomes(run_id) == {"a": ("upgraded", "r1", "r3")}
+    finally:
+        with env.engine().begin() as conn:
+            conn.exec_driver_sql("GRANT EXECUTE ON FUNCTION pg_control_system() TO PUBLIC")
+
+
+def test_a_ledger_without_the_identity_column_is_read_as_it_is_and_gets_it_when_written(steps):
+    """A ledger an older docex-migrate wrote (schema 1, no run_tenants.identity): reading it
+    neither fails nor changes it; its runs are undone on revisions; the next run adds the column."""
+    env = steps
+    at(env, ["a"], "r1")
+    assert cli("upgrade", "--all-tenants", "r2").exit_code == 0
+    run_id = latest_run()["run_id"]
+    book = ledger(env)
+    table = "docex_migrate.run_tenants" if env.kind == "postgres" else "run_tenants"
+
+    def columns() -> set[str]:
+        with book.connection.begin():
+            return {c["name"] for c in sa.inspect(book.connection).get_columns("run_tenants", schema=book.place.schema)}
+
+    try:
+        with book.connection.begin():
+            book.connection.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN identity")
+        assert outcomes(run_id) == {"a": ("upgraded", "r1", "r2")}
+        assert "identity" not in columns()
+        assert cli("undo", run_id, "--yes").exit_code == 0
+        assert version_of(env, "a") == ("r1",)
+        assert "identity" in columns()
+    finally:
+        if "identity" not in columns():  # the PostgreSQL ledger is shared by the whole test run
+            with book.connection.begin():
+                book.connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN identity TEXT")
+        book.close()
+
+
 def test_a_ledger_from_a_newer_docex_migrate_is_refused_never_overwritten(steps):
     env = steps
     at(env, ["a"], "r1")
@@ -285,6 +477,40 @@ def test_a_ledger_from_a_newer_docex_migrate_is_refused_never_overwritten(steps)
     finally:
         schema_version("1")  # the PostgreSQL ledger is shared by the whole test run
         book.close()
+
+
+def test_a_locked_ledger_is_waited_for_a_bounded_time_and_the_lock_is_named(steps, monkeypatch, caplog):
+    """Issue 20: the PostgreSQL ledger's connection had no lock timeout: a ledger table locked by
+    another session hung `runs` and every run forever. Now reading fails, saying which lock and
+    who holds it, and a run goes on unrecorded, saying the same."""
+    env = steps
+    at(env, ["a"], "r1")
+    assert cli("upgrade", "--all-tenants", "r2").exit_code == 0
+    monkeypatch.setattr(Backend, "ledger_lock_wait", 1.0, raising=False)
+    if env.kind == "sqlite":  # WAL: readers are never blocked; a writer holding the file blocks writes
+        holder = sqlite3.connect(str(env.workdir / "storage" / "docex_migrate_runs.db"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    else:  # before the fix this waited until the server ended the idle holder (15 s), then succeeded
+        holder = env.engine().connect()
+        holder.exec_driver_sql("SET idle_in_transaction_session_timeout = '15s'")
+        holder.exec_driver_sql("LOCK TABLE docex_migrate.runs IN ACCESS EXCLUSIVE MODE")
+        holder_pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    try:
+        started = time.monotonic()
+        if env.kind == "postgres":
+            result = cli("runs")
+            assert result.exit_code == 2, result.output
+            (line,) = result.stderr.strip().splitlines()
+            assert "waited more than 1s" in line and "docex_migrate.runs" in line and "AccessExclusiveLock" in line
+            assert f"pid {holder_pid}" in line, line
+        result = cli("upgrade", "--all-tenants")
+        assert result.exit_code == 0, result.output
+        assert "could not record run" in caplog.text or "this run is not recorded" in caplog.text, caplog.text
+        assert ("pid" if env.kind == "postgres" else "docex_migrate_runs.db stayed locked") in caplog.text, caplog.text
+        assert version_of(env, "a") == ("r3",)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.close()
 
 
 def test_a_tenant_committed_before_its_row_is_reconciled_from_the_tenant(steps):
@@ -370,6 +596,31 @@ def test_results_reach_the_ledger_while_the_run_goes_on(steps, tmp_path):
                 row.tenant_id: row.action for row in ledger_rows(env) if getattr(row, "tenant_id", None) and row.run_id == run_id
             }
         assert found == {"k0": "upgraded", "k1": "upgraded", "k2": "pending", "k3": "pending"}
+    finally:
+        run.kill()
+        run.communicate()
+
+
+def test_runs_show_of_a_live_run_shows_where_its_pending_tenants_go(steps, tmp_path):
+    """Issue 20: a live run's pending tenants were shown going to 'base' (their to_revision is
+    not known yet); they go to the run's target."""
+    env = steps
+    at(env, ["k0", "k1", "k2"], "r1")
+    marker = tmp_path / "inside-step-2"
+    run = start(env, "upgrade", "--all-tenants", STEPS_SLEEP="60", STEPS_SLEEP_TENANT="k1", STEPS_MARKER=str(marker))
+    try:
+        wait_for_marker(run, marker, "k1")
+        (run_id,) = [row.run_id for row in ledger_rows(env) if getattr(row, "pid", None) == run.pid]
+        deadline, rows = time.monotonic() + 10, {}
+        while time.monotonic() < deadline and rows.get("k0", [""])[0] != "upgraded":  # k0's result is on its way
+            time.sleep(0.05)
+            result = cli("runs", "show", run_id)
+            assert result.exit_code == 0, result.output
+            rows = {line.split()[0]: line.split()[1:4] for line in result.stdout.splitlines() if line.startswith("k")}
+        assert rows["k0"] == ["upgraded", "r1", "r3"]
+        assert rows["k1"] == rows["k2"] == ["pending", "r1", "pending"]
+        assert all("pending -> r3" in line for line in result.stdout.splitlines() if line.startswith(("k1", "k2")))
+        assert "base" not in result.stdout
     finally:
         run.kill()
         run.communicate()

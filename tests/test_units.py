@@ -35,11 +35,11 @@ class FakeBackend(SqliteBackend):
         self.failing = failing
         self.installed: list[str] = []
 
-    def install_fresh(self, tenant_id: str, template: Any, target: str) -> bool:
+    def install_fresh(self, tenant_id: str, template: Any, target: str) -> str | None:
         if tenant_id in self.failing:
             raise RuntimeError(f"{tenant_id} fails on purpose")
         self.installed.append(tenant_id)
-        return True
+        return f"fake:{tenant_id}"  # the installed namespace's identity
 
     @contextmanager
     def transaction(self, tenant_id: str, *, create: bool) -> Iterator[Any]:  # never reached here

@@ -34,6 +34,7 @@ class NamespaceState:
     revisions: tuple[str, ...] = ()  # the rows of alembic_version
     table_count: int = 0  # tables other than alembic_version
     error: str | None = None  # the namespace exists but cannot be read: that tenant's failure alone
+    identity: str | None = None  # which namespace this is, not which name (Backend.identity)
 
 
 MISSING = NamespaceState(exists=False)
@@ -55,9 +56,19 @@ class LedgerPlace:
 
     schema: str | None  # the tool's own schema (PostgreSQL); None: a file of its own (SQLite)
     where: str  # for messages
-    database: str  # which fleet the runs belong to: the database and the template, never a password
+    # Which fleet the runs belong to: the database as the server identifies it (never as the
+    # host is spelled: localhost and 127.0.0.1 are one database) and the template; no password.
+    database: str
     exists: Callable[[], bool]  # whether the ledger is there, found without creating anything
     engine: Callable[[bool], Engine]  # an engine on it: for writing (True; creates it) or for reading
+    # When an error is the ledger's bounded wait for a lock running out (Backend.ledger_lock_wait):
+    # one line saying which lock it waited for and, where the database tells, who holds it.
+    explain_wait: Callable[[BaseException], str | None] = lambda exc: None
+    aliases: tuple[str, ...] = ()  # how older docex-migrates recorded this fleet: their runs are still its own
+
+    @property
+    def fleets(self) -> tuple[str, ...]:
+        return (self.database, *self.aliases)
 
 
 # Why a revision that ends the tenant's transaction fails (each backend's guard: see there).
@@ -80,6 +91,9 @@ class Backend(ABC):
 
     kind: str  # "sqlite" or "postgresql": the SQLAlchemy dialect name, and the key of shipped snapshots
     template: str
+    # Seconds a ledger statement waits for a lock (another run's write, an operator's LOCK TABLE):
+    # past it, reading fails with one line naming the lock, and a run goes on unrecorded.
+    ledger_lock_wait: float = 30.0
 
     @cached_property
     def matcher(self) -> TemplateMatcher:
@@ -126,6 +140,12 @@ class Backend(ABC):
         with self.transaction(tenant_id, create=create) as connection:
             yield connection, version_rows(connection, self.schema(tenant_id)) if versioned else None
 
+    def identity(self, tenant_id: str, connection: Connection) -> str | None:
+        """Which namespace the tenant's is, read in its transaction (under its lock): it differs
+        once the namespace is dropped and created again under the same name, so a run never
+        undoes its work on a tenant that is not the one it touched. None: not known."""
+        return None
+
     @abstractmethod
     def schema(self, tenant_id: str) -> str | None:
         """The schema that qualifies the tenant's objects for Alembic's version table and for
@@ -168,10 +188,11 @@ class Backend(ABC):
         """What a fresh tenant gets (see install_fresh), built from the chain itself."""
 
     @abstractmethod
-    def install_fresh(self, tenant_id: str, template: FreshTemplate, target: str) -> bool:
+    def install_fresh(self, tenant_id: str, template: FreshTemplate, target: str) -> str | None:
         """Make an empty or missing namespace exactly what the chain produces at ``target``,
-        atomically, under the tenant's lock. False (nothing done) when the namespace turns out
-        not to be empty: the caller then takes the ordinary path."""
+        atomically, under the tenant's lock, and return its identity (see identity()). None
+        (nothing done) when the namespace turns out not to be empty: the caller then takes the
+        ordinary path."""
 
     def reusing_connection(self) -> AbstractContextManager[None]:
         """A block in which transaction() may reuse one connection from tenant to tenant (for

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -126,16 +125,17 @@ def sqlite_hash(rows: list[tuple[object, ...]]) -> str:
 
 def read_sqlite_catalog(path: str, busy_timeout: float = 5.0) -> tuple[NamespaceState, str | None]:
     """A tenant file's state (as read_namespace_state reads it) and its catalog fingerprint,
-    read in one read transaction. Never creates the file and never writes to it: opened
-    read-write (mode=rw never creates) so that a hot journal left by a killed writer is rolled
-    back, as any reader does. A file that cannot be read is that tenant's failure alone."""
-    from .sqlite import _READ_HINTS  # the same hints status gives
+    read in one read transaction. Never creates the file and never writes to it: opened as
+    status opens it (connect_for_reading: read-write where it can, so that a hot journal left by
+    a killed writer is rolled back, as any reader does; read-only storage read-only). A file that
+    cannot be read is that tenant's failure alone."""
+    from .sqlite import _READ_HINTS, connect_for_reading  # the same hints status gives
 
     if not os.path.isfile(path):
         return MISSING, None
-    uri = Path(path).resolve().as_uri() + "?mode=rw"
     try:
-        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+        db = connect_for_reading(path, busy_timeout)
+        db.isolation_level = None  # the BEGIN below is ours
         try:
             db.execute("BEGIN")  # deferred: a shared read lock only, so both reads see one state
             names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

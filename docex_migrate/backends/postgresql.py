@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,7 @@ _pg_namespace = sa.table("pg_namespace", sa.column("oid"), sa.column("nspname"),
 # Each schema's tables, and why its version table cannot be read, if it cannot: the catalog is
 # readable by every role, the tables themselves may not be.
 _CATALOG = sa.text("""
-SELECT n.nspname, c.relname,
+SELECT n.nspname, n.oid, c.relname,
        CASE WHEN NOT has_schema_privilege(n.oid, 'USAGE') THEN 'usage'
             WHEN c.relname IS DISTINCT FROM :version_table THEN NULL
             WHEN NOT has_table_privilege(c.oid, 'SELECT') THEN 'select'
@@ -100,6 +100,27 @@ _UNREADABLE = {
     "select": f'permission denied for {{schema}}.{VERSION_TABLE}: GRANT SELECT ON "{{schema}}".{VERSION_TABLE} TO {{user}}',
     "shape": f"{{schema}}.{VERSION_TABLE} has no version_num column: it is not Alembic's version table; fix or rename it",
 }
+
+
+# Who holds the ledger's tables in a mode that blocks its reads or writes (what a ledger
+# statement waits for), asked once its wait has run out.
+_LEDGER_LOCKS = sa.text("""
+SELECT l.relation::regclass::text, l.mode, a.pid, a.usename, a.application_name, a.state,
+       date_trunc('second', now() - coalesce(a.xact_start, a.backend_start))
+FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.pid <> pg_backend_pid() AND l.locktype = 'relation'
+  AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock')
+  AND l.relation IN (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = :schema)
+ORDER BY 1, 3
+""")
+
+
+_DATABASE_OID = sa.text("SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()")
+
+
+def _holder(table: str, mode: str, pid: int, user: str | None, application: str | None, state: str | None, held: Any) -> str:
+    return f"table {table} is held in {mode} by pid {pid} (user {user}, application {application!r}, {state} for {held})"
 
 
 def _first_line(exc: DBAPIError) -> str:
@@ -394,11 +415,12 @@ _LOCK = (
 # A statement of its own, so its snapshot is taken after the lock: it sees a schema that a run
 # holding the lock created (or dropped) while this one waited.
 _SETTLE = (
-    "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s),"
+    "SELECT (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s),"
     " set_config('lock_timeout', %(lock)s, true), set_config('statement_timeout', %(statement)s, true)"
 )
 _SETTLE_AND_SCOPE = _SETTLE + ", set_config('search_path', %(path)s, true)"
 _NO_SUCH_TABLE = {"42P01", "3F000"}  # undefined_table, invalid_schema_name
+_LOCKED_SCHEMA = "docex_migrate.locked_schema"  # connection.info key: (schema, oid) as lock_tenant found it
 
 
 def lock_tenant(
@@ -441,7 +463,8 @@ def lock_tenant(
         if versions and getattr(exc, "sqlstate", None) in _NO_SUCH_TABLE:
             raise TenantNotFoundError(f"schema {schema!r} or its {VERSION_TABLE} was dropped since the plan") from None
         raise DBAPIError.instance(settle, settings, exc, psycopg.Error) from exc  # as SQLAlchemy raises it
-    return bool(row[0]), tuple(row[-1]) if versions else None
+    connection.info[_LOCKED_SCHEMA] = (schema, row[0])  # its oid (None: missing), for PostgresBackend.identity
+    return row[0] is not None, tuple(row[-1]) if versions else None
 
 
 # A revision that ends the tenant's transaction (its own COMMIT or ROLLBACK, in SQL or through
@@ -777,8 +800,10 @@ class PostgresBackend(Backend):
         privilege, not Alembic's shape) is reported alone, never fails the batch."""
         contents: dict[str, set[str]] = {}
         problems: dict[str, str] = {}
-        for schema, table, problem in connection.execute(_CATALOG, {"schemas": batch, "version_table": VERSION_TABLE}):
+        oids: dict[str, int] = {}
+        for schema, oid, table, problem in connection.execute(_CATALOG, {"schemas": batch, "version_table": VERSION_TABLE}):
             contents.setdefault(schema, set()).update([table] if table else [])
+            oids[schema] = oid
             if problem:
                 problems[schema] = _UNREADABLE[problem].format(schema=schema, user=self.url.username or "the current user")
         readable = [s for s, names in contents.items() if VERSION_TABLE in names and s not in problems]
@@ -797,13 +822,14 @@ class PostgresBackend(Backend):
         states = {}
         for schema, names in contents.items():
             if schema in problems:
-                states[schema] = unreadable(problems[schema])
+                states[schema] = replace(unreadable(problems[schema]), identity=str(oids[schema]))
                 continue
             states[schema] = NamespaceState(
                 exists=True,
                 versioned=VERSION_TABLE in names,
                 revisions=tuple(revisions.get(schema, ())),
                 table_count=len(names - {VERSION_TABLE}),
+                identity=str(oids[schema]),
             )
         return states
 
@@ -1148,14 +1174,14 @@ class PostgresBackend(Backend):
             finally:
                 scratch.dispose()
 
-    def install_fresh(self, tenant_id: str, template: HeadDump | list[Recorded], target: str) -> bool:
+    def install_fresh(self, tenant_id: str, template: HeadDump | list[Recorded], target: str) -> str | None:
         """Replay the head dump (or the recording) in one transaction under the tenant's lock;
         nothing is done if the schema turns out not to be empty (any table, alembic_version
         included, means someone else got there)."""
         schema = self.namespace(tenant_id)
         with self.transaction(tenant_id, create=True) as connection:
             if connection.execute(_HAS_TABLES, {"schema": schema}).scalar():
-                return False
+                return None
             if isinstance(template, HeadDump):
                 # Without parameters psycopg sends the whole string as one simple query: one round
                 # trip, and no placeholder parsing ('%' in a function body stays as it is).
@@ -1163,7 +1189,7 @@ class PostgresBackend(Backend):
                 driver.execute(template.for_schema(connection.dialect.identifier_preparer.quote_identifier(schema)))
             else:
                 replay(connection, template)
-            return True
+            return self.identity(tenant_id, connection)
 
     def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool) -> str:
         schema = self.namespace(tenant_id)  # letters, digits, '_' and '-' only: safe in literals
@@ -1201,6 +1227,16 @@ class PostgresBackend(Backend):
     def schema(self, tenant_id: str) -> str | None:
         return self.namespace(tenant_id)
 
+    def identity(self, tenant_id: str, connection: Connection) -> str | None:
+        """The schema's oid: a schema dropped and created again gets a new one (oids wrap
+        around only after 2**32 objects). lock_tenant read it already; a schema created since
+        in this transaction costs a query."""
+        schema = self.namespace(tenant_id)
+        locked, oid = connection.info.get(_LOCKED_SCHEMA, (None, None))
+        if locked != schema or oid is None:
+            oid = connection.execute(sa.select(_pg_namespace.c.oid).where(_pg_namespace.c.nspname == schema)).scalar()
+        return None if oid is None else str(oid)
+
     def ledger(self) -> LedgerPlace:
         """The schema tenants.LEDGER_SCHEMA of the same database (reserved: never a tenant's).
         Its sessions autocommit each statement without waiting for the WAL flush: a row lost to a
@@ -1212,8 +1248,16 @@ class PostgresBackend(Backend):
             with self.connect() as connection:
                 return bool(connection.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f'"{schema}".runs'}).scalar())
 
+        wait, where = self.ledger_lock_wait, f"schema {schema} of {self.where()}"
+
         def engine(write: bool) -> Engine:
-            options = "-csynchronous_commit=off -capplication_name=docex-migrate-ledger"
+            # Bounded: a ledger table locked by another session (LOCK TABLE, a long ALTER) fails
+            # the statement past the wait (55P03), never hangs the run; a ledger statement takes
+            # milliseconds, so one running twice the wait is stuck (57014).
+            options = (
+                "-csynchronous_commit=off -capplication_name=docex-migrate-ledger"
+                f" -clock_timeout={_ms(wait)} -cstatement_timeout={_ms(2 * wait)}"
+            )
             # Autocommit: each ledger write is one statement, so one round trip, not BEGIN/.../COMMIT.
             return sa.create_engine(
                 self.url,
@@ -1222,9 +1266,36 @@ class PostgresBackend(Backend):
                 connect_args={"connect_timeout": 10, "options": options},
             )
 
-        return LedgerPlace(
-            schema, f"schema {schema} of {self.where()}", f"PostgreSQL {self.where()} {self.template}", exists, engine
-        )
+        def explain_wait(exc: BaseException) -> str | None:
+            sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+            if sqlstate == "57014":
+                return f"a statement on the run ledger ({where}) ran past {2 * wait:g}s: see what else the database is running"
+            if sqlstate != "55P03":
+                return None
+            try:
+                with self.connect() as connection:
+                    holders = [_holder(*row) for row in connection.execute(_LEDGER_LOCKS, {"schema": schema})]
+            except (DatabaseUnavailableError, DBAPIError):
+                holders = []
+            held = "; ".join(holders) or "by another session, gone since"
+            return (
+                f"the run ledger ({where}) waited more than {wait:g}s for a lock on its tables: {held}; "
+                "end that transaction (or pg_terminate_backend(pid)) and retry"
+            )
+
+        fleet, aliases = self._fleet()
+        return LedgerPlace(schema, where, fleet, exists, engine, explain_wait, aliases)
+
+    def _fleet(self) -> tuple[str, tuple[str, ...]]:
+        """The fleet's key in the ledger: the database's oid, as the server says, and the
+        template. The ledger lives in that database, so the oid tells it from nothing but a
+        database dropped and created again, and every role may read it (pg_database). Not the
+        cluster's system identifier: pg_control_system() may be revoked, which would key one
+        fleet two ways by role, and pg_upgrade changes it while the database and its ledger stay.
+        Older docex-migrates keyed it by the host as spelled: that key is an alias."""
+        with self.connect() as connection:
+            database = connection.execute(_DATABASE_OID).scalar_one()
+        return f"PostgreSQL database {database} {self.template}", (f"PostgreSQL {self.where()} {self.template}",)
 
     def dispose(self) -> None:
         kept, self._kept = self._kept, None

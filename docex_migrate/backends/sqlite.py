@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import glob
 import math
 import os
 import shutil
 import sqlite3
+import struct
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -92,20 +96,79 @@ def transactional_engine(path: str | ContextVar[str], busy_timeout: float = 5.0,
     return engine
 
 
+# statx(2) (glibc 2.28+), for a file's birth time, which os.stat does not give on Linux.
+_AT_FDCWD, _STATX_BTIME, _STATX_SIZE, _BTIME_OFFSET = -100, 0x800, 256, 80
+
+
+@functools.cache
+def _statx() -> Any:
+    return getattr(ctypes.CDLL(None, use_errno=True), "statx", None) if sys.platform == "linux" else None
+
+
+def _birth_time(path: str, st: os.stat_result) -> str:
+    """When the file was created, to the nanosecond where the system says ('-' where not)."""
+    born = getattr(st, "st_birthtime", None)  # macOS, the BSDs
+    if born is not None:
+        return repr(born)
+    statx = _statx()
+    buffer = ctypes.create_string_buffer(_STATX_SIZE)
+    if statx is None or statx(_AT_FDCWD, os.fsencode(path), 0, _STATX_BTIME, buffer) != 0:
+        return "-"
+    if not int.from_bytes(buffer.raw[:4], sys.byteorder) & _STATX_BTIME:  # this filesystem keeps none
+        return "-"
+    seconds, nanoseconds = struct.unpack_from("=qI", buffer.raw, _BTIME_OFFSET)
+    return f"{seconds}.{nanoseconds:09d}"
+
+
+def file_identity(path: str) -> str | None:
+    """Which file is at ``path``, not which name: its device and inode, and its birth time, since
+    a file deleted and created again often gets the deleted one's inode back (ext4 does). Where
+    the filesystem keeps no birth time, device and inode alone. None: no file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{_birth_time(path, st)}"
+
+
+# Opening a file for reading, most useful first: read-write (rolls back a hot journal, removes
+# WAL's -wal and -shm as the last connection), read-only (the file or its directory is not
+# ours to write, while a writer may be active: WAL's -shm exists or can be made), and immutable:
+# storage nobody can write (a read-only mount), where a WAL database left no -shm to share and
+# none can be made. A lock or a damaged file is not retried: that error is the answer.
+_READING_MODES = ("mode=rw", "mode=ro", "mode=ro&immutable=1")
+_CANNOT_WRITE = ("unable to open database file", "attempt to write a readonly database")
+
+
+def connect_for_reading(path: str, timeout: float) -> sqlite3.Connection:
+    """A connection that reads ``path`` and never creates it, on writable and read-only storage."""
+    uri = Path(path).resolve().as_uri()
+    for mode in _READING_MODES:
+        db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=timeout)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the open is lazy: read to know
+            return db
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if str(exc) not in _CANNOT_WRITE or mode == _READING_MODES[-1]:
+                raise
+    raise AssertionError("unreachable")
+
+
 def read_namespace_state(path: str, busy_timeout: float = 5.0) -> NamespaceState:
     """Read a tenant file's version rows directly: never creates the file, never writes to it.
 
-    The file is opened read-write (mode=rw never creates it): a hot journal left by a killed
-    writer (ours or the application's) must be rolled back before the file can be read, which
-    SQLite does on the first read, and a read-only open (mode=ro) cannot do. That recovery is
-    what any DocEX connection would do too; no write lock is kept. A file that still cannot be
-    read (corrupt, not a database, locked) is that tenant's failure alone.
+    The file is opened read-write where it can be (mode=rw never creates it): a hot journal left
+    by a killed writer (ours or the application's) must be rolled back before the file can be
+    read, which SQLite does on the first read, and a read-only open (mode=ro) cannot do. That
+    recovery is what any DocEX connection would do too; no write lock is kept. On read-only
+    storage it is read read-only (connect_for_reading). A file that still cannot be read
+    (corrupt, not a database, locked) is that tenant's failure alone.
     """
     if not os.path.isfile(path):
         return MISSING
-    uri = Path(path).resolve().as_uri() + "?mode=rw"
     try:
-        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
+        db = connect_for_reading(path, busy_timeout)
         try:
             names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             revisions: tuple[str, ...] = ()
@@ -117,7 +180,13 @@ def read_namespace_state(path: str, busy_timeout: float = 5.0) -> NamespaceState
         hint = _READ_HINTS.get(str(exc), "")
         return unreadable(f"cannot read SQLite file {path}: {exc}{hint}")
     tables = {n for n in names if n != VERSION_TABLE and not n.startswith("sqlite_")}
-    return NamespaceState(exists=True, versioned=VERSION_TABLE in names, revisions=revisions, table_count=len(tables))
+    return NamespaceState(
+        exists=True,
+        versioned=VERSION_TABLE in names,
+        revisions=revisions,
+        table_count=len(tables),
+        identity=file_identity(path),
+    )
 
 
 _READ_HINTS = {
@@ -310,7 +379,7 @@ class SqliteBackend(Backend):
         migrate_tenant(SqliteBackend(f"{directory}/{{tenant_id}}.db"), "head", chain.head, create=True, chain=chain)
         return directory / "head.db"
 
-    def install_fresh(self, tenant_id: str, template: Path, target: str) -> bool:
+    def install_fresh(self, tenant_id: str, template: Path, target: str) -> str | None:
         """Put a copy of the head file in place as the tenant's file, atomically and never over
         an existing file (a concurrent provision, or an empty file left by a failed one)."""
         path = Path(self.namespace(tenant_id))
@@ -319,9 +388,9 @@ class SqliteBackend(Backend):
         try:  # the copy itself may fail (a full disk): the staged file goes either way
             shutil.copyfile(template, staged)
             os.link(staged, path)
-            return True
+            return file_identity(str(path))
         except FileExistsError:
-            return False
+            return None
         finally:
             staged.unlink(missing_ok=True)
 
@@ -435,6 +504,9 @@ class SqliteBackend(Backend):
     def schema(self, tenant_id: str) -> str | None:
         return None
 
+    def identity(self, tenant_id: str, connection: Connection) -> str | None:
+        return file_identity(self.namespace(tenant_id))
+
     def describe(self) -> str:
         return f"SQLite files {self.template}"
 
@@ -442,17 +514,23 @@ class SqliteBackend(Backend):
         """One SQLite file in the template's fixed directory (tenants.ledger_file), in WAL mode
         with synchronous=NORMAL: a commit survives a killed process without an fsync per row."""
         path = tenants.ledger_file(self.template)
+        wait = self.ledger_lock_wait
+
+        def explain_wait(exc: BaseException) -> str | None:
+            if not isinstance(exc, (TenantBusyError, OperationalError)) or "locked" not in str(exc):
+                return None
+            return (
+                f"the run ledger {path} stayed locked by another process (its write lock) past {wait:g}s: "
+                "retry when the run writing it has finished"
+            )
 
         def engine(write: bool) -> Engine:
             if not write:
-                # Never creates the file (mode=rw), reads while a run writes (WAL), writes nothing;
-                # read-write only so that, as the last connection, it removes the -wal and -shm files.
-                uri = Path(path).resolve().as_uri()
-                return create_engine(
-                    "sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=30.0)
-                )
+                # Never creates the file, reads while a run writes (WAL), writes nothing, and reads
+                # read-only storage too (connect_for_reading).
+                return create_engine("sqlite://", poolclass=NullPool, creator=lambda: connect_for_reading(path, wait))
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            created = transactional_engine(path, busy_timeout=30.0)
+            created = transactional_engine(path, busy_timeout=wait)
 
             @event.listens_for(created, "connect")
             def _wal(dbapi_connection: Any, _record: Any) -> None:
@@ -461,4 +539,7 @@ class SqliteBackend(Backend):
 
             return created
 
-        return LedgerPlace(None, path, f"SQLite {os.path.abspath(self.template)}", lambda: os.path.isfile(path), engine)
+        # The fleet is the storage as resolved (symbolic links followed): one directory however it is reached.
+        fleet, spelled = f"SQLite {os.path.realpath(self.template)}", f"SQLite {os.path.abspath(self.template)}"
+        aliases = (spelled,) if spelled != fleet else ()
+        return LedgerPlace(None, path, fleet, lambda: os.path.isfile(path), engine, explain_wait, aliases)
