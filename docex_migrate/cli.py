@@ -27,6 +27,7 @@ from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, Usa
 from .reporting import Reporter
 from .results import Action, CheckStatus, TenantResult, describe_error
 from .runs import Run, RunDetail, RunInfo, recording, revisions_now, tool_version
+from .streams import forgive_closed_pipes
 
 app = typer.Typer(
     help="Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant "
@@ -738,4 +739,5 @@ def check(
 
 
 def main() -> None:
+    forgive_closed_pipes()  # `docex-migrate ... | head -1` stops the output, never the run
     app()

@@ -157,3 +157,49 @@ def test_sigint_between_waves_leaves_the_later_waves_pending_and_resume_finishes
     assert sorted(action for action, _, _ in found.values()) == ["not-run"] * 7 + ["upgraded"], (found, err)
     follow(advice(err))
     assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
+
+
+# A closed output pipe
+
+
+def into_closed_pipe(env, *args: str, read_first_line: bool, close_stderr: bool = False) -> int:
+    """Run the command with stdout (and stderr, unless ``close_stderr`` closes it outright)
+    into a pipe whose reader goes away: after the first line, as `| head -1` does, or at once."""
+    reader, writer = os.pipe()
+    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "docex_migrate", *args],
+        cwd=env.workdir,
+        env=environ,
+        stdout=writer,
+        stderr=subprocess.DEVNULL if close_stderr else writer,
+        preexec_fn=(lambda: os.close(2)) if close_stderr else None,  # noqa: PLW1509 - the test's own child
+    )
+    os.close(writer)
+    if read_first_line:
+        with os.fdopen(reader, "rb") as pipe:
+            pipe.readline()
+    else:
+        os.close(reader)
+    return run.wait(timeout=120)
+
+
+PIPED = [f"p{i:02d}" for i in range(30)]
+
+
+@pytest.mark.parametrize("close_stderr", [False, True], ids=["2>&1", "2>&-"])
+def test_a_closed_output_pipe_never_stops_the_run_nor_falsifies_its_ledger(steps, close_stderr):
+    at(steps, PIPED, "r1")
+    code = into_closed_pipe(steps, "upgrade", "--all-tenants", read_first_line=True, close_stderr=close_stderr)
+    assert code == 0
+    assert {whole(steps, t) for t in PIPED} == {"r3"}
+    run = latest_run()
+    assert run["state"] == "finished" and run["counts"] == {"upgraded": 30}
+
+
+@pytest.mark.parametrize("command", [["runs"], ["runs", "show", "LATEST"], ["status"], ["status", "--json"]])
+def test_read_only_commands_into_a_closed_pipe_exit_quietly(steps, command):
+    at(steps, PIPED[:3], "r1")
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    command = [latest_run()["run_id"] if word == "LATEST" else word for word in command]
+    assert into_closed_pipe(steps, *command, read_first_line=False) == 0
