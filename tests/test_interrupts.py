@@ -7,16 +7,22 @@ small chain in tests/chains/steps (its step 2 can sleep and name the tenant insi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from test_reliability import STEPS
+from test_processes import wait_for
 from test_runs import at, cli, latest_run, outcomes, wait_for_marker, whole
 
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
@@ -203,3 +209,54 @@ def test_read_only_commands_into_a_closed_pipe_exit_quietly(steps, command):
     assert cli("upgrade", "--all-tenants").exit_code == 0
     command = [latest_run()["run_id"] if word == "LATEST" else word for word in command]
     assert into_closed_pipe(steps, *command, read_first_line=False) == 0
+
+
+# A run waiting on a tenant's lock
+
+
+@contextlib.contextmanager
+def tenant_locked(env, tenant: str) -> Iterator[str]:
+    """Hold the tenant's lock as another run would (its file's write lock; its advisory lock,
+    as application_name 'holder-in-test'); what a waiting run should name the holder by."""
+    if env.kind == "sqlite":
+        db = sqlite3.connect(env.namespace(tenant), isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield f"pid {os.getpid()}"
+        finally:
+            db.close()
+        return
+    engine = sa.create_engine(env.url, connect_args={"application_name": "holder-in-test"})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:s, 0))"), {"s": env.namespace(tenant)})
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+            yield f"pid {pid} (holder-in-test"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_run_waiting_on_a_tenant_lock_at_once_and_the_wait_names_the_holder(steps, signum):
+    at(steps, TENANTS, "r1")
+    with tenant_locked(steps, "k1") as holder:
+        run = start(steps, "upgrade", "--all-tenants", "--tenant-lock-wait", "300")
+        try:
+            lines: list[str] = []
+            reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)
+            reader.start()
+            wait_for(lambda: any("waiting" in line for line in lines), 30, f"the run never said it waits: {lines}")
+            (line,) = [line for line in lines if "waiting" in line]
+            assert "k1" in line and holder in line, line
+            time.sleep(1)  # well inside the wait
+            sent = time.monotonic()
+            os.kill(run.pid, signum)
+            run.wait(timeout=60)
+            took = time.monotonic() - sent
+            reader.join(10)
+        finally:
+            run.kill()
+    err = "".join(lines)
+    assert run.returncode == 128 + signum, err
+    assert took < 3, f"the run took {took:.1f} s to stop"
+    assert [whole(steps, t) for t in TENANTS] == ["r3", "r1", "r1", "r1"]
