@@ -333,9 +333,7 @@ def runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None) -> 
     return list_runs(settings, limit=limit, chain=chain)
 
 
-def _resuming(
-    settings: Settings, resume: str, command: str, chain: Chain, run: Run | None
-) -> tuple[list[str], str, Run, str]:
+def _resuming(settings: Settings, resume: str, command: str, chain: Chain, run: Run | None) -> tuple[list[str], str, Run, str]:
     """What ``--resume RUN`` takes on: RUN's tenants that did not reach its target, that target,
     the new run that records it, naming RUN, and RUN's command."""
     tenant_ids, revision, resumed = resume_plan(settings, resume, command, chain)

@@ -175,9 +175,10 @@ def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]
     try:
         results = run()
     except Interrupted as stop:
-        if not stop.results:
-            raise
-        reporter.results(stop.results, verb)
+        if stop.results:
+            reporter.results(stop.results, verb)
+        elif recorded is None or not recorded.recorded:
+            raise  # stopped before anything was recorded (or touched)
         if recorded is not None and recorded.recorded:
             typer.echo(
                 f"interrupted by {stop.signal_name}: tenants in flight were rolled back; run {recorded.run_id} is marked "

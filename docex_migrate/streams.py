@@ -52,5 +52,5 @@ def forgive_closed_pipes() -> None:
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is None:
-            stream = open(os.devnull, "w")  # noqa: SIM115 - held until the process exits
+            stream = open(os.devnull, "w")
         setattr(sys, name, _Forgiving(stream))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from test_reliability import STEPS
 from test_processes import wait_for
+from test_reliability import STEPS
 from test_runs import at, cli, latest_run, outcomes, wait_for_marker, whole
 
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
@@ -179,7 +179,7 @@ def into_closed_pipe(env, *args: str, read_first_line: bool, close_stderr: bool 
         env=environ,
         stdout=writer,
         stderr=subprocess.DEVNULL if close_stderr else writer,
-        preexec_fn=(lambda: os.close(2)) if close_stderr else None,  # noqa: PLW1509 - the test's own child
+        preexec_fn=(lambda: os.close(2)) if close_stderr else None,
     )
     os.close(writer)
     if read_first_line:
@@ -253,9 +253,12 @@ def test_a_signal_stops_a_run_waiting_on_a_tenant_lock_at_once_and_the_wait_name
             os.kill(run.pid, signum)
             run.wait(timeout=60)
             took = time.monotonic() - sent
-            reader.join(10)
         finally:
             run.kill()
+            run.wait()
+            reader.join(10)
+            run.stdout.close()
+            run.stderr.close()
     err = "".join(lines)
     assert run.returncode == 128 + signum, err
     assert took < 3, f"the run took {took:.1f} s to stop"

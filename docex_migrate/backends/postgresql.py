@@ -634,7 +634,9 @@ class PostgresBackend(Backend):
             # No server-side prepared statements (psycopg prepares a query run 5 times): they
             # would outlive the transaction, and a PgBouncer in transaction mode sends the next
             # transaction to another server connection, where they do not exist.
-            connect_args = {"connect_timeout": 10, "prepare_threshold": None}
+            connect_args: dict[str, Any] = {"connect_timeout": 10, "prepare_threshold": None}
+            if "application_name" not in self.url.query:  # names this process to a run waiting on its tenant lock
+                connect_args["application_name"] = f"docex-migrate (pid {os.getpid()})"
             self._engine = sa.create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
         return self._engine
 

@@ -80,7 +80,7 @@ def transactional_engine(path: str | ContextVar[str], busy_timeout: float = 5.0,
     def _begin(connection: Connection) -> None:
         # IMMEDIATE takes the file's write lock before anything is read: this is the per-tenant
         # lock, so two runs never read the same revision and apply the same step twice.
-        driver = connection.connection.driver_connection
+        driver: Any = connection.connection.driver_connection  # the sqlite3 connection
         deadline, told = time.monotonic() + busy_timeout, False
         while True:
             try:

@@ -3,6 +3,7 @@
 Revision ID: r2
 Revises: r1
 """
+
 import os
 import time
 from pathlib import Path
