@@ -263,3 +263,22 @@ def test_a_signal_stops_a_run_waiting_on_a_tenant_lock_at_once_and_the_wait_name
     assert run.returncode == 128 + signum, err
     assert took < 3, f"the run took {took:.1f} s to stop"
     assert [whole(steps, t) for t in TENANTS] == ["r3", "r1", "r1", "r1"]
+
+
+def test_a_run_waiting_on_a_stopped_run_names_its_process(steps, tmp_path):
+    """A run stopped (SIGSTOP) inside a tenant holds its lock for as long as it stays stopped:
+    the run that waits for it names its process, so an operator can find it."""
+    at(steps, ["k1"], "r1")
+    marker = tmp_path / "inside-step-2"
+    holder = start(steps, "upgrade", "--tenant", "k1", STEPS_SLEEP="60", STEPS_MARKER=str(marker))
+    waiting = None
+    try:
+        wait_for_marker(holder, marker, "k1")
+        os.kill(holder.pid, signal.SIGSTOP)
+        waiting = start(steps, "upgrade", "--tenant", "k1", "--tenant-lock-wait", "1")
+        _, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 1, err
+        assert f"pid {holder.pid}" in err, err  # while it waited, and in the tenant's failure
+    finally:
+        holder.kill()
+        holder.communicate()
