@@ -125,16 +125,20 @@ def upgrade(
 
     ``run`` records the run in the ledger as it happens (runs.py). ``resume`` names a recorded
     run: its tenants that did not reach its target go there, as a new recorded run (the
-    tenants and revision given are then ignored; [] when none is left).
+    tenants and revision given are then ignored; [] when none is left). A provision's are
+    provisioned (``provision(..., exist_ok=True)``): some may never have been created.
 
     ``canary`` tenants go first, then ``waves`` (see rollout.py); the run stops after the first
     group with a failure (or at ``max_failures``), the tenants not reached are not run, and
     ``pause_between_waves`` seconds pass between groups."""
     chain = chain or load_chain()
     if resume is not None:
-        tenant_ids, revision, run = _resuming(settings, resume, "upgrade", chain, run)
+        tenant_ids, revision, run, resumed = _resuming(settings, resume, "upgrade", chain, run)
         if not tenant_ids:
             return []
+        if resumed == "provision":  # recorded as one, so that it is resumed the same way in turn
+            run.command = "provision"
+            return provision(settings, tenant_ids, exist_ok=True, jobs=jobs, chain=chain, run=run)
     target = chain.resolve(revision)
     staged = _staged(settings, tenant_ids, shard, canary, waves) if canary or waves is not None else None
     with recording(run, chain) as done:
@@ -187,34 +191,53 @@ def _in_waves(
     pause: float,
 ) -> list[TenantResult]:
     """Each group through the ordinary migration, one after the other; stop after the first
-    group with a failure. The rest are reported not run, at the revision they have."""
+    group with a failure. The rest are reported not run, at the revision they have. Every
+    tenant is in the run's ledger from the start, so a signal between or during waves leaves
+    the later ones for ``--resume``, and the Interrupted carries every tenant's result."""
     namespaces, planned, beyond = staged
+    with open_backend(settings) as backend:
+        states = backend.read_states(namespaces)
+    before = {t: state_of(chain, states[t])[0] for t in namespaces}
+    if run is not None:
+        run.reserve(target, {t: (namespaces[t], before[t]) for t in namespaces})
     finished: dict[str, TenantResult] = {}
-    for number, group in enumerate(planned):
-        if number and pause > 0:
-            time.sleep(pause)
-        budget = None if max_failures is None else max_failures - failures
-        got = _migrate(
-            settings,
-            group,
-            target,
-            downgrade=False,
-            max_failures=budget,
-            jobs=jobs,
-            shard=None,
-            chain=chain,
-            verify_first=verify_first,
-            run=run,
-        )
-        finished.update((r.tenant_id, r) for r in got)
-        failures += sum(r.failed for r in got)
-        if any(r.failed for r in got) or (max_failures is not None and failures >= max_failures):
-            what = f"group {number + 1} of {len(planned)}"  # the canaries, when given, are group 1
-            left = [t for later in planned[number + 1 :] for t in later] + beyond
-            finished.update(_not_reached(settings, chain, left, f"the rollout stopped after {what} failed"))
-            break
-    else:
-        finished.update(_not_reached(settings, chain, beyond, "beyond the last wave (--resume continues)"))
+    try:
+        for number, group in enumerate(planned):
+            if number and pause > 0:
+                time.sleep(pause)
+            budget = None if max_failures is None else max_failures - failures
+            got = _migrate(
+                settings,
+                group,
+                target,
+                downgrade=False,
+                max_failures=budget,
+                jobs=jobs,
+                shard=None,
+                chain=chain,
+                verify_first=verify_first,
+                run=run,
+            )
+            finished.update((r.tenant_id, r) for r in got)
+            failures += sum(r.failed for r in got)
+            if any(r.failed for r in got) or (max_failures is not None and failures >= max_failures):
+                what = f"group {number + 1} of {len(planned)}"  # the canaries, when given, are group 1
+                left = [t for later in planned[number + 1 :] for t in later] + beyond
+                finished.update(_not_reached(settings, chain, left, f"the rollout stopped after {what} failed"))
+                break
+        else:
+            finished.update(_not_reached(settings, chain, beyond, "beyond the last wave (--resume continues)"))
+    except Interrupted as stop:
+        finished.update((r.tenant_id, r) for r in stop.results or [])
+        left = [t for t in namespaces if t not in finished]
+        finished.update(_not_reached(settings, chain, left, f"interrupted by {stop.signal_name} (--resume continues)"))
+        for t in left:  # the signal came after its commit, before its wave returned
+            if finished[t].to_revision == target != before[t]:
+                finished[t] = TenantResult(
+                    t, namespaces[t], Action.UPGRADED, before[t], target, f"committed just before {stop.signal_name}"
+                )
+        stop.results = [finished[t] for t in namespaces if t in finished]
+        raise
     return [finished[t] for t in namespaces if t in finished]
 
 
@@ -251,7 +274,7 @@ def downgrade(
     as for upgrade."""
     chain = chain or load_chain()
     if resume is not None:
-        tenant_ids, revision, run = _resuming(settings, resume, "downgrade", chain, run)
+        tenant_ids, revision, run, _ = _resuming(settings, resume, "downgrade", chain, run)
         if not tenant_ids:
             return []
     target = chain.resolve(revision)
@@ -310,13 +333,13 @@ def runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None) -> 
     return list_runs(settings, limit=limit, chain=chain)
 
 
-def _resuming(settings: Settings, resume: str, command: str, chain: Chain, run: Run | None) -> tuple[list[str], str, Run]:
+def _resuming(settings: Settings, resume: str, command: str, chain: Chain, run: Run | None) -> tuple[list[str], str, Run, str]:
     """What ``--resume RUN`` takes on: RUN's tenants that did not reach its target, that target,
-    and the new run that records it, naming RUN."""
-    tenant_ids, revision = resume_plan(settings, resume, command, chain)
+    the new run that records it, naming RUN, and RUN's command."""
+    tenant_ids, revision, resumed = resume_plan(settings, resume, command, chain)
     run = run or Run(settings, command)
     run.resumes, run.selection = resume, f"--resume {resume}"
-    return tenant_ids, revision, run
+    return tenant_ids, revision, run, resumed
 
 
 def _adopt_unversioned(

@@ -29,6 +29,7 @@ from .ledger import PENDING
 from .reporting import Reporter
 from .results import Action, CheckStatus, TenantResult, describe_error
 from .runs import Run, RunDetail, RunInfo, RunTenant, recording, revisions_now, tool_version
+from .streams import forgive_closed_pipes
 from .tempdirs import sweep_abandoned
 
 app = typer.Typer(
@@ -188,14 +189,14 @@ def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]
     try:
         results = run()
     except Interrupted as stop:
-        if not stop.results:
-            raise
-        reporter.results(stop.results, verb)
+        if stop.results:
+            reporter.results(stop.results, verb)
+        elif recorded is None or not recorded.recorded:
+            raise  # stopped before anything was recorded (or touched)
         if recorded is not None and recorded.recorded:
-            command = "undo" if recorded.command == "undo" else f"{recorded.command} --resume"
             typer.echo(
                 f"interrupted by {stop.signal_name}: tenants in flight were rolled back; run {recorded.run_id} is marked "
-                f"interrupted: finish it with `docex-migrate {command} {recorded.run_id}`",
+                f"interrupted: finish it with `docex-migrate {_finishing(recorded)}`",
                 err=True,
             )
         else:
@@ -209,6 +210,16 @@ def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]
     _finish(reporter, results, verb)
 
 
+def _finishing(recorded: Run) -> str:
+    """The command that finishes an interrupted run: undo the same run again (the tenants
+    already undone are left alone); resume the others (a provision's as upgrade --resume,
+    which provisions the tenants it never created)."""
+    if recorded.command == "undo":
+        return f"undo {recorded.undoes}"
+    verb = "downgrade" if recorded.command == "downgrade" else "upgrade"
+    return f"{verb} --resume {recorded.run_id}"
+
+
 def _run(settings: Settings, command: str, selection: str) -> Run:
     """A run to record, which names itself on stderr as soon as it is in the ledger, so an
     operator can follow it with `runs show` from another shell."""
@@ -216,7 +227,7 @@ def _run(settings: Settings, command: str, selection: str) -> Run:
         settings,
         command,
         selection,
-        announce=lambda run: typer.echo(f"run {run.run_id}: {command} started", err=True),
+        announce=lambda run: typer.echo(f"run {run.run_id}: {run.command} started", err=True),
         progress=progress.for_stderr(),
     )
 
@@ -781,4 +792,5 @@ def check(
 
 
 def main() -> None:
+    forgive_closed_pipes()  # `docex-migrate ... | head -1` stops the output, never the run
     app()

@@ -109,7 +109,7 @@ class Run:
     _ledger: Ledger | None = field(default=None, init=False, repr=False)
     _place: LedgerPlace | None = field(default=None, init=False, repr=False)
     _rows: dict[str, tuple[str, str | None, str]] = field(default_factory=dict, init=False, repr=False)
-    _deferred: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    _deferred: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)  # tenant -> row
     _target: str | None = field(default=None, init=False, repr=False)
     _has_target: bool = field(default=False, init=False, repr=False)
     _results: queue.SimpleQueue[dict[str, Any] | None] = field(default_factory=queue.SimpleQueue, init=False, repr=False)
@@ -131,29 +131,41 @@ class Run:
         if not self._has_target:
             self._target, self._has_target = target, True
         rows = [_row(self.run_id, r, _target_name(target)) for r in finished.values()]
-        rows += [
-            {
-                "run_id": self.run_id,
-                "tenant_id": item.tenant_id,
-                "namespace": item.namespace,
-                "action": PENDING,
-                "from_revision": item.revision,
-                "to_revision": None,
-                "target": _target_name(item.target),
-                "finished_at": None,
-                "duration_ms": None,
-                "message": "",
-                "identity": item.identity,
-            }
-            for item in work
-        ]
+        rows += [self._pending(item.tenant_id, item.namespace, item.revision, item.target, item.identity) for item in work]
         if not work and self._ledger is None:
-            self._deferred += rows  # nothing changes yet: recorded only if something does
+            self._deferred.update((r["tenant_id"], r) for r in rows)  # nothing changes yet: recorded only if something does
             return
         self._open(chain)
         self._insert(rows)
         if self.progress is not None:
             self.progress.add(len(work))
+
+    def reserve(self, target: str | None, tenants: Mapping[str, tuple[str, str | None]]) -> None:
+        """Every tenant a staged run is to reach (tenant -> namespace and revision now), pending
+        from the start: a run stopped between waves leaves the later ones for ``--resume``.
+        Recorded with the first plan that has work, each replaced as its own plan comes."""
+        rows = [self._pending(t, namespace, revision, target) for t, (namespace, revision) in tenants.items()]
+        if self._ledger is None:
+            self._deferred.update((r["tenant_id"], r) for r in rows)
+        else:
+            self._insert(rows)
+
+    def _pending(
+        self, tenant_id: str, namespace: str, revision: str | None, target: str | None, identity: str | None = None
+    ) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "tenant_id": tenant_id,
+            "namespace": namespace,
+            "action": PENDING,
+            "from_revision": revision,
+            "to_revision": None,
+            "target": _target_name(target),
+            "finished_at": None,
+            "duration_ms": None,
+            "message": "",
+            "identity": identity,
+        }
 
     def on_start(self, tenant_id: str) -> None:
         """A tenant handed out: only the progress display is told (the ledger has it pending)."""
@@ -185,7 +197,7 @@ class Run:
         def record(result: TenantResult) -> None:
             row = _row(self.run_id, result, None)
             if self._ledger is None and result.action.value not in MOVED | {Action.ADOPTED.value}:
-                self._deferred.append(row)
+                self._deferred[row["tenant_id"]] = row
                 return
             self._open(chain)
             self._insert([row])
@@ -231,10 +243,16 @@ class Run:
         self.close([result], chain=chain)
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
-        """New tenant rows, with those deferred until the run had something to record."""
-        rows, self._deferred = self._deferred + rows, []
-        if self._write(lambda ledger: ledger.insert_tenants(rows)):
-            self._rows.update((r["tenant_id"], _recorded_as(r)) for r in rows)
+        """New tenant rows, with those deferred until the run had something to record; a
+        tenant already recorded (reserved pending) has its row updated instead."""
+        latest = {**self._deferred, **{r["tenant_id"]: r for r in rows}}
+        self._deferred = {}
+        new = [r for t, r in latest.items() if t not in self._rows]
+        known = [{k: r[k] for k in _RESULT_COLUMNS} for t, r in latest.items() if t in self._rows]
+        if self._write(lambda ledger: ledger.insert_tenants(new)):
+            self._rows.update((r["tenant_id"], _recorded_as(r)) for r in new)
+        if known and self._write(lambda ledger: ledger.update_results(self.run_id, known)):
+            self._rows.update((r["tenant_id"], _recorded_as(r)) for r in known)
 
     def _open(self, chain: Chain) -> None:
         if self._ledger is not None or self._unwritable:
@@ -640,9 +658,10 @@ def _settled(settings: Settings, run_id: str, chain: Chain) -> tuple[dict[str, A
     return row, tenants, backend
 
 
-def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> tuple[list[str], str]:
-    """The tenants of ``run_id`` that did not reach its target, and that target: what
-    ``upgrade --resume`` / ``downgrade --resume`` runs. UsageError (exit 2) when it cannot.
+def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> tuple[list[str], str, str]:
+    """The tenants of ``run_id`` that did not reach its target, that target, and the run's
+    command (a provision's tenants may not exist yet): what ``upgrade --resume`` /
+    ``downgrade --resume`` runs. UsageError (exit 2) when it cannot.
 
     Unlike undo, resume does not ask whether a tenant is still the namespace the run planned
     (its identity): it finishes the run's aim, bringing each tenant to the target wherever it
@@ -657,7 +676,7 @@ def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> 
         raise UsageError(
             f"run {run_id} went to revision {target}, which this chain does not know: use the docex-migrate that ran it"
         )
-    return [t.tenant_id for t in tenants if t.action not in REACHED], target
+    return [t.tenant_id for t in tenants if t.action not in REACHED], target, str(row["command"])
 
 
 @dataclass

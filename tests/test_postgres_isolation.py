@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import sqlalchemy as sa
 from helpers import head, head_tables, migrate_to
@@ -115,7 +117,8 @@ def test_tenants_on_a_reused_connection_see_nothing_of_each_other(pg_env):
     pid, search_path, application, work_mem, lock_timeout, temporary, prepared, listening, advisory = after
     assert pid == before[0]  # the same connection
     assert (search_path, before[1]) == (f'"{second}"', f'"{first}"')
-    assert (application, work_mem, lock_timeout) == before[2:5] == ("", "4MB", "10s")
+    ours = f"docex-migrate (pid {os.getpid()})"  # the backend's own application_name
+    assert (application, work_mem, lock_timeout) == before[2:5] == (ours, "4MB", "10s")
     assert (temporary, prepared, listening) == (0, 0, 0)
     assert len(advisory) == 1 and 42 not in advisory  # this tenant's transaction lock only
     assert replaced[0] != pid  # the failed tenant's connection was closed
@@ -137,7 +140,8 @@ def test_a_run_keeps_one_connection_and_drops_a_failed_one(pg_env, chain_copy):
             seen[tenant] = row[1:]
             assert row[0] == tenant  # op.get_context().config.attributes["tenant_id"]
     assert seen["a"][0] != seen["c"][0] == seen["d"][0]  # b's connection was discarded; c and d shared one
-    assert {s[1:] for s in seen.values()} == {("", 0, 0)}  # nothing left by the tenant before
+    ours = f"docex-migrate (pid {os.getpid()})"  # the backend's own application_name
+    assert {s[1:] for s in seen.values()} == {(ours, 0, 0)}  # nothing left by the tenant before
 
 
 PROBE = '''"""probe: records the session it runs in, then litters it; fails for tenant b

@@ -412,6 +412,17 @@ _LOCK = (
     "WITH bound AS (SELECT set_config('lock_timeout', %(wait)s, true))"
     " SELECT pg_advisory_xact_lock(hashtextextended(%(schema)s, 0)) FROM bound"
 )
+# Tried first, so that a run that has to wait can say on whom: the lock's holder, from pg_locks
+# (a bigint advisory key is classid, its high 32 bits, and objid, its low ones).
+_TRY_LOCK = _LOCK.replace("pg_advisory_xact_lock", "pg_try_advisory_xact_lock")
+_HOLDER = (
+    "SELECT a.pid, a.application_name, a.state, a.xact_start FROM pg_catalog.pg_locks l"
+    " JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
+    " AND l.classid::bigint = (hashtextextended(%(schema)s, 0) >> 32) & 4294967295"
+    " AND l.objid::bigint = hashtextextended(%(schema)s, 0) & 4294967295"
+)
 # A statement of its own, so its snapshot is taken after the lock: it sees a schema that a run
 # holding the lock created (or dropped) while this one waited.
 _SETTLE = (
@@ -421,6 +432,16 @@ _SETTLE = (
 _SETTLE_AND_SCOPE = _SETTLE + ", set_config('search_path', %(path)s, true)"
 _NO_SUCH_TABLE = {"42P01", "3F000"}  # undefined_table, invalid_schema_name
 _LOCKED_SCHEMA = "docex_migrate.locked_schema"  # connection.info key: (schema, oid) as lock_tenant found it
+
+
+def _holders(rows: list[Any]) -> str:
+    """'pid N (application_name, state, in a transaction since T)' for each holder of a lock."""
+    if not rows:
+        return "another session (gone, or not visible to this role)"
+    return "; ".join(
+        f"pid {pid} ({name or 'no application_name'}, {state}, in a transaction since {since})"
+        for pid, name, state, since in rows
+    )
 
 
 def lock_tenant(
@@ -453,10 +474,16 @@ def lock_tenant(
         # server still runs them in order, each statement with its own snapshot. On the tenant
         # connection the driver autocommits and the BEGIN is ours (_tenant_transaction): the one
         # psycopg sends itself costs a round trip of its own in a pipeline.
+        lock = {"wait": _ms(timeouts.tenant_lock_wait), "schema": schema}
         with driver.pipeline():
             if driver.autocommit and driver.info.transaction_status == TransactionStatus.IDLE:
                 driver.execute("BEGIN")
-            driver.execute(_LOCK, {"wait": _ms(timeouts.tenant_lock_wait), "schema": schema})
+            locked = driver.execute(_TRY_LOCK, lock)
+            cursor = driver.execute(settle, settings)
+        if not locked.fetchone()[0]:  # another run holds it: say who, then wait (what settle read is stale)
+            holders = driver.execute(_HOLDER, {"schema": schema}).fetchall()
+            log.warning("waiting up to %s for tenant schema %s: its lock is held by %s", lock["wait"], schema, _holders(holders))
+            driver.execute(_LOCK, lock)
             cursor = driver.execute(settle, settings)
         row = cursor.fetchone()
     except psycopg.Error as exc:
@@ -694,7 +721,9 @@ class PostgresBackend(Backend):
             # No server-side prepared statements (psycopg prepares a query run 5 times): they
             # would outlive the transaction, and a PgBouncer in transaction mode sends the next
             # transaction to another server connection, where they do not exist.
-            connect_args = {"connect_timeout": 10, "prepare_threshold": None}
+            connect_args: dict[str, Any] = {"connect_timeout": 10, "prepare_threshold": None}
+            if "application_name" not in self.url.query:  # names this process to a run waiting on its tenant lock
+                connect_args["application_name"] = f"docex-migrate (pid {os.getpid()})"
             self._engine = sa.create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
         return self._engine
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import glob
+import logging
 import math
 import os
 import shutil
@@ -46,6 +47,8 @@ from .fingerprints import read_sqlite_catalog
 
 # sqlite3's timeout has no "no limit" value, and one past this overflows to 0 (no waiting at all).
 FOREVER = float(MAX_TIMEOUT_SECONDS)
+WAIT_SLICE = 0.5  # seconds SQLite waits for a tenant's write lock before a signal can be handled
+log = logging.getLogger(__name__)
 
 
 def _ms(seconds: float) -> int:
@@ -71,7 +74,10 @@ def transactional_engine(path: str | ContextVar[str], busy_timeout: float = 5.0,
     def where() -> str:
         return path.get() if isinstance(path, ContextVar) else path
 
-    engine = create_engine("sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(where(), timeout=busy_timeout))
+    # SQLite waits inside one C call, where no signal handler runs: the wait for the write lock
+    # is taken in slices, so SIGINT / SIGTERM stop the run within a slice.
+    first_wait = min(busy_timeout, WAIT_SLICE)
+    engine = create_engine("sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(where(), timeout=first_wait))
 
     @event.listens_for(engine, "connect")
     def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
@@ -81,17 +87,24 @@ def transactional_engine(path: str | ContextVar[str], busy_timeout: float = 5.0,
     def _begin(connection: Connection) -> None:
         # IMMEDIATE takes the file's write lock before anything is read: this is the per-tenant
         # lock, so two runs never read the same revision and apply the same step twice.
-        try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        except OperationalError as exc:
-            if "locked" in str(exc.orig):
+        driver: Any = connection.connection.driver_connection  # the sqlite3 connection
+        deadline, told = time.monotonic() + busy_timeout, False
+        while True:
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+            if time.monotonic() >= deadline:
                 raise TenantBusyError(
-                    f"database is locked: {where()} stayed write-locked by another process past --tenant-lock-wait "
-                    f"({busy_timeout:g} s): retry when it is idle, or raise --tenant-lock-wait"
-                ) from None
-            raise
-        if lock_timeout is not None:
-            connection.exec_driver_sql(f"PRAGMA busy_timeout = {_ms(lock_timeout)}")
+                    f"database is locked: {where()} stayed write-locked by {_lock_holder(where())} past "
+                    f"--tenant-lock-wait ({busy_timeout:g} s): retry when it is idle, or raise --tenant-lock-wait"
+                )
+            if not told:
+                log.warning("waiting up to %g s for %s: write-locked by %s", busy_timeout, where(), _lock_holder(where()))
+                told = True
+        driver.execute(f"PRAGMA busy_timeout = {_ms(busy_timeout if lock_timeout is None else lock_timeout)}")
 
     return engine
 
@@ -153,6 +166,27 @@ def connect_for_reading(path: str, timeout: float) -> sqlite3.Connection:
             if str(exc) not in _CANNOT_WRITE or mode == _READING_MODES[-1]:
                 raise
     raise AssertionError("unreachable")
+
+
+def _lock_holder(path: str) -> str:
+    """Who holds a lock on the file, from /proc/locks (Linux; SQLite's locks are POSIX locks
+    on its bytes): 'pid N (its command line)', or 'another process'."""
+    try:
+        found = os.stat(path)
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return "another process"
+    device = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] != "->" and fields[5] == device and fields[4].isdigit():
+            pid = fields[4]
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                command = ""
+            return f"pid {pid} ({command[:120]})" if command else f"pid {pid}"
+    return "another process"
 
 
 def read_namespace_state(path: str, busy_timeout: float = 5.0) -> NamespaceState:

@@ -1,0 +1,284 @@
+"""Interruptions (issue 20): a run stopped by a signal is in the ledger with every tenant it
+was to reach, and the command it advises exists and finishes the job; a signal stops a run
+that waits on a tenant's lock at once; a closed output pipe never stops or falsifies a run.
+Real subprocesses of `python -m docex_migrate`, real signals and pipes, both backends, on the
+small chain in tests/chains/steps (its step 2 can sleep and name the tenant inside it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from test_processes import wait_for
+from test_reliability import STEPS
+from test_runs import at, cli, latest_run, outcomes, wait_for_marker, whole
+
+from docex_migrate.chain import SCRIPT_LOCATION_ENV
+from docex_migrate.selection import hash_order
+
+TENANTS = ["k0", "k1", "k2", "k3"]
+
+
+@pytest.fixture
+def steps(env, monkeypatch):
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    return env
+
+
+def start(env, *args: str, **extra: str) -> subprocess.Popen:
+    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "docex_migrate", *args],
+        cwd=env.workdir,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def interrupted(env, tmp_path: Path, tenant: str, *args: str) -> str:
+    """Run the command until ``tenant`` is inside step 2, SIGINT it; its stderr."""
+    marker = tmp_path / "inside-step-2"
+    marker.unlink(missing_ok=True)
+    run = start(env, *args, STEPS_SLEEP="60", STEPS_SLEEP_TENANT=tenant, STEPS_MARKER=str(marker))
+    try:
+        wait_for_marker(run, marker, tenant)
+        os.kill(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 130, err
+    return err
+
+
+def advice(err: str) -> list[str]:
+    """The command the interrupted run tells the operator to run."""
+    found = re.findall(r"`docex-migrate ([^`]+)`", err)
+    assert found, err
+    return found[-1].split()
+
+
+def follow(advised: list[str]) -> None:
+    """Run the advised command (with --yes where it asks first) and check it succeeded."""
+    confirm = ["--yes"] if advised[0] in ("downgrade", "undo") else []
+    result = cli(*advised, *confirm)
+    assert result.exit_code == 0, result.output
+
+
+def test_interrupted_upgrade_advice_finishes_it(steps, tmp_path):
+    at(steps, TENANTS, "r1")
+    advised = advice(interrupted(steps, tmp_path, "k1", "upgrade", "--all-tenants"))
+    assert advised[:2] == ["upgrade", "--resume"]
+    follow(advised)
+    assert {t: whole(steps, t) for t in TENANTS} == dict.fromkeys(TENANTS, "r3")
+
+
+def test_interrupted_downgrade_advice_finishes_it(steps, tmp_path):
+    at(steps, TENANTS, "r3")
+    advised = advice(interrupted(steps, tmp_path, "k1", "downgrade", "r1", "--all-tenants", "--yes"))
+    assert advised[:2] == ["downgrade", "--resume"]
+    follow(advised)
+    assert {t: whole(steps, t) for t in TENANTS} == dict.fromkeys(TENANTS, "r1")
+
+
+def test_interrupted_provision_advice_creates_the_tenants_never_created(steps, tmp_path):
+    at(steps, ["k1"], "r1")  # an existing tenant goes through the chain (and sleeps); the others are new
+    err = interrupted(steps, tmp_path, "k1", "provision", "--exist-ok", *TENANTS)
+    assert not steps.exists("k2") and not steps.exists("k3")
+    advised = advice(err)
+    follow(advised)
+    assert {t: whole(steps, t) for t in TENANTS} == dict.fromkeys(TENANTS, "r3")
+    again = latest_run()  # and an interrupted resume of it is resumed the same way
+    assert again["command"] == "provision" and again["resumes"] == advised[-1]
+
+
+def test_interrupted_undo_advice_finishes_the_undo_and_never_redoes(steps, tmp_path):
+    at(steps, TENANTS, "r1")
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    upgraded = latest_run()["run_id"]
+    advised = advice(interrupted(steps, tmp_path, "k1", "undo", upgraded, "--yes"))
+    assert advised == ["undo", upgraded]  # the run being undone, not the undo itself
+    follow(advised)
+    assert {t: whole(steps, t) for t in TENANTS} == dict.fromkeys(TENANTS, "r1")
+
+
+def test_interrupted_resume_advice_finishes_it(steps, tmp_path, monkeypatch):
+    at(steps, TENANTS, "r1")
+    monkeypatch.setenv("STEPS_FAIL_TENANT", "k1,k2")
+    assert cli("upgrade", "--all-tenants").exit_code == 1
+    monkeypatch.delenv("STEPS_FAIL_TENANT")
+    failed = latest_run()["run_id"]
+    advised = advice(interrupted(steps, tmp_path, "k1", "upgrade", "--resume", failed))
+    assert advised[:2] == ["upgrade", "--resume"] and advised[2] != failed
+    follow(advised)
+    assert {t: whole(steps, t) for t in TENANTS} == dict.fromkeys(TENANTS, "r3")
+
+
+WAVE_TENANTS = [f"w{i}" for i in range(8)]
+
+
+def test_interrupted_waves_leave_every_tenant_pending_and_resume_finishes(steps, tmp_path):
+    at(steps, WAVE_TENANTS, "r1")
+    first = hash_order(WAVE_TENANTS)[0]
+    err = interrupted(steps, tmp_path, first, "upgrade", "--all-tenants", "--waves", "2,100%")
+    run_id = latest_run()["run_id"]
+    found = outcomes(run_id)
+    assert set(found) == set(WAVE_TENANTS), found  # the later wave too, though it never started
+    assert {action for action, _, _ in found.values()} == {"not-run"}
+    advised = advice(err)
+    assert advised == ["upgrade", "--resume", run_id]
+    follow(advised)
+    assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
+
+
+def test_sigint_between_waves_leaves_the_later_waves_pending_and_resume_finishes(steps):
+    at(steps, WAVE_TENANTS, "r1")
+    run = start(steps, "upgrade", "--all-tenants", "--waves", "1,100%", "--pause-between-waves", "60")
+    try:
+        deadline = time.monotonic() + 60
+        while "[1/" not in (line := run.stderr.readline()):  # the first wave's one tenant is done
+            assert line and time.monotonic() < deadline, run.communicate()
+        os.kill(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == 130, err
+    stopped = latest_run()
+    assert stopped["state"] == "interrupted"
+    found = outcomes(stopped["run_id"])
+    assert set(found) == set(WAVE_TENANTS)
+    assert sorted(action for action, _, _ in found.values()) == ["not-run"] * 7 + ["upgraded"], (found, err)
+    follow(advice(err))
+    assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
+
+
+# A closed output pipe
+
+
+def into_closed_pipe(env, *args: str, read_first_line: bool, close_stderr: bool = False) -> int:
+    """Run the command with stdout (and stderr, unless ``close_stderr`` closes it outright)
+    into a pipe whose reader goes away: after the first line, as `| head -1` does, or at once."""
+    reader, writer = os.pipe()
+    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "docex_migrate", *args],
+        cwd=env.workdir,
+        env=environ,
+        stdout=writer,
+        stderr=subprocess.DEVNULL if close_stderr else writer,
+        preexec_fn=(lambda: os.close(2)) if close_stderr else None,
+    )
+    os.close(writer)
+    if read_first_line:
+        with os.fdopen(reader, "rb") as pipe:
+            pipe.readline()
+    else:
+        os.close(reader)
+    return run.wait(timeout=120)
+
+
+PIPED = [f"p{i:02d}" for i in range(30)]
+
+
+@pytest.mark.parametrize("close_stderr", [False, True], ids=["2>&1", "2>&-"])
+def test_a_closed_output_pipe_never_stops_the_run_nor_falsifies_its_ledger(steps, close_stderr):
+    at(steps, PIPED, "r1")
+    code = into_closed_pipe(steps, "upgrade", "--all-tenants", read_first_line=True, close_stderr=close_stderr)
+    assert code == 0
+    assert {whole(steps, t) for t in PIPED} == {"r3"}
+    run = latest_run()
+    assert run["state"] == "finished" and run["counts"] == {"upgraded": 30}
+
+
+@pytest.mark.parametrize("command", [["runs"], ["runs", "show", "LATEST"], ["status"], ["status", "--json"]])
+def test_read_only_commands_into_a_closed_pipe_exit_quietly(steps, command):
+    at(steps, PIPED[:3], "r1")
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    command = [latest_run()["run_id"] if word == "LATEST" else word for word in command]
+    assert into_closed_pipe(steps, *command, read_first_line=False) == 0
+
+
+# A run waiting on a tenant's lock
+
+
+@contextlib.contextmanager
+def tenant_locked(env, tenant: str) -> Iterator[str]:
+    """Hold the tenant's lock as another run would (its file's write lock; its advisory lock,
+    as application_name 'holder-in-test'); what a waiting run should name the holder by."""
+    if env.kind == "sqlite":
+        db = sqlite3.connect(env.namespace(tenant), isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield f"pid {os.getpid()}"
+        finally:
+            db.close()
+        return
+    engine = sa.create_engine(env.url, connect_args={"application_name": "holder-in-test"})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:s, 0))"), {"s": env.namespace(tenant)})
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+            yield f"pid {pid} (holder-in-test"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_run_waiting_on_a_tenant_lock_at_once_and_the_wait_names_the_holder(steps, signum):
+    at(steps, TENANTS, "r1")
+    with tenant_locked(steps, "k1") as holder:
+        run = start(steps, "upgrade", "--all-tenants", "--tenant-lock-wait", "300")
+        try:
+            lines: list[str] = []
+            reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)
+            reader.start()
+            wait_for(lambda: any("waiting" in line for line in lines), 30, f"the run never said it waits: {lines}")
+            (line,) = [line for line in lines if "waiting" in line]
+            assert "k1" in line and holder in line, line
+            time.sleep(1)  # well inside the wait
+            sent = time.monotonic()
+            os.kill(run.pid, signum)
+            run.wait(timeout=60)
+            took = time.monotonic() - sent
+        finally:
+            run.kill()
+            run.wait()
+            reader.join(10)
+            run.stdout.close()
+            run.stderr.close()
+    err = "".join(lines)
+    assert run.returncode == 128 + signum, err
+    assert took < 3, f"the run took {took:.1f} s to stop"
+    assert [whole(steps, t) for t in TENANTS] == ["r3", "r1", "r1", "r1"]
+
+
+def test_a_run_waiting_on_a_stopped_run_names_its_process(steps, tmp_path):
+    """A run stopped (SIGSTOP) inside a tenant holds its lock for as long as it stays stopped:
+    the run that waits for it names its process, so an operator can find it."""
+    at(steps, ["k1"], "r1")
+    marker = tmp_path / "inside-step-2"
+    holder = start(steps, "upgrade", "--tenant", "k1", STEPS_SLEEP="60", STEPS_MARKER=str(marker))
+    waiting = None
+    try:
+        wait_for_marker(holder, marker, "k1")
+        os.kill(holder.pid, signal.SIGSTOP)
+        waiting = start(steps, "upgrade", "--tenant", "k1", "--tenant-lock-wait", "1")
+        _, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 1, err
+        assert f"pid {holder.pid}" in err, err  # while it waited, and in the tenant's failure
+    finally:
+        holder.kill()
+        holder.communicate()
