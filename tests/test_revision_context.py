@@ -228,13 +228,18 @@ def _contents(env, tenant_id: str) -> dict[str, list[tuple]]:
 
 
 @pytest.mark.parametrize("end", ENDINGS)
-def test_a_revision_that_ends_the_tenant_transaction_fails_and_nothing_is_committed(env, chain_copy, end):
+def test_a_revision_that_ends_the_tenant_transaction_fails_and_nothing_is_committed(env, chain_copy, end, request):
     """Found in review: a revision's own COMMIT (in any spelling: after a comment, after another
     statement, SQLAlchemy's or the driver's) left the tenant half-migrated, and on SQLite nothing
     guarded it at all. Now the tenant fails and is exactly as it was (tables, rows, version row),
     nothing lands elsewhere, and the next tenant is treated the same way."""
     if env.kind == "postgres" and "driver_connection" in end:
-        pytest.skip("PostgreSQL: a COMMIT sent past SQLAlchemy is seen only after it ran (README, Guarantees)")
+        # Known gap, kept visible: strict, so closing it turns this into a failure to update.
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True, reason="PostgreSQL: a COMMIT sent past SQLAlchemy is seen only after it ran (README, Guarantees)"
+            )
+        )
     api.provision(env.settings, ["a", "b"])
     before = head()
     was = {t: _contents(env, t) for t in "ab"}
