@@ -1,4 +1,4 @@
-"""Small helpers shared by the tests: open a tenant, snapshot it, migrate it to a revision."""
+"""Small helpers shared by the tests: run a command, open a tenant, snapshot it, migrate it to a revision."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from pathlib import Path
 import sqlalchemy as sa
 import yaml
 from sqlalchemy.pool import NullPool
+from typer.testing import CliRunner, Result
 
 from docex_migrate import revision_snapshots
 from docex_migrate.chain import load_chain
+from docex_migrate.cli import app
 from docex_migrate.runner import migrate_tenant
 from docex_migrate.schema import metadata
 from docex_migrate.snapshot import snapshot
@@ -17,6 +19,15 @@ from docex_migrate.snapshot import snapshot
 # The revision that is DocEX 2.9.10's schema, the newest release. Not necessarily the head: a
 # revision may be added on top (tests that mean "the head" ask the chain, head()).
 DOCEX_2_9_10 = "s7_docex_2_9_10"
+
+
+def cli(*args: str, input: str | None = None) -> Result:
+    """One docex-migrate command, run in this process through typer's CliRunner. It sees what the
+    test's fixtures set: their working directory and environment (DOCEX_CONFIG, HOME, ...), nothing
+    added. CliRunner's defaults otherwise: an exception ends up in the result (exit_code 1,
+    result.exception), stderr is kept apart from stdout. ``input`` is the command's stdin (the
+    answer to a confirmation prompt)."""
+    return CliRunner().invoke(app, list(args), input=input)
 
 
 def head() -> str:

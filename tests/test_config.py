@@ -6,9 +6,8 @@ from urllib.parse import quote
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from helpers import cli
 
-from docex_migrate.cli import app
 from docex_migrate.config import (
     DEFAULT_PATH_TEMPLATE,
     Timeouts,
@@ -235,7 +234,7 @@ def test_a_raw_at_sign_in_the_urls_password_is_refused_without_printing_any_of_i
     """SQLAlchemy's parser ends the password at its first '@': 'XYZsecret@host' was the host,
     printed by every connection error ('unknown host in XYZsecret@host:5432/db')."""
     monkeypatch.setenv("DOCEX_DATABASE_URL", url)
-    result = CliRunner().invoke(app, ["status", "--verbose"])
+    result = cli("status", "--verbose")
     assert result.exit_code == 2, result.output
     assert "%40" in result.stderr and "XYZsecret" not in result.output and "Pw" not in result.output
 
@@ -254,7 +253,7 @@ def test_passwords_with_url_characters_are_read_exactly_and_never_printed(tmp_pa
     for env_url in (encoded, None):
         if env_url is None:
             monkeypatch.delenv("DOCEX_DATABASE_URL")
-        result = CliRunner().invoke(app, ["status", "--verbose", "--config", str(config)])
+        result = cli("status", "--verbose", "--config", str(config))
         assert result.exit_code == 2 and "127.0.0.1:1" in result.stderr, result.output
         assert "XYZsecret" not in result.output and quote(password, safe="") not in result.output
 

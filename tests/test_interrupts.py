@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import cli
 from test_processes import wait_for
 from test_reliability import STEPS
-from test_runs import at, cli, latest_run, outcomes, wait_for_marker, whole
+from test_runs import at, latest_run, outcomes, wait_for_marker, whole
 
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.selection import hash_order

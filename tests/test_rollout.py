@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import version_of
+from helpers import cli, version_of
 from test_reliability import STEPS
-from test_runs import at, cli, latest_run, outcomes
+from test_runs import at, latest_run, outcomes
 
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.errors import UsageError
