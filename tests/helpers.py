@@ -6,6 +6,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 import yaml
+from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner, Result
 
@@ -19,6 +20,35 @@ from docex_migrate.snapshot import snapshot
 # The revision that is DocEX 2.9.10's schema, the newest release. Not necessarily the head: a
 # revision may be added on top (tests that mean "the head" ask the chain, head()).
 DOCEX_2_9_10 = "s7_docex_2_9_10"
+
+
+# DocEX's security section for a database per tenant (a schema or a file each), the model this tool serves.
+DATABASE_LEVEL = {"multi_tenancy_model": "database_level", "tenant_database_routing": True}
+
+
+def database_section(kind: str, template: str, url: URL | None = None) -> dict:
+    """DocEX's ``database`` section: SQLite files at ``template`` (path_template), or PostgreSQL
+    schemas named by ``template`` (schema_template) in the database ``url`` names, with its
+    credentials."""
+    if kind == "sqlite":
+        return {"type": "sqlite", "sqlite": {"path_template": template}}
+    assert url is not None
+    postgres = {
+        "host": url.host,
+        "port": url.port or 5432,
+        "database": url.database,
+        "user": url.username,
+        "password": url.password or "",
+        "schema_template": template,
+    }
+    return {"type": "postgres", "postgres": postgres}
+
+
+def write_config(path: Path, data: dict) -> Path:
+    """Write ``data`` as a DocEX config file (YAML), creating its folder; the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 def cli(*args: str, input: str | None = None) -> Result:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import cli, head_tables, migrate_to, tenant_engine, tenant_snapshot, version_of
+from helpers import cli, database_section, head_tables, migrate_to, tenant_engine, tenant_snapshot, version_of, write_config
 
 from docex_migrate.chain import load_chain
 from docex_migrate.cli import app
@@ -418,24 +418,7 @@ def test_discovery_ignores_lookalikes_and_reserved_namespaces(env):
 @pytest.mark.postgres
 def test_reserved_namespaces_under_a_bare_template_are_not_tenants(pg_url, tmp_path):
     # With schema_template '{tenant_id}' every schema matches the pattern; public and pg_* are not tenants.
-    config = tmp_path / "bare.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "database": {
-                    "type": "postgres",
-                    "postgres": {
-                        "host": pg_url.host,
-                        "port": pg_url.port or 5432,
-                        "database": pg_url.database,
-                        "user": pg_url.username,
-                        "password": pg_url.password or "",
-                        "schema_template": "{tenant_id}",
-                    },
-                }
-            }
-        )
-    )
+    config = write_config(tmp_path / "bare.yaml", {"database": database_section("postgres", "{tenant_id}", pg_url)})
     result = cli("tenants", "--json", "--config", str(config))
     assert result.exit_code == 0, result.output
     names = [r["tenant_id"] for r in json.loads(result.stdout)]

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import DOCEX_2_9_10, cli, head, recognised_as, tenant_snapshot, version_of
+from helpers import DOCEX_2_9_10, cli, database_section, head, recognised_as, tenant_snapshot, version_of
 
 from docex_migrate.snapshot import differences
 
@@ -92,20 +92,10 @@ def docex_2_9_9(tmp_path_factory) -> str:
 def docex(env, python: str, tenant_id: str, action: str = "list", basket: str = "invoices") -> dict:
     """Run DocEX itself on a tenant of this test's database."""
     if env.kind == "sqlite":
-        database = {"type": "sqlite", "sqlite": {"path": "docex.db", "path_template": env.settings.sqlite.path_template}}
+        database = database_section("sqlite", env.settings.sqlite.path_template)
+        database["sqlite"]["path"] = "docex.db"
     else:
-        url = env.url
-        database = {
-            "type": "postgres",
-            "postgres": {
-                "host": url.host,
-                "port": url.port or 5432,
-                "database": url.database,
-                "user": url.username,
-                "password": url.password or "",
-                "schema_template": env.settings.postgres.schema_template,
-            },
-        }
+        database = database_section("postgres", env.settings.postgres.schema_template, env.url)
     arguments = {"workdir": str(env.workdir), "tenant": tenant_id, "action": action, "basket": basket, "database": database}
     done = subprocess.run([python, str(DRIVER), json.dumps(arguments)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
