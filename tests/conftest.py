@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import DATABASE_LEVEL, database_section, write_config
+from helpers import DATABASE_LEVEL, STEPS, database_section, write_config
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
@@ -146,6 +146,20 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
     monkeypatch.delenv("DOCEX_CONFIG", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     return Env("sqlite", tmp_path / "no-config.yaml", tmp_path, load_settings())
+
+
+@pytest.fixture
+def steps(env, monkeypatch):
+    """``env`` on the small STEPS chain (tests/chains/steps), for the fault tests."""
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    return env
+
+
+@pytest.fixture
+def pg_steps(pg_env, monkeypatch):
+    """``pg_env`` on the STEPS chain."""
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    return pg_env
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -11,7 +14,7 @@ from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner, Result
 
 from docex_migrate import revision_snapshots
-from docex_migrate.chain import load_chain
+from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain
 from docex_migrate.cli import app
 from docex_migrate.runner import migrate_tenant
 from docex_migrate.schema import metadata
@@ -20,6 +23,10 @@ from docex_migrate.snapshot import snapshot
 # The revision that is DocEX 2.9.10's schema, the newest release. Not necessarily the head: a
 # revision may be added on top (tests that mean "the head" ask the chain, head()).
 DOCEX_2_9_10 = "s7_docex_2_9_10"
+
+# A small chain of three steps whose revisions sleep, fail or leave a marker file where the
+# environment tells them to (STEPS_SLEEP, STEPS_FAIL_TENANT, STEPS_MARKER...): the fault tests' chain.
+STEPS = Path(__file__).resolve().parent / "chains" / "steps"
 
 
 # DocEX's security section for a database per tenant (a schema or a file each), the model this tool serves.
@@ -58,6 +65,21 @@ def cli(*args: str, input: str | None = None) -> Result:
     result.exception), stderr is kept apart from stdout. ``input`` is the command's stdin (the
     answer to a confirmation prompt)."""
     return CliRunner().invoke(app, list(args), input=input)
+
+
+def start(env, *args: str, **extra: str) -> subprocess.Popen:
+    """docex-migrate ARGS as its own process on the test's config and working directory, on the
+    STEPS chain, with ``extra`` added to its environment (DOCEX_CONFIG too may be overridden);
+    stdout and stderr are pipes, as text."""
+    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "docex_migrate", *args],
+        cwd=env.workdir,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def head() -> str:

@@ -12,12 +12,8 @@ import multiprocessing
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
 from helpers import (
     applied,
     cli,
@@ -25,32 +21,11 @@ from helpers import (
     head,
     head_tables,
     migrate_to,
+    start,
     tenant_engine,
     tenant_snapshot,
     version_of,
 )
-
-from docex_migrate.chain import SCRIPT_LOCATION_ENV
-
-STEPS = Path(__file__).resolve().parent / "chains" / "steps"
-
-
-@pytest.fixture
-def steps(env, monkeypatch):
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
-    return env
-
-
-def start(env, *args: str, **extra: str) -> subprocess.Popen:
-    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
-    return subprocess.Popen(
-        [sys.executable, "-m", "docex_migrate", *args],
-        cwd=env.workdir,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_kill_9_mid_migration_leaves_the_previous_revision(steps, tmp_path):

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import cli, migrate_to, tenant_engine, tenant_snapshot, version_of
-from test_reliability import STEPS, start
+from helpers import STEPS, cli, migrate_to, start, tenant_engine, tenant_snapshot, version_of
 
 from docex_migrate import api
 from docex_migrate import runs as runs_module
@@ -29,12 +28,6 @@ from docex_migrate.ledger import Ledger, meta, run_tenants, runs
 from docex_migrate.tenants import schema_name, sqlite_path
 
 TENANTS = [f"t{i:02d}" for i in range(20)]
-
-
-@pytest.fixture
-def steps(env, monkeypatch):
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
-    return env
 
 
 def at(env, tenants: list[str], revision: str) -> None:

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import DOCEX_2_9_10, cli, corrupt, grant_read, migrate_to, recognised_as, template_only_config, version_of
+from helpers import DOCEX_2_9_10, STEPS, cli, corrupt, grant_read, migrate_to, recognised_as, template_only_config, version_of
 from test_adoption import build_legacy, legacy_ddl
 
 from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain
 
-STEPS = Path(__file__).resolve().parent / "chains" / "steps"
 HEAD = load_chain().head
 
 
