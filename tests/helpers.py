@@ -24,10 +24,9 @@ from docex_migrate.snapshot import snapshot
 # revision may be added on top (tests that mean "the head" ask the chain, head()).
 DOCEX_2_9_10 = "s7_docex_2_9_10"
 
-# A small chain of three steps whose revisions sleep, fail or leave a marker file where the
-# environment tells them to (STEPS_SLEEP, STEPS_FAIL_TENANT, STEPS_MARKER...): the fault tests' chain.
+# The fault tests' chain: three small steps; the second fails, names its tenant in a marker file
+# or sleeps when the environment says so (STEPS_FAIL_TENANT, STEPS_MARKER, STEPS_SLEEP...).
 STEPS = Path(__file__).resolve().parent / "chains" / "steps"
-
 
 # DocEX's security section for a database per tenant (a schema or a file each), the model this tool serves.
 DATABASE_LEVEL = {"multi_tenancy_model": "database_level", "tenant_database_routing": True}
