@@ -9,10 +9,10 @@ SOURCES := pyproject.toml $(shell find docex_migrate alembic -name '*.py' -o -na
 
 $(VENV)/.installed: $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet ".[test]"
+	$(BIN)/python -m pip install --quiet ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed  ## a virtualenv in .venv with docex-migrate (as a user gets it) and the test tools
+install: $(VENV)/.installed  ## a virtualenv in .venv with docex-migrate (as a user gets it) and the dev extra: tests, ruff, mypy, squawk
 
 demo: install  ## the main job on the embedded default: SQLite tenants under build/demo/storage
 	rm -rf $(DEMO) && mkdir -p $(DEMO)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
+from helpers import DATABASE_LEVEL, STEPS, database_section, write_config
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
@@ -113,35 +113,14 @@ class Env:
             return set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars())
 
 
-def _write_config(path: Path, kind: str, url: URL | None, prefix: str) -> None:
-    if kind == "sqlite":
-        data = {"database": {"type": "sqlite", "sqlite": {"path_template": "storage/tenant_{tenant_id}/docex.db"}}}
-    else:
-        assert url is not None
-        data = {
-            "database": {
-                "type": "postgres",
-                "postgres": {
-                    "host": url.host,
-                    "port": url.port or 5432,
-                    "database": url.database,
-                    "user": url.username,
-                    "password": url.password or "",
-                    "schema_template": prefix + "{tenant_id}",
-                },
-            }
-        }
-    data["security"] = {"multi_tenancy_model": "database_level", "tenant_database_routing": True}
-    path.write_text(yaml.safe_dump(data))
-
-
 def _make_env(request, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DOCEX_DATABASE_URL", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     url = request.getfixturevalue("pg_url") if kind == "postgres" else None
     config_file = tmp_path / "docex.yaml"
-    _write_config(config_file, kind, url, f"t{uuid.uuid4().hex[:8]}_")
+    template = "storage/tenant_{tenant_id}/docex.db" if kind == "sqlite" else f"t{uuid.uuid4().hex[:8]}_" + "{tenant_id}"
+    write_config(config_file, {"database": database_section(kind, template, url), "security": DATABASE_LEVEL})
     monkeypatch.setenv("DOCEX_CONFIG", str(config_file))
     return Env(kind, config_file, tmp_path, load_settings(), url)
 
@@ -167,6 +146,20 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
     monkeypatch.delenv("DOCEX_CONFIG", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     return Env("sqlite", tmp_path / "no-config.yaml", tmp_path, load_settings())
+
+
+@pytest.fixture
+def steps(env, monkeypatch):
+    """``env`` on the small STEPS chain (tests/chains/steps), for the fault tests."""
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    return env
+
+
+@pytest.fixture
+def pg_steps(pg_env, monkeypatch):
+    """``pg_env`` on the STEPS chain."""
+    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
+    return pg_env
 
 
 @pytest.fixture

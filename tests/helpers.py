@@ -1,15 +1,21 @@
-"""Small helpers shared by the tests: open a tenant, snapshot it, migrate it to a revision."""
+"""Small helpers shared by the tests: run a command, open a tenant, snapshot it, migrate it to a revision."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import sqlalchemy as sa
 import yaml
+from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
+from typer.testing import CliRunner, Result
 
 from docex_migrate import revision_snapshots
-from docex_migrate.chain import load_chain
+from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain
+from docex_migrate.cli import app
 from docex_migrate.runner import migrate_tenant
 from docex_migrate.schema import metadata
 from docex_migrate.snapshot import snapshot
@@ -17,6 +23,62 @@ from docex_migrate.snapshot import snapshot
 # The revision that is DocEX 2.9.10's schema, the newest release. Not necessarily the head: a
 # revision may be added on top (tests that mean "the head" ask the chain, head()).
 DOCEX_2_9_10 = "s7_docex_2_9_10"
+
+# The fault tests' chain: three small steps; the second fails, names its tenant in a marker file
+# or sleeps when the environment says so (STEPS_FAIL_TENANT, STEPS_MARKER, STEPS_SLEEP...).
+STEPS = Path(__file__).resolve().parent / "chains" / "steps"
+
+# DocEX's security section for a database per tenant (a schema or a file each), the model this tool serves.
+DATABASE_LEVEL = {"multi_tenancy_model": "database_level", "tenant_database_routing": True}
+
+
+def database_section(kind: str, template: str, url: URL | None = None) -> dict:
+    """DocEX's ``database`` section: SQLite files at ``template`` (path_template), or PostgreSQL
+    schemas named by ``template`` (schema_template) in the database ``url`` names, with its
+    credentials."""
+    if kind == "sqlite":
+        return {"type": "sqlite", "sqlite": {"path_template": template}}
+    assert url is not None
+    postgres = {
+        "host": url.host,
+        "port": url.port or 5432,
+        "database": url.database,
+        "user": url.username,
+        "password": url.password or "",
+        "schema_template": template,
+    }
+    return {"type": "postgres", "postgres": postgres}
+
+
+def write_config(path: Path, data: dict) -> Path:
+    """Write ``data`` as a DocEX config file (YAML), creating its folder; the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def cli(*args: str, input: str | None = None) -> Result:
+    """One docex-migrate command, run in this process through typer's CliRunner. It sees what the
+    test's fixtures set: their working directory and environment (DOCEX_CONFIG, HOME, ...), nothing
+    added. CliRunner's defaults otherwise: an exception ends up in the result (exit_code 1,
+    result.exception), stderr is kept apart from stdout. ``input`` is the command's stdin (the
+    answer to a confirmation prompt)."""
+    return CliRunner().invoke(app, list(args), input=input)
+
+
+def start(env, *args: str, **extra: str) -> subprocess.Popen:
+    """docex-migrate ARGS as its own process on the test's config and working directory, on the
+    STEPS chain, with ``extra`` added to its environment (DOCEX_CONFIG too may be overridden);
+    stdout and stderr are pipes, as text."""
+    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "docex_migrate", *args],
+        cwd=env.workdir,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def head() -> str:

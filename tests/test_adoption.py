@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 import sqlalchemy as sa
-from helpers import DOCEX_2_9_10, head, recognised_as, tenant_engine, tenant_snapshot, version_of
+from helpers import DOCEX_2_9_10, cli, head, recognised_as, tenant_engine, tenant_snapshot, version_of
 from reference_schemas import (
     GENERATIONS,
     HEAD_PG,
@@ -16,19 +16,13 @@ from reference_schemas import (
     index_statements,
     statements,
 )
-from typer.testing import CliRunner
 
 from docex_migrate import api
 from docex_migrate.chain import load_chain
-from docex_migrate.cli import app
 from docex_migrate.runs import Run, recording
 from docex_migrate.snapshot import differences
 
 FILES = {**{rev: name for rev, name in GENERATIONS.items()}, DOCEX_2_9_10: None}
-
-
-def run(*args):
-    return CliRunner().invoke(app, list(args))
 
 
 def reference_file(env, revision: str) -> str:
@@ -125,20 +119,20 @@ def test_every_generation_is_adopted_and_upgraded_with_its_data(env, tmp_path):
         build_legacy(env, tenant_id, legacy_ddl(env, revision, tenant_id))
         insert_rows(env, tenant_id, enum_names=revision in ("s1_docex_0_2_0", "s2_docex_2_0_3"))
 
-    status = {r["tenant_id"]: r for r in json.loads(run("status", "--json").stdout)}
+    status = {r["tenant_id"]: r for r in json.loads(cli("status", "--json").stdout)}
     assert {t: (r["state"], r["matches"], r["adopt"]) for t, r in status.items()} == {
         t: ("unversioned", rev, "adopt") for t, rev in stamped.items()
     }
-    result = run("upgrade", "--all-tenants")
+    result = cli("upgrade", "--all-tenants")
     assert result.exit_code == 1 and result.stdout.count("needs-adopt") == len(tenants) + 1
 
-    result = run("adopt", "--all-tenants", "--json")
+    result = cli("adopt", "--all-tenants", "--json")
     assert result.exit_code == 0, result.output
     adopted = {r["tenant_id"]: (r["action"], r["to_revision"]) for r in json.loads(result.stdout)}
     assert adopted == {t: ("adopted", rev) for t, rev in stamped.items()}
     assert {t: version_of(env, t) for t in tenants} == {t: (rev,) for t, rev in stamped.items()}
 
-    assert run("upgrade", "--all-tenants").exit_code == 0
+    assert cli("upgrade", "--all-tenants").exit_code == 0
     expected = head_reference(env, tmp_path)
     for tenant_id in tenants:
         assert version_of(env, tenant_id) == (head(),)
@@ -160,7 +154,7 @@ def test_every_generation_is_adopted_and_upgraded_with_its_data(env, tmp_path):
         assert enums == ("local", "upload"), tenant_id
 
     # An adopted tenant goes back to its own generation exactly, enum names and all.
-    assert run("downgrade", "s2_docex_2_0_3", "--tenant", "gen2", "--yes").exit_code == 0
+    assert cli("downgrade", "s2_docex_2_0_3", "--tenant", "gen2", "--yes").exit_code == 0
     build_legacy(env, "s2reference", legacy_ddl(env, "s2_docex_2_0_3", "s2reference"))
     assert differences(tenant_snapshot(env, "s2reference"), tenant_snapshot(env, "gen2")) == []
     assert row_counts_and_enums(env, "gen2")[1] == ("LOCAL", "UPLOAD")
@@ -197,17 +191,17 @@ def test_known_hybrids_are_repaired_then_stamped(env, tmp_path, case, revision, 
     insert_rows(env, "hybrid", enum_names=case.startswith("s2"))
     before = tenant_snapshot(env, "hybrid")
 
-    result = run("adopt", "hybrid", "--dry-run", "--json")
+    result = cli("adopt", "hybrid", "--dry-run", "--json")
     assert result.exit_code == 0
     (row,) = json.loads(result.stdout)
     assert (row["action"], row["to_revision"], len(row["details"])) == ("would-adopt", revision, repairs)
     assert tenant_snapshot(env, "hybrid") == before and version_of(env, "hybrid") == ()
 
-    result = run("adopt", "hybrid")
+    result = cli("adopt", "hybrid")
     assert result.exit_code == 0, result.output
     assert f"stamped at {revision} after {repairs} index repair(s)" in result.stdout
     assert version_of(env, "hybrid") == (revision,)
-    assert run("upgrade", "--tenant", "hybrid").exit_code == 0
+    assert cli("upgrade", "--tenant", "hybrid").exit_code == 0
     assert differences(head_reference(env, tmp_path), tenant_snapshot(env, "hybrid")) == []
     assert row_counts_and_enums(env, "hybrid")[1] == ("local", "upload")
 
@@ -223,20 +217,20 @@ def test_known_hybrids_are_repaired_then_stamped(env, tmp_path, case, revision, 
 def test_anything_else_is_refused_with_a_diff_and_untouched(env, change, evidence):
     build_legacy(env, "odd", legacy_ddl(env, "s6_docex_2_8_8", "odd") + [change])
     before = tenant_snapshot(env, "odd")
-    result = run("adopt", "odd", "--json")
+    result = cli("adopt", "odd", "--json")
     assert result.exit_code == 1
     (row,) = json.loads(result.stdout)
     assert row["action"] == "failed" and "refused" in row["message"]
     assert any(line.startswith(evidence) for line in row["details"]), row["details"]
     assert tenant_snapshot(env, "odd") == before
     assert version_of(env, "odd") == ()
-    human = run("adopt", "odd")
+    human = cli("adopt", "odd")
     assert evidence in human.stdout
 
 
 def test_versioned_tenants_are_left_alone(env):
-    run("provision", "fresh")
-    result = run("adopt", "--all-tenants", "--json")
+    cli("provision", "fresh")
+    result = cli("adopt", "--all-tenants", "--json")
     assert result.exit_code == 0
     (row,) = json.loads(result.stdout)
     assert row["action"] == "skipped" and "already versioned" in row["message"]
@@ -244,7 +238,7 @@ def test_versioned_tenants_are_left_alone(env):
 
 def test_upgrade_with_adopt_does_both(env):
     build_legacy(env, "old", legacy_ddl(env, "s4_docex_2_6_1", "old"))
-    result = run("upgrade", "--all-tenants", "--adopt")
+    result = cli("upgrade", "--all-tenants", "--adopt")
     assert result.exit_code == 0, result.output
     assert version_of(env, "old") == (head(),)
 

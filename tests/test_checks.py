@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
+from helpers import cli
 
 from docex_migrate import checks
 from docex_migrate.chain import load_chain
-from docex_migrate.cli import app
 from docex_migrate.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,28 +152,26 @@ def test_lint_flags_unsafe_sql_and_opt_outs_without_reason(pg_env, chain_copy):
 
 
 def test_fleet_at_head_is_the_deploy_gate(env):
-    runner = CliRunner()
-    runner.invoke(app, ["provision", "acme_corp", "b2"])
-    runner.invoke(app, ["downgrade", "s6", "--tenant", "b2", "--yes"])
-    result = runner.invoke(app, ["check", "--only", "fleet-at-head", "--json"])
+    cli("provision", "acme_corp", "b2")
+    cli("downgrade", "s6", "--tenant", "b2", "--yes")
+    result = cli("check", "--only", "fleet-at-head", "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["passed"] is False
     (check,) = report["checks"]
     assert check["name"] == "fleet-at-head" and check["status"] == "failed"
     assert check["evidence"] == [f"b2 ({env.namespace('b2')}): behind at s6_docex_2_8_8"]
-    assert runner.invoke(app, ["upgrade", "--all-tenants"]).exit_code == 0
-    assert runner.invoke(app, ["check", "--only", "fleet-at-head"]).exit_code == 0
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    assert cli("check", "--only", "fleet-at-head").exit_code == 0
 
 
 def test_check_exit_codes(sqlite_env, monkeypatch):
-    runner = CliRunner()
-    result = runner.invoke(app, ["check", "--only", "single-head", "--only", "no-schema-names"])
+    result = cli("check", "--only", "single-head", "--only", "no-schema-names")
     assert result.exit_code == 0 and "2 passed" in result.stdout
-    result = runner.invoke(app, ["check", "--only", "nonsense"])
+    result = cli("check", "--only", "nonsense")
     assert result.exit_code == 2 and "unknown check nonsense" in result.stderr
     monkeypatch.setenv("DOCEX_DATABASE_URL", "postgresql://u:pw@127.0.0.1:1/x")
-    result = runner.invoke(app, ["check", "--only", "fleet-at-head"])
+    result = cli("check", "--only", "fleet-at-head")
     assert result.exit_code == 2 and "ERROR" in result.stdout and "pw" not in result.output
 
 
@@ -185,5 +182,5 @@ def test_a_revision_that_ends_the_transaction_fails_the_check(env, chain_copy):
     results = checks.run_checks(env.settings, ["upgrade-from-empty", "stepwise"])
     assert [r.status for r in results] == [checks.FAILED] * 2, [(r.name, r.status, r.message) for r in results]
     assert all("ending the tenant's transaction is not supported" in r.evidence[0] for r in results)
-    result = CliRunner().invoke(app, ["check", "--only", "upgrade-from-empty"])
+    result = cli("check", "--only", "upgrade-from-empty")
     assert result.exit_code == 1, result.output

@@ -9,8 +9,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import head_tables, migrate_to, tenant_engine, tenant_snapshot, version_of
-from typer.testing import CliRunner
+from helpers import cli, database_section, head_tables, migrate_to, tenant_engine, tenant_snapshot, version_of, write_config
 
 from docex_migrate.chain import load_chain
 from docex_migrate.cli import app
@@ -18,82 +17,78 @@ from docex_migrate.cli import app
 HEAD = load_chain().head
 
 
-def run(*args: str, input: str | None = None):
-    return CliRunner().invoke(app, list(args), input=input)
-
-
 def table_names(env, tenant_id: str) -> set[str]:
     return set(tenant_snapshot(env, tenant_id)["tables"])
 
 
 def test_main_job_end_to_end(env):
-    result = run("provision", "acme_corp", "globex_corp")
+    result = cli("provision", "acme_corp", "globex_corp")
     assert result.exit_code == 0, result.output
     assert result.stdout.count("provisioned") == 3  # two rows and the summary "2 provisioned"
 
-    rows = json.loads(run("status", "--json").stdout)
+    rows = json.loads(cli("status", "--json").stdout)
     assert [(r["tenant_id"], r["revision"], r["state"]) for r in rows] == [
         ("acme_corp", HEAD, "current"),
         ("globex_corp", HEAD, "current"),
     ]
     assert rows[0]["namespace"] == env.namespace("acme_corp")
 
-    result = run("upgrade", "--all-tenants")
+    result = cli("upgrade", "--all-tenants")
     assert result.exit_code == 0
     assert "nothing to upgrade" in result.stdout
 
-    result = run("downgrade", "base", "--tenant", "acme_corp", "--yes")
+    result = cli("downgrade", "base", "--tenant", "acme_corp", "--yes")
     assert result.exit_code == 0, result.output
     assert table_names(env, "acme_corp") == set()
     assert version_of(env, "acme_corp") == ()
-    status = {r["tenant_id"]: r for r in json.loads(run("status", "--json").stdout)}
+    status = {r["tenant_id"]: r for r in json.loads(cli("status", "--json").stdout)}
     assert (status["acme_corp"]["revision"], status["acme_corp"]["state"]) == (None, "behind")
     assert status["globex_corp"]["state"] == "current"
 
-    result = run("upgrade", "--tenant", "acme_corp")
+    result = cli("upgrade", "--tenant", "acme_corp")
     assert result.exit_code == 0, result.output
     assert version_of(env, "acme_corp") == (HEAD,)
     assert table_names(env, "acme_corp") == head_tables()
 
 
 def test_upgrade_and_downgrade_to_a_named_revision(env):
-    run("provision", "acme_corp")
-    result = run("downgrade", "s4", "--tenant", "acme_corp", "--yes", "--json")  # a unique prefix
+    cli("provision", "acme_corp")
+    result = cli("downgrade", "s4", "--tenant", "acme_corp", "--yes", "--json")  # a unique prefix
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     assert (row["action"], row["from_revision"], row["to_revision"]) == ("downgraded", HEAD, "s4_docex_2_6_1")
     assert version_of(env, "acme_corp") == ("s4_docex_2_6_1",)
-    assert run("status", "--tenant", "acme_corp", "--json").stdout.count('"behind"') == 1
-    result = run("upgrade", "s6_docex_2_8_8", "--all-tenants")
+    assert cli("status", "--tenant", "acme_corp", "--json").stdout.count('"behind"') == 1
+    result = cli("upgrade", "s6_docex_2_8_8", "--all-tenants")
     assert result.exit_code == 0
     assert version_of(env, "acme_corp") == ("s6_docex_2_8_8",)
     # Already past the target: skipped, nothing runs.
-    result = run("upgrade", "s5_docex_2_8_4", "--tenant", "acme_corp")
+    result = cli("upgrade", "s5_docex_2_8_4", "--tenant", "acme_corp")
     assert result.exit_code == 0 and "nothing to upgrade" in result.stdout
     assert version_of(env, "acme_corp") == ("s6_docex_2_8_8",)
 
 
 def test_status_and_tenants_create_nothing(env):
     before = env.everything()
-    result = run("status", "--tenant", "ghost", "--json")
+    result = cli("status", "--tenant", "ghost", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == [
         {"tenant_id": "ghost", "namespace": env.namespace("ghost"), "revision": None, "state": "missing"}
     ]
-    assert run("status").stdout.strip() == "no tenants found"
-    assert run("tenants").stdout.strip() == "no tenants found"
-    assert json.loads(run("tenants", "--json").stdout) == []
+    assert cli("status").stdout.strip() == "no tenants found"
+    assert cli("tenants").stdout.strip() == "no tenants found"
+    assert json.loads(cli("tenants", "--json").stdout) == []
     assert env.everything() == before
 
 
 def test_tenants_lists_discovered_namespaces(env):
-    run("provision", "acme_corp", "b2")
-    rows = json.loads(run("tenants", "--json").stdout)
+    cli("provision", "acme_corp", "b2")
+    rows = json.loads(cli("tenants", "--json").stdout)
     assert rows == [
         {"tenant_id": "acme_corp", "namespace": env.namespace("acme_corp")},
         {"tenant_id": "b2", "namespace": env.namespace("b2")},
     ]
-    assert run("tenants").stdout.splitlines() == [f"acme_corp\t{env.namespace('acme_corp')}", f"b2\t{env.namespace('b2')}"]
+    assert cli("tenants").stdout.splitlines() == [f"acme_corp\t{env.namespace('acme_corp')}", f"b2\t{env.namespace('b2')}"]
 
 
 BAD_IDS = ["Acme", "acme;drop", "acme'", "../etc", "a/b", "acme\x00", "ａcme", " acme", "x" * 64, "_docex_system_", "acme.corp"]
@@ -102,7 +97,7 @@ BAD_IDS = ["Acme", "acme;drop", "acme'", "../etc", "a/b", "acme\x00", "ａcme", 
 @pytest.mark.parametrize("bad", BAD_IDS)
 def test_invalid_tenant_ids_change_nothing(env, bad):
     before = env.everything()
-    result = run("provision", "good_one", bad)
+    result = cli("provision", "good_one", bad)
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: invalid tenant id"), result.stderr
@@ -127,9 +122,9 @@ def test_invalid_tenant_ids_change_nothing(env, bad):
     ],
 )
 def test_bad_usage_exits_2_with_one_line(env, args, message):
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     before = (env.everything(), tenant_snapshot(env, "acme_corp"))
-    result = run(*args)
+    result = cli(*args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -143,7 +138,7 @@ def test_out_of_range_timeouts_exit_2_before_any_tenant(env, flag, value):
     # not as one OverflowError or "invalid value for parameter" per tenant.
     migrate_to(env, "acme_corp", "s4_docex_2_6_1")
     before = (env.everything(), tenant_snapshot(env, "acme_corp"))
-    result = run("upgrade", "--all-tenants", f"{flag}={value}")
+    result = cli("upgrade", "--all-tenants", f"{flag}={value}")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {flag[2:]} must be") and "2147483" in lines[0], result.stderr
@@ -184,7 +179,7 @@ def test_no_limit_on_sqlite_is_its_longest_wait_not_no_wait(sqlite_env):
 
 
 def test_timeout_help_states_the_bound():
-    result = run("upgrade", "--help")
+    result = cli("upgrade", "--help")
     assert result.exit_code == 0 and result.stdout.count("2147483") >= 3
 
 
@@ -194,7 +189,7 @@ def test_a_path_template_with_an_escaped_placeholder_is_refused_before_anything(
     config = sqlite_env.workdir / "escaped.yaml"
     config.write_text(yaml.safe_dump({"database": {"sqlite": {"path_template": "storage/{{tenant_id}}/docex.db"}}}))
     for args in (["provision", "acme-corp"], ["tenants"], ["deprovision", "globex", "--yes"], ["status"]):
-        result = run(*args, "--config", str(config))
+        result = cli(*args, "--config", str(config))
         assert result.exit_code == 2, result.output
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "database.sqlite.path_template" in lines[0] and "plain {tenant_id} field" in lines[0]
@@ -202,20 +197,20 @@ def test_a_path_template_with_an_escaped_placeholder_is_refused_before_anything(
 
 
 def test_a_two_row_version_table_is_reported_corrupt_not_ahead(env):
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     engine = tenant_engine(env, "acme_corp")
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('r2')")
     engine.dispose()
     before = tenant_snapshot(env, "acme_corp")
-    (row,) = json.loads(run("status", "--json").stdout)
+    (row,) = json.loads(cli("status", "--json").stdout)
     assert row == {
         "tenant_id": "acme_corp",
         "namespace": env.namespace("acme_corp"),
         "revision": f"{HEAD},r2",
         "state": "corrupt",
     }
-    human = run("status")
+    human = cli("status")
     assert "corrupt" in human.stdout and human.exit_code == 1
     expected = f"has 2 rows in alembic_version ({HEAD}, r2): a corrupt or branched version table"
     for args in (
@@ -225,7 +220,7 @@ def test_a_two_row_version_table_is_reported_corrupt_not_ahead(env):
         ["provision", "acme_corp"],
         ["adopt", "acme_corp"],
     ):
-        result = run(*args, "--json")
+        result = cli(*args, "--json")
         assert result.exit_code == 1, result.output
         (done,) = json.loads(result.stdout)
         assert done["action"] == "failed" and expected in done["message"] and "newer docex-migrate" not in done["message"]
@@ -234,11 +229,11 @@ def test_a_two_row_version_table_is_reported_corrupt_not_ahead(env):
 
 def test_status_help_names_every_state():
     states = ("current", "behind", "ahead", "corrupt", "unversioned", "missing", "unreadable")
-    assert all(state in run("status", "--help").stdout for state in states)
+    assert all(state in cli("status", "--help").stdout for state in states)
 
 
 def test_a_directory_as_config_exits_2_with_one_line(tmp_path):
-    result = run("status", "--config", str(tmp_path))
+    result = cli("status", "--config", str(tmp_path))
     assert result.exit_code == 2
     assert (
         result.stderr.strip()
@@ -250,7 +245,7 @@ def test_a_url_without_a_database_exits_2_with_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DOCEX_CONFIG", raising=False)
     monkeypatch.setenv("DOCEX_DATABASE_URL", "postgresql://postgres:hunter2-secret@127.0.0.1:5432")
-    result = run("provision", "acme_corp")
+    result = cli("provision", "acme_corp")
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "names no database" in lines[0] and "None" not in lines[0] and "hunter2" not in result.output
@@ -274,7 +269,7 @@ def test_schema_template_problems_are_config_errors(env, monkeypatch, tmp_path):
         config["database"][block][key] = template
         env.config_file.write_text(yaml.safe_dump(config))
         before = env.everything()
-        result = run("provision", "acme_corp")
+        result = cli("provision", "acme_corp")
         assert result.exit_code == 2, result.output
         assert result.stderr.startswith("error: database.") or "leaves" in result.stderr
         assert env.everything() == before
@@ -282,18 +277,18 @@ def test_schema_template_problems_are_config_errors(env, monkeypatch, tmp_path):
 
 def test_malformed_config_is_refused(env):
     env.config_file.write_text("database: [unclosed\n")
-    result = run("provision", "acme_corp")
+    result = cli("provision", "acme_corp")
     assert result.exit_code == 2
     assert "not valid YAML at line" in result.stderr
     assert not (env.workdir / "storage").exists()
 
 
 def test_provision_of_an_existing_tenant(env):
-    assert run("provision", "acme_corp").exit_code == 0
-    result = run("provision", "acme_corp")
+    assert cli("provision", "acme_corp").exit_code == 0
+    result = cli("provision", "acme_corp")
     assert result.exit_code == 1
     assert "already exists" in result.stdout and "--exist-ok" in result.stdout
-    result = run("provision", "acme_corp", "--exist-ok")
+    result = cli("provision", "acme_corp", "--exist-ok")
     assert result.exit_code == 0
     assert "nothing to provision" in result.stdout
 
@@ -304,12 +299,12 @@ def test_row_level_refuses_until_enabled(env):
     config["logging"] = {"level": "INFO"}
     env.config_file.write_text(yaml.safe_dump(config))
     before = env.everything()
-    result = run("provision", "acme_corp")
+    result = cli("provision", "acme_corp")
     assert result.exit_code == 2
     assert "row_level" in result.stderr and "--enable-multi-tenancy" in result.stderr
     assert env.everything() == before
 
-    result = run("provision", "acme_corp", "--enable-multi-tenancy")
+    result = cli("provision", "acme_corp", "--enable-multi-tenancy")
     assert result.exit_code == 0, result.output
     written = yaml.safe_load(env.config_file.read_text())
     assert written["security"] == {"multi_tenancy_model": "database_level", "tenant_database_routing": True}
@@ -318,7 +313,7 @@ def test_row_level_refuses_until_enabled(env):
 
 
 def test_verify_leaves_no_trace(env):
-    result = run("provision", "acme_corp", "--verify")
+    result = cli("provision", "acme_corp", "--verify")
     assert result.exit_code == 0, result.output
     assert "verified" in result.stdout
     engine = tenant_engine(env, "acme_corp")
@@ -328,12 +323,12 @@ def test_verify_leaves_no_trace(env):
 
 
 def test_verify_fails_when_an_index_is_missing(env):
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     engine = tenant_engine(env, "acme_corp")
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP INDEX idx_document_basket_name")
     engine.dispose()
-    result = run("provision", "acme_corp", "--exist-ok", "--verify")
+    result = cli("provision", "acme_corp", "--exist-ok", "--verify")
     assert result.exit_code == 1
     assert "index idx_document_basket_name is missing" in result.stdout
 
@@ -348,7 +343,7 @@ def test_one_failing_tenant_does_not_stop_the_others_and_stays_untouched(env):
     engine.dispose()
     before = tenant_snapshot(env, "b2")
 
-    result = run("upgrade", "--all-tenants", "--json")
+    result = cli("upgrade", "--all-tenants", "--json")
     assert result.exit_code == 1
     rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
     assert rows["a1"]["action"] == rows["c3"]["action"] == "upgraded"
@@ -369,9 +364,9 @@ def test_unversioned_tenant_with_tables_is_not_touched(env):
         conn.exec_driver_sql("DROP TABLE alembic_version")
     engine.dispose()
     before = tenant_snapshot(env, "legacy")
-    status = json.loads(run("status", "--json").stdout)
+    status = json.loads(cli("status", "--json").stdout)
     assert [(r["tenant_id"], r["state"]) for r in status] == [("legacy", "unversioned")]
-    result = run("upgrade", "--all-tenants")
+    result = cli("upgrade", "--all-tenants")
     assert result.exit_code == 1
     assert "no alembic_version" in result.stdout
     assert tenant_snapshot(env, "legacy") == before
@@ -379,34 +374,34 @@ def test_unversioned_tenant_with_tables_is_not_touched(env):
 
 def test_upgrade_of_a_missing_tenant_fails_and_creates_nothing(env):
     before = env.everything()
-    result = run("upgrade", "--tenant", "ghost")
+    result = cli("upgrade", "--tenant", "ghost")
     assert result.exit_code == 1
     assert "does not exist" in result.stdout and "provision" in result.stdout
     assert env.everything() == before
 
 
 def test_history_and_heads():
-    result = run("heads")
+    result = cli("heads")
     assert result.exit_code == 0 and result.stdout.strip() == HEAD
-    history = run("history").stdout.splitlines()
+    history = cli("history").stdout.splitlines()
     order = load_chain().order
     assert len(history) == len(order)
     assert history[0].startswith(f"{order[-2]} -> {HEAD} (head)")
     assert history[-1].startswith("<base> -> s1_docex_0_2_0,")
-    rows = json.loads(run("history", "--json").stdout)
+    rows = json.loads(cli("history", "--json").stdout)
     assert [r["revision"] for r in rows][::-1] == load_chain().order
 
 
 @pytest.mark.parametrize("command", sorted(c.name or c.callback.__name__ for c in app.registered_commands if c.callback))
 def test_every_command_has_help(command):
-    result = run(command, "--help")
+    result = cli(command, "--help")
     assert result.exit_code == 0
     assert "--json" in result.stdout and "--verbose" in result.stdout
     assert app.registered_commands and all(c.callback.__doc__ for c in app.registered_commands)
 
 
 def test_discovery_ignores_lookalikes_and_reserved_namespaces(env):
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     prefix = env.settings.postgres.schema_template.split("{")[0] if env.kind == "postgres" else None
     if env.kind == "postgres":
         with env.engine().begin() as conn:
@@ -417,31 +412,14 @@ def test_discovery_ignores_lookalikes_and_reserved_namespaces(env):
         for name in ("storage/tenant_Upper/docex.db", "storage/tenantXother/docex.db", "storage/tenant_x/other.db"):
             (env.workdir / name).parent.mkdir(parents=True, exist_ok=True)
             (env.workdir / name).write_bytes(b"")
-    assert [r["tenant_id"] for r in json.loads(run("tenants", "--json").stdout)] == ["acme_corp"]
+    assert [r["tenant_id"] for r in json.loads(cli("tenants", "--json").stdout)] == ["acme_corp"]
 
 
 @pytest.mark.postgres
 def test_reserved_namespaces_under_a_bare_template_are_not_tenants(pg_url, tmp_path):
     # With schema_template '{tenant_id}' every schema matches the pattern; public and pg_* are not tenants.
-    config = tmp_path / "bare.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "database": {
-                    "type": "postgres",
-                    "postgres": {
-                        "host": pg_url.host,
-                        "port": pg_url.port or 5432,
-                        "database": pg_url.database,
-                        "user": pg_url.username,
-                        "password": pg_url.password or "",
-                        "schema_template": "{tenant_id}",
-                    },
-                }
-            }
-        )
-    )
-    result = run("tenants", "--json", "--config", str(config))
+    config = write_config(tmp_path / "bare.yaml", {"database": database_section("postgres", "{tenant_id}", pg_url)})
+    result = cli("tenants", "--json", "--config", str(config))
     assert result.exit_code == 0, result.output
     names = [r["tenant_id"] for r in json.loads(result.stdout)]
     assert "public" not in names and not any(n.startswith("pg_") for n in names)
@@ -449,7 +427,7 @@ def test_reserved_namespaces_under_a_bare_template_are_not_tenants(pg_url, tmp_p
 
 @pytest.mark.postgres
 def test_postgres_warns_about_names_docex_refuses(pg_env):
-    result = run("provision", "acme-corp")
+    result = cli("provision", "acme-corp")
     assert result.exit_code == 0
     assert "warning: acme-corp:" in result.stderr and "DocEX's PostgreSQL runtime" in result.stderr
 
@@ -467,7 +445,7 @@ def test_connection_problems_are_one_line_with_the_fix(pg_url, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     url = pg_url.set(host="127.0.0.1", password="hunter2-secret", **change)
     monkeypatch.setenv("DOCEX_DATABASE_URL", url.render_as_string(hide_password=False))
-    result = run("provision", "acme_corp")
+    result = cli("provision", "acme_corp")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: cannot connect to PostgreSQL") and expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "hunter2" not in result.output
@@ -482,7 +460,7 @@ def test_missing_create_privilege_names_the_grant(pg_url, tmp_path, monkeypatch)
     try:
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("DOCEX_DATABASE_URL", pg_url.set(username=role, password=None).render_as_string(hide_password=False))
-        result = run("provision", "acme_corp")
+        result = cli("provision", "acme_corp")
         assert result.exit_code == 2, result.output
         assert f"user {role} may not create schemas" in result.stderr and "GRANT CREATE ON DATABASE" in result.stderr
     finally:
@@ -497,9 +475,9 @@ def test_missing_create_privilege_names_the_grant(pg_url, tmp_path, monkeypatch)
 def test_numeric_options_take_ascii_digits_only(env, option):
     """Checked in review for every numeric option: the command-line parser refuses other
     scripts' digits (exit 2, nothing touched), as --shard and --waves now do."""
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     before = (env.everything(), tenant_snapshot(env, "acme_corp"))
-    result = run("upgrade", "--all-tenants", *option)
+    result = cli("upgrade", "--all-tenants", *option)
     assert result.exit_code == 2, result.output
     assert (env.everything(), tenant_snapshot(env, "acme_corp")) == before
 
@@ -508,11 +486,11 @@ def test_numeric_options_take_ascii_digits_only(env, option):
 def test_an_empty_environment_variable_is_refused_not_taken_as_unset(env, monkeypatch, variable):
     """Found in review: DOCEX_CONFIG='' silently fell back to the default configuration (another
     database); the same for every variable docex-migrate reads."""
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     before = (env.everything(), tenant_snapshot(env, "acme_corp"))
     was = os.environ.get(variable)
     monkeypatch.setenv(variable, "")
-    result = run("upgrade", "--all-tenants")
+    result = cli("upgrade", "--all-tenants")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"${variable}" in lines[0], result.stderr

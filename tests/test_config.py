@@ -6,9 +6,8 @@ from urllib.parse import quote
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from helpers import cli, write_config
 
-from docex_migrate.cli import app
 from docex_migrate.config import (
     DEFAULT_PATH_TEMPLATE,
     Timeouts,
@@ -26,12 +25,6 @@ def clean_env(tmp_path, monkeypatch):
     monkeypatch.delenv("DOCEX_DATABASE_URL", raising=False)
 
 
-def write(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def test_builtin_default_is_sqlite_database_level():
     settings = load_settings()
     assert (settings.database_type, settings.multi_tenancy_model) == ("sqlite", "database_level")
@@ -40,12 +33,12 @@ def test_builtin_default_is_sqlite_database_level():
 
 
 def test_lookup_order_flag_then_env_then_home(tmp_path, monkeypatch):
-    home = write(tmp_path / "home/.docex/config.yaml", {"database": {"sqlite": {"path_template": "home/{tenant_id}.db"}}})
+    home = write_config(tmp_path / "home/.docex/config.yaml", {"database": {"sqlite": {"path_template": "home/{tenant_id}.db"}}})
     assert load_settings().source == home
-    env = write(tmp_path / "env.yaml", {"database": {"sqlite": {"path_template": "env/{tenant_id}.db"}}})
+    env = write_config(tmp_path / "env.yaml", {"database": {"sqlite": {"path_template": "env/{tenant_id}.db"}}})
     monkeypatch.setenv("DOCEX_CONFIG", str(env))
     assert load_settings().sqlite.path_template == "env/{tenant_id}.db"
-    flag = write(tmp_path / "flag.yaml", {"database": {"sqlite": {"path_template": "flag/{tenant_id}.db"}}})
+    flag = write_config(tmp_path / "flag.yaml", {"database": {"sqlite": {"path_template": "flag/{tenant_id}.db"}}})
     assert load_settings(flag).sqlite.path_template == "flag/{tenant_id}.db"
 
 
@@ -117,7 +110,7 @@ def test_non_postgres_database_url_is_refused(monkeypatch):
 
 
 def test_enable_multi_tenancy_keeps_every_other_key(tmp_path):
-    path = write(
+    path = write_config(
         tmp_path / "c.yaml",
         {
             "security": {"multi_tenancy_model": "row_level", "other": 1},
@@ -235,7 +228,7 @@ def test_a_raw_at_sign_in_the_urls_password_is_refused_without_printing_any_of_i
     """SQLAlchemy's parser ends the password at its first '@': 'XYZsecret@host' was the host,
     printed by every connection error ('unknown host in XYZsecret@host:5432/db')."""
     monkeypatch.setenv("DOCEX_DATABASE_URL", url)
-    result = CliRunner().invoke(app, ["status", "--verbose"])
+    result = cli("status", "--verbose")
     assert result.exit_code == 2, result.output
     assert "%40" in result.stderr and "XYZsecret" not in result.output and "Pw" not in result.output
 
@@ -246,7 +239,7 @@ def test_passwords_with_url_characters_are_read_exactly_and_never_printed(tmp_pa
     the password exactly, and a connection failure (with --verbose: the traceback too) names
     where it could not connect, never the password or a piece of it."""
     block = {"host": "127.0.0.1", "port": 1, "database": "d", "user": "u", "password": password}
-    config = write(tmp_path / "docex.yaml", {"database": {"type": "postgres", "postgres": block}})
+    config = write_config(tmp_path / "docex.yaml", {"database": {"type": "postgres", "postgres": block}})
     assert parse_settings(yaml.safe_load(config.read_text())).postgres.url.password == password
     encoded = f"postgresql://u:{quote(password, safe='')}@127.0.0.1:1/d"
     monkeypatch.setenv("DOCEX_DATABASE_URL", encoded)
@@ -254,7 +247,7 @@ def test_passwords_with_url_characters_are_read_exactly_and_never_printed(tmp_pa
     for env_url in (encoded, None):
         if env_url is None:
             monkeypatch.delenv("DOCEX_DATABASE_URL")
-        result = CliRunner().invoke(app, ["status", "--verbose", "--config", str(config)])
+        result = cli("status", "--verbose", "--config", str(config))
         assert result.exit_code == 2 and "127.0.0.1:1" in result.stderr, result.output
         assert "XYZsecret" not in result.output and quote(password, safe="") not in result.output
 

@@ -19,17 +19,11 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import head_tables, tenant_engine
-from typer.testing import CliRunner
+from helpers import cli, head_tables, tenant_engine
 
 from docex_migrate import api
 from docex_migrate.backends.postgresql import driver_dump
-from docex_migrate.cli import app
 from docex_migrate.errors import DocexMigrateError
-
-
-def run(*args):
-    return CliRunner().invoke(app, list(args))
 
 
 def add_basket(env, tenant_id):
@@ -43,9 +37,9 @@ def add_basket(env, tenant_id):
 
 
 def test_deprovision_writes_a_backup_then_removes_the_tenant(env):
-    assert run("provision", "acme_corp", "other").exit_code == 0
+    assert cli("provision", "acme_corp", "other").exit_code == 0
     add_basket(env, "acme_corp")
-    result = run("deprovision", "acme_corp", "--yes", "--json")
+    result = cli("deprovision", "acme_corp", "--yes", "--json")
     assert result.exit_code == 0, result.output
     backup = env.workdir / json.loads(result.stdout)["backup"]
     assert backup.parent == env.workdir / "backups"
@@ -58,26 +52,26 @@ def test_deprovision_writes_a_backup_then_removes_the_tenant(env):
     else:
         text = backup.read_text()
         assert "CREATE TABLE" in text and "bas_keep" in text
-    rows = json.loads(run("status", "--json").stdout)
+    rows = json.loads(cli("status", "--json").stdout)
     assert [r["tenant_id"] for r in rows] == ["other"]
 
 
 def test_deprovision_refuses_without_yes_and_for_missing_tenants(env):
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     before = env.everything()
-    result = run("deprovision", "acme_corp")
+    result = cli("deprovision", "acme_corp")
     assert result.exit_code == 2 and "--yes" in result.stderr
     assert env.everything() == before
-    result = run("deprovision", "ghost", "--yes")
+    result = cli("deprovision", "ghost", "--yes")
     assert result.exit_code == 1 and "does not exist" in result.stderr
-    result = run("deprovision", "Bad;Id", "--yes")
+    result = cli("deprovision", "Bad;Id", "--yes")
     assert result.exit_code == 2 and "invalid tenant id" in result.stderr
     assert env.everything() == before
 
 
 def test_no_backup_writes_nothing(env):
-    run("provision", "acme_corp")
-    result = run("deprovision", "acme_corp", "--yes", "--no-backup")
+    cli("provision", "acme_corp")
+    result = cli("deprovision", "acme_corp", "--yes", "--no-backup")
     assert result.exit_code == 0
     assert "no backup written" in result.stdout
     assert not (env.workdir / "backups").exists()
@@ -86,7 +80,7 @@ def test_no_backup_writes_nothing(env):
 @pytest.mark.postgres
 def test_driver_dump_restores_without_pg_dump(pg_env):
     """The fallback dump (no pg_dump installed) is valid SQL that recreates tables and rows."""
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     add_basket(pg_env, "acme_corp")
     schema = pg_env.namespace("acme_corp")
     with pg_env.engine().connect() as conn:
@@ -147,7 +141,7 @@ def test_a_row_committed_while_deprovision_runs_is_in_the_backup(env):
     """An application transaction that commits while deprovision is under way must end up in
     the backup (deprovision waits for it, backs up, and drops under the same lock); before,
     the backup was taken first and the drop waited for the commit: the row was in neither."""
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     if env.kind == "sqlite":
         app = sqlite3.connect(env.namespace("acme_corp"), isolation_level=None)
         app.execute("BEGIN IMMEDIATE")
@@ -184,7 +178,7 @@ def test_a_row_committed_while_deprovision_runs_is_in_the_backup(env):
 def test_an_application_holding_the_tables_makes_deprovision_refuse_after_lock_timeout(pg_env):
     """A write transaction that stays open longer than lock_timeout: deprovision fails with
     one clear message, drops nothing and leaves no backup behind."""
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     app = psycopg.connect(
         pg_env.url.set(drivername="postgresql").render_as_string(hide_password=False),
         options=f"-csearch_path={pg_env.namespace('acme_corp')}",
@@ -208,10 +202,10 @@ def test_an_open_application_connection_cannot_write_into_the_dropped_tenant(pg_
     get an error, never a silent commit into a dropped schema. (SQLite refuses to deprovision
     while such a connection is open: test_deprovision_is_refused_while_another_connection_has_the_file_open.)"""
     env = pg_env
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     app = psycopg.connect(pg_env_url(env), options=f"-csearch_path={env.namespace('acme_corp')}", autocommit=True)
     try:
-        assert run("deprovision", "acme_corp", "--yes").exit_code == 0
+        assert cli("deprovision", "acme_corp", "--yes").exit_code == 0
         with pytest.raises(Exception, match="does not exist"):
             app.execute("BEGIN")
             app.execute(_insert_basket_sql("bas_lost"))
@@ -229,7 +223,7 @@ def test_deprovision_refuses_when_objects_outside_the_schema_depend_on_it(pg_env
     """A view in another schema reading two tenants and a foreign key from another schema's
     table: DROP SCHEMA ... CASCADE removed both. Now: refused, exit 1, both named, nothing
     dropped, no backup left behind."""
-    run("provision", "acme_corp", "globex")
+    cli("provision", "acme_corp", "globex")
     add_basket(pg_env, "acme_corp")
     acme, globex = pg_env.namespace("acme_corp"), pg_env.namespace("globex")
     reports = f"reports_{uuid.uuid4().hex[:8]}"
@@ -242,7 +236,7 @@ def test_deprovision_refuses_when_objects_outside_the_schema_depend_on_it(pg_env
         conn.exec_driver_sql(f'CREATE TABLE "{reports}".pinned (basket_id varchar(36) REFERENCES "{acme}".docbasket(id))')
         conn.exec_driver_sql(f"INSERT INTO \"{reports}\".pinned VALUES ('bas_keep')")
     before = pg_env.everything()
-    result = run("deprovision", "acme_corp", "--yes")
+    result = cli("deprovision", "acme_corp", "--yes")
     assert result.exit_code == 1, result.output
     assert f"{reports}.all_baskets" in result.stderr and f"{reports}.pinned" in result.stderr
     assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
@@ -271,7 +265,7 @@ def test_mixed_case_schema_template_backs_up_the_schema_it_drops(pg_env, monkeyp
     pg_env.config_file.write_text(yaml.safe_dump(config))
     if not pg_dump_installed:
         monkeypatch.setenv("PATH", str(pg_env.workdir / "no-bin"))
-    assert run("provision", "t001").exit_code == 0
+    assert cli("provision", "t001").exit_code == 0
     real, decoy = prefix + "t001", (prefix + "t001").lower()
     with pg_env.engine().begin() as conn:
         conn.exec_driver_sql(_insert_basket_sql("bas_real").replace("docbasket", f'"{real}".docbasket'))
@@ -280,7 +274,7 @@ def test_mixed_case_schema_template_backs_up_the_schema_it_drops(pg_env, monkeyp
         conn.exec_driver_sql(
             f"INSERT INTO \"{decoy}\".docbasket SELECT 'bas_decoy', 'decoy', NULL, '{{}}', 'active', now(), now()"
         )
-    result = run("deprovision", "t001", "--yes", "--json")
+    result = cli("deprovision", "t001", "--yes", "--json")
     assert result.exit_code == 0, result.output
     text = (pg_env.workdir / json.loads(result.stdout)["backup"]).read_text()
     assert ("PostgreSQL database dump" if pg_dump_installed else "written through the driver") in text
@@ -295,11 +289,11 @@ def test_mixed_case_schema_template_backs_up_the_schema_it_drops(pg_env, monkeyp
 
 def test_a_backup_that_cannot_be_written_leaves_the_tenant_untouched(env):
     """An unusable backup directory: exit 1, one line naming it, the tenant as it was."""
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     add_basket(env, "acme_corp")
     (env.workdir / "not-a-dir").write_text("")
     before = env.everything()
-    result = run("deprovision", "acme_corp", "--yes", "--backup-dir", "not-a-dir/backups")
+    result = cli("deprovision", "acme_corp", "--yes", "--backup-dir", "not-a-dir/backups")
     assert result.exit_code == 1, result.output
     assert "not-a-dir" in result.stderr and "nothing dropped" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
@@ -331,11 +325,11 @@ def test_a_backup_directory_on_read_only_storage_leaves_the_tenant_untouched(env
     """--backup-dir on read-only storage ended in exit 2 and a bare 'OSError: [Errno 30]' (the
     cleanup of the backup never written failed too). Now: exit 1, one line naming the
     directory, nothing dropped, no traceback."""
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     add_basket(env, "acme_corp")
     target = read_only_dir / "backups" if below else read_only_dir
     before = env.everything() if env.kind == "postgres" else None
-    result = run("deprovision", "acme_corp", "--yes", "--backup-dir", str(target))
+    result = cli("deprovision", "acme_corp", "--yes", "--backup-dir", str(target))
     assert result.exit_code == 1, result.output
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in result.output and "OSError" not in line
@@ -373,7 +367,7 @@ def test_a_backup_directory_the_user_may_not_write_leaves_the_tenant_untouched(e
         (shared / "docex.yaml").chmod(0o644)
         (shared / "backups").mkdir(mode=0o755)  # root's: nobody may not write there
         os.chdir(shared)  # SQLite tenants live under the working directory
-        run("provision", "acme_corp")
+        cli("provision", "acme_corp")
         add_basket(env, "acme_corp")
         if env.kind == "sqlite":
             subprocess.run(["chown", "-R", "nobody:nogroup", str(shared / "storage")], check=True)
@@ -421,9 +415,9 @@ def test_pg_dump_connects_with_the_configs_ssl_and_other_options_and_the_passwor
     monkeypatch.setenv("PATH", f"{pg_env.workdir / 'bin'}{os.pathsep}{os.environ['PATH']}")
     url = pg_env.url.set(password=PASSWORD, query={"sslmode": "allow", "application_name": "docex_backup_test"})
     monkeypatch.setenv("DOCEX_DATABASE_URL", url.render_as_string(hide_password=False))
-    assert run("provision", "acme_corp").exit_code == 0
+    assert cli("provision", "acme_corp").exit_code == 0
     add_basket(pg_env, "acme_corp")
-    result = run("deprovision", "acme_corp", "--yes", "--json")
+    result = cli("deprovision", "acme_corp", "--yes", "--json")
     assert result.exit_code == 0, result.output
     assert "PostgreSQL database dump" in (pg_env.workdir / json.loads(result.stdout)["backup"]).read_text()
     calls = [json.loads(line) for line in record.read_text().splitlines()]
@@ -437,7 +431,7 @@ def test_pg_dump_connects_with_the_configs_ssl_and_other_options_and_the_passwor
         assert (params["host"], params["dbname"], params["user"]) == (url.host, url.database, url.username)
         assert "password" not in params
     assert PASSWORD not in result.output
-    ledger = run("runs", "--json")  # the runs ledger names the database (its identity), never the password
+    ledger = cli("runs", "--json")  # the runs ledger names the database (its identity), never the password
     assert ledger.exit_code == 0 and "deprovision" in ledger.stdout and PASSWORD not in ledger.output
 
 
@@ -465,7 +459,7 @@ def test_deprovision_is_refused_while_another_connection_has_the_file_open(sqlit
     connection has it open, nothing dropped, no backup); the write lands in the tenant's file,
     and once the connection is closed deprovision goes ahead with that row in the backup."""
     env = sqlite_env
-    assert run("provision", "acme_corp").exit_code == 0
+    assert cli("provision", "acme_corp").exit_code == 0
     path = str(Path(env.namespace("acme_corp")).resolve())
     setup = sqlite3.connect(path, isolation_level=None)
     assert setup.execute(f"PRAGMA journal_mode = {journal_mode}").fetchone()[0] == journal_mode
@@ -480,7 +474,7 @@ def test_deprovision_is_refused_while_another_connection_has_the_file_open(sqlit
         connection = sqlite3.connect(path, isolation_level=None)
         connection.execute("SELECT count(*) FROM docbasket").fetchall()
     try:
-        result = run("deprovision", "acme_corp", "--yes", "--lock-timeout", "0.5")
+        result = cli("deprovision", "acme_corp", "--yes", "--lock-timeout", "0.5")
         assert result.exit_code == 1, result.output
         line = result.stderr.strip()
         assert len(line.splitlines()) == 1 and "Traceback" not in result.output
@@ -501,7 +495,7 @@ def test_deprovision_is_refused_while_another_connection_has_the_file_open(sqlit
         else:
             connection.close()
     assert "bas_written_while_open" in _backup_rows_of_tenant(env, "acme_corp")  # in the tenant's file, not lost
-    result = run("deprovision", "acme_corp", "--yes", "--json")
+    result = cli("deprovision", "acme_corp", "--yes", "--json")
     assert result.exit_code == 0, result.output
     assert "bas_written_while_open" in _backup_rows(env, env.workdir / json.loads(result.stdout)["backup"])
     assert not Path(path).exists()
@@ -511,19 +505,19 @@ def test_deprovision_is_refused_while_another_connection_has_the_file_open(sqlit
 def test_deprovision_says_large_objects_the_tenant_points_to_are_neither_backed_up_nor_removed(pg_env):
     """Large objects are the database's (pg_largeobject), not the schema's: a tenant table's oid
     column pointing to one was dropped in silence, the object neither in the backup nor removed."""
-    run("provision", "acme_corp")
+    cli("provision", "acme_corp")
     schema = pg_env.namespace("acme_corp")
     with pg_env.engine().begin() as conn:
         conn.exec_driver_sql(f'CREATE TABLE "{schema}".attachment (id int PRIMARY KEY, content oid)')
         blob = conn.execute(sa.text("SELECT lo_from_bytea(0, 'scanned invoice')")).scalar()
         conn.execute(sa.text(f'INSERT INTO "{schema}".attachment VALUES (1, :blob)'), {"blob": blob})
-    result = run("deprovision", "acme_corp", "--yes", "--json")
+    result = cli("deprovision", "acme_corp", "--yes", "--json")
     assert result.exit_code == 0, result.output
     assert "attachment.content" in result.stderr and "large object" in result.stderr
     assert any("attachment.content" in w for w in json.loads(result.stdout)["warnings"])
     with pg_env.engine().begin() as conn:  # still there: removing it is the operator's call
         assert conn.execute(sa.text("SELECT lo_get(:blob)"), {"blob": blob}).scalar() == b"scanned invoice"
         conn.execute(sa.text("SELECT lo_unlink(:blob)"), {"blob": blob})
-    run("provision", "globex")
-    quiet = run("deprovision", "globex", "--yes")
+    cli("provision", "globex")
+    quiet = cli("deprovision", "globex", "--yes")
     assert quiet.exit_code == 0 and "large object" not in quiet.stderr

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from helpers import (
     DOCEX_2_9_10,
+    cli,
     corrupt,
     grant_read,
     migrate_to,
@@ -23,14 +24,12 @@ from helpers import (
     version_of,
 )
 from test_adoption import build_legacy, hybrid_ddl, legacy_ddl
-from typer.testing import CliRunner
 
 from docex_migrate import adoption, checks, drift
 from docex_migrate.api import provision
 from docex_migrate.backends import backend_for
 from docex_migrate.backends import postgresql as pg_backend
 from docex_migrate.chain import load_chain
-from docex_migrate.cli import app
 from docex_migrate.snapshot import snapshot
 
 HEAD = load_chain().head
@@ -64,10 +63,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("document", "note")  # SQLite 3.35+: no rebuild (a batch rebuild would lose DESC on indexes)
 '''
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 def rows_of(result) -> dict[str, dict]:
@@ -128,10 +123,10 @@ def drift_by_hand(env) -> None:
 def fleet(env, revision: str | None = None) -> list[str]:
     """N tenants at head (or provisioned, then taken down to ``revision``), three of them drifted."""
     tenants = [f"t{i:02d}" for i in range(N)]
-    result = run("provision", *tenants)
+    result = cli("provision", *tenants)
     assert result.exit_code == 0, result.output
     if revision:
-        assert run("downgrade", revision, "--all-tenants", "--yes").exit_code == 0
+        assert cli("downgrade", revision, "--all-tenants", "--yes").exit_code == 0
     drift_by_hand(env)
     return tenants
 
@@ -142,7 +137,7 @@ def test_verify_lists_exactly_the_drifted_tenants_and_repair_fixes_only_the_inde
     real = drift.namespace_snapshot
     monkeypatch.setattr(drift, "namespace_snapshot", lambda backend, t: reflected.append(t) or real(backend, t))
 
-    result = run("verify", "--all-tenants", "--json")
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 1, result.output
     rows = rows_of(result)
     assert set(rows) == set(tenants)
@@ -154,34 +149,34 @@ def test_verify_lists_exactly_the_drifted_tenants_and_repair_fixes_only_the_inde
     assert len({rows[t]["fingerprint"] for t in tenants if t not in EXPECTED_DIFF}) == 1
     assert len(reflected) == 4
 
-    human = run("verify", "--all-tenants")
+    human = cli("verify", "--all-tenants")
     assert human.exit_code == 1
     for tenant_id, line in EXPECTED_DIFF.items():
         assert f"  {tenant_id}: {line}" in human.stdout
     assert "3 drifted, 27 ok" in human.stdout
 
-    refused = run("verify", "--all-tenants", "--repair")
+    refused = cli("verify", "--all-tenants", "--repair")
     assert refused.exit_code == 2 and "--yes" in refused.output
-    assert rows_of(run("verify", "--all-tenants", "--json"))[INDEX_DROPPED]["state"] == "drifted"
+    assert rows_of(cli("verify", "--all-tenants", "--json"))[INDEX_DROPPED]["state"] == "drifted"
 
     before = {t: tenant_snapshot(env, t) for t in (COLUMN_ADDED, TYPE_CHANGED)}
-    result = run("verify", "--all-tenants", "--repair", "--yes", "--json")
+    result = cli("verify", "--all-tenants", "--repair", "--yes", "--json")
     assert result.exit_code == 1, result.output
     rows = rows_of(result)
     assert rows[INDEX_DROPPED]["state"] == "repaired"
     assert {rows[t]["state"] for t in (COLUMN_ADDED, TYPE_CHANGED)} == {"drifted"}
     assert {t: tenant_snapshot(env, t) for t in before} == before  # only reported, never touched
 
-    result = run("verify", "--all-tenants", "--json")
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 1
     rows = rows_of(result)
     assert {t for t, r in rows.items() if r["state"] != "ok"} == {COLUMN_ADDED, TYPE_CHANGED}
     assert rows[INDEX_DROPPED]["fingerprint"] == rows["t00"]["fingerprint"]  # back to the fleet's catalog
     assert tenant_snapshot(env, INDEX_DROPPED) == tenant_snapshot(env, "t00")
 
-    one = run("verify", "--tenant", "t00", "--tenant", INDEX_DROPPED)
+    one = cli("verify", "--tenant", "t00", "--tenant", INDEX_DROPPED)
     assert one.exit_code == 0 and "all 2 tenant(s) are exactly their revision" in one.stdout
-    shards = [rows_of(run("verify", "--all-tenants", "--shard", f"{k}/3", "--json")) for k in range(3)]
+    shards = [rows_of(cli("verify", "--all-tenants", "--shard", f"{k}/3", "--json")) for k in range(3)]
     assert sorted(t for shard in shards for t in shard) == sorted(tenants)
 
 
@@ -189,14 +184,14 @@ def test_upgrade_verify_first_migrates_the_rest_and_refuses_the_drifted(env, cha
     (chain_copy / "versions" / "s8_note.py").write_text(NEW_REVISION.replace("s7_docex_2_9_10", HEAD))
     tenants = fleet(env, HEAD)  # at the old head, with a new revision on top
 
-    result = run("upgrade", "--all-tenants", "--verify-first", "--max-failures", "3", "--json")
+    result = cli("upgrade", "--all-tenants", "--verify-first", "--max-failures", "3", "--json")
     assert result.exit_code == 1, result.output
     actions = {r["tenant_id"]: r["action"] for r in json.loads(result.stdout)}
     assert {t for t, a in actions.items() if a == "drifted"} == set(EXPECTED_DIFF)
     assert {a for t, a in actions.items() if t not in EXPECTED_DIFF} == {"not-run"}  # 3 refusals reach the limit
     assert {version_of(env, t) for t in tenants} == {(HEAD,)}
 
-    result = run("upgrade", "--all-tenants", "--verify-first", "--json")
+    result = cli("upgrade", "--all-tenants", "--verify-first", "--json")
     assert result.exit_code == 1, result.output
     rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
     assert {t for t, r in rows.items() if r["action"] == "upgraded"} == set(tenants) - set(EXPECTED_DIFF)
@@ -204,17 +199,17 @@ def test_upgrade_verify_first_migrates_the_rest_and_refuses_the_drifted(env, cha
         assert rows[tenant_id]["action"] == "drifted" and rows[tenant_id]["details"] == [line]
         assert version_of(env, tenant_id) == (HEAD,)
     assert {version_of(env, t) for t in tenants if t not in EXPECTED_DIFF} == {("s8_note",)}
-    human = run("upgrade", "--all-tenants", "--verify-first")
+    human = cli("upgrade", "--all-tenants", "--verify-first")
     assert human.exit_code == 1 and "DRIFTED" in human.stdout and "3 drifted" in human.stdout
 
     # The migrated tenants are exactly the new revision; the drifted ones still theirs, plus the drift.
-    rows = rows_of(run("verify", "--all-tenants", "--json"))
+    rows = rows_of(cli("verify", "--all-tenants", "--json"))
     assert {t for t, r in rows.items() if r["state"] != "ok"} == set(EXPECTED_DIFF)
     assert {r["revision"] for t, r in rows.items() if t not in EXPECTED_DIFF} == {"s8_note"}
 
 
 def test_tenants_at_older_revisions_are_compared_with_their_own_revision(env):
-    assert run("provision", "at-head", "at-s6", "at-s4", "at-s1", "at-base", "s4-drifted").exit_code == 0
+    assert cli("provision", "at-head", "at-s6", "at-s4", "at-s1", "at-base", "s4-drifted").exit_code == 0
     for tenant_id, revision in (
         ("at-s6", "s6_docex_2_8_8"),
         ("at-s4", "s4_docex_2_6_1"),
@@ -223,7 +218,7 @@ def test_tenants_at_older_revisions_are_compared_with_their_own_revision(env):
         ("at-base", None),
     ):
         migrate_to(env, tenant_id, revision, downgrade=True)
-    result = run("verify", "--all-tenants", "--json")
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 0, result.output
     rows = rows_of(result)
     assert {t: (r["revision"], r["state"]) for t, r in rows.items()} == {
@@ -237,19 +232,19 @@ def test_tenants_at_older_revisions_are_compared_with_their_own_revision(env):
     # An index S4 has and S6 narrowed: against S4 only its absence is drift, nothing of the head's.
     by_hand(env, "s4-drifted", "DROP INDEX idx_document_metadata_key_value")
     by_hand(env, "at-base", "CREATE TABLE leftover (id INTEGER PRIMARY KEY)")
-    rows = rows_of(run("verify", "--all-tenants", "--json"))
+    rows = rows_of(cli("verify", "--all-tenants", "--json"))
     assert [line.split(":")[0] for line in rows["s4-drifted"]["diff"]] == [
         "missing tables.document_metadata.indexes.idx_document_metadata_key_value"
     ]
     assert rows["s4-drifted"]["repairable"] is True
     assert [line.split(":")[0] for line in rows["at-base"]["diff"]] == ["extra tables.leftover"]
     assert {t for t, r in rows.items() if r["state"] != "ok"} == {"s4-drifted", "at-base"}
-    result = run("verify", "--tenant", "s4-drifted", "--repair", "--yes")
+    result = cli("verify", "--tenant", "s4-drifted", "--repair", "--yes")
     assert result.exit_code == 0, result.output
     assert version_of(env, "s4-drifted") == ("s4_docex_2_6_1",)
     index = tenant_snapshot(env, "s4-drifted")["tables"]["document_metadata"]["indexes"]["idx_document_metadata_key_value"]
     assert index["columns"] == [["key", "asc"], ["value", "asc"]]  # S4's definition, not the head's narrowed one
-    assert rows_of(run("verify", "--tenant", "s4-drifted", "--json"))["s4-drifted"]["state"] == "ok"
+    assert rows_of(cli("verify", "--tenant", "s4-drifted", "--json"))["s4-drifted"]["state"] == "ok"
 
 
 def test_docex_made_tenants_adopted_at_every_generation_verify_clean(env):
@@ -259,13 +254,13 @@ def test_docex_made_tenants_adopted_at_every_generation_verify_clean(env):
         build_legacy(env, f"gen{i}", legacy_ddl(env, revision, f"gen{i}"))
     generations = [recognised_as(env.settings, revision) for revision in made]
     build_legacy(env, "hybrid", hybrid_ddl(env, "s6-without-indexes", "hybrid"))
-    before = rows_of(run("verify", "--all-tenants", "--json"))
+    before = rows_of(cli("verify", "--all-tenants", "--json"))
     assert {t: (r["state"], r["matches"], r["adopt"]) for t, r in before.items()} == {
         **{f"gen{i}": ("unversioned", rev, "adopt") for i, rev in enumerate(generations)},
         "hybrid": ("unversioned", "s6_docex_2_8_8", "repair"),
     }
-    assert run("adopt", "--all-tenants").exit_code == 0
-    result = run("verify", "--all-tenants", "--json")
+    assert cli("adopt", "--all-tenants").exit_code == 0
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 0, result.output
     rows = rows_of(result)
     assert {t: (r["revision"], r["state"]) for t, r in rows.items()} == {
@@ -275,11 +270,11 @@ def test_docex_made_tenants_adopted_at_every_generation_verify_clean(env):
 
 
 def test_every_other_state_is_reported_as_status_reports_it(env):
-    assert run("provision", "good", "double").exit_code == 0
+    assert cli("provision", "good", "double").exit_code == 0
     corrupt(env, "broken")
     by_hand(env, "double", "INSERT INTO alembic_version VALUES ('s6_docex_2_8_8')")
     build_legacy(env, "legacy", legacy_ddl(env, "s5_docex_2_8_4", "legacy"))
-    result = run(
+    result = cli(
         "verify",
         "--tenant",
         "good",
@@ -305,18 +300,18 @@ def test_every_other_state_is_reported_as_status_reports_it(env):
     assert (rows["legacy"]["matches"], rows["legacy"]["adopt"]) == ("s5_docex_2_8_4", "adopt")
     assert "fix it by hand to one row" in rows["double"]["error"]
     assert ("file is not a database" if env.kind == "sqlite" else "has no version_num column") in rows["broken"]["error"]
-    fine = run("verify", "--tenant", "good", "--tenant", "legacy", "--tenant", "nobody")
+    fine = cli("verify", "--tenant", "good", "--tenant", "legacy", "--tenant", "nobody")
     assert fine.exit_code == 0, fine.output  # unversioned and missing are reported, not failures (as status)
-    assert run("verify").exit_code == 2  # neither tenants nor --all-tenants
+    assert cli("verify").exit_code == 2  # neither tenants nor --all-tenants
 
 
 def test_fleet_drift_check_gates_a_deploy(env):
     (result,) = checks.run_checks(env.settings, ["fleet-drift"])
     assert result.status == checks.SKIPPED and "holds no tenants" in result.message
-    assert run("provision", "acme", "globex").exit_code == 0
-    assert run("check", "--only", "fleet-drift").exit_code == 0
+    assert cli("provision", "acme", "globex").exit_code == 0
+    assert cli("check", "--only", "fleet-drift").exit_code == 0
     by_hand(env, "globex", "ALTER TABLE docbasket ADD COLUMN owner VARCHAR(64)")
-    result = run("check", "--only", "fleet-drift", "--json")
+    result = cli("check", "--only", "fleet-drift", "--json")
     assert result.exit_code == 1
     (check,) = json.loads(result.stdout)["checks"]
     assert check["status"] == "failed" and "1 of 2 tenants" in check["message"]
@@ -326,7 +321,7 @@ def test_fleet_drift_check_gates_a_deploy(env):
 
 @pytest.mark.postgres
 def test_verify_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env, reader_role, monkeypatch):
-    assert run("provision", "ok1", "drifted", "secret").exit_code == 0
+    assert cli("provision", "ok1", "drifted", "secret").exit_code == 0
     by_hand(pg_env, "drifted", "DROP INDEX idx_file_history_document_id")
     build_legacy(pg_env, "legacy", legacy_ddl(pg_env, DOCEX_2_9_10, "legacy"))
     for tenant_id in ("ok1", "drifted", "legacy"):
@@ -341,7 +336,7 @@ def test_verify_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env,
             ).all()
 
     before = catalog()
-    result = run("verify", "--all-tenants", "--json")
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 1, result.output
     rows = rows_of(result)
     assert {t: r["state"] for t, r in rows.items()} == {
@@ -353,7 +348,7 @@ def test_verify_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env,
     assert (rows["legacy"]["matches"], rows["legacy"]["adopt"]) == (recognised_as(pg_env.settings, DOCEX_2_9_10), "adopt")
     assert "GRANT USAGE" in rows["secret"]["error"]
     # A repair needs more than reading: it fails for that tenant alone, changing nothing.
-    result = run("verify", "--tenant", "drifted", "--repair", "--yes", "--json")
+    result = cli("verify", "--tenant", "drifted", "--repair", "--yes", "--json")
     assert result.exit_code == 1
     (row,) = json.loads(result.stdout)
     assert row["state"] == "drifted" and row["error"].startswith("repair failed")
@@ -426,7 +421,7 @@ def test_pg_fingerprints_are_sound_across_batches_and_schema_names(pg_env, monke
 
 
 def test_sqlite_fingerprints_read_files_without_creating_or_writing_them(sqlite_env):
-    assert run("provision", "a", "b").exit_code == 0
+    assert cli("provision", "a", "b").exit_code == 0
     path = sqlite_env.workdir / sqlite_env.namespace("a")
     stat = path.stat()
     reads = backend_for(sqlite_env.settings).read_catalogs(["a", "b", "ghost"])
@@ -529,13 +524,13 @@ def test_an_index_redefined_under_its_name_is_drift_and_repair_restores_it_exact
     predicate and all (it recreated a partial unique index without its WHERE, then said exact)."""
     (chain_copy / "versions" / "s8_shapes.py").write_text(SHAPES_REVISION.format(head=HEAD))
     alikes = look_alikes(env.kind)
-    assert run("provision", "pristine", *alikes).exit_code == 0
+    assert cli("provision", "pristine", *alikes).exit_code == 0
     for tenant_id, statements in alikes.items():
         by_hand(env, tenant_id, *statements)
     pristine = tenant_snapshot(env, "pristine")
     assert "WHERE" in index_sql(env, "pristine", "uq_document_live_name")
 
-    result = run("verify", "--all-tenants", "--json")
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 1, result.output
     rows = rows_of(result)
     assert {t: (r["revision"], r["state"], r["repairable"]) for t, r in rows.items() if t in alikes} == {
@@ -547,14 +542,14 @@ def test_an_index_redefined_under_its_name_is_drift_and_repair_restores_it_exact
     assert "tables.document.indexes.uq_document_live_name.definition: " in line and "DELETED" in line  # its WHERE
     assert any("WHERE" in repair and "create index uq_document_live_name" in repair for repair in rows["no-predicate"]["repairs"])
 
-    result = run("verify", "--all-tenants", "--repair", "--yes", "--json")
+    result = cli("verify", "--all-tenants", "--repair", "--yes", "--json")
     assert result.exit_code == 0, result.output
     assert {t: r["state"] for t, r in rows_of(result).items() if t in alikes} == dict.fromkeys(alikes, "repaired")
     for tenant_id in alikes:
         assert tenant_snapshot(env, tenant_id) == pristine, tenant_id
     for name in ("uq_document_live_name", "ix_docbasket_lower_name", "ix_doc_events_recent", "ix_document_name_collated"):
         assert {index_sql(env, t, name) for t in alikes} == {index_sql(env, "pristine", name)}, name
-    result = run("verify", "--all-tenants", "--json")
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 0, result.output
     assert len({r["fingerprint"] for r in rows_of(result).values()}) == 1  # one catalog again
 
@@ -585,11 +580,11 @@ def test_an_extra_index_of_any_shape_is_reported_and_repaired_never_a_crash(env)
     index of any shape (an expression index made them crash with a TypeError on PostgreSQL and
     was not seen at all on SQLite)."""
     extras = extra_indexes(env.kind)
-    assert run("provision", "plain", *extras).exit_code == 0
+    assert cli("provision", "plain", *extras).exit_code == 0
     for tenant_id, statement in extras.items():
         by_hand(env, tenant_id, statement)
 
-    result = run("verify", "--all-tenants", "--json")
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 1, result.output
     rows = rows_of(result)
     assert rows.pop("plain")["state"] == "ok"
@@ -598,25 +593,25 @@ def test_an_extra_index_of_any_shape_is_reported_and_repaired_never_a_crash(env)
         (line,) = row["diff"]
         assert line.startswith(("extra tables.", "tables.")) and ".indexes.ix_extra" in line, (tenant_id, line)
         assert row["repairs"][0].startswith("drop index ix_extra on "), row["repairs"]
-    human = run("verify", "--all-tenants")
+    human = cli("verify", "--all-tenants")
     assert human.exit_code == 1 and f"{len(extras)} drifted, 1 ok" in human.stdout, human.output
 
-    check = run("check", "--only", "fleet-drift", "--json")
+    check = cli("check", "--only", "fleet-drift", "--json")
     assert check.exit_code == 1, check.output
     (found,) = json.loads(check.stdout)["checks"]
     assert found["status"] == "failed" and f"{len(extras)} of {len(extras) + 1} tenants" in found["message"]
 
     # Unversioned, with such an index: recognised as matching nothing, refused, untouched.
     by_hand(env, "expression", "DROP TABLE alembic_version")
-    status = run("status", "--tenant", "expression", "--json")
+    status = cli("status", "--tenant", "expression", "--json")
     assert status.exit_code == 0, status.output
     assert json.loads(status.stdout)[0]["adopt"] == "refuse"
-    adopted = run("adopt", "expression", "--json")
+    adopted = cli("adopt", "expression", "--json")
     assert adopted.exit_code == 1, adopted.output
     assert any("ix_extra" in line for line in json.loads(adopted.stdout)[0]["details"])
     del extras["expression"]
 
-    result = run("verify", "--all-tenants", "--repair", "--yes", "--json")
+    result = cli("verify", "--all-tenants", "--repair", "--yes", "--json")
     assert result.exit_code == 0, result.output
     rows = rows_of(result)
     assert {t: rows[t]["state"] for t in extras} == dict.fromkeys(extras, "repaired")
@@ -626,7 +621,7 @@ def test_an_extra_index_of_any_shape_is_reported_and_repaired_never_a_crash(env)
 def test_repair_recreates_an_index_whatever_its_names_and_predicate_hold(env):
     """Quoted names holding '(' and ',', an expression, DESC, and a predicate holding '%', '?'
     and ':': dropped and recreated from the snapshot's definition, the index is the same."""
-    assert run("provision", "odd").exit_code == 0
+    assert cli("provision", "odd").exit_code == 0
     engine = tenant_engine(env, "odd")
     schema = None if env.kind == "sqlite" else env.namespace("odd")
     try:
@@ -662,10 +657,10 @@ def test_a_unique_constraint_redefined_under_its_name_is_drift(pg_env):
         "deferrable": redefine.format("(name) DEFERRABLE INITIALLY DEFERRED"),
         "same": redefine.format("(name)"),  # dropped and added back as it was: not drift
     }
-    assert run("provision", *alikes).exit_code == 0
+    assert cli("provision", *alikes).exit_code == 0
     for tenant_id, statement in alikes.items():
         by_hand(pg_env, tenant_id, statement)
-    result = run("verify", "--all-tenants", "--json")
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 1, result.output
     rows = rows_of(result)
     assert {t: (r["state"], r.get("repairable")) for t, r in rows.items()} == {
@@ -683,11 +678,11 @@ def test_a_unique_constraint_redefined_under_its_name_is_drift(pg_env):
 def test_a_sqlite_column_given_a_collation_is_drift(sqlite_env):
     """SQLite states a column's collation only in its CREATE TABLE (SQLAlchemy's reflection
     drops it): a table rebuilt with `name VARCHAR(255) COLLATE NOCASE` is drift, not ok."""
-    assert run("provision", "plain", "nocase", "binary").exit_code == 0
+    assert cli("provision", "plain", "nocase", "binary").exit_code == 0
     for tenant_id, collation in (("nocase", "COLLATE NOCASE"), ("binary", "COLLATE BINARY")):
         path = sqlite_env.workdir / sqlite_env.namespace(tenant_id)
         sqlite_change_column_type(path, "processors", "name", "VARCHAR(255)", f"VARCHAR(255) {collation}")
-    result = run("verify", "--all-tenants", "--json")
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 1, result.output
     rows = rows_of(result)
     assert {t: r["state"] for t, r in rows.items()} == {"plain": "ok", "nocase": "drifted", "binary": "ok"}  # BINARY: the default

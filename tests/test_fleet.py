@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import head, migrate_to, version_of
-from typer.testing import CliRunner
+from helpers import cli, head, migrate_to, version_of
 
 from docex_migrate.api import in_shard
-from docex_migrate.cli import app
 from docex_migrate.errors import UsageError
 from docex_migrate.executors import WorkItem, execute
 from docex_migrate.results import Action
@@ -28,21 +26,20 @@ def test_shards_partition_the_fleet_stably():
 
 
 def test_cli_shard_and_jobs(env):
-    runner = CliRunner()
     tenants = [f"t{i}" for i in range(6)]
-    assert runner.invoke(app, ["provision", *tenants, "--jobs", "2"]).exit_code == 0
-    assert runner.invoke(app, ["downgrade", "s5", "--all-tenants", "--yes", "--jobs", "2"]).exit_code == 0
+    assert cli("provision", *tenants, "--jobs", "2").exit_code == 0
+    assert cli("downgrade", "s5", "--all-tenants", "--yes", "--jobs", "2").exit_code == 0
     seen = []
     for k in range(3):
-        result = runner.invoke(app, ["upgrade", "--all-tenants", "--shard", f"{k}/3", "--json"])
+        result = cli("upgrade", "--all-tenants", "--shard", f"{k}/3", "--json")
         assert result.exit_code == 0, result.output
         seen += [r["tenant_id"] for r in json.loads(result.stdout)]
-        status = json.loads(runner.invoke(app, ["status", "--shard", f"{k}/3", "--json"]).stdout)
+        status = json.loads(cli("status", "--shard", f"{k}/3", "--json").stdout)
         assert {r["state"] for r in status} <= {"current"}
     assert sorted(seen) == tenants
     assert {version_of(env, t) for t in tenants} == {(head(),)}
     for bad in ("3/3", "x/2", "1", "-1/2"):
-        result = runner.invoke(app, ["upgrade", "--all-tenants", "--shard", bad])
+        result = cli("upgrade", "--all-tenants", "--shard", bad)
         assert result.exit_code == 2 and "--shard" in result.stderr
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import applied, head, migrate_to, tenant_snapshot, version_of
-from test_reliability import STEPS
+from helpers import STEPS, applied, head, migrate_to, tenant_snapshot, version_of
 
 from docex_migrate import api, fresh, load_settings
 from docex_migrate.backends.postgresql import SCRATCH_PREFIX, HeadDump

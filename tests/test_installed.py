@@ -15,6 +15,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers import database_section, write_config
 
 from docex_migrate.chain import load_chain
 
@@ -93,12 +94,7 @@ def test_errors_are_one_line_without_traceback(installed, tmp_path):
 
 @pytest.mark.postgres
 def test_postgres_provision_verify_and_password_never_printed(installed, tmp_path, pg_url):
-    config = tmp_path / "pg.yaml"
-    config.write_text(
-        "database:\n  type: postgres\n  postgres:\n"
-        f"    host: {pg_url.host}\n    port: {pg_url.port or 5432}\n    database: {pg_url.database}\n"
-        f"    user: {pg_url.username}\n    password: {pg_url.password or ''}\n    schema_template: inst_{{tenant_id}}\n"
-    )
+    config = write_config(tmp_path / "pg.yaml", {"database": database_section("postgres", "inst_{tenant_id}", pg_url)})
     r = sh(installed, "docex-migrate", "provision", "acme_corp", "--verify", cwd=tmp_path, env={"DOCEX_CONFIG": str(config)})
     assert r.returncode == 0, r.stderr
     assert "inst_acme_corp" in r.stdout and "verified" in r.stdout

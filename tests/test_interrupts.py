@@ -21,32 +21,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import STEPS, cli, start
 from test_processes import wait_for
-from test_reliability import STEPS
-from test_runs import at, cli, latest_run, outcomes, wait_for_marker, whole
+from test_runs import at, latest_run, outcomes, wait_for_marker, whole
 
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.selection import hash_order
 
 TENANTS = ["k0", "k1", "k2", "k3"]
-
-
-@pytest.fixture
-def steps(env, monkeypatch):
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
-    return env
-
-
-def start(env, *args: str, **extra: str) -> subprocess.Popen:
-    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
-    return subprocess.Popen(
-        [sys.executable, "-m", "docex_migrate", *args],
-        cwd=env.workdir,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def interrupted(env, tmp_path: Path, tenant: str, *args: str) -> str:

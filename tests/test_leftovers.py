@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
+from helpers import cli
 
 from docex_migrate.backends.postgresql import SCRATCH_PREFIX as SCHEMA_PREFIX
-from docex_migrate.cli import app
 from docex_migrate.tempdirs import MIN_AGE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +48,7 @@ def test_a_full_disk_during_provision_leaves_no_staging_file(sqlite_env):
     folder = sqlite_env.workdir / "storage" / "tenant_acme"
     assert not folder.exists() or not any(folder.iterdir())
     assert not list(sqlite_env.workdir.rglob("*.tmp"))
-    result = CliRunner().invoke(app, ["provision", "acme", "--exist-ok"])  # the disk has room again
+    result = cli("provision", "acme", "--exist-ok")  # the disk has room again
     assert result.exit_code == 0, result.output
 
 
@@ -94,7 +93,7 @@ def test_scratch_schemas_of_a_killed_check_are_removed_by_the_next_check_but_not
     )
     alive = live.stdout.readline().strip()
     try:
-        result = CliRunner().invoke(app, ["check", "--only", "single-head", "--only", "upgrade-from-empty"])
+        result = cli("check", "--only", "single-head", "--only", "upgrade-from-empty")
         assert result.exit_code == 0, result.output
         remaining = scratch_schemas()
         assert not (left & remaining), "the killed check's schemas are still there"

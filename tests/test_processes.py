@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,26 +19,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import applied, version_of
+from helpers import applied, start, version_of
 
 from docex_migrate.backends import backend_for
-from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.config import load_settings
 from docex_migrate.runner import migrate_tenant
-
-STEPS = Path(__file__).resolve().parent / "chains" / "steps"
-
-
-@pytest.fixture
-def steps(env, monkeypatch):
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
-    return env
-
-
-@pytest.fixture
-def pg_steps(pg_env, monkeypatch):
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
-    return pg_env
 
 
 @pytest.fixture
@@ -52,18 +36,6 @@ def spawned() -> Iterator[set[int]]:
         if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def start(config_file: Path, workdir: Path, *args: str, **extra: str) -> subprocess.Popen:
-    environ = {**os.environ, "DOCEX_CONFIG": str(config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
-    return subprocess.Popen(
-        [sys.executable, "-m", "docex_migrate", *args],
-        cwd=workdir,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -139,7 +111,7 @@ def jobs_run_in_step_2(env, tenants: list[str], tmp_path: Path, spawned: set[int
     at_r1(env, tenants)
     marker = tmp_path / "inside-step-2"
     run = start(
-        env.config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", "2", *flags,
+        env, "upgrade", "--all-tenants", "--jobs", "2", *flags,
         STEPS_SLEEP="30", STEPS_MARKER=str(marker),
     )  # fmt: skip
     in_step_2(run, marker)
@@ -196,7 +168,7 @@ def test_interrupting_a_serial_run_reports_what_was_done(steps, tmp_path, signum
     tenants = ["a", "b", "c"]
     at_r1(env, tenants)
     marker = tmp_path / "inside-step-2"
-    run = start(env.config_file, env.workdir, "upgrade", "--all-tenants", STEPS_SLEEP="1.5", STEPS_MARKER=str(marker))
+    run = start(env, "upgrade", "--all-tenants", STEPS_SLEEP="1.5", STEPS_MARKER=str(marker))
     in_step_2(run, marker, "b")  # a is done and committed; b is in flight
 
     os.kill(run.pid, signum)
@@ -261,7 +233,7 @@ def test_jobs_are_capped_by_the_connection_limit(pg_steps, limited_role, limited
         conn.exec_driver_sql(f"ALTER {limited} {name} CONNECTION LIMIT 2")
         conn.commit()
     try:
-        run = start(config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", "4", "--json", STEPS_SLEEP="2")
+        run = start(env, "upgrade", "--all-tenants", "--jobs", "4", "--json", DOCEX_CONFIG=str(config_file), STEPS_SLEEP="2")
         out, err = run.communicate(timeout=120)
     finally:
         with env.engine().connect() as conn:
@@ -280,8 +252,9 @@ def test_a_connection_refused_mid_run_reports_the_results_so_far(pg_steps, limit
     at_r1_as(config_file, tenants)
     marker = tmp_path / "inside-step-2"
     run = start(
-        config_file, env.workdir, "upgrade", "--all-tenants", "--jobs", jobs, "--json", STEPS_SLEEP="2", STEPS_MARKER=str(marker)
-    )
+        env, "upgrade", "--all-tenants", "--jobs", jobs, "--json",
+        DOCEX_CONFIG=str(config_file), STEPS_SLEEP="2", STEPS_MARKER=str(marker),
+    )  # fmt: skip
     if jobs == "1":
         in_step_2(run, marker, "m1")  # m0 is done, m1 in flight
     else:

@@ -17,10 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import DOCEX_2_9_10, head, recognised_as, tenant_snapshot, version_of
-from typer.testing import CliRunner
+from helpers import DOCEX_2_9_10, cli, database_section, head, recognised_as, tenant_snapshot, version_of
 
-from docex_migrate.cli import app
 from docex_migrate.snapshot import differences
 
 DRIVER = Path(__file__).resolve().parent / "docex_driver.py"
@@ -94,50 +92,36 @@ def docex_2_9_9(tmp_path_factory) -> str:
 def docex(env, python: str, tenant_id: str, action: str = "list", basket: str = "invoices") -> dict:
     """Run DocEX itself on a tenant of this test's database."""
     if env.kind == "sqlite":
-        database = {"type": "sqlite", "sqlite": {"path": "docex.db", "path_template": env.settings.sqlite.path_template}}
+        database = database_section("sqlite", env.settings.sqlite.path_template)
+        database["sqlite"]["path"] = "docex.db"
     else:
-        url = env.url
-        database = {
-            "type": "postgres",
-            "postgres": {
-                "host": url.host,
-                "port": url.port or 5432,
-                "database": url.database,
-                "user": url.username,
-                "password": url.password or "",
-                "schema_template": env.settings.postgres.schema_template,
-            },
-        }
+        database = database_section("postgres", env.settings.postgres.schema_template, env.url)
     arguments = {"workdir": str(env.workdir), "tenant": tenant_id, "action": action, "basket": basket, "database": database}
     done = subprocess.run([python, str(DRIVER), json.dumps(arguments)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(*args):
-    return CliRunner().invoke(app, list(args))
-
-
 def test_tenant_created_by_docex_2_9_10_is_adopted_as_head(env, docex_2_9_10):
     assert docex(env, docex_2_9_10, "acme_corp", "use") == {"baskets": ["invoices"], "documents": ["invoices.txt"]}
-    (row,) = json.loads(run("status", "--json").stdout)
+    (row,) = json.loads(cli("status", "--json").stdout)
     stamped = recognised_as(env.settings, DOCEX_2_9_10)
     assert (row["state"], row["matches"], row["adopt"]) == ("unversioned", stamped, "adopt")
-    result = run("adopt", "acme_corp")
+    result = cli("adopt", "acme_corp")
     assert result.exit_code == 0, result.output
     assert version_of(env, "acme_corp") == (stamped,)
-    assert run("upgrade", "--all-tenants").exit_code == 0
-    (row,) = json.loads(run("status", "--json").stdout)
+    assert cli("upgrade", "--all-tenants").exit_code == 0
+    (row,) = json.loads(cli("status", "--json").stdout)
     assert row["state"] == "current"
 
 
 @pytest.mark.released_head
 def test_tenant_created_by_docex_2_9_9_upgrades_to_exactly_what_2_9_10_creates(env, docex_2_9_9, docex_2_9_10):
     assert docex(env, docex_2_9_9, "old_corp", "use", "contracts") == {"baskets": ["contracts"], "documents": ["contracts.txt"]}
-    result = run("adopt", "old_corp", "--json")
+    result = cli("adopt", "old_corp", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["to_revision"] == "s6_docex_2_8_8"
-    assert run("upgrade", "--all-tenants").exit_code == 0
+    assert cli("upgrade", "--all-tenants").exit_code == 0
 
     docex(env, docex_2_9_10, "new_corp", "use")  # what DocEX 2.9.10 itself creates
     assert differences(tenant_snapshot(env, "new_corp"), tenant_snapshot(env, "old_corp")) == []
@@ -146,7 +130,7 @@ def test_tenant_created_by_docex_2_9_9_upgrades_to_exactly_what_2_9_10_creates(e
 
 
 def test_docex_2_9_10_uses_a_provisioned_tenant_and_adds_nothing(env, docex_2_9_10):
-    assert run("provision", "fresh_corp").exit_code == 0
+    assert cli("provision", "fresh_corp").exit_code == 0
     before = tenant_snapshot(env, "fresh_corp")
     assert docex(env, docex_2_9_10, "fresh_corp", "use", "receipts") == {"baskets": ["receipts"], "documents": ["receipts.txt"]}
     assert tenant_snapshot(env, "fresh_corp") == before  # DocEX's own schema setup found nothing to add
@@ -155,9 +139,9 @@ def test_docex_2_9_10_uses_a_provisioned_tenant_and_adds_nothing(env, docex_2_9_
 
 def test_tenant_made_by_real_docex_2_9_10_and_adopted_verifies_clean(env, docex_2_9_10):
     assert docex(env, docex_2_9_10, "acme_corp", "use") == {"baskets": ["invoices"], "documents": ["invoices.txt"]}
-    assert run("provision", "fresh_corp").exit_code == 0
-    assert run("adopt", "acme_corp").exit_code == 0
-    result = run("verify", "--all-tenants", "--json")
+    assert cli("provision", "fresh_corp").exit_code == 0
+    assert cli("adopt", "acme_corp").exit_code == 0
+    result = cli("verify", "--all-tenants", "--json")
     assert result.exit_code == 0, result.output
     rows = {r["tenant_id"]: (r["revision"], r["state"]) for r in json.loads(result.stdout)}
     assert rows == {"acme_corp": (recognised_as(env.settings, DOCEX_2_9_10), "ok"), "fresh_corp": (head(), "ok")}

@@ -12,46 +12,20 @@ import multiprocessing
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
 from helpers import (
     applied,
+    cli,
     ensure_in_child,
     head,
     head_tables,
     migrate_to,
+    start,
     tenant_engine,
     tenant_snapshot,
     version_of,
 )
-from typer.testing import CliRunner
-
-from docex_migrate.chain import SCRIPT_LOCATION_ENV
-from docex_migrate.cli import app
-
-STEPS = Path(__file__).resolve().parent / "chains" / "steps"
-
-
-@pytest.fixture
-def steps(env, monkeypatch):
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
-    return env
-
-
-def start(env, *args: str, **extra: str) -> subprocess.Popen:
-    environ = {**os.environ, "DOCEX_CONFIG": str(env.config_file), SCRIPT_LOCATION_ENV: str(STEPS), **extra}
-    return subprocess.Popen(
-        [sys.executable, "-m", "docex_migrate", *args],
-        cwd=env.workdir,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_kill_9_mid_migration_leaves_the_previous_revision(steps, tmp_path):
@@ -109,13 +83,13 @@ def test_fail_fast_and_max_failures_stop_the_run(steps, monkeypatch):
     for tenant in tenants:
         migrate_to(env, tenant, "r1")
     monkeypatch.setenv("STEPS_FAIL_TENANT", "t2")
-    result = CliRunner().invoke(app, ["upgrade", "--all-tenants", "--fail-fast", "--json"])
+    result = cli("upgrade", "--all-tenants", "--fail-fast", "--json")
     assert result.exit_code == 1
     actions = [r["action"] for r in json.loads(result.stdout)]
     assert actions == ["upgraded", "upgraded", "failed", "not-run", "not-run", "not-run"]
     assert [version_of(env, t) for t in tenants] == [("r3",), ("r3",), ("r1",), ("r1",), ("r1",), ("r1",)]
 
-    result = CliRunner().invoke(app, ["upgrade", "--all-tenants", "--max-failures", "2", "--json"])
+    result = cli("upgrade", "--all-tenants", "--max-failures", "2", "--json")
     assert result.exit_code == 1
     assert [r["action"] for r in json.loads(result.stdout)] == [
         "skipped",
@@ -125,7 +99,7 @@ def test_fail_fast_and_max_failures_stop_the_run(steps, monkeypatch):
         "upgraded",
         "upgraded",
     ]
-    result = CliRunner().invoke(app, ["upgrade", "--all-tenants", "--fail-fast", "--max-failures", "2"])
+    result = cli("upgrade", "--all-tenants", "--fail-fast", "--max-failures", "2")
     assert result.exit_code == 2 and "exclude each other" in result.stderr
 
 
@@ -157,7 +131,7 @@ def test_sixteen_first_accesses_provision_one_tenant_once(env):
     assert sorted(actions) == ["provisioned"] + ["skipped"] * 15
     assert version_of(env, "newco") == (env_head := head(),)
     assert set(tenant_snapshot(env, "newco")["tables"]) == head_tables()
-    rows = json.loads(CliRunner().invoke(app, ["status", "--json"]).stdout)
+    rows = json.loads(cli("status", "--json").stdout)
     assert [(r["tenant_id"], r["revision"]) for r in rows] == [("newco", env_head)]
 
 
@@ -174,7 +148,7 @@ def test_a_migration_blocked_by_an_application_lock_fails_instead_of_hanging(env
         args, expected = ["--tenant-lock-wait", "1"], "database is locked"
     started = time.monotonic()
     try:
-        result = CliRunner().invoke(app, ["upgrade", "--tenant", "busy", *args])
+        result = cli("upgrade", "--tenant", "busy", *args)
     finally:
         holder.rollback() if env.kind == "sqlite" else holder.close()
         if env.kind == "sqlite":
@@ -185,7 +159,7 @@ def test_a_migration_blocked_by_an_application_lock_fails_instead_of_hanging(env
     assert result.exit_code == 1
     assert expected in result.stdout and ("--lock-timeout" in result.stdout or "--tenant-lock-wait" in result.stdout)
     assert version_of(env, "busy") == ("s4_docex_2_6_1",)
-    assert CliRunner().invoke(app, ["upgrade", "--tenant", "busy"]).exit_code == 0
+    assert cli("upgrade", "--tenant", "busy").exit_code == 0
 
 
 def test_parallel_jobs_return_failures_as_values(steps):

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import head, migrate_to, tenant_engine, tenant_snapshot, version_of
-from test_runs import cli
+from helpers import cli, head, migrate_to, tenant_engine, tenant_snapshot, version_of
 
 from docex_migrate.review import _literal
 

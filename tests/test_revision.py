@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
-from typer.testing import CliRunner
+from helpers import cli
 
 from docex_migrate import environment
 from docex_migrate.chain import load_chain
-from docex_migrate.cli import app
 from docex_migrate.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_plain_revision_goes_on_top_of_head(sqlite_env, chain_copy):
     before = load_chain().head
-    result = CliRunner().invoke(app, ["revision", "-m", "add a thing"])
+    result = cli("revision", "-m", "add a thing")
     assert result.exit_code == 0, result.output
     path = Path(result.stdout.split("new revision: ")[1].strip())
     assert path.parent == chain_copy / "versions"
@@ -37,7 +36,7 @@ def test_autogenerate_writes_the_model_change(env, chain_copy, monkeypatch):
     monkeypatch.setattr(environment, "metadata", changed)
     namespaces = lambda: {n for n in env.everything() if not n.startswith("chain")}  # noqa: E731
     before = namespaces()
-    result = CliRunner().invoke(app, ["revision", "-m", "basket owner", "--autogenerate"])
+    result = cli("revision", "-m", "basket owner", "--autogenerate")
     assert result.exit_code == 0, result.output
     text = Path(result.stdout.split("new revision: ")[1].strip()).read_text()
     assert "add_column(sa.Column('owner', sa.String(length=64)" in text
@@ -47,12 +46,12 @@ def test_autogenerate_writes_the_model_change(env, chain_copy, monkeypatch):
 
 def test_autogenerate_without_changes_writes_nothing(env, chain_copy):
     files = sorted((chain_copy / "versions").glob("*.py"))
-    result = CliRunner().invoke(app, ["revision", "-m", "nothing", "--autogenerate"])
+    result = cli("revision", "-m", "nothing", "--autogenerate")
     assert result.exit_code == 0, result.output
     assert "no changes detected" in result.stdout
     assert sorted((chain_copy / "versions").glob("*.py")) == files
 
 
 def test_revision_needs_a_message(sqlite_env, chain_copy):
-    result = CliRunner().invoke(app, ["revision", "-m", "  "])
+    result = cli("revision", "-m", "  ")
     assert result.exit_code == 2 and "message" in result.stderr

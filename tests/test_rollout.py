@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import version_of
-from test_reliability import STEPS
-from test_runs import at, cli, latest_run, outcomes
+from helpers import cli, version_of
+from test_runs import at, latest_run, outcomes
 
-from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.errors import UsageError
 from docex_migrate.rollout import groups, parse_waves
 from docex_migrate.selection import hash_order
@@ -20,10 +18,10 @@ TENANTS = [f"w{i:02d}" for i in range(20)]
 
 
 @pytest.fixture
-def steps(env, monkeypatch):
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
-    at(env, TENANTS, "r1")
-    return env
+def steps(steps):
+    """conftest's ``steps``, with every tenant at r1."""
+    at(steps, TENANTS, "r1")
+    return steps
 
 
 def actions(result) -> dict[str, str]:

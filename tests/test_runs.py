@@ -17,30 +17,17 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import migrate_to, tenant_engine, tenant_snapshot, version_of
-from test_reliability import STEPS, start
-from typer.testing import CliRunner
+from helpers import STEPS, cli, migrate_to, start, tenant_engine, tenant_snapshot, version_of
 
 from docex_migrate import api
 from docex_migrate import runs as runs_module
 from docex_migrate.backends import Backend
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
-from docex_migrate.cli import app
 from docex_migrate.errors import InvalidTenantError, UsageError
 from docex_migrate.ledger import Ledger, meta, run_tenants, runs
 from docex_migrate.tenants import schema_name, sqlite_path
 
 TENANTS = [f"t{i:02d}" for i in range(20)]
-
-
-@pytest.fixture
-def steps(env, monkeypatch):
-    monkeypatch.setenv(SCRIPT_LOCATION_ENV, str(STEPS))
-    return env
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 def at(env, tenants: list[str], revision: str) -> None:

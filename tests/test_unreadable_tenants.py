@@ -14,19 +14,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import DOCEX_2_9_10, corrupt, grant_read, migrate_to, recognised_as, template_only_config, version_of
+from helpers import DOCEX_2_9_10, STEPS, cli, corrupt, grant_read, migrate_to, recognised_as, template_only_config, version_of
 from test_adoption import build_legacy, legacy_ddl
-from typer.testing import CliRunner
 
 from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain
-from docex_migrate.cli import app
 
-STEPS = Path(__file__).resolve().parent / "chains" / "steps"
 HEAD = load_chain().head
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 def states(result) -> dict[str, dict]:
@@ -51,12 +44,12 @@ def crash_mid_write(path: Path) -> None:
 
 def test_a_hot_journal_left_by_a_killed_writer_does_not_block_status_or_the_rerun(sqlite_env):
     """Item 5: the bulk read opened files read-only, which cannot roll a hot journal back."""
-    assert run("provision", "acme", "globex").exit_code == 0
+    assert cli("provision", "acme", "globex").exit_code == 0
     migrate_to(sqlite_env, "globex", "s5_docex_2_8_4", downgrade=True)
     path = sqlite_env.workdir / sqlite_env.namespace("globex")
     crash_mid_write(path)
 
-    result = run("status", "--json")
+    result = cli("status", "--json")
     assert result.exit_code == 0, result.output
     assert {t: r["state"] for t, r in states(result).items()} == {"acme": "current", "globex": "behind"}
     assert not Path(f"{path}-journal").exists()  # rolled back, as any read-write open does
@@ -64,7 +57,7 @@ def test_a_hot_journal_left_by_a_killed_writer_does_not_block_status_or_the_reru
         assert "scratch_rows" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     db.close()
 
-    result = run("upgrade", "--all-tenants")
+    result = cli("upgrade", "--all-tenants")
     assert result.exit_code == 0, result.output
     assert version_of(sqlite_env, "globex") == (HEAD,)
 
@@ -72,11 +65,11 @@ def test_a_hot_journal_left_by_a_killed_writer_does_not_block_status_or_the_reru
 def test_one_unreadable_tenant_is_its_own_failure_and_the_rest_carry_on(env):
     """Item 6: a corrupt file / a foreign version table made status, tenants and upgrade exit 2
     with nothing migrated."""
-    assert run("provision", "a1", "a2").exit_code == 0
+    assert cli("provision", "a1", "a2").exit_code == 0
     migrate_to(env, "a2", "s5_docex_2_8_4", downgrade=True)
     corrupt(env, "broken")
 
-    result = run("status", "--json")
+    result = cli("status", "--json")
     assert result.exit_code == 1, result.output
     rows = states(result)
     assert {t: r["state"] for t, r in rows.items()} == {"a1": "current", "a2": "behind", "broken": "unreadable"}
@@ -84,18 +77,18 @@ def test_one_unreadable_tenant_is_its_own_failure_and_the_rest_carry_on(env):
     assert expected in rows["broken"]["error"]
     assert "error" not in rows["a1"]
 
-    result = run("tenants", "--json")
+    result = cli("tenants", "--json")
     assert result.exit_code == 0, result.output
     assert [r["tenant_id"] for r in json.loads(result.stdout)] == ["a1", "a2", "broken"]
 
-    result = run("upgrade", "--all-tenants", "--json")
+    result = cli("upgrade", "--all-tenants", "--json")
     assert result.exit_code == 1, result.output
     actions = {r["tenant_id"]: (r["action"], r["message"]) for r in json.loads(result.stdout)}
     assert actions["a2"][0] == "upgraded" and actions["a1"][0] == "skipped"
     assert actions["broken"][0] == "failed" and expected in actions["broken"][1]
     assert version_of(env, "a2") == (HEAD,)
 
-    result = run("status")  # the human table names the problem on the tenant's line
+    result = cli("status")  # the human table names the problem on the tenant's line
     assert result.exit_code == 1
     assert any(line.startswith("broken") and "unreadable: " in line for line in result.stdout.splitlines())
 
@@ -109,9 +102,9 @@ def _docex_made_tenant(env, tenant_id: str) -> None:
 def test_status_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env, reader_role, monkeypatch):
     """Items 6 and 9: status needed CREATE to recognise an unversioned tenant, and one schema
     the role may not read made it exit 2."""
-    assert run("provision", "ok1").exit_code == 0
+    assert cli("provision", "ok1").exit_code == 0
     _docex_made_tenant(pg_env, "legacy")
-    assert run("provision", "secret").exit_code == 0
+    assert cli("provision", "secret").exit_code == 0
     grant_read(pg_env, reader_role, "ok1")
     grant_read(pg_env, reader_role, "legacy")  # "secret" stays unreadable to the role
     monkeypatch.setenv("DOCEX_DATABASE_URL", pg_env.url.set(username=reader_role, password=None).render_as_string(False))
@@ -119,7 +112,7 @@ def test_status_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env,
     with pg_env.engine().connect() as conn:
         before = set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars())
 
-    result = run("status", "--json")
+    result = cli("status", "--json")
     assert result.exit_code == 1, result.output
     rows = states(result)
     assert rows["ok1"]["state"] == "current"
@@ -127,7 +120,7 @@ def test_status_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env,
     assert (rows["legacy"]["state"], rows["legacy"]["matches"], rows["legacy"]["adopt"]) == ("unversioned", stamped, "adopt")
     assert rows["secret"]["state"] == "unreadable"
     assert "permission denied for schema" in rows["secret"]["error"] and "GRANT USAGE" in rows["secret"]["error"]
-    assert run("tenants").exit_code == 0
+    assert cli("tenants").exit_code == 0
     with pg_env.engine().connect() as conn:
         assert set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars()) == before
 
@@ -141,12 +134,12 @@ def test_without_shipped_snapshots_a_read_only_role_is_told_why_recognition_is_u
     grant_read(pg_env, reader_role, "legacy")
     monkeypatch.setenv("DOCEX_DATABASE_URL", pg_env.url.set(username=reader_role, password=None).render_as_string(False))
     monkeypatch.setenv("DOCEX_CONFIG", str(template_only_config(pg_env)))
-    result = run("status", "--json")
+    result = cli("status", "--json")
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     assert (row["state"], row["adopt"]) == ("unversioned", "unknown")
     assert "recognition needs CREATE" in row["error"]
-    human = run("status")
+    human = cli("status")
     assert human.exit_code == 0 and "unversioned (recognition needs CREATE" in human.stdout
 
 
