@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from docex_migrate import adoption, checks, drift
 from docex_migrate.api import provision
 from docex_migrate.backends import backend_for
-from docex_migrate.backends import postgresql as pg_backend
+from docex_migrate.backends.postgresql import catalog_reads as pg_backend
 from docex_migrate.chain import load_chain
 from docex_migrate.cli import app
 from docex_migrate.snapshot import snapshot

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
-from .base import MISSING, Backend, FreshTemplate, LedgerPlace, NamespaceState, unreadable
+from .base import MISSING, Backend, FreshTemplate, HeadDump, LedgerPlace, NamespaceState, unreadable
 from .sqlite import SqliteBackend
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ __all__ = [
     "MISSING",
     "Backend",
     "FreshTemplate",
+    "HeadDump",
     "LedgerPlace",
     "NamespaceState",
     "PostgresBackend",
