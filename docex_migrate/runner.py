@@ -236,7 +236,7 @@ def along_chain(
     backend: Backend, tenant_id: str, chain: Chain, order: list[str], take: Callable[[Connection], T]
 ) -> dict[str, T]:
     """Migrate a scratch namespace through ``order`` one step at a time and ``take`` something
-    (a snapshot) at each revision; all of it rolled back."""
+    (a catalog snapshot) at each revision; all of it rolled back."""
     taken: dict[str, T] = {}
     with _scratch_run(backend, tenant_id, backend.schema(tenant_id)) as (connection, config):
         for revision in order:

@@ -59,8 +59,9 @@ _HOLDER = (
     " AND l.classid::bigint = (hashtextextended(%(schema)s, 0) >> 32) & 4294967295"
     " AND l.objid::bigint = hashtextextended(%(schema)s, 0) & 4294967295"
 )
-# A statement of its own, so its snapshot is taken after the lock: it sees a schema that a run
-# holding the lock created (or dropped) while this one waited.
+# A statement of its own, so it reads the data as of after the lock (READ COMMITTED: each
+# statement sees what was committed when it starts): it sees a schema that a run holding the
+# lock created (or dropped) while this one waited.
 _SETTLE = (
     "SELECT (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s),"
     " set_config('lock_timeout', %(lock)s, true), set_config('statement_timeout', %(statement)s, true)"
@@ -107,7 +108,7 @@ def lock_tenant(
     driver: Any = connection.connection.driver_connection  # psycopg's Connection
     try:
         # One round trip for BEGIN, the lock and the settings (psycopg's pipeline mode): the
-        # server still runs them in order, each statement with its own snapshot. On the tenant
+        # server still runs them in order, each seeing what was committed when it starts. On the tenant
         # connection the driver autocommits and the BEGIN is ours (_tenant_transaction): the one
         # psycopg sends itself costs a round trip of its own in a pipeline.
         lock = {"wait": ms(timeouts.tenant_lock_wait), "schema": schema}
