@@ -85,8 +85,8 @@ def build_template(backend: Backend, chain: Chain) -> FreshTemplate:
                 return captured
             why = captured
     log.info("%s: fresh tenants replay the chain's recorded statements instead of the head schema", why)
-    with backend.scratch_template() as template:
-        scratch = backend.with_template(template)
+    with backend.scratch_template() as scratch_names:
+        scratch = backend.with_template(scratch_names)
         try:
             return record_chain(scratch, "recording", chain, chain.head)
         finally:

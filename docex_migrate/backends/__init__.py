@@ -1,4 +1,5 @@
-"""Backends: where tenant namespaces live (SQLite files or PostgreSQL schemas)."""
+"""Backends: where tenant namespaces live (SQLite files or PostgreSQL schemas), one package per
+database (sqlite/, postgresql/) behind base.Backend. They import only the vocabulary below them."""
 
 from __future__ import annotations
 

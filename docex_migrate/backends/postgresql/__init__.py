@@ -22,9 +22,9 @@ from .deprovision import PostgresDeprovision
 from .fresh import PostgresFresh
 from .ledger_place import PostgresLedgerPlace
 from .scratch import SCRATCH_PREFIX, PostgresScratch
-from .sessions import ends_transaction, lock_tenant, scope_to
+from .sessions import ends_transaction, scope_to
 
-__all__ = ["SCRATCH_PREFIX", "HeadDump", "PostgresBackend", "driver_dump", "ends_transaction", "lock_tenant", "scope_to"]
+__all__ = ["SCRATCH_PREFIX", "HeadDump", "PostgresBackend", "driver_dump", "ends_transaction", "scope_to"]
 
 
 class PostgresBackend(PostgresFresh, PostgresDeprovision, PostgresCatalogReads, PostgresScratch, PostgresLedgerPlace):
