@@ -21,6 +21,11 @@ Either way the tenant's schema, data and alembic_version are what the chain woul
 produced, because they come from the chain's own run, which on an empty namespace does not
 depend on anything else.
 
+The template is built here, through the backend's interface: the chain migrates a namespace of
+the backend's fresh_workspace to head (runner.migrate_tenant), the backend captures it
+(capture_head) and installs it into each fresh tenant (install_fresh); when it cannot be
+captured, the chain's statements are recorded on a scratch namespace (runner.record_chain).
+
 A template pays off over several tenants: building one costs at least a run of the chain
 (~0.1 s; PostgreSQL's head schema ~0.35 s: that run committed, two pg_dumps and the proof). So a
 provision with one fresh tenant runs the chain on it directly, unless this process has built a
@@ -36,9 +41,10 @@ from __future__ import annotations
 
 import logging
 
-from .backends import FreshTemplate, open_backend
+from .backends import Backend, FreshTemplate, open_backend
 from .chain import Chain
 from .config import Settings
+from .runner import migrate_tenant, record_chain
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,28 @@ def template(settings: Settings, chain: Chain, fresh_tenants: int = 2) -> FreshT
             log.info("a revision sets replayable = False: fresh tenants run the chain itself")
             return None
         with open_backend(settings) as backend:
-            return backend.fresh_template(chain)
+            return build_template(backend, chain)
 
     return chain.cached(key, build)
+
+
+def build_template(backend: Backend, chain: Chain) -> FreshTemplate:
+    """The head namespace captured from the backend's fresh workspace, where the chain migrated
+    it; when that cannot be had, every statement the chain sends to an empty namespace on its way
+    to head, recorded on a scratch namespace in a transaction that is rolled back."""
+    with backend.fresh_workspace() as workspace:
+        if isinstance(workspace, str):
+            why = workspace
+        else:
+            migrate_tenant(workspace, "head", chain.head, create=True, chain=chain)
+            captured = workspace.capture_head("head", chain.head)
+            if not isinstance(captured, str):
+                return captured
+            why = captured
+    log.info("%s: fresh tenants replay the chain's recorded statements instead of the head schema", why)
+    with backend.scratch_template() as scratch_names:
+        scratch = backend.with_template(scratch_names)
+        try:
+            return record_chain(scratch, "recording", chain, chain.head)
+        finally:
+            scratch.dispose()

@@ -33,7 +33,7 @@ from .snapshot import snapshot
 log = logging.getLogger(__name__)
 
 SNAPSHOTS_NAME = "snapshots.json"
-Snapshots = dict[str, dict[str, Any]]  # revision -> catalog snapshot
+Snapshots = dict[str, dict[str, Any]]  # revision -> its revision snapshot (a catalog snapshot: snapshot.py)
 
 
 def kind_of(settings: Settings) -> str:

@@ -25,9 +25,10 @@ from alembic.script import Script
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from .chain import BASE, VERSION_TABLE, Chain, alembic_config, load_chain
+from .chain import BASE, Chain, alembic_config, load_chain
 from .environment import context_options
 from .errors import RecognitionError, TenantMovedError, UnsupportedStepError
+from .statements import Recorded, Recording, version_rows
 
 if TYPE_CHECKING:  # the backends call into this module; it only needs their type
     from .backends import Backend
@@ -35,15 +36,6 @@ if TYPE_CHECKING:  # the backends call into this module; it only needs their typ
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def version_rows(connection: Connection, version_table_schema: str | None) -> tuple[str, ...]:
-    # Plain SQL: a select() built per tenant cost more than the query (its cache key, per schema).
-    preparer = connection.dialect.identifier_preparer
-    table = preparer.quote(VERSION_TABLE)
-    if version_table_schema is not None:
-        table = f"{preparer.quote_schema(version_table_schema)}.{table}"
-    return tuple(row[0] for row in connection.exec_driver_sql(f"SELECT version_num FROM {table}"))
 
 
 def current_revision(connection: Connection, version_table_schema: str | None, *, versioned: bool = False) -> str | None:
@@ -244,7 +236,7 @@ def along_chain(
     backend: Backend, tenant_id: str, chain: Chain, order: list[str], take: Callable[[Connection], T]
 ) -> dict[str, T]:
     """Migrate a scratch namespace through ``order`` one step at a time and ``take`` something
-    (a snapshot) at each revision; all of it rolled back."""
+    (a catalog snapshot) at each revision; all of it rolled back."""
     taken: dict[str, T] = {}
     with _scratch_run(backend, tenant_id, backend.schema(tenant_id)) as (connection, config):
         for revision in order:
@@ -253,14 +245,11 @@ def along_chain(
     return taken
 
 
-Recorded = tuple[str, Any]  # a statement and its parameters, as the driver received them
-
-
-def record_chain(backend: Backend, tenant_id: str, chain: Chain, target: str) -> list[Recorded]:
+def record_chain(backend: Backend, tenant_id: str, chain: Chain, target: str) -> Recording:
     """Every statement the chain sends to an empty namespace on its way to ``target``, recorded
     on a scratch namespace and rolled back. alembic_version is left unqualified here (the
     search_path places it), so no statement names the scratch namespace."""
-    recorded: list[Recorded] = []
+    recorded: Recording = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         recorded.append((statement, parameters))

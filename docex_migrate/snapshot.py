@@ -5,6 +5,13 @@ unique constraints, indexes (columns, sort order, and whatever else defines them
 backends/catalog.py), PostgreSQL enum types and sequences.
 Column order is left out on purpose: a column added by a revision is appended on PostgreSQL.
 Reading one is the backends' business (backends/catalog.py); comparing two is here.
+
+Words kept apart: a "snapshot" is always this, a normalised catalog snapshot (Backend's
+outside_snapshot and scratch.namespace_snapshot read one). The chain's snapshot at each revision,
+shipped in alembic/snapshots.json, is a "revision snapshot" (revision_snapshots.py). What a fresh
+tenant gets (a head file, a head dump or the chain's recording) is a "fresh template" (fresh.py),
+never a snapshot. PostgreSQL's own MVCC snapshot appears once, as the "exported transaction
+snapshot" a backup is dumped as of (backends/postgresql/deprovision.py).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from test_adoption import build_legacy, hybrid_ddl, legacy_ddl
 from docex_migrate import adoption, checks, drift
 from docex_migrate.api import provision
 from docex_migrate.backends import backend_for
-from docex_migrate.backends import postgresql as pg_backend
+from docex_migrate.backends.postgresql import catalog_reads as pg_backend
 from docex_migrate.chain import load_chain
 from docex_migrate.snapshot import snapshot
 

@@ -1,4 +1,5 @@
-"""Backends: where tenant namespaces live (SQLite files or PostgreSQL schemas)."""
+"""Backends: where tenant namespaces live (SQLite files or PostgreSQL schemas), one package per
+database (sqlite/, postgresql/) behind base.Backend. They import only the vocabulary below them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
-from .base import MISSING, Backend, FreshTemplate, LedgerPlace, NamespaceState, unreadable
+from .base import MISSING, Backend, FreshTemplate, HeadDump, LedgerPlace, NamespaceState, unreadable
 from .sqlite import SqliteBackend
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ __all__ = [
     "MISSING",
     "Backend",
     "FreshTemplate",
+    "HeadDump",
     "LedgerPlace",
     "NamespaceState",
     "PostgresBackend",

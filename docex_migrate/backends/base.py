@@ -1,4 +1,8 @@
-"""What every backend provides: tenant namespaces, their discovery, and scoped transactions."""
+"""What every backend provides: tenant namespaces, their discovery, and scoped transactions;
+and the values they answer with (NamespaceState, CatalogRead, LedgerPlace, FreshTemplate).
+
+Backends import only the vocabulary (config, tenants, chain, errors, statements, ...) and this
+module: never the runner, the API, the ledger or the CLI, which call into them."""
 
 from __future__ import annotations
 
@@ -8,21 +12,34 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, supp
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeAlias
 
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import DeprovisionRefusedError, DocexMigrateError
+from ..statements import Recording, version_rows
 from ..tenants import TemplateMatcher
 from ..timestamps import timestamp
 
-if TYPE_CHECKING:
-    from ..chain import Chain
 
-# What a fresh tenant gets, built once per process from the chain itself and sent to --jobs
-# workers: a head file to copy (SQLite), the head schema's dump or else the chain's recorded
-# statements to replay (PostgreSQL).
-FreshTemplate = Any
+@dataclass(frozen=True)
+class HeadDump:
+    """The head namespace as SQL (PostgreSQL: pg_dump of a scratch schema the chain migrated:
+    tables, rows, sequence values, functions, triggers, grants and comments). ``schema``, the
+    scratch schema's name (unique and random, so it names nothing else), stands where the
+    tenant's goes."""
+
+    sql: str
+    schema: str
+
+    def for_schema(self, quoted: str) -> str:
+        return self.sql.replace(self.schema, quoted)
+
+
+# What a fresh tenant gets (see fresh.py), built once per process from the chain itself and sent
+# to --jobs workers: the head file to copy (SQLite), the head schema's dump or else the chain's
+# recorded statements to replay (PostgreSQL).
+FreshTemplate: TypeAlias = Path | HeadDump | Recording
 
 
 @dataclass(frozen=True)
@@ -135,8 +152,6 @@ class Backend(ABC):
         """transaction(), with what a migration starts from: with ``versioned`` (the bulk read
         saw the tenant's alembic_version) its version rows, read after the tenant's lock, else
         None (the caller asks Alembic, which first looks for the table)."""
-        from ..runner import version_rows  # the runner calls into the backends: imported when used
-
         with self.transaction(tenant_id, create=create) as connection:
             yield connection, version_rows(connection, self.schema(tenant_id)) if versioned else None
 
@@ -184,13 +199,22 @@ class Backend(ABC):
         they are held by a lock while in use, and abandoned ones (a killed run) are swept first."""
 
     @abstractmethod
-    def fresh_template(self, chain: Chain) -> FreshTemplate:
-        """What a fresh tenant gets (see install_fresh), built from the chain itself."""
+    def fresh_workspace(self) -> AbstractContextManager[Backend | str]:
+        """Where fresh.py builds a fresh template: a scratch backend whose namespaces it may
+        migrate and commit, kept as long as the template needs them; or why no template can be
+        captured here (fresh tenants then get the chain's recording: install_fresh)."""
+
+    @abstractmethod
+    def capture_head(self, tenant_id: str, target: str) -> FreshTemplate | str:
+        """On a fresh_workspace backend: what a fresh tenant gets, captured from the namespace
+        of ``tenant_id``, which the chain has just migrated to ``target`` and committed; or why
+        it cannot be had."""
 
     @abstractmethod
     def install_fresh(self, tenant_id: str, template: FreshTemplate, target: str) -> str | None:
-        """Make an empty or missing namespace exactly what the chain produces at ``target``,
-        atomically, under the tenant's lock, and return its identity (see identity()). None
+        """Make an empty or missing namespace exactly what the chain produces at ``target``
+        (from a capture_head template, or a recording of the chain on a backend that replays
+        one), atomically, under the tenant's lock, and return its identity (see identity()). None
         (nothing done) when the namespace turns out not to be empty: the caller then takes the
         ordinary path."""
 

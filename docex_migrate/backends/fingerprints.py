@@ -22,19 +22,15 @@ expression deparses the same under the tenant's search_path (what the snapshot s
 ``pg_catalog`` (what this query uses), so its text is taken as it is.
 
 SQLite: the file's own schema is its sqlite_master (type, name, table, SQL text): hashed as it
-is, alembic_version excepted. Two files with the same rows have the same schema.
+is, alembic_version excepted. Two files with the same rows have the same schema. (Read with the
+file's state by sqlite/files.py, as PostgreSQL's by postgresql/catalog_reads.py.)
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import sqlite3
 
 import sqlalchemy as sa
-
-from ..chain import VERSION_TABLE
-from .base import MISSING, NamespaceState, unreadable
 
 # Items are ROW(...)::text: PostgreSQL's record output quotes every field that needs it and
 # writes NULL as nothing, so the text of an item is unambiguous. Sorted in "C" order, hashed.
@@ -112,7 +108,7 @@ PG_RELATIONS = sa.text(
 # reads a whole catalog (pg_attribute holds every column of every tenant) once per batch.
 PG_PLANNER = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 
-_SQLITE_OBJECTS = "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE NOT (tbl_name = ? AND type IN ('table', 'index'))"
+SQLITE_OBJECTS = "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE NOT (tbl_name = ? AND type IN ('table', 'index'))"
 
 
 def sqlite_hash(rows: list[tuple[object, ...]]) -> str:
@@ -121,34 +117,3 @@ def sqlite_hash(rows: list[tuple[object, ...]]) -> str:
         digest.update(repr(tuple(row)).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
-
-
-def read_sqlite_catalog(path: str, busy_timeout: float = 5.0) -> tuple[NamespaceState, str | None]:
-    """A tenant file's state (as read_namespace_state reads it) and its catalog fingerprint,
-    read in one read transaction. Never creates the file and never writes to it: opened as
-    status opens it (connect_for_reading: read-write where it can, so that a hot journal left by
-    a killed writer is rolled back, as any reader does; read-only storage read-only). A file that
-    cannot be read is that tenant's failure alone."""
-    from .sqlite import _READ_HINTS, connect_for_reading  # the same hints status gives
-
-    if not os.path.isfile(path):
-        return MISSING, None
-    try:
-        db = connect_for_reading(path, busy_timeout)
-        db.isolation_level = None  # the BEGIN below is ours
-        try:
-            db.execute("BEGIN")  # deferred: a shared read lock only, so both reads see one state
-            names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            revisions: tuple[str, ...] = ()
-            if VERSION_TABLE in names:
-                revisions = tuple(row[0] for row in db.execute(f"SELECT version_num FROM {VERSION_TABLE}"))
-            objects = db.execute(_SQLITE_OBJECTS, (VERSION_TABLE,)).fetchall()
-            db.execute("COMMIT")
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        hint = _READ_HINTS.get(str(exc), "")
-        return unreadable(f"cannot read SQLite file {path}: {exc}{hint}"), None
-    tables = {n for n in names if n != VERSION_TABLE and not n.startswith("sqlite_")}
-    state = NamespaceState(exists=True, versioned=VERSION_TABLE in names, revisions=revisions, table_count=len(tables))
-    return state, sqlite_hash(objects)
