@@ -54,6 +54,7 @@ def downgrade() -> None:
 
 def main(pytest_args: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="docex_migrate_next_") as scratch:
+        os.chmod(scratch, 0o755)  # readable by every user, as the checkout is (a test runs the CLI as nobody)
         chain = Path(scratch) / "alembic"
         shutil.copytree(ROOT / "alembic", chain, ignore=shutil.ignore_patterns("__pycache__"))
         head = load_chain().head
