@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from helpers import applied, start, version_of
 
 from docex_migrate.backends import backend_for
 from docex_migrate.config import load_settings
+from docex_migrate.errors import DatabaseUnavailableError
 from docex_migrate.runner import migrate_tenant
 
 
@@ -283,6 +285,42 @@ def test_a_connection_refused_mid_run_reports_the_results_so_far(pg_steps, limit
     assert "m2" in err and "too many connections" in err  # the summary, on stderr with --json
     for tenant, row in rows.items():
         assert whole(env, tenant) == ("r3" if row["action"] == "upgraded" else "r1")
+
+
+@pytest.mark.postgres
+def test_a_connection_slot_being_freed_is_waited_for_not_refused(pg_env):
+    """A session just closed still counts against CONNECTION LIMIT until its server process has
+    exited: a role allowed one connection was refused its next one on a busy server (seen as a
+    flaky one-connection test). The slot freed within the wait is taken; one that stays taken
+    still fails with the advice, after the bounded wait."""
+    from docex_migrate import api
+
+    role = f"slot_{uuid.uuid4().hex[:8]}"
+    with pg_env.engine().begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+        conn.exec_driver_sql(f'GRANT ALL ON DATABASE "{pg_env.url.database}" TO {role}')
+    held = sa.create_engine(pg_env.url.set(username=role), poolclass=sa.pool.NullPool)
+    try:
+        data = yaml.safe_load(pg_env.config_file.read_text())
+        data["database"]["postgres"]["user"] = role
+        pg_env.config_file.write_text(yaml.safe_dump(data))
+        settings = load_settings()
+        holder = held.connect()  # the role's one slot, taken
+        closer = threading.Timer(0.5, holder.close)
+        closer.start()
+        (result,) = api.provision(settings, ["acme"])
+        closer.join()
+        assert not result.failed, result.message
+        with held.connect(), pytest.raises(DatabaseUnavailableError, match=f'too many connections for role "{role}"'):
+            started = time.monotonic()  # the slot, taken for good
+            api.provision(settings, ["globex"])
+        assert 1.5 < time.monotonic() - started < 30
+        assert not pg_env.exists("globex")
+    finally:
+        held.dispose()
+        with pg_env.engine().begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
 
 
 def test_a_worker_killed_fails_its_tenant_and_the_run_reports(steps, tmp_path, spawned):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import Conninfo
@@ -56,6 +58,25 @@ def ms(seconds: float) -> str:
     return f"{max(1, math.ceil(round(seconds * 1000, 3)))}ms"
 
 
+# A session this process just closed is still counted against CONNECTION LIMIT and
+# max_connections until its server process has exited, which takes a moment on a busy server:
+# the next connection of a role allowed one is refused meanwhile. Such a refusal is retried for
+# this long; a limit really reached still fails, with _explain's advice.
+_SLOTS_FREEING_WAIT = 2.0
+_NO_SLOT = ("53300", "too many connections", "too many clients", "remaining connection slots")
+
+
+def _connect_past_exiting_sessions(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    deadline = time.monotonic() + _SLOTS_FREEING_WAIT
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except psycopg.OperationalError as exc:
+            if not any(sign in f"{exc.sqlstate} {exc}" for sign in _NO_SLOT) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 class PostgresConnections(Backend):
     """The backend's settings and its connections; abstract: PostgresBackend composes the rest."""
 
@@ -80,6 +101,7 @@ class PostgresConnections(Backend):
             if "application_name" not in self.url.query:  # names this process to a run waiting on its tenant lock
                 connect_args["application_name"] = f"docex-migrate (pid {os.getpid()})"
             self._engine = sa.create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
+            sa.event.listen(self._engine, "do_connect", _connect_past_exiting_sessions)
         return self._engine
 
     def describe(self) -> str:
