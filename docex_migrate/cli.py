@@ -25,10 +25,8 @@ from . import api, progress
 from .chain import load_chain
 from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
-from .ledger import PENDING
 from .reporting import Reporter
-from .results import Action, CheckStatus, TenantResult, describe_error
-from .runs import Run, RunDetail, RunInfo, RunTenant, recording, revisions_now, tool_version
+from .results import CheckStatus, TenantResult, describe_error
 from .streams import forgive_closed_pipes
 from .tempdirs import sweep_abandoned
 
@@ -183,7 +181,7 @@ def _finish(reporter: Reporter, results: list[TenantResult], verb: str) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]], recorded: Run | None = None) -> None:
+def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]], recorded: api.Run | None = None) -> None:
     """Run a migration and print its results. Stopped by a signal, print what it did anyway,
     then exit 128 + the signal's number, as a shell reports a process the signal killed."""
     try:
@@ -210,7 +208,7 @@ def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]
     _finish(reporter, results, verb)
 
 
-def _finishing(recorded: Run) -> str:
+def _finishing(recorded: api.Run) -> str:
     """The command that finishes an interrupted run: undo the same run again (the tenants
     already undone are left alone); resume the others (a provision's as upgrade --resume,
     which provisions the tenants it never created)."""
@@ -220,10 +218,10 @@ def _finishing(recorded: Run) -> str:
     return f"{verb} --resume {recorded.run_id}"
 
 
-def _run(settings: Settings, command: str, selection: str) -> Run:
+def _run(settings: Settings, command: str, selection: str) -> api.Run:
     """A run to record, which names itself on stderr as soon as it is in the ledger, so an
     operator can follow it with `runs show` from another shell."""
-    return Run(
+    return api.Run(
         settings,
         command,
         selection,
@@ -245,11 +243,7 @@ def _resume_alone(resume: str | None, *given: object) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        try:
-            head = load_chain().head
-        except DocexMigrateError as exc:
-            head = f"unavailable: {exc}"
-        typer.echo(f"docex-migrate {tool_version()} (chain head {head})")
+        typer.echo(api.version())
         raise typer.Exit()
 
 
@@ -372,10 +366,8 @@ def upgrade(
         settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
         reporter = Reporter(json)
         if sql:  # nothing is run, so nothing is recorded
-            from . import review
-
             directory = output or Path("migration-sql")
-            written = review.write_scripts(settings, targets, revision or "head", directory, shard=_shard(shard))
+            written = api.upgrade_sql(settings, targets, revision or "head", directory, shard=_shard(shard))
             _finish(reporter, written.results, "upgrade")
             if written.combined is not None:
                 reporter.say(f"every tenant's script in one, in order: {written.combined}")
@@ -525,9 +517,7 @@ def adopt(
         targets = _targets(tenants, all_tenants)
         settings = load_settings(config)
         run = _run(settings, "adopt", _selection(targets, all_tenants, None))
-        chain = load_chain()
-        with recording(run, chain) as done:
-            results = done(api.adopt(settings, targets, dry_run=dry_run, chain=chain, on_result=run.as_it_comes(chain)))
+        results = api.adopt(settings, targets, dry_run=dry_run, run=run)
         if run.recorded:
             typer.echo(f"run {run.run_id} recorded: `docex-migrate runs show {run.run_id}`", err=True)
         _finish(Reporter(json), results, "adopt")
@@ -553,18 +543,8 @@ def deprovision(
         api.check_tenant_ids(settings, [tenant])
         if not yes:
             raise UsageError(f"deprovision drops every table and row of {tenant!r}: pass --yes to confirm")
-        before = revisions_now(settings, [tenant], load_chain())[tenant]
         done = api.deprovision(settings, tenant, backup_dir=None if no_backup else backup_dir)
-        backed_up = f"backup in {done.backup}" if done.backup else "no backup written"
-        record = TenantResult(tenant, done.namespace, Action.DEPROVISIONED, before, None, backed_up)
-        Run(settings, "deprovision", tenant).deprovisioned(record, load_chain())
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json(done.as_dict())
-        for warning in done.warnings:
-            reporter.warn(warning)
-        backup = f"; backup in {done.backup}" if done.backup else "; no backup written"
-        reporter.say(f"{tenant}: {done.namespace} removed{backup}")
+        Reporter(json).deprovisioned(done)
 
 
 @app.command()
@@ -607,14 +587,12 @@ def verify(
     Read-only (unless --repair --yes). Exit 0 every tenant matches; 1 any drifted, unreadable,
     corrupt, ahead, or not verifiable. Column order is not drift.
     """
-    from . import drift
-
     with _guard(verbose):
         targets = _targets(tenant, all_tenants)
         if repair and not yes:
             raise UsageError("verify --repair drops and creates indexes in drifted tenants: pass --yes to confirm")
-        rows = drift.verify(load_settings(config), targets, shard=_shard(shard), repair=repair)
-        drift.report(Reporter(json), rows)
+        rows = api.verify(load_settings(config), targets, shard=_shard(shard), repair=repair)
+        Reporter(json).drift(rows)
         if any(r.failed for r in rows):
             raise typer.Exit(EXIT_FAILED)
 
@@ -627,14 +605,7 @@ def tenants(
 ) -> None:
     """List the tenants found in the database, from their namespaces alone (opens no tenant)."""
     with _guard(verbose):
-        found = api.list_tenants(load_settings(config))
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json([{"tenant_id": t, "namespace": ns} for t, ns in found.items()])
-        elif not found:
-            reporter.say("no tenants found")
-        for tenant_id, namespace in {} if json else found.items():
-            reporter.say(f"{tenant_id}\t{namespace}")
+        Reporter(json).tenants(api.list_tenants(load_settings(config)))
 
 
 runs_app = typer.Typer(help="The run ledger: recent runs of this database, and each run's tenants.", add_completion=False)
@@ -654,20 +625,7 @@ def runs(
     if ctx.invoked_subcommand is not None:
         return
     with _guard(verbose):
-        found = api.runs(load_settings(config), limit=limit)
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json([r.as_dict() for r in found])
-            return
-        if not found:
-            reporter.say("no runs recorded")
-            return
-        reporter.table([("RUN", "COMMAND", "TARGET", "STARTED", "FINISHED", "STATE", "TENANTS")] + [_run_row(r) for r in found])
-
-
-def _run_row(r: RunInfo) -> tuple[str, ...]:
-    counts = ", ".join(f"{n} {action}" for action, n in r.counts.items())
-    return (r.run_id, r.command, r.target or "-", r.started_at[:19], (r.finished_at or "-")[:19], r.state, counts)
+        Reporter(json).runs(api.runs(load_settings(config), limit=limit))
 
 
 @runs_app.command("show")
@@ -680,38 +638,7 @@ def show(
     """One run and its tenants: the revision before and after, the action, the duration, the error.
     Tenants a killed run never recorded are reconciled with the tenants themselves. Read-only."""
     with _guard(verbose):
-        detail: RunDetail = api.show_run(load_settings(config), run_id)
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json(detail.as_dict())
-            return
-        r = detail.run
-        reporter.say(f"run {r.run_id}: {r.command} {r.selection} -> {r.target or '-'}, {r.state}")
-        extra = f", resumes {r.resumes}" if r.resumes else f", undoes {r.undoes}" if r.undoes else ""
-        reporter.say(f"by {r.user} on {r.host} (pid {r.pid}), docex-migrate {r.version}, chain head {r.chain_head}{extra}")
-        reporter.say(f"started {r.started_at}, finished {r.finished_at or '-'}{': ' + r.error if r.error else ''}")
-        if detail.tenants:
-            reporter.table(
-                [("TENANT", "ACTION", "FROM", "TO", "MS", "MESSAGE")]
-                + [
-                    (
-                        t.tenant_id,
-                        t.action,
-                        t.from_revision or "base",
-                        _reached(t),
-                        str(t.duration_ms or "-"),
-                        t.message,
-                    )
-                    for t in detail.tenants
-                ]
-            )
-
-
-def _reached(t: RunTenant) -> str:
-    """Where the tenant went; a pending one (the run is live) is on its way to its target."""
-    if t.action == PENDING:
-        return f"pending -> {t.target or 'base'}"
-    return t.to_revision or "base"
+        Reporter(json).run_detail(api.show_run(load_settings(config), run_id))
 
 
 @app.command()
@@ -737,24 +664,14 @@ def revision(
 def history(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """The revision chain, newest first."""
     with _guard(verbose):
-        revisions = api.history()
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json([r.as_dict() for r in revisions])
-        for r in [] if json else revisions:
-            reporter.say(f"{r.down_revision or '<base>'} -> {r.revision}{' (head)' if r.head else ''}, {r.doc}")
+        Reporter(json).history(api.history())
 
 
 @app.command()
 def heads(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """The head revision of the chain."""
     with _guard(verbose):
-        found = api.heads()
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json(found)
-        for head in [] if json else found:
-            reporter.say(head)
+        Reporter(json).heads(api.heads())
 
 
 @app.command()
@@ -775,15 +692,13 @@ def check(
     metadata-matches-head, downgrade-leaves-no-trace, mixed-fleet, isolation, fleet-at-head, fleet-drift, lint.
     The database checks run on scratch namespaces of the configured backend, removed afterwards.
     """
-    from . import checks
-
     with _guard(verbose):
         settings = load_settings(config)
         reporter = Reporter(json)
         if update_manifest:
-            written = checks.update_manifest(settings)
+            written = api.update_manifest(settings)
             reporter.say(f"manifest written: {', '.join(map(str, written))}")
-        results = checks.run_checks(settings, only)
+        results = api.check(settings, only)
         reporter.checks(results)
         if any(r.status == CheckStatus.ERROR for r in results):
             raise typer.Exit(EXIT_USAGE)

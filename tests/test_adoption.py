@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from docex_migrate import api
 from docex_migrate.chain import load_chain
 from docex_migrate.cli import app
-from docex_migrate.runs import Run, recording
+from docex_migrate.run_record import Run, recording
 from docex_migrate.snapshot import differences
 
 FILES = {**{rev: name for rev, name in GENERATIONS.items()}, DOCEX_2_9_10: None}
