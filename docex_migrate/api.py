@@ -1,10 +1,13 @@
-"""The Python API: what the CLI commands do, callable from applications and tests.
+"""The Python API, and the only command layer: one function per CLI command, callable from
+applications and tests; cli.py only parses, calls one of these, and hands the result to
+reporting.py.
 
 Every function takes the Settings first (as Alembic's commands take their Config), refuses bad
-input before touching any namespace, and returns one result per tenant: a failing tenant is a
-value in the list, never an exception that stops the others. Each command is one short
-function here; the work lives in the modules it names (states, adoption, provisioning,
-executors, runner).
+input before touching any namespace, and returns values: one result per tenant, a failing
+tenant a value in the list, never an exception that stops the others. Each command builds its
+invocation once (invocation.py: the chain loaded and the backend opened in one place), records
+its run in the ledger itself (run_record.py), and leaves the work to the modules it names
+(migration, provisioning, adoption, drift, checks, review, run_history).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from .backends import open_backend
 from .chain import Chain, load_chain, writable_location
 from .config import Settings, load_settings
 from .errors import DocexMigrateError, TenantNotFoundError, TenantNotReadyError, UsageError
-from .invocation import invoked
+from .invocation import Invocation, invoked
 from .provisioning import verify_tenant
 from .results import (
     Action,
@@ -128,7 +131,7 @@ def upgrade(
     (created by DocEX itself) first, then upgrades them with the rest. ``verify_first`` leaves
     alone, as drifted, every tenant whose catalog is not exactly its revision (see drift.py).
 
-    ``run`` records the run in the ledger as it happens (runs.py). ``resume`` names a recorded
+    ``run`` records the run in the ledger as it happens (run_record.py). ``resume`` names a recorded
     run: its tenants that did not reach its target go there, as a new recorded run (the
     tenants and revision given are then ignored; [] when none is left). A provision's are
     provisioned (``provision(..., exist_ok=True)``): some may never have been created.
@@ -136,18 +139,19 @@ def upgrade(
     ``canary`` tenants go first, then ``waves`` (see rollout.py); the run stops after the first
     group with a failure (or at ``max_failures``), the tenants not reached are not run, and
     ``pause_between_waves`` seconds pass between groups."""
-    chain = chain or load_chain()
-    if resume is not None:
-        tenant_ids, revision, run, resumed = _resuming(settings, resume, "upgrade", chain, run)
-        if not tenant_ids:
-            return []
-        if resumed == "provision":  # recorded as one, so that it is resumed the same way in turn
-            run.command = "provision"
-            return provision(settings, tenant_ids, exist_ok=True, jobs=jobs, chain=chain, run=run)
-    target = chain.resolve(revision)
-    with recording(run, chain) as done, invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard) as inv:
-        return done(
-            migration.upgrade(
+    with invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard) as inv:
+        if resume is not None:
+            tenant_ids, revision, resumed = _resuming(inv, resume, "upgrade")
+            if not tenant_ids:
+                return []
+            if resumed == "provision":  # recorded as one, so that it is resumed the same way in turn
+                assert inv.run is not None
+                inv.run.command, inv.max_failures = "provision", None  # as provision(..., exist_ok=True)
+                return _recorded(inv, lambda inv: provisioning.provision(inv, tenant_ids, exist_ok=True))
+        target = inv.chain.resolve(revision)
+        return _recorded(
+            inv,
+            lambda inv: migration.upgrade(
                 inv,
                 tenant_ids,
                 target,
@@ -156,8 +160,15 @@ def upgrade(
                 canary=canary,
                 waves=waves,
                 pause=pause_between_waves,
-            )
+            ),
         )
+
+
+def _recorded(inv: Invocation, command: Callable[[Invocation], list[TenantResult]]) -> list[TenantResult]:
+    """The command's results, its run (if any) ended in the ledger as finished, interrupted
+    (with the results the Interrupted carries) or failed."""
+    with recording(inv.run, inv.chain) as done:
+        return done(command(inv))
 
 
 def downgrade(
@@ -174,14 +185,13 @@ def downgrade(
 ) -> list[TenantResult]:
     """Take tenants back to ``revision`` ('base' removes every table). ``run`` and ``resume``
     as for upgrade."""
-    chain = chain or load_chain()
-    if resume is not None:
-        tenant_ids, revision, run, _ = _resuming(settings, resume, "downgrade", chain, run)
-        if not tenant_ids:
-            return []
-    target = chain.resolve(revision)
-    with recording(run, chain) as done, invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard) as inv:
-        return done(migration.migrate(inv, migration.selected(inv, tenant_ids), target, downgrade=True))
+    with invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard) as inv:
+        if resume is not None:
+            tenant_ids, revision, _ = _resuming(inv, resume, "downgrade")
+            if not tenant_ids:
+                return []
+        target = inv.chain.resolve(revision)
+        return _recorded(inv, lambda inv: migration.migrate(inv, migration.selected(inv, tenant_ids), target, downgrade=True))
 
 
 def undo(
@@ -190,12 +200,11 @@ def undo(
     """Take every tenant that run ``run_id`` moved back to the revision it had before, as a new
     recorded run. A tenant that has moved since (another run touched it) is left alone and
     listed (skipped). UsageError (exit 2) for an unknown run, one still running, or a deprovision."""
-    chain = chain or load_chain()
-    plan = undo_plan(settings, run_id, chain)
-    run = run or Run(settings, "undo")
-    run.undoes, run.selection = run_id, f"undo {run_id}"
-    with recording(run, chain) as done, invoked(settings, chain=chain, run=run, jobs=jobs) as inv:
-        return done(migration.undo(inv, plan))
+    with invoked(settings, chain=chain, run=run, jobs=jobs) as inv:
+        plan = undo_plan(settings, run_id, inv.chain)
+        inv.run = inv.run or Run(settings, "undo")
+        inv.run.undoes, inv.run.selection = run_id, f"undo {run_id}"
+        return _recorded(inv, lambda inv: migration.undo(inv, plan))
 
 
 def runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None) -> list[RunInfo]:
@@ -203,13 +212,13 @@ def runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None) -> 
     return list_runs(settings, limit=limit, chain=chain)
 
 
-def _resuming(settings: Settings, resume: str, command: str, chain: Chain, run: Run | None) -> tuple[list[str], str, Run, str]:
+def _resuming(inv: Invocation, resume: str, command: str) -> tuple[list[str], str, str]:
     """What ``--resume RUN`` takes on: RUN's tenants that did not reach its target, that target,
-    the new run that records it, naming RUN, and RUN's command."""
-    tenant_ids, revision, resumed = resume_plan(settings, resume, command, chain)
-    run = run or Run(settings, command)
-    run.resumes, run.selection = resume, f"--resume {resume}"
-    return tenant_ids, revision, run, resumed
+    and RUN's command; the invocation's run (a new one unless given) records it, naming RUN."""
+    tenant_ids, revision, resumed = resume_plan(inv.settings, resume, command, inv.chain)
+    inv.run = inv.run or Run(inv.settings, command)
+    inv.run.resumes, inv.run.selection = resume, f"--resume {resume}"
+    return tenant_ids, revision, resumed
 
 
 def provision(
@@ -229,9 +238,10 @@ def provision(
     to head instead. ``verify`` then proves each tenant works and leaves no trace. ``replay``:
     fresh tenants get what the chain produced (fresh.py). ``run`` records the run in the ledger
     as it happens (run_record.py)."""
-    chain = chain or load_chain()
-    with recording(run, chain) as done, invoked(settings, chain=chain, run=run, jobs=jobs) as inv:
-        return done(provisioning.provision(inv, tenant_ids, verify=verify, exist_ok=exist_ok, replay=replay))
+    with invoked(settings, chain=chain, run=run, jobs=jobs) as inv:
+        return _recorded(
+            inv, lambda inv: provisioning.provision(inv, tenant_ids, verify=verify, exist_ok=exist_ok, replay=replay)
+        )
 
 
 def ensure_tenant(tenant_id: str, settings: Settings | None = None) -> TenantResult:
@@ -261,19 +271,17 @@ def adopt(
     ``dry_run`` decides and reports, changing nothing. ``run`` records the run in the ledger
     as each result is decided (it enters the ledger with its first change, as upgrade's does
     with its first plan that has work)."""
-    chain = chain or load_chain()
-    if run is None:
-        with invoked(settings, chain=chain) as inv:
+    with invoked(settings, chain=chain, run=run) as inv:
+        if inv.run is None:
             return adopt_tenants(inv, tenant_ids, dry_run=dry_run, on_result=on_result)
-    record = run.as_it_comes(chain)
+        record = inv.run.as_it_comes(inv.chain)
 
-    def recorded(result: TenantResult) -> None:
-        record(result)
-        if on_result is not None:
-            on_result(result)
+        def recorded(result: TenantResult) -> None:
+            record(result)
+            if on_result is not None:
+                on_result(result)
 
-    with recording(run, chain) as done, invoked(settings, chain=chain, run=run) as inv:
-        return done(adopt_tenants(inv, tenant_ids, dry_run=dry_run, on_result=recorded))
+        return _recorded(inv, lambda inv: adopt_tenants(inv, tenant_ids, dry_run=dry_run, on_result=recorded))
 
 
 def deprovision(
@@ -315,7 +323,8 @@ def verify(
     """Every tenant (None = every tenant found) compared with the snapshot of the revision it is
     stamped at (drift.py); one TenantDrift each. Read-only unless ``repair``: then each drifted
     tenant whose drift is only indexes is repaired, in its own transaction under its lock."""
-    return drift.verify(settings, tenant_ids, shard=shard, repair=repair, chain=chain)
+    with invoked(settings, chain=chain, shard=shard) as inv:
+        return drift.verify(inv, tenant_ids, repair=repair)
 
 
 def check(settings: Settings, only: Sequence[str] | None = None) -> list[CheckResult]:
@@ -338,7 +347,8 @@ def upgrade_sql(
 ) -> review.Review:
     """`upgrade --sql`: each tenant's script for review into ``output``; nothing is run, so
     nothing is recorded."""
-    return review.write_scripts(settings, tenant_ids, revision, output, shard=shard)
+    with invoked(settings, shard=shard) as inv:
+        return review.write_scripts(inv, tenant_ids, revision, output)
 
 
 def version() -> str:
@@ -379,4 +389,3 @@ def history(chain: Chain | None = None) -> list[RevisionInfo]:
 def heads(chain: Chain | None = None) -> list[str]:
     """The chain's head revisions (one, when the history is linear)."""
     return list((chain or load_chain()).script.get_heads())
-

@@ -28,7 +28,7 @@ from .chain import Chain, load_chain, script_location, writable_location
 from .config import Settings
 from .errors import DocexMigrateError, ToolMissingError, UnsupportedStepError, UsageError
 from .invocation import invoked
-from .results import CheckResult, CheckStatus, describe_error
+from .results import MAX_DIFF, OK, CheckResult, CheckStatus, describe_error
 from .runner import migrate_tenant, render_offline
 from .schema import metadata as docex_metadata
 from .scratch import namespace_snapshot, scratch_settings
@@ -330,7 +330,8 @@ def check_fleet_drift(ctx: Context) -> str:
     with open_backend(ctx.settings) as backend:
         if not select(backend, None):
             raise CheckSkipped("the configured database holds no tenants")
-    rows = drift.verify(ctx.settings, chain=ctx.chain)
+    with invoked(ctx.settings, chain=ctx.chain) as inv:
+        rows = drift.verify(inv)
     bad = [r for r in rows if r.failed]
     if bad:
         evidence = []
@@ -338,13 +339,13 @@ def check_fleet_drift(ctx: Context) -> str:
             evidence.append(
                 f"{r.tenant_id} ({r.namespace}): {r.state} at {r.revision or 'base'}" + (f": {r.error}" if r.error else "")
             )
-            evidence += [f"  {line}" for line in r.diff[: drift.MAX_DIFF]]
+            evidence += [f"  {line}" for line in r.diff[:MAX_DIFF]]
         raise CheckFailed(
             f"{len(bad)} of {len(rows)} tenants are not exactly the revision they are stamped at: "
             "see `docex-migrate verify --all-tenants` (index drift: `--repair --yes`)",
             evidence,
         )
-    compared = [r for r in rows if r.state == drift.OK]
+    compared = [r for r in rows if r.state == OK]
     catalogs = len({(r.revision, r.fingerprint) for r in compared})
     return f"{len(compared)} versioned tenants exactly their revision ({catalogs} distinct catalogs compared)"
 

@@ -30,13 +30,14 @@ import sqlalchemy as sa
 
 from . import adoption, revision_snapshots
 from .adoption import Decision
-from .backends import Backend, open_backend
+from .backends import Backend
 from .backends.base import CatalogRead
 from .backends.catalog import empty_snapshot
-from .chain import Chain, load_chain
+from .chain import Chain
 from .config import Settings
 from .errors import DocexMigrateError
 from .executors import WorkItem
+from .invocation import Invocation
 from .results import (
     AHEAD,
     BEHIND,
@@ -196,21 +197,13 @@ def _verify(settings: Settings, backend: Backend, chain: Chain, namespaces: dict
     return rows
 
 
-def verify(
-    settings: Settings,
-    tenant_ids: Sequence[str] | None = None,
-    *,
-    shard: tuple[int, int] | None = None,
-    repair: bool = False,
-    chain: Chain | None = None,
-) -> list[TenantDrift]:
-    """Every tenant (None = every tenant found) compared with the snapshot of the revision it is
-    stamped at; one TenantDrift each. Read-only unless ``repair``: then each drifted tenant whose
-    drift is only indexes is repaired, in its own transaction under its lock."""
-    chain = chain or load_chain()
-    with open_backend(settings) as backend:
-        namespaces = in_shard(select(backend, tenant_ids), shard)
-        return _verify(settings, backend, chain, namespaces, repair=repair)
+def verify(inv: Invocation, tenant_ids: Sequence[str] | None = None, *, repair: bool = False) -> list[TenantDrift]:
+    """Every tenant (None = every tenant found, in the invocation's shard) compared with the
+    snapshot of the revision it is stamped at; one TenantDrift each. Read-only unless ``repair``:
+    then each drifted tenant whose drift is only indexes is repaired, in its own transaction
+    under its lock."""
+    namespaces = in_shard(select(inv.backend, tenant_ids), inv.shard)
+    return _verify(inv.settings, inv.backend, inv.chain, namespaces, repair=repair)
 
 
 def hold_back_drifted(

@@ -43,7 +43,9 @@ class Plan:
     work: list[WorkItem] = field(default_factory=list)
 
 
-def execute_plan(inv: Invocation, planned: Plan, *, failures_so_far: int = 0, template: FreshTemplate | None = None) -> list[TenantResult]:
+def execute_plan(
+    inv: Invocation, planned: Plan, *, failures_so_far: int = 0, template: FreshTemplate | None = None
+) -> list[TenantResult]:
     """Record the plan, then run its work; refusals count towards ``max_failures`` like failures
     do. Every tenant's result in order (or Interrupted carrying them)."""
     finished, work, run = planned.finished, planned.work, inv.run
@@ -96,7 +98,9 @@ def migrate(
             continue
         expect, identity = expected[tenant_id] if expected else (None, state.identity)
         revision = state_of(inv.chain, state)[0]
-        item = WorkItem(tenant_id, namespace, revision, target, downgrade, versioned=state.versioned, expect=expect, identity=identity)
+        item = WorkItem(
+            tenant_id, namespace, revision, target, downgrade, versioned=state.versioned, expect=expect, identity=identity
+        )
         planned.work.append(item)
     if verify_first:  # a tenant not proven exactly its revision is left alone, as a failure
         planned.work = hold_back_drifted(inv.settings, inv.backend, inv.chain, planned.work, planned.finished)

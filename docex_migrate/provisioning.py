@@ -24,7 +24,9 @@ from .selection import validated
 from .states import NEEDS_A_PERSON, plan, state_of, why_not_migratable
 
 
-def provision(inv: Invocation, tenant_ids: Sequence[str], *, verify: bool = False, exist_ok: bool = False, replay: bool = True) -> list[TenantResult]:
+def provision(
+    inv: Invocation, tenant_ids: Sequence[str], *, verify: bool = False, exist_ok: bool = False, replay: bool = True
+) -> list[TenantResult]:
     """Create each tenant's namespace and upgrade it to head, in one transaction per tenant:
     the plan -> execute loop of migration.py, with a create flag on each WorkItem.
 
