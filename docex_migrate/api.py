@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import checks, drift, migration, provisioning, review
+from . import drift, migration, provisioning
 from .adoption import Decision, statuses
 from .adoption import adopt as adopt_tenants
 from .backends import open_backend
@@ -40,6 +41,9 @@ from .runner import author_revision
 from .scratch import scratch_settings
 from .selection import in_shard, select, validated
 from .states import State, TenantStatus, state_of
+
+if TYPE_CHECKING:
+    from .review import Review
 
 __all__ = [
     "CheckResult",
@@ -329,11 +333,15 @@ def verify(
 
 def check(settings: Settings, only: Sequence[str] | None = None) -> list[CheckResult]:
     """The CI migration checks (checks.py), or only those named; one CheckResult each."""
+    from . import checks  # imported when used: every other command starts without it
+
     return checks.run_checks(settings, only)
 
 
 def update_manifest(settings: Settings) -> list[Path]:
     """Record the current revisions as released (revisions.sum, and their snapshots)."""
+    from . import checks  # imported when used: every other command starts without it
+
     return checks.update_manifest(settings)
 
 
@@ -344,9 +352,11 @@ def upgrade_sql(
     output: Path = Path("migration-sql"),
     *,
     shard: tuple[int, int] | None = None,
-) -> review.Review:
+) -> Review:
     """`upgrade --sql`: each tenant's script for review into ``output``; nothing is run, so
     nothing is recorded."""
+    from . import review  # imported when used: every other command starts without it
+
     with invoked(settings, shard=shard) as inv:
         return review.write_scripts(inv, tenant_ids, revision, output)
 
