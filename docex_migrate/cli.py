@@ -1,8 +1,10 @@
-"""The command line: parse, call the library, map the outcome to an exit code.
+"""The command line: parse, call one function of api.py, hand its result to reporting.py, and
+map the outcome to an exit code. It imports nothing that does the work.
 
-With cli_options.py (its options), the only module that imports typer. Exit codes: 0 done, 1 some tenant failed, 2 bad usage,
-input, configuration or connection; 130 / 143 stopped by SIGINT / SIGTERM, after printing what
-was done (the tenant in flight rolled back, the rest not run).
+With cli_options.py (its options), the only module that imports typer. Exit codes: 0 done, 1
+some tenant failed, 2 bad usage, input, configuration or connection; 130 / 143 stopped by
+SIGINT / SIGTERM, after printing what was done (the tenant in flight rolled back, the rest not
+run).
 """
 
 from __future__ import annotations
