@@ -10,7 +10,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import adopt, deprovision, downgrade, ensure_tenant, list_tenants, provision, runs, status, undo, upgrade
+    from .api import (
+        adopt,
+        deprovision,
+        downgrade,
+        ensure_tenant,
+        list_tenants,
+        provision,
+        runs,
+        status,
+        undo,
+        upgrade,
+        verify,
+    )
     from .config import Settings, load_settings
     from .errors import DocexMigrateError
     from .results import Action, TenantResult
@@ -27,6 +39,7 @@ _WHERE = {
     "upgrade": "api",
     "runs": "api",
     "undo": "api",
+    "verify": "api",
     "Settings": "config",
     "load_settings": "config",
     "DocexMigrateError": "errors",
@@ -53,6 +66,7 @@ __all__ = [
     "status",
     "undo",
     "upgrade",
+    "verify",
 ]
 __version__ = "0.1.0"
 

@@ -26,15 +26,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import revision_snapshots
-from .backends import Backend, NamespaceState, open_backend
+from .backends import Backend, NamespaceState
 from .backends.catalog import create_index
-from .chain import Chain, load_chain
+from .chain import Chain
 from .config import Settings
 from .errors import RecognitionError
+from .invocation import Invocation
 from .results import Action, TenantResult, describe_error
 from .runner import stamp_tenant
 from .scratch import namespace_snapshot
-from .selection import select
+from .selection import in_shard, select
 from .snapshot import Snapshot, differences, snapshot
 from .states import NEEDS_A_PERSON, State, TenantStatus, state_of, why_not_migratable
 
@@ -183,11 +184,10 @@ def with_recognition(settings: Settings, backend: Backend, chain: Chain, row: Te
 
 
 def adopt(
-    settings: Settings,
+    inv: Invocation,
     tenant_ids: Sequence[str] | None = None,
     *,
     dry_run: bool = False,
-    chain: Chain | None = None,
     on_result: Callable[[TenantResult], None] | None = None,
 ) -> list[TenantResult]:
     """Stamp tenants that DocEX created itself at the revision they are.
@@ -195,16 +195,29 @@ def adopt(
     A tenant already versioned is reported and left alone; one that matches nothing is refused
     with the diff and left untouched. ``dry_run`` decides and reports, changing nothing.
     ``on_result`` is told of each tenant's result as it is decided (the run ledger records it)."""
-    chain = chain or load_chain()
     results = []
-    with open_backend(settings) as backend:
-        namespaces = select(backend, tenant_ids)
-        states = backend.read_states(namespaces)
-        for tenant_id, namespace in namespaces.items():
-            results.append(adopt_one(settings, backend, chain, tenant_id, namespace, states[tenant_id], dry_run=dry_run))
-            if on_result is not None:
-                on_result(results[-1])
+    namespaces = select(inv.backend, tenant_ids)
+    states = inv.backend.read_states(namespaces)
+    for tenant_id, namespace in namespaces.items():
+        results.append(adopt_one(inv.settings, inv.backend, inv.chain, tenant_id, namespace, states[tenant_id], dry_run=dry_run))
+        if on_result is not None:
+            on_result(results[-1])
     return results
+
+
+def statuses(inv: Invocation, tenant_ids: Sequence[str] | None) -> list[TenantStatus]:
+    """Every selected tenant's revision and state, read in bulk without Alembic, with the
+    revision adopt would stamp for the unversioned ones that have tables; creates nothing."""
+    namespaces = in_shard(select(inv.backend, tenant_ids or None), inv.shard)
+    states = inv.backend.read_states(namespaces)
+    rows = []
+    for tenant_id, namespace in namespaces.items():
+        revision, state = state_of(inv.chain, states[tenant_id])
+        row = TenantStatus(tenant_id, namespace, revision, state, error=states[tenant_id].error)
+        if state == State.UNVERSIONED and states[tenant_id].table_count:
+            row = with_recognition(inv.settings, inv.backend, inv.chain, row)
+        rows.append(row)
+    return rows
 
 
 def adopt_one(

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,18 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from . import api, manifest, revision_snapshots
+from . import drift, manifest, migration, revision_snapshots
+from .adoption import statuses
 from .backends import Backend, open_backend
 from .chain import Chain, load_chain, script_location, writable_location
 from .config import Settings
 from .errors import DocexMigrateError, ToolMissingError, UnsupportedStepError, UsageError
-from .results import CheckStatus, describe_error
+from .invocation import invoked
+from .results import MAX_DIFF, OK, CheckResult, CheckStatus, describe_error
 from .runner import migrate_tenant, render_offline
 from .schema import metadata as docex_metadata
 from .scratch import namespace_snapshot, scratch_settings
+from .selection import select
 from .snapshot import Snapshot, differences
 from .states import State
 from .tempdirs import locked_directory
@@ -47,24 +50,6 @@ class CheckFailed(Exception):
 
 class CheckSkipped(Exception):
     pass
-
-
-@dataclass
-class CheckResult:
-    name: str
-    statement: str
-    status: CheckStatus
-    message: str = ""
-    evidence: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "statement": self.statement,
-            "status": self.status.value,
-            "message": self.message,
-            "evidence": self.evidence,
-        }
 
 
 @dataclass
@@ -296,13 +281,12 @@ def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
     with open_backend(scratch) as backend:
         for tenant_id, revision in starts.items():
             migrate_tenant(backend, tenant_id, revision, create=True, chain=ctx.chain)
-    results = api.upgrade(scratch, list(starts), chain=ctx.chain)
-    failed = [f"{r.tenant_id}: {r.message}" for r in results if r.failed]
-    if failed:
-        raise CheckFailed("tenants at mixed revisions did not all reach head through the loop", failed)
-    not_current = [
-        f"{s.tenant_id}: {s.state}" for s in api.status(scratch, list(starts), chain=ctx.chain) if s.state != State.CURRENT
-    ]
+    with invoked(scratch, chain=ctx.chain) as inv:
+        results = migration.upgrade(inv, list(starts), ctx.chain.head)
+        failed = [f"{r.tenant_id}: {r.message}" for r in results if r.failed]
+        if failed:
+            raise CheckFailed("tenants at mixed revisions did not all reach head through the loop", failed)
+        not_current = [f"{s.tenant_id}: {s.state}" for s in statuses(inv, list(starts)) if s.state != State.CURRENT]
     if not_current:
         raise CheckFailed("after the loop some tenants are not at head", not_current)
     ctx._fleet = {"tenants": list(starts), "public_before": public_before}
@@ -330,7 +314,8 @@ def check_isolation(ctx: Context, scratch: Settings) -> str:
 
 
 def check_fleet_at_head(ctx: Context) -> str:
-    rows = api.status(ctx.settings, chain=ctx.chain)
+    with invoked(ctx.settings, chain=ctx.chain) as inv:
+        rows = statuses(inv, None)
     behind = [f"{r.tenant_id} ({r.namespace}): {r.state} at {r.revision or 'base'}" for r in rows if r.state != State.CURRENT]
     if behind:
         raise CheckFailed(
@@ -342,11 +327,11 @@ def check_fleet_at_head(ctx: Context) -> str:
 def check_fleet_drift(ctx: Context) -> str:
     """Every versioned tenant of the configured database is exactly the revision it is stamped
     at (see drift.py): a pipeline pointed at staging fails on drift before it deploys."""
-    from . import drift
-
-    if not api.list_tenants(ctx.settings):
-        raise CheckSkipped("the configured database holds no tenants")
-    rows = drift.verify(ctx.settings, chain=ctx.chain)
+    with open_backend(ctx.settings) as backend:
+        if not select(backend, None):
+            raise CheckSkipped("the configured database holds no tenants")
+    with invoked(ctx.settings, chain=ctx.chain) as inv:
+        rows = drift.verify(inv)
     bad = [r for r in rows if r.failed]
     if bad:
         evidence = []
@@ -354,13 +339,13 @@ def check_fleet_drift(ctx: Context) -> str:
             evidence.append(
                 f"{r.tenant_id} ({r.namespace}): {r.state} at {r.revision or 'base'}" + (f": {r.error}" if r.error else "")
             )
-            evidence += [f"  {line}" for line in r.diff[: drift.MAX_DIFF]]
+            evidence += [f"  {line}" for line in r.diff[:MAX_DIFF]]
         raise CheckFailed(
             f"{len(bad)} of {len(rows)} tenants are not exactly the revision they are stamped at: "
             "see `docex-migrate verify --all-tenants` (index drift: `--repair --yes`)",
             evidence,
         )
-    compared = [r for r in rows if r.state == drift.OK]
+    compared = [r for r in rows if r.state == OK]
     catalogs = len({(r.revision, r.fingerprint) for r in compared})
     return f"{len(compared)} versioned tenants exactly their revision ({catalogs} distinct catalogs compared)"
 

@@ -1,34 +1,47 @@
-"""The command line: parse, call the library, map the outcome to an exit code.
+"""The command line: parse, call one function of api.py, hand its result to reporting.py, and
+map the outcome to an exit code. It imports nothing that does the work.
 
-The only module that imports typer. Exit codes: 0 done, 1 some tenant failed, 2 bad usage,
-input, configuration or connection; 130 / 143 stopped by SIGINT / SIGTERM, after printing what
-was done (the tenant in flight rolled back, the rest not run).
+With cli_options.py (its options), the only module that imports typer. Exit codes: 0 done, 1
+some tenant failed, 2 bad usage, input, configuration or connection; 130 / 143 stopped by
+SIGINT / SIGTERM, after printing what was done (the tenant in flight rolled back, the rest not
+run).
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from . import api, progress
+from . import cli_options as opt
 from .chain import load_chain
+from .cli_options import (
+    AllOpt,
+    ConfigOpt,
+    FailFastOpt,
+    JobsOpt,
+    JsonOpt,
+    LockTimeoutOpt,
+    MaxFailuresOpt,
+    ResumeOpt,
+    ShardOpt,
+    StatementTimeoutOpt,
+    TenantLockWaitOpt,
+    TenantOpt,
+    VerboseOpt,
+)
 from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
-from .ledger import PENDING
+from .interrupts import finishing, signals_interrupt
 from .reporting import Reporter
-from .results import Action, CheckStatus, TenantResult, describe_error
-from .runs import Run, RunDetail, RunInfo, RunTenant, recording, revisions_now, tool_version
+from .results import CheckStatus, TenantResult, describe_error
 from .streams import forgive_closed_pipes
 from .tempdirs import sweep_abandoned
 
@@ -41,84 +54,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="DocEX config file (default: $DOCEX_CONFIG, ~/.docex/config.yaml, built-in SQLite)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout; human text goes to stderr.")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log each migration step; show tracebacks.")]
-TenantOpt = Annotated[list[str] | None, typer.Option("--tenant", "-t", help="A tenant id (repeatable).")]
-AllOpt = Annotated[bool, typer.Option("--all-tenants", help="Every tenant found in the database.")]
-FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing tenant.")]
-MaxFailuresOpt = Annotated[
-    int | None, typer.Option("--max-failures", min=1, help="Stop after N failing tenants (default: never stop).")
-]
-# Timeouts are checked by config.Timeouts, not by typer's min/max: one line, exit 2, like any bad input.
-_TIMEOUT_RANGE = f"0 = no limit; at most {MAX_TIMEOUT_SECONDS}, about 24 days"
-LockTimeoutOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--lock-timeout", help=f"Seconds a step may wait for a lock the application holds (default 10; {_TIMEOUT_RANGE})."
-    ),
-]
-StatementTimeoutOpt = Annotated[
-    float | None,
-    typer.Option("--statement-timeout", help=f"Seconds one PostgreSQL statement may run (default 900; {_TIMEOUT_RANGE})."),
-]
-JobsOpt = Annotated[
-    int,
-    typer.Option(
-        "--jobs",
-        "-j",
-        min=1,
-        help="Tenants migrated in parallel, one process each: this one and N-1 workers (capped by the free connections).",
-    ),
-]
-ShardOpt = Annotated[
-    str | None, typer.Option("--shard", help="Only shard K of N (K/N, 0 <= K < N), by a stable hash of the tenant id.")
-]
-ResumeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--resume",
-        metavar="RUN",
-        help="Take the tenants of recorded run RUN that did not reach its target there, as a new run.",
-    ),
-]
-TenantLockWaitOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--tenant-lock-wait", help=f"Seconds to wait for another run on the same tenant (default 300; {_TIMEOUT_RANGE})."
-    ),
-]
-
-
-def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted(signum)
-
-
-@contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Interrupted in the main thread: a run stops between tenants, or
-    inside one whose transaction then rolls back, and reports what it did (SIGTERM would
-    otherwise end the process on the spot, printing nothing and leaving its workers behind)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
 
 @contextmanager
 def _guard(verbose: bool) -> Iterator[None]:
     """Turn any error into one line on stderr and an exit code (traceback only with --verbose)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:
-        with _signals_interrupt():
+        with signals_interrupt():
             yield
     except (typer.Exit, typer.Abort):
         raise
@@ -137,53 +79,13 @@ def _guard(verbose: bool) -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _targets(tenant: list[str] | None, all_tenants: bool) -> list[str] | None:
-    if tenant and all_tenants:
-        raise UsageError("naming tenants and --all-tenants exclude each other: pass one")
-    if not tenant and not all_tenants:
-        raise UsageError("name the tenants (--tenant ID, repeatable) or pass --all-tenants")
-    return None if all_tenants else tenant
-
-
-def _shard(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    index, _, count = value.partition("/")
-    ascii_digits = re.compile("[0-9]+")  # not str.isdigit(): it takes ٣, ３ and ², which int() reads or refuses
-    if not (ascii_digits.fullmatch(index) and ascii_digits.fullmatch(count) and int(index) < int(count)):
-        raise UsageError(f"--shard {value!r}: use K/N with 0 <= K < N, e.g. --shard 0/4")
-    return int(index), int(count)
-
-
-def _refuse_with_sql(given: dict[str, bool]) -> None:
-    """upgrade --sql writes scripts and runs nothing: options about running tenants cannot apply."""
-    passed = [option for option, was_given in given.items() if was_given]
-    if passed:
-        them = "them" if len(passed) > 1 else "it"
-        raise UsageError(
-            f"--sql writes scripts and runs nothing, so it cannot take {', '.join(passed)}: drop {them}, or drop --sql"
-        )
-
-
-def _stop_after(fail_fast: bool, max_failures: int | None) -> int | None:
-    if fail_fast and max_failures is not None:
-        raise UsageError("--fail-fast and --max-failures exclude each other: pass one")
-    return 1 if fail_fast else max_failures
-
-
-def _with_timeouts(settings: Settings, lock: float | None, statement: float | None, wait: float | None) -> Settings:
-    named = {"lock_timeout": lock, "statement_timeout": statement, "tenant_lock_wait": wait}
-    given: dict[str, float] = {k: v for k, v in named.items() if v is not None}
-    return replace(settings, timeouts=replace(settings.timeouts, **given)) if given else settings
-
-
 def _finish(reporter: Reporter, results: list[TenantResult], verb: str) -> None:
     reporter.results(results, verb)
     if any(r.incomplete for r in results):
         raise typer.Exit(EXIT_FAILED)
 
 
-def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]], recorded: Run | None = None) -> None:
+def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]], recorded: api.Run | None = None) -> None:
     """Run a migration and print its results. Stopped by a signal, print what it did anyway,
     then exit 128 + the signal's number, as a shell reports a process the signal killed."""
     try:
@@ -196,7 +98,7 @@ def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]
         if recorded is not None and recorded.recorded:
             typer.echo(
                 f"interrupted by {stop.signal_name}: tenants in flight were rolled back; run {recorded.run_id} is marked "
-                f"interrupted: finish it with `docex-migrate {_finishing(recorded)}`",
+                f"interrupted: finish it with `docex-migrate {finishing(recorded)}`",
                 err=True,
             )
         else:
@@ -210,20 +112,10 @@ def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]
     _finish(reporter, results, verb)
 
 
-def _finishing(recorded: Run) -> str:
-    """The command that finishes an interrupted run: undo the same run again (the tenants
-    already undone are left alone); resume the others (a provision's as upgrade --resume,
-    which provisions the tenants it never created)."""
-    if recorded.command == "undo":
-        return f"undo {recorded.undoes}"
-    verb = "downgrade" if recorded.command == "downgrade" else "upgrade"
-    return f"{verb} --resume {recorded.run_id}"
-
-
-def _run(settings: Settings, command: str, selection: str) -> Run:
+def _run(settings: Settings, command: str, selection: str) -> api.Run:
     """A run to record, which names itself on stderr as soon as it is in the ledger, so an
     operator can follow it with `runs show` from another shell."""
-    return Run(
+    return api.Run(
         settings,
         command,
         selection,
@@ -232,24 +124,9 @@ def _run(settings: Settings, command: str, selection: str) -> Run:
     )
 
 
-def _selection(tenant: list[str] | None, all_tenants: bool, shard: str | None, revision: str | None = None) -> str:
-    parts = [revision] if revision else []
-    parts += ["--all-tenants"] if all_tenants else [f"--tenant {t}" for t in tenant or []]
-    return " ".join(parts + ([f"--shard {shard}"] if shard else []))
-
-
-def _resume_alone(resume: str | None, *given: object) -> None:
-    if resume is not None and any(g not in (None, False, []) for g in given):
-        raise UsageError("--resume takes the tenants and the target of the run it resumes: pass no revision, tenants or --shard")
-
-
 def _version(value: bool) -> None:
     if value:
-        try:
-            head = load_chain().head
-        except DocexMigrateError as exc:
-            head = f"unavailable: {exc}"
-        typer.echo(f"docex-migrate {tool_version()} (chain head {head})")
+        typer.echo(api.version())
         raise typer.Exit()
 
 
@@ -353,7 +230,7 @@ def upgrade(
     """
     with _guard(verbose):
         if sql:
-            _refuse_with_sql({
+            opt.refuse_with_sql({
                 "--resume": resume is not None,
                 "--canary": bool(canary),
                 "--waves": waves is not None,
@@ -366,21 +243,19 @@ def upgrade(
             })  # fmt: skip
         elif output is not None:
             raise UsageError("--output is where --sql writes its scripts: pass --sql too, or drop --output")
-        _resume_alone(resume, revision, tenant, all_tenants, shard)
-        targets = None if resume else _targets(tenant, all_tenants)
-        stop = _stop_after(fail_fast, max_failures)
-        settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
+        opt.resume_alone(resume, revision, tenant, all_tenants, shard)
+        targets = None if resume else opt.targets(tenant, all_tenants)
+        stop = opt.stop_after(fail_fast, max_failures)
+        settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
         reporter = Reporter(json)
         if sql:  # nothing is run, so nothing is recorded
-            from . import review
-
             directory = output or Path("migration-sql")
-            written = review.write_scripts(settings, targets, revision or "head", directory, shard=_shard(shard))
+            written = api.upgrade_sql(settings, targets, revision or "head", directory, shard=opt.shard(shard))
             _finish(reporter, written.results, "upgrade")
             if written.combined is not None:
                 reporter.say(f"every tenant's script in one, in order: {written.combined}")
             return
-        run = _run(settings, "upgrade", _selection(tenant, all_tenants, shard, revision))
+        run = _run(settings, "upgrade", opt.selection(tenant, all_tenants, shard, revision))
         _report(
             reporter,
             "upgrade",
@@ -398,7 +273,7 @@ def upgrade(
                     waves=waves,
                     pause_between_waves=pause_between_waves,
                     jobs=jobs,
-                    shard=_shard(shard),
+                    shard=opt.shard(shard),
                     run=run,
                     resume=resume,
                 ),
@@ -429,18 +304,18 @@ def downgrade(
 ) -> None:
     """Take tenants back to REVISION; asks for confirmation unless --yes."""
     with _guard(verbose):
-        _resume_alone(resume, revision, tenant, all_tenants, shard)
+        opt.resume_alone(resume, revision, tenant, all_tenants, shard)
         if revision is None and resume is None:
             raise UsageError("name the revision to go back to (an id, a unique prefix, or base), or --resume RUN")
-        targets = None if resume else _targets(tenant, all_tenants)
-        stop = _stop_after(fail_fast, max_failures)
-        settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
+        targets = None if resume else opt.targets(tenant, all_tenants)
+        stop = opt.stop_after(fail_fast, max_failures)
+        settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
         if resume is None:
             load_chain().resolve(revision or "")  # an unknown revision is refused before asking
         else:
             api.resume_plan(settings, resume, "downgrade", load_chain())  # a run that cannot be resumed, before asking
         _confirm(yes, "downgrade", f"Downgrade {_who(targets, resume)} to {revision or 'the run target'}?")
-        run = _run(settings, "downgrade", _selection(tenant, all_tenants, shard, revision))
+        run = _run(settings, "downgrade", opt.selection(tenant, all_tenants, shard, revision))
         reporter = Reporter(json)
         _report(
             reporter,
@@ -454,7 +329,7 @@ def downgrade(
                     revision or "base",
                     max_failures=stop,
                     jobs=jobs,
-                    shard=_shard(shard),
+                    shard=opt.shard(shard),
                     run=run,
                     resume=resume,
                 ),
@@ -500,7 +375,7 @@ def undo(
     A tenant that has moved since (another run touched it) is left alone and listed. Asks for
     confirmation unless --yes. A deprovision cannot be undone: restore its backup instead."""
     with _guard(verbose):
-        settings = _with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
+        settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
         api.undo_plan(settings, run_id, load_chain())  # refused before asking
         _confirm(yes, "undo", f"Undo run {run_id}, taking its tenants back to their previous revisions?")
         run = _run(settings, "undo", f"undo {run_id}")
@@ -522,12 +397,10 @@ def adopt(
     equal to the revision; anything else is refused with a diff (exit 1), untouched.
     """
     with _guard(verbose):
-        targets = _targets(tenants, all_tenants)
+        targets = opt.targets(tenants, all_tenants)
         settings = load_settings(config)
-        run = _run(settings, "adopt", _selection(targets, all_tenants, None))
-        chain = load_chain()
-        with recording(run, chain) as done:
-            results = done(api.adopt(settings, targets, dry_run=dry_run, chain=chain, on_result=run.as_it_comes(chain)))
+        run = _run(settings, "adopt", opt.selection(targets, all_tenants, None))
+        results = api.adopt(settings, targets, dry_run=dry_run, run=run)
         if run.recorded:
             typer.echo(f"run {run.run_id} recorded: `docex-migrate runs show {run.run_id}`", err=True)
         _finish(Reporter(json), results, "adopt")
@@ -549,22 +422,12 @@ def deprovision(
     Refused (exit 1, nothing dropped) while the tenant stays in use (SQLite: while another connection has
     its file open), or when objects outside it depend on it."""
     with _guard(verbose):
-        settings = _with_timeouts(load_settings(config), lock_timeout, None, None)
+        settings = opt.with_timeouts(load_settings(config), lock_timeout, None, None)
         api.check_tenant_ids(settings, [tenant])
         if not yes:
             raise UsageError(f"deprovision drops every table and row of {tenant!r}: pass --yes to confirm")
-        before = revisions_now(settings, [tenant], load_chain())[tenant]
         done = api.deprovision(settings, tenant, backup_dir=None if no_backup else backup_dir)
-        backed_up = f"backup in {done.backup}" if done.backup else "no backup written"
-        record = TenantResult(tenant, done.namespace, Action.DEPROVISIONED, before, None, backed_up)
-        Run(settings, "deprovision", tenant).deprovisioned(record, load_chain())
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json(done.as_dict())
-        for warning in done.warnings:
-            reporter.warn(warning)
-        backup = f"; backup in {done.backup}" if done.backup else "; no backup written"
-        reporter.say(f"{tenant}: {done.namespace} removed{backup}")
+        Reporter(json).deprovisioned(done)
 
 
 @app.command()
@@ -583,7 +446,7 @@ def status(
     Exit 1 when a tenant is corrupt or unreadable.
     """
     with _guard(verbose):
-        rows = api.status(load_settings(config), tenant, shard=_shard(shard))
+        rows = api.status(load_settings(config), tenant, shard=opt.shard(shard))
         Reporter(json).statuses(rows, "no tenants found")
         if any(r.failed for r in rows):
             raise typer.Exit(EXIT_FAILED)
@@ -607,14 +470,12 @@ def verify(
     Read-only (unless --repair --yes). Exit 0 every tenant matches; 1 any drifted, unreadable,
     corrupt, ahead, or not verifiable. Column order is not drift.
     """
-    from . import drift
-
     with _guard(verbose):
-        targets = _targets(tenant, all_tenants)
+        targets = opt.targets(tenant, all_tenants)
         if repair and not yes:
             raise UsageError("verify --repair drops and creates indexes in drifted tenants: pass --yes to confirm")
-        rows = drift.verify(load_settings(config), targets, shard=_shard(shard), repair=repair)
-        drift.report(Reporter(json), rows)
+        rows = api.verify(load_settings(config), targets, shard=opt.shard(shard), repair=repair)
+        Reporter(json).drift(rows)
         if any(r.failed for r in rows):
             raise typer.Exit(EXIT_FAILED)
 
@@ -627,14 +488,7 @@ def tenants(
 ) -> None:
     """List the tenants found in the database, from their namespaces alone (opens no tenant)."""
     with _guard(verbose):
-        found = api.list_tenants(load_settings(config))
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json([{"tenant_id": t, "namespace": ns} for t, ns in found.items()])
-        elif not found:
-            reporter.say("no tenants found")
-        for tenant_id, namespace in {} if json else found.items():
-            reporter.say(f"{tenant_id}\t{namespace}")
+        Reporter(json).tenants(api.list_tenants(load_settings(config)))
 
 
 runs_app = typer.Typer(help="The run ledger: recent runs of this database, and each run's tenants.", add_completion=False)
@@ -654,20 +508,7 @@ def runs(
     if ctx.invoked_subcommand is not None:
         return
     with _guard(verbose):
-        found = api.runs(load_settings(config), limit=limit)
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json([r.as_dict() for r in found])
-            return
-        if not found:
-            reporter.say("no runs recorded")
-            return
-        reporter.table([("RUN", "COMMAND", "TARGET", "STARTED", "FINISHED", "STATE", "TENANTS")] + [_run_row(r) for r in found])
-
-
-def _run_row(r: RunInfo) -> tuple[str, ...]:
-    counts = ", ".join(f"{n} {action}" for action, n in r.counts.items())
-    return (r.run_id, r.command, r.target or "-", r.started_at[:19], (r.finished_at or "-")[:19], r.state, counts)
+        Reporter(json).runs(api.runs(load_settings(config), limit=limit))
 
 
 @runs_app.command("show")
@@ -680,38 +521,7 @@ def show(
     """One run and its tenants: the revision before and after, the action, the duration, the error.
     Tenants a killed run never recorded are reconciled with the tenants themselves. Read-only."""
     with _guard(verbose):
-        detail: RunDetail = api.show_run(load_settings(config), run_id)
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json(detail.as_dict())
-            return
-        r = detail.run
-        reporter.say(f"run {r.run_id}: {r.command} {r.selection} -> {r.target or '-'}, {r.state}")
-        extra = f", resumes {r.resumes}" if r.resumes else f", undoes {r.undoes}" if r.undoes else ""
-        reporter.say(f"by {r.user} on {r.host} (pid {r.pid}), docex-migrate {r.version}, chain head {r.chain_head}{extra}")
-        reporter.say(f"started {r.started_at}, finished {r.finished_at or '-'}{': ' + r.error if r.error else ''}")
-        if detail.tenants:
-            reporter.table(
-                [("TENANT", "ACTION", "FROM", "TO", "MS", "MESSAGE")]
-                + [
-                    (
-                        t.tenant_id,
-                        t.action,
-                        t.from_revision or "base",
-                        _reached(t),
-                        str(t.duration_ms or "-"),
-                        t.message,
-                    )
-                    for t in detail.tenants
-                ]
-            )
-
-
-def _reached(t: RunTenant) -> str:
-    """Where the tenant went; a pending one (the run is live) is on its way to its target."""
-    if t.action == PENDING:
-        return f"pending -> {t.target or 'base'}"
-    return t.to_revision or "base"
+        Reporter(json).run_detail(api.show_run(load_settings(config), run_id))
 
 
 @app.command()
@@ -737,24 +547,14 @@ def revision(
 def history(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """The revision chain, newest first."""
     with _guard(verbose):
-        revisions = api.history()
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json([r.as_dict() for r in revisions])
-        for r in [] if json else revisions:
-            reporter.say(f"{r.down_revision or '<base>'} -> {r.revision}{' (head)' if r.head else ''}, {r.doc}")
+        Reporter(json).history(api.history())
 
 
 @app.command()
 def heads(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """The head revision of the chain."""
     with _guard(verbose):
-        found = api.heads()
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json(found)
-        for head in [] if json else found:
-            reporter.say(head)
+        Reporter(json).heads(api.heads())
 
 
 @app.command()
@@ -775,15 +575,13 @@ def check(
     metadata-matches-head, downgrade-leaves-no-trace, mixed-fleet, isolation, fleet-at-head, fleet-drift, lint.
     The database checks run on scratch namespaces of the configured backend, removed afterwards.
     """
-    from . import checks
-
     with _guard(verbose):
         settings = load_settings(config)
         reporter = Reporter(json)
         if update_manifest:
-            written = checks.update_manifest(settings)
+            written = api.update_manifest(settings)
             reporter.say(f"manifest written: {', '.join(map(str, written))}")
-        results = checks.run_checks(settings, only)
+        results = api.check(settings, only)
         reporter.checks(results)
         if any(r.status == CheckStatus.ERROR for r in results):
             raise typer.Exit(EXIT_USAGE)

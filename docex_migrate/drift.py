@@ -16,88 +16,57 @@ not compared). Fast across a fleet:
 Read-only, except `repair`: drift the chain can explain exactly (DocEX's or an operator's
 indexes added, dropped or redefined, the tables exactly the revision's) is undone index by index
 in one transaction under the tenant's lock, proven equal to the revision, and committed;
-anything else is only reported. Every tenant's outcome is a value, never an exception.
+anything else is only reported. Every tenant's outcome is a value (results.TenantDrift), never
+an exception; reporting.py prints them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from . import adoption, revision_snapshots
 from .adoption import Decision
-from .backends import Backend, open_backend
+from .backends import Backend
 from .backends.base import CatalogRead
 from .backends.catalog import empty_snapshot
-from .chain import Chain, load_chain
+from .chain import Chain
 from .config import Settings
 from .errors import DocexMigrateError
 from .executors import WorkItem
-from .reporting import Reporter, _table
-from .results import Action, TenantResult, describe_error
+from .invocation import Invocation
+from .results import (
+    AHEAD,
+    BEHIND,
+    CORRUPT,
+    CURRENT,
+    DRIFTED,
+    MAX_DIFF,
+    OK,
+    REPAIRED,
+    UNREADABLE,
+    UNVERIFIED,
+    UNVERSIONED,
+    Action,
+    TenantDrift,
+    TenantResult,
+    describe_error,
+)
 from .runner import current_revision
 from .scratch import namespace_snapshot
 from .selection import in_shard, select
 from .snapshot import Snapshot, differences, snapshot
-from .states import State, state_of, why_not_migratable
+from .states import state_of, why_not_migratable
 
 log = logging.getLogger(__name__)
 
-# A verdict is a status state (states.State's values) or one of these.
-AHEAD, BEHIND, CORRUPT, CURRENT = State.AHEAD.value, State.BEHIND.value, State.CORRUPT.value, State.CURRENT.value
-UNREADABLE, UNVERSIONED = State.UNREADABLE.value, State.UNVERSIONED.value
-OK, DRIFTED, REPAIRED = "ok", Action.DRIFTED.value, "repaired"
-UNVERIFIED = "unverified"  # versioned, but its revision's snapshot is not available here
-FAILED_STATES = (DRIFTED, UNVERIFIED, UNREADABLE, CORRUPT, AHEAD)
-MAX_DIFF = 20  # lines of diff shown per tenant; the JSON carries them all
 NO_SNAPSHOT = (
     "cannot verify: no snapshot of revision {revision} for this backend (the package ships none "
     "and this role may not compute it on a scratch schema): run `docex-migrate check --update-manifest`, or grant CREATE"
 )
-
-
-@dataclass
-class TenantDrift:
-    """One tenant's verdict: ok, drifted, repaired, or the state that kept it from being compared
-    (unversioned, missing, unreadable, corrupt, ahead, unverified)."""
-
-    tenant_id: str
-    namespace: str
-    revision: str | None
-    state: str
-    diff: list[str] = field(default_factory=list)  # what is missing, extra, different (drifted)
-    repairs: list[str] = field(default_factory=list)  # what `verify --repair` does or did (index changes)
-    matches: str | None = None  # unversioned: the revision adopt would stamp
-    adopt: str | None = None  # unversioned: adopt, repair, refuse, unknown
-    error: str | None = None
-    fingerprint: str | None = None  # the catalog's group: tenants with one fingerprint have one catalog
-
-    @property
-    def failed(self) -> bool:
-        return self.state in FAILED_STATES
-
-    @property
-    def repairable(self) -> bool:
-        return self.state == DRIFTED and bool(self.repairs)
-
-    def as_dict(self) -> dict[str, object]:
-        row: dict[str, object] = {
-            "tenant_id": self.tenant_id,
-            "namespace": self.namespace,
-            "revision": self.revision,
-            "state": self.state,
-            "fingerprint": self.fingerprint[:16] if self.fingerprint else None,
-        }
-        if self.state in (DRIFTED, REPAIRED):
-            row.update(diff=self.diff, repairs=self.repairs, repairable=self.repairable or self.state == REPAIRED)
-        if self.state == UNVERSIONED:
-            row.update(matches=self.matches, adopt=self.adopt)
-        if self.error:
-            row["error"] = self.error
-        return row
 
 
 @dataclass
@@ -228,21 +197,13 @@ def _verify(settings: Settings, backend: Backend, chain: Chain, namespaces: dict
     return rows
 
 
-def verify(
-    settings: Settings,
-    tenant_ids: Sequence[str] | None = None,
-    *,
-    shard: tuple[int, int] | None = None,
-    repair: bool = False,
-    chain: Chain | None = None,
-) -> list[TenantDrift]:
-    """Every tenant (None = every tenant found) compared with the snapshot of the revision it is
-    stamped at; one TenantDrift each. Read-only unless ``repair``: then each drifted tenant whose
-    drift is only indexes is repaired, in its own transaction under its lock."""
-    chain = chain or load_chain()
-    with open_backend(settings) as backend:
-        namespaces = in_shard(select(backend, tenant_ids), shard)
-        return _verify(settings, backend, chain, namespaces, repair=repair)
+def verify(inv: Invocation, tenant_ids: Sequence[str] | None = None, *, repair: bool = False) -> list[TenantDrift]:
+    """Every tenant (None = every tenant found, in the invocation's shard) compared with the
+    snapshot of the revision it is stamped at; one TenantDrift each. Read-only unless ``repair``:
+    then each drifted tenant whose drift is only indexes is repaired, in its own transaction
+    under its lock."""
+    namespaces = in_shard(select(inv.backend, tenant_ids), inv.shard)
+    return _verify(inv.settings, inv.backend, inv.chain, namespaces, repair=repair)
 
 
 def hold_back_drifted(
@@ -270,54 +231,3 @@ def hold_back_drifted(
             result.message = f"not verified ({row.state}): not touched" + (f": {row.error}" if row.error else "")
         finished[item.tenant_id] = result
     return keep
-
-
-# --- reporting ------------------------------------------------------------------------------
-
-
-def _label(row: TenantDrift) -> str:
-    if row.state == UNVERSIONED:
-        if row.adopt == Decision.UNKNOWN.value:
-            return f"unversioned ({row.error})"
-        return f"unversioned (matches {row.matches}, adopt: {row.adopt})" if row.adopt else "unversioned (empty)"
-    if row.state == DRIFTED:
-        return "DRIFTED" + (" (repairable: `verify --repair --yes`)" if row.repairable and not row.error else "")
-    if row.failed:
-        return f"{row.state.upper()}: {row.error}" if row.error else row.state.upper()
-    if row.state == REPAIRED:
-        return f"repaired: now exactly {row.revision}"
-    return row.state
-
-
-def report(reporter: Reporter, rows: list[TenantDrift]) -> None:
-    if reporter.as_json:
-        reporter.emit_json([r.as_dict() for r in rows])
-    if not rows:
-        reporter.say("no tenants found")
-        return
-    shown = [r for r in rows if r.state != OK]
-    if shown:
-        _table(
-            [("TENANT", "NAMESPACE", "REVISION", "STATE")]
-            + [(r.tenant_id, r.namespace, r.revision or "-", _label(r)) for r in shown],
-            reporter.human,
-        )
-        for r in shown:
-            lines = r.diff if r.state == DRIFTED else []
-            for line in lines[:MAX_DIFF]:
-                reporter.say(f"  {r.tenant_id}: {line}")
-            if len(lines) > MAX_DIFF:
-                reporter.say(f"  {r.tenant_id}: ... and {len(lines) - MAX_DIFF} more (--json has them all)")
-            verb = "repaired" if r.state == REPAIRED else "repair would"
-            for line in r.repairs if r.state in (DRIFTED, REPAIRED) else []:
-                reporter.say(f"  {r.tenant_id}: {verb}: {line}")
-            if r.state == DRIFTED and r.error:
-                reporter.say(f"  {r.tenant_id}: {r.error}")
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    catalogs = len({(r.revision, r.fingerprint) for r in rows if r.fingerprint and r.state in (OK, DRIFTED, REPAIRED)})
-    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    if counts.get(OK) == len(rows):
-        summary = f"all {len(rows)} tenant(s) are exactly their revision"
-    reporter.say(f"{summary} ({catalogs} distinct catalog(s) compared)")

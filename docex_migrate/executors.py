@@ -139,14 +139,34 @@ def not_run(item: WorkItem, reason: str) -> TenantResult:
 
 
 @dataclass
-class _Progress:
-    """Failures so far, and why no more tenants are handed out once the run should stop."""
+class FailureBudget:
+    """How many failures the run may still take (None: any number), the failures so far, and
+    why no more tenants are handed out once it is spent."""
 
     max_failures: int | None
     failures: int = 0
     stopped: str | None = None
+
+    def spend(self, result: TenantResult) -> None:
+        self.failures += result.failed
+        if self.stopped is None and result.stops_run:
+            self.stopped = f"the run stopped when {result.tenant_id} failed: {result.message}"
+        elif self.stopped is None and self.max_failures is not None and self.failures >= self.max_failures:
+            self.stopped = stopped_after(self.failures)
+
+
+@dataclass
+class _Dispatch:
+    """Each tenant handed out and each result, told to the run's listeners (ledger, progress
+    display); each result spends the failure budget."""
+
+    budget: FailureBudget
     on_result: Callable[[TenantResult], None] | None = None  # told of each result as it arrives
     on_start: Callable[[str], None] | None = None  # told of each tenant as it is handed out
+
+    @property
+    def stopped(self) -> str | None:
+        return self.budget.stopped
 
     def start(self, item: WorkItem) -> WorkItem:
         if self.on_start is not None:
@@ -157,11 +177,7 @@ class _Progress:
         log.info("%s: %s", result.tenant_id, result.action)
         if self.on_result is not None:
             self.on_result(result)
-        self.failures += result.failed
-        if self.stopped is None and result.stops_run:
-            self.stopped = f"the run stopped when {result.tenant_id} failed: {result.message}"
-        elif self.stopped is None and self.max_failures is not None and self.failures >= self.max_failures:
-            self.stopped = stopped_after(self.failures)
+        self.budget.spend(result)
         return result
 
 
@@ -212,7 +228,7 @@ def _interrupted(
 def run_serial(
     backend: Backend,
     items: list[WorkItem],
-    progress: _Progress,
+    dispatch: _Dispatch,
     template: FreshTemplate | None = None,
     chain: Chain | None = None,
 ) -> list[TenantResult]:
@@ -221,11 +237,11 @@ def run_serial(
     try:
         with backend.reusing_connection():
             for item in items:
-                if progress.stopped:
-                    results.append(not_run(item, progress.stopped))
+                if dispatch.stopped:
+                    results.append(not_run(item, dispatch.stopped))
                     continue
                 current = {item.tenant_id}
-                results.append(progress.record(run_item(backend, progress.start(item), template, chain)))
+                results.append(dispatch.record(run_item(backend, dispatch.start(item), template, chain)))
                 current = set()
     except KeyboardInterrupt as exc:  # the tenant's transaction has rolled back on the way out
         raise _interrupted(exc, backend, items, results, current) from None
@@ -279,7 +295,7 @@ def run_parallel(
     backend: Backend,
     items: list[WorkItem],
     jobs: int,
-    progress: _Progress,
+    dispatch: _Dispatch,
     template: FreshTemplate | None = None,
     chain: Chain | None = None,
 ) -> list[TenantResult]:
@@ -302,8 +318,8 @@ def run_parallel(
     initargs = (settings, template, lifeline)
 
     def hand_out(pool: ProcessPoolExecutor) -> None:  # under the lock
-        if waiting and not progress.stopped and not broken and not closing.is_set():
-            item = progress.start(waiting.popleft())
+        if waiting and not dispatch.stopped and not broken and not closing.is_set():
+            item = dispatch.start(waiting.popleft())
             mine.add(item.tenant_id)  # until `running` holds it: an interrupt in between still re-reads it
             future = pool.submit(_work, item)
             running[future] = item
@@ -317,7 +333,7 @@ def run_parallel(
             broken.append(BrokenProcessPool() if future.cancelled() else future.exception() or BrokenProcessPool())
             return
         with lock:
-            results.append(progress.record(future.result()))
+            results.append(dispatch.record(future.result()))
             del running[future]
             hand_out(pool)
             all_done.notify_all()
@@ -338,13 +354,13 @@ def run_parallel(
                 with backend.reusing_connection():
                     while True:
                         with lock:
-                            if broken or progress.stopped or not waiting:
+                            if broken or dispatch.stopped or not waiting:
                                 break
-                            item = progress.start(waiting.popleft())
+                            item = dispatch.start(waiting.popleft())
                             mine.add(item.tenant_id)
                         result = run_item(backend, item, template, chain)
                         with lock:
-                            results.append(progress.record(result))
+                            results.append(dispatch.record(result))
                             mine.clear()
                 with lock:
                     while running and not broken:
@@ -369,7 +385,7 @@ def run_parallel(
     finally:
         stop_workers.close()
         lifeline.close()
-    return results + [not_run(item, progress.stopped or "the run stopped") for item in waiting]  # what the stop left
+    return results + [not_run(item, dispatch.stopped or "the run stopped") for item in waiting]  # what the stop left
 
 
 def _jobs(backend: Backend, jobs: int, count: int) -> int:
@@ -403,12 +419,12 @@ def execute(
     carrying them all (see the module's docstring). ``on_result`` is called in this process
     with each tenant's result as it arrives (the run ledger records it), ``on_start`` with each
     tenant id as it is handed out (the progress display shows it in flight)."""
-    progress = _Progress(max_failures, on_result=on_result, on_start=on_start)
+    dispatch = _Dispatch(FailureBudget(max_failures), on_result=on_result, on_start=on_start)
     jobs = _jobs(backend, jobs, len(items))
     if jobs <= 1:
-        results = run_serial(backend, items, progress, template, chain)
+        results = run_serial(backend, items, dispatch, template, chain)
     else:
-        results = run_parallel(settings, backend, items, jobs, progress, template, chain)
+        results = run_parallel(settings, backend, items, jobs, dispatch, template, chain)
     refusals = [r for r in results if r.stops_run]
     if refusals and all(r.stops_run or r.action == Action.NOT_RUN for r in results):
         raise DatabaseUnavailableError(refusals[0].message)  # nothing done: nothing to report

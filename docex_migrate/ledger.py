@@ -38,7 +38,6 @@ from .backends import LedgerPlace
 from .errors import DocexMigrateError, UsageError
 
 LEDGER_VERSION = 1
-PENDING = "pending"  # a tenant of the run whose result has not been recorded (yet)
 
 metadata = sa.MetaData()
 meta = sa.Table(

@@ -1,5 +1,5 @@
 """Provisioning: new tenants at head (fresh ones from what the chain produced, see fresh.py),
-proof that they work, and provisioning on an application's first access."""
+planned here and run through migration.py's loop, and the proof that they work."""
 
 from __future__ import annotations
 
@@ -11,88 +11,77 @@ import sqlalchemy as sa
 
 from . import fresh
 from . import schema as tenant_schema
-from .backends import Backend, NamespaceState, open_backend
-from .chain import Chain, load_chain
-from .config import ROW_LEVEL, Settings, load_settings
-from .errors import ConfigError, DocexMigrateError, TenantNotReadyError, UsageError
-from .executors import WorkItem, collect, execute, in_order
+from .backends import Backend, NamespaceState
+from .chain import Chain
+from .config import ROW_LEVEL
+from .errors import ConfigError, DocexMigrateError, Interrupted, UsageError
+from .executors import WorkItem
+from .invocation import Invocation
+from .migration import Plan, execute_plan
 from .results import Action, TenantResult, describe_error
 from .runner import rolled_back
-from .runs import Run, recording
 from .selection import validated
 from .states import NEEDS_A_PERSON, plan, state_of, why_not_migratable
 
 
 def provision(
-    settings: Settings,
-    tenant_ids: Sequence[str],
-    *,
-    verify: bool = False,
-    exist_ok: bool = False,
-    jobs: int = 1,
-    replay: bool = True,
-    chain: Chain | None = None,
-    run: Run | None = None,
+    inv: Invocation, tenant_ids: Sequence[str], *, verify: bool = False, exist_ok: bool = False, replay: bool = True
 ) -> list[TenantResult]:
-    """Create each tenant's namespace and upgrade it to head, in one transaction per tenant.
+    """Create each tenant's namespace and upgrade it to head, in one transaction per tenant:
+    the plan -> execute loop of migration.py, with a create flag on each WorkItem.
 
     A fresh namespace gets what the chain produces, copied or replayed (``replay``, see
     fresh.py) instead of a full Alembic run: the same result, without Alembic's cost per tenant.
 
     An existing tenant is a failure ("already exists") unless ``exist_ok``, when it is brought
-    to head instead. ``verify`` then proves each tenant works and leaves no trace. ``run``
-    records the run in the ledger as it happens (runs.py).
+    to head instead. ``verify`` then proves each tenant works and leaves no trace.
     """
-    if settings.multi_tenancy_model == ROW_LEVEL:
+    if inv.settings.multi_tenancy_model == ROW_LEVEL:
         raise ConfigError(
-            f"security.multi_tenancy_model is 'row_level' in {settings.describe_source()}: per-tenant databases "
+            f"security.multi_tenancy_model is 'row_level' in {inv.settings.describe_source()}: per-tenant databases "
             "need 'database_level'; rerun with --enable-multi-tenancy to set it"
         )
     if not tenant_ids:
         raise UsageError("name at least one tenant to provision")
-    chain = chain or load_chain()
-    with recording(run, chain) as done, open_backend(settings) as backend:
-        namespaces = validated(backend, tenant_ids)
-        states = backend.read_states(namespaces)
-        finished: dict[str, TenantResult] = {}
-        work: list[WorkItem] = []
-        for tenant_id, namespace in namespaces.items():
-            refused = _refusal(chain, tenant_id, namespace, states[tenant_id], exist_ok=exist_ok)
-            if refused is not None:
-                finished[tenant_id] = refused
-                continue
-            state = states[tenant_id]
-            work.append(
-                WorkItem(
-                    tenant_id,
-                    namespace,
-                    state_of(chain, state)[0],
-                    chain.head,
-                    create=True,
-                    action=Action.UPGRADED if state.versioned else Action.PROVISIONED,
-                    fresh=not state.versioned and not state.table_count,
-                    versioned=state.versioned,
-                    identity=state.identity,
-                )
+    chain, backend = inv.chain, inv.backend
+    planned = Plan(chain.head, validated(backend, tenant_ids))
+    states = backend.read_states(planned.namespaces)
+    for tenant_id, namespace in planned.namespaces.items():
+        state = states[tenant_id]
+        refused = _refusal(chain, tenant_id, namespace, state, exist_ok=exist_ok)
+        if refused is not None:
+            planned.finished[tenant_id] = refused
+            continue
+        planned.work.append(
+            WorkItem(
+                tenant_id,
+                namespace,
+                state_of(chain, state)[0],
+                chain.head,
+                create=True,
+                action=Action.UPGRADED if state.versioned else Action.PROVISIONED,
+                fresh=not state.versioned and not state.table_count,
+                versioned=state.versioned,
+                identity=state.identity,
             )
-        if run is not None:
-            run.planned(chain.head, namespaces, finished, work, chain)
-        fresh_tenants = sum(i.fresh for i in work)
-        template = fresh.template(settings, chain, fresh_tenants) if replay and fresh_tenants else None
-        on_result, on_start = (run.on_result, run.on_start) if run is not None else (None, None)
-        interrupted = collect(
-            finished,
-            lambda: execute(
-                settings, backend, work, jobs=jobs, template=template, on_result=on_result, on_start=on_start, chain=chain
-            ),
         )
-        for result in finished.values():
-            result.warnings.extend(backend.warnings_for(result.tenant_id))
-        results = in_order(finished, namespaces, interrupted)
-        for result in results:
-            if verify and not result.failed:
-                _verified(backend, result)
-        return done(results)
+    fresh_tenants = sum(i.fresh for i in planned.work)
+    template = fresh.template(inv.settings, chain, fresh_tenants) if replay and fresh_tenants else None
+    try:
+        results = execute_plan(inv, planned, template=template)
+    except Interrupted as stop:
+        _with_warnings(backend, stop.results or [])
+        raise
+    for result in _with_warnings(backend, results):
+        if verify and not result.failed:
+            _verified(backend, result)
+    return results
+
+
+def _with_warnings(backend: Backend, results: list[TenantResult]) -> list[TenantResult]:
+    for result in results:
+        result.warnings.extend(backend.warnings_for(result.tenant_id))
+    return results
 
 
 def _refusal(chain: Chain, tenant_id: str, namespace: str, state: NamespaceState, *, exist_ok: bool) -> TenantResult | None:
@@ -160,15 +149,3 @@ def _basket_round_trip(connection: sa.Connection) -> bool:
         )
     )
     return connection.execute(sa.select(basket.c.name).where(basket.c.id == basket_id)).scalar() == basket_id
-
-
-def ensure_tenant(tenant_id: str, settings: Settings | None = None) -> TenantResult:
-    """Provision ``tenant_id`` on first access, or bring it to head; idempotent.
-
-    Raises TenantNotReadyError (exit 1) if the tenant cannot be made ready.
-    """
-    settings = settings or load_settings()
-    (result,) = provision(settings, [tenant_id], exist_ok=True)
-    if result.failed:
-        raise TenantNotReadyError(f"tenant {tenant_id!r}: {result.message}")
-    return result

@@ -1,4 +1,7 @@
-"""What the commands print: aligned human tables, or JSON on stdout (human text then on stderr)."""
+"""What the commands print: aligned human tables, or JSON on stdout (human text then on stderr).
+
+It knows the values the commands return (results.py, states.TenantStatus), never the modules
+that compute them."""
 
 from __future__ import annotations
 
@@ -6,13 +9,28 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-from .results import ALREADY_AT_TARGET, Action, CheckStatus, TenantResult
+from .results import (
+    ALREADY_AT_TARGET,
+    DRIFTED,
+    MAX_DIFF,
+    OK,
+    REPAIRED,
+    UNKNOWN_ADOPTION,
+    UNVERSIONED,
+    Action,
+    CheckResult,
+    CheckStatus,
+    Deprovisioned,
+    RevisionInfo,
+    RunDetail,
+    RunInfo,
+    RunTenant,
+    TenantDrift,
+    TenantResult,
+)
 from .states import State, TenantStatus
-
-if TYPE_CHECKING:
-    from .checks import CheckResult
 
 
 def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
@@ -63,6 +81,98 @@ class Reporter:
             self.say(line)
         counts = Counter(r.status.value for r in results)
         self.say(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+
+    def drift(self, rows: list[TenantDrift]) -> None:
+        """verify: the tenants that are not exactly their revision, their diff and repairs."""
+        if self.as_json:
+            self.emit_json([r.as_dict() for r in rows])
+        if not rows:
+            self.say("no tenants found")
+            return
+        shown = [r for r in rows if r.state != OK]
+        if shown:
+            _table(
+                [("TENANT", "NAMESPACE", "REVISION", "STATE")]
+                + [(r.tenant_id, r.namespace, r.revision or "-", _drift_label(r)) for r in shown],
+                self.human,
+            )
+            for r in shown:
+                self._drift_lines(r)
+        counts = Counter(r.state for r in rows)
+        catalogs = len({(r.revision, r.fingerprint) for r in rows if r.fingerprint and r.state in (OK, DRIFTED, REPAIRED)})
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        if counts.get(OK) == len(rows):
+            summary = f"all {len(rows)} tenant(s) are exactly their revision"
+        self.say(f"{summary} ({catalogs} distinct catalog(s) compared)")
+
+    def _drift_lines(self, r: TenantDrift) -> None:
+        lines = r.diff if r.state == DRIFTED else []
+        for line in lines[:MAX_DIFF]:
+            self.say(f"  {r.tenant_id}: {line}")
+        if len(lines) > MAX_DIFF:
+            self.say(f"  {r.tenant_id}: ... and {len(lines) - MAX_DIFF} more (--json has them all)")
+        verb = "repaired" if r.state == REPAIRED else "repair would"
+        for line in r.repairs if r.state in (DRIFTED, REPAIRED) else []:
+            self.say(f"  {r.tenant_id}: {verb}: {line}")
+        if r.state == DRIFTED and r.error:
+            self.say(f"  {r.tenant_id}: {r.error}")
+
+    def runs(self, found: list[RunInfo]) -> None:
+        if self.as_json:
+            self.emit_json([r.as_dict() for r in found])
+        elif not found:
+            self.say("no runs recorded")
+        else:
+            self.table([("RUN", "COMMAND", "TARGET", "STARTED", "FINISHED", "STATE", "TENANTS")] + [_run_row(r) for r in found])
+
+    def run_detail(self, detail: RunDetail) -> None:
+        if self.as_json:
+            self.emit_json(detail.as_dict())
+            return
+        r = detail.run
+        self.say(f"run {r.run_id}: {r.command} {r.selection} -> {r.target or '-'}, {r.state}")
+        extra = f", resumes {r.resumes}" if r.resumes else f", undoes {r.undoes}" if r.undoes else ""
+        self.say(f"by {r.user} on {r.host} (pid {r.pid}), docex-migrate {r.version}, chain head {r.chain_head}{extra}")
+        self.say(f"started {r.started_at}, finished {r.finished_at or '-'}{': ' + r.error if r.error else ''}")
+        if detail.tenants:
+            self.table(
+                [("TENANT", "ACTION", "FROM", "TO", "MS", "MESSAGE")]
+                + [
+                    (t.tenant_id, t.action, t.from_revision or "base", _reached(t), str(t.duration_ms or "-"), t.message)
+                    for t in detail.tenants
+                ]
+            )
+
+    def tenants(self, found: dict[str, str]) -> None:
+        if self.as_json:
+            self.emit_json([{"tenant_id": t, "namespace": ns} for t, ns in found.items()])
+            return
+        if not found:
+            self.say("no tenants found")
+        for tenant_id, namespace in found.items():
+            self.say(f"{tenant_id}\t{namespace}")
+
+    def history(self, revisions: list[RevisionInfo]) -> None:
+        if self.as_json:
+            self.emit_json([r.as_dict() for r in revisions])
+            return
+        for r in revisions:
+            self.say(f"{r.down_revision or '<base>'} -> {r.revision}{' (head)' if r.head else ''}, {r.doc}")
+
+    def heads(self, found: list[str]) -> None:
+        if self.as_json:
+            self.emit_json(found)
+            return
+        for head in found:
+            self.say(head)
+
+    def deprovisioned(self, done: Deprovisioned) -> None:
+        if self.as_json:
+            self.emit_json(done.as_dict())
+        for warning in done.warnings:
+            self.warn(warning)
+        backup = f"; backup in {done.backup}" if done.backup else "; no backup written"
+        self.say(f"{done.tenant_id}: {done.namespace} removed{backup}")
 
     def results(self, results: list[TenantResult], verb: str) -> None:
         for result in results:
@@ -119,3 +229,29 @@ def _detail(r: TenantResult) -> str:
     if r.action == Action.SCRIPTED:
         return f"at {r.to_revision or 'base'}: {r.message}"
     return f"{r.from_revision or 'base'} -> {r.to_revision or 'base'}" + (f" ({r.message})" if r.message else "")
+
+
+def _drift_label(row: TenantDrift) -> str:
+    if row.state == UNVERSIONED:
+        if row.adopt == UNKNOWN_ADOPTION:
+            return f"unversioned ({row.error})"
+        return f"unversioned (matches {row.matches}, adopt: {row.adopt})" if row.adopt else "unversioned (empty)"
+    if row.state == DRIFTED:
+        return "DRIFTED" + (" (repairable: `verify --repair --yes`)" if row.repairable and not row.error else "")
+    if row.failed:
+        return f"{row.state.upper()}: {row.error}" if row.error else row.state.upper()
+    if row.state == REPAIRED:
+        return f"repaired: now exactly {row.revision}"
+    return row.state
+
+
+def _run_row(r: RunInfo) -> tuple[str, ...]:
+    counts = ", ".join(f"{n} {action}" for action, n in r.counts.items())
+    return (r.run_id, r.command, r.target or "-", r.started_at[:19], (r.finished_at or "-")[:19], r.state, counts)
+
+
+def _reached(t: RunTenant) -> str:
+    """Where the tenant went; a pending one (the run is live) is on its way to its target."""
+    if t.pending:
+        return f"pending -> {t.target or 'base'}"
+    return t.to_revision or "base"

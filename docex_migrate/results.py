@@ -1,18 +1,24 @@
-"""What a command reports per tenant: the action taken, the revisions, and the error as a value.
+"""What the commands return: values only, never the code that produces them.
 
-A failing tenant is a TenantResult with Action.FAILED, never an exception that stops the others.
+Per tenant, a TenantResult (the action taken, the revisions, the error as a value): a failing
+tenant is one with Action.FAILED, never an exception that stops the others. And the other
+commands' answers: a check's CheckResult, verify's TenantDrift, the ledger's RunInfo, RunTenant
+and RunDetail, deprovision's Deprovisioned, history's RevisionInfo. Reporting prints these;
+it imports nothing that computes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import DocexMigrateError
 
 ALREADY_AT_TARGET = "already at the target"
+PENDING = "pending"  # a run's tenant whose result the ledger has not recorded (yet)
 
 
 class Action(str, Enum):
@@ -114,3 +120,182 @@ def describe_error(exc: BaseException) -> str:
     line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     hint = _HINTS.get(getattr(orig, "sqlstate", None) or "") or _HINTS.get(line)
     return f"{line} ({hint})" if hint else line
+
+
+@dataclass
+class CheckResult:
+    """How one `docex-migrate check` ended (checks.py)."""
+
+    name: str
+    statement: str
+    status: CheckStatus
+    message: str = ""
+    evidence: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "statement": self.statement,
+            "status": self.status.value,
+            "message": self.message,
+            "evidence": self.evidence,
+        }
+
+
+# A verify verdict is a status state (states.State's values, spelled here as strings so that
+# this module needs nothing above it) or one of the verdicts of drift.py.
+AHEAD, BEHIND, CORRUPT, CURRENT = "ahead", "behind", "corrupt", "current"
+UNREADABLE, UNVERSIONED = "unreadable", "unversioned"
+OK, DRIFTED, REPAIRED = "ok", Action.DRIFTED.value, "repaired"
+UNVERIFIED = "unverified"  # versioned, but its revision's snapshot is not available here
+FAILED_STATES = (DRIFTED, UNVERIFIED, UNREADABLE, CORRUPT, AHEAD)
+MAX_DIFF = 20  # lines of diff shown per tenant; the JSON carries them all
+UNKNOWN_ADOPTION = "unknown"  # adoption.Decision.UNKNOWN's value: recognition could not run
+
+
+@dataclass
+class TenantDrift:
+    """One tenant's verdict: ok, drifted, repaired, or the state that kept it from being compared
+    (unversioned, missing, unreadable, corrupt, ahead, unverified)."""
+
+    tenant_id: str
+    namespace: str
+    revision: str | None
+    state: str
+    diff: list[str] = field(default_factory=list)  # what is missing, extra, different (drifted)
+    repairs: list[str] = field(default_factory=list)  # what `verify --repair` does or did (index changes)
+    matches: str | None = None  # unversioned: the revision adopt would stamp
+    adopt: str | None = None  # unversioned: adopt, repair, refuse, unknown
+    error: str | None = None
+    fingerprint: str | None = None  # the catalog's group: tenants with one fingerprint have one catalog
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+    @property
+    def repairable(self) -> bool:
+        return self.state == DRIFTED and bool(self.repairs)
+
+    def as_dict(self) -> dict[str, object]:
+        row: dict[str, object] = {
+            "tenant_id": self.tenant_id,
+            "namespace": self.namespace,
+            "revision": self.revision,
+            "state": self.state,
+            "fingerprint": self.fingerprint[:16] if self.fingerprint else None,
+        }
+        if self.state in (DRIFTED, REPAIRED):
+            row.update(diff=self.diff, repairs=self.repairs, repairable=self.repairable or self.state == REPAIRED)
+        if self.state == UNVERSIONED:
+            row.update(matches=self.matches, adopt=self.adopt)
+        if self.error:
+            row["error"] = self.error
+        return row
+
+
+@dataclass(frozen=True)
+class RunTenant:
+    """A tenant of a recorded run, as the ledger has it (reconciled when the run died)."""
+
+    tenant_id: str
+    namespace: str
+    action: str
+    from_revision: str | None
+    to_revision: str | None
+    target: str | None
+    finished_at: str | None
+    duration_ms: int | None
+    message: str
+    identity: str | None = None  # which namespace it was (Backend.identity); None in older ledgers
+
+    @property
+    def pending(self) -> bool:
+        return self.action == PENDING
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "tenant_id": self.tenant_id,
+            "namespace": self.namespace,
+            "action": self.action,
+            "from_revision": self.from_revision,
+            "to_revision": self.to_revision,
+            "target": self.target,
+            "finished_at": self.finished_at,
+            "duration_ms": self.duration_ms,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A recorded run: who ran what, when, and how it ended."""
+
+    run_id: str
+    command: str
+    target: str | None
+    selection: str
+    resumes: str | None
+    undoes: str | None
+    user: str
+    host: str
+    pid: int
+    version: str
+    chain_head: str | None
+    started_at: str
+    finished_at: str | None
+    state: str
+    error: str | None
+    counts: dict[str, int]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "command": self.command,
+            "target": self.target,
+            "selection": self.selection,
+            "resumes": self.resumes,
+            "undoes": self.undoes,
+            "user": self.user,
+            "host": self.host,
+            "pid": self.pid,
+            "version": self.version,
+            "chain_head": self.chain_head,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "state": self.state,
+            "error": self.error,
+            "counts": self.counts,
+        }
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: RunInfo
+    tenants: list[RunTenant]
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.run.as_dict(), "tenants": [t.as_dict() for t in self.tenants]}
+
+
+@dataclass(frozen=True)
+class Deprovisioned:
+    tenant_id: str
+    namespace: str
+    backup: Path | None
+    warnings: tuple[str, ...] = ()  # what was neither backed up nor removed (PostgreSQL's large objects)
+
+    def as_dict(self) -> dict[str, object]:
+        backup = str(self.backup) if self.backup else None
+        return {"tenant_id": self.tenant_id, "namespace": self.namespace, "backup": backup, "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    revision: str
+    down_revision: str | None
+    doc: str
+    head: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {"revision": self.revision, "down_revision": self.down_revision, "doc": self.doc, "head": self.head}

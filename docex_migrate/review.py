@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backends import Backend, open_backend
-from .chain import VERSION_TABLE, Chain, load_chain
-from .config import Settings
+from .backends import Backend
+from .chain import VERSION_TABLE, Chain
 from .errors import DocexMigrateError
+from .invocation import Invocation
 from .results import Action, TenantResult
 from .runner import record_migration, render_offline
 from .selection import in_shard, select
@@ -35,47 +35,38 @@ class Review:
     combined: Path | None = None  # every tenant's script in one (where one session reaches them all)
 
 
-def write_scripts(
-    settings: Settings,
-    tenant_ids: Sequence[str] | None,
-    revision: str,
-    output: Path,
-    *,
-    shard: tuple[int, int] | None = None,
-    chain: Chain | None = None,
-) -> Review:
+def write_scripts(inv: Invocation, tenant_ids: Sequence[str] | None, revision: str, output: Path) -> Review:
     """One script per tenant that needs one into ``output`` (and, where one session reaches
     every tenant, one combined script); tenants with nothing to do, or refused, are reported as
     ``upgrade`` would report them. Nothing is migrated."""
-    chain = chain or load_chain()
+    chain, backend = inv.chain, inv.backend
     target = chain.resolve(revision)
-    with open_backend(settings) as backend:
-        namespaces = in_shard(select(backend, tenant_ids), shard)
-        states = backend.read_states(namespaces)
-        results: list[TenantResult] = []
-        scripts: list[str] = []
-        files: list[Path] = []
-        for tenant_id, namespace in namespaces.items():
-            planned = plan(chain, tenant_id, namespace, states[tenant_id], target, downgrade=False)
-            if planned is not None:
-                results.append(planned)
-                continue
-            current = state_of(chain, states[tenant_id])[0]
-            steps = _steps(backend, tenant_id, chain, current, target)
-            script = backend.review_script(tenant_id, current, steps, versioned=states[tenant_id].versioned)
-            output.mkdir(parents=True, exist_ok=True)
-            path = output / f"{tenant_id}.sql"
-            path.write_text(script, encoding="utf-8")
-            scripts.append(script)
-            files.append(path)
-            message = f"script to {target} written: {path} (not run)"
-            results.append(TenantResult(tenant_id, namespace, Action.SCRIPTED, current, current, message))
-        combined = backend.combined_script(scripts) if scripts else None
-        if combined is None:
-            return Review(results, files)
-        files.append(output / COMBINED)
-        files[-1].write_text(combined, encoding="utf-8")
-        return Review(results, files, files[-1])
+    namespaces = in_shard(select(backend, tenant_ids), inv.shard)
+    states = backend.read_states(namespaces)
+    results: list[TenantResult] = []
+    scripts: list[str] = []
+    files: list[Path] = []
+    for tenant_id, namespace in namespaces.items():
+        planned = plan(chain, tenant_id, namespace, states[tenant_id], target, downgrade=False)
+        if planned is not None:
+            results.append(planned)
+            continue
+        current = state_of(chain, states[tenant_id])[0]
+        steps = _steps(backend, tenant_id, chain, current, target)
+        script = backend.review_script(tenant_id, current, steps, versioned=states[tenant_id].versioned)
+        output.mkdir(parents=True, exist_ok=True)
+        path = output / f"{tenant_id}.sql"
+        path.write_text(script, encoding="utf-8")
+        scripts.append(script)
+        files.append(path)
+        message = f"script to {target} written: {path} (not run)"
+        results.append(TenantResult(tenant_id, namespace, Action.SCRIPTED, current, current, message))
+    combined = backend.combined_script(scripts) if scripts else None
+    if combined is None:
+        return Review(results, files)
+    files.append(output / COMBINED)
+    files[-1].write_text(combined, encoding="utf-8")
+    return Review(results, files, files[-1])
 
 
 def _steps(backend: Backend, tenant_id: str, chain: Chain, current: str | None, target: str | None) -> str:

@@ -19,7 +19,7 @@ from reference_schemas import (
 
 from docex_migrate import api
 from docex_migrate.chain import load_chain
-from docex_migrate.runs import Run, recording
+from docex_migrate.run_record import Run, recording
 from docex_migrate.snapshot import differences
 
 FILES = {**{rev: name for rev, name in GENERATIONS.items()}, DOCEX_2_9_10: None}
@@ -241,6 +241,18 @@ def test_upgrade_with_adopt_does_both(env):
     result = cli("upgrade", "--all-tenants", "--adopt")
     assert result.exit_code == 0, result.output
     assert version_of(env, "old") == (head(),)
+
+
+def test_adopt_called_from_python_records_its_run_in_the_ledger(env):
+    """api.adopt records the run it is given itself, as the CLI's adopt does: the run is in
+    `runs`, finished, its tenant adopted."""
+    build_legacy(env, "one", legacy_ddl(env, DOCEX_2_9_10, "one"))
+    run_ = api.Run(env.settings, "adopt")
+    (result,) = api.adopt(env.settings, ["one"], run=run_)
+    assert result.action.value == "adopted", result.message
+    (info,) = [r for r in api.runs(env.settings) if r.run_id == run_.run_id]
+    assert info.command == "adopt" and info.state == "finished" and info.counts == {"adopted": 1}
+    assert [(t.tenant_id, t.action) for t in api.show_run(env.settings, run_.run_id).tenants] == [("one", "adopted")]
 
 
 def test_adopt_records_each_tenant_in_the_ledger_as_it_is_adopted(env):

@@ -521,3 +521,15 @@ def test_deprovision_says_large_objects_the_tenant_points_to_are_neither_backed_
     cli("provision", "globex")
     quiet = cli("deprovision", "globex", "--yes")
     assert quiet.exit_code == 0 and "large object" not in quiet.stderr
+
+
+def test_deprovision_called_from_python_records_its_run_in_the_ledger(env):
+    """api.deprovision records itself, as the CLI's deprovision does: the run is in `runs`, its
+    tenant deprovisioned from its revision, the backup named in its message (undo refuses it)."""
+    (provisioned,) = api.provision(env.settings, ["acme_corp"])
+    done = api.deprovision(env.settings, "acme_corp", backup_dir=env.workdir / "backups")
+    (info,) = [r for r in api.runs(env.settings) if r.command == "deprovision"]
+    assert info.state == "finished" and info.counts == {"deprovisioned": 1} and info.selection == "acme_corp"
+    (tenant,) = api.show_run(env.settings, info.run_id).tenants
+    assert (tenant.tenant_id, tenant.action, tenant.to_revision) == ("acme_corp", "deprovisioned", None)
+    assert tenant.from_revision == provisioned.to_revision and str(done.backup) in tenant.message

@@ -25,7 +25,7 @@ from helpers import (
 )
 from test_adoption import build_legacy, hybrid_ddl, legacy_ddl
 
-from docex_migrate import adoption, checks, drift
+from docex_migrate import adoption, api, checks, drift
 from docex_migrate.api import provision
 from docex_migrate.backends import backend_for
 from docex_migrate.backends.postgresql import catalog_reads as pg_backend
@@ -411,7 +411,7 @@ def test_pg_fingerprints_are_sound_across_batches_and_schema_names(pg_env, monke
     assert len(set(fingerprints.values())) == len(changes) + 2, fingerprints
     assert any(c.isupper() for c in backend_tenants["with-dash"]) and "-" in backend_tenants["with-dash"]
 
-    rows = {r.tenant_id: r for r in drift.verify(settings, names)}
+    rows = {r.tenant_id: r for r in api.verify(settings, names)}
     assert {t for t, r in rows.items() if r.state == drift.OK} == set(same) | {"reordered"}
     assert {t for t, r in rows.items() if r.state == drift.DRIFTED} == set(changes)
     assert rows["own-name-literal"].diff == [

@@ -350,14 +350,14 @@ def test_a_session_ended_by_the_server_while_the_run_plans_costs_nothing(pg_env,
     """Found in review of a speed-up that kept the bulk read's session for the tenants: a server
     that ends idle sessions (idle_session_timeout, a pooler, a NAT) while the run plans must not
     fail the first tenant, nor the run."""
-    from docex_migrate import api
+    from docex_migrate import api, migration
 
     ids = ["acme", "beta"]
     api.provision(pg_env.settings, ids)
     api.downgrade(pg_env.settings, ids, "s6_docex_2_8_8")
     with pg_env.engine().begin() as conn:
         conn.exec_driver_sql(f'ALTER DATABASE "{pg_env.url.database}" SET idle_session_timeout = 500')
-    real = api.hold_back_drifted
+    real = migration.hold_back_drifted
 
     def slow(*args, **kwargs):  # stands for verifying a large fleet before the upgrade
         try:
@@ -365,7 +365,7 @@ def test_a_session_ended_by_the_server_while_the_run_plans_costs_nothing(pg_env,
         finally:
             time.sleep(1.5)
 
-    monkeypatch.setattr(api, "hold_back_drifted", slow)
+    monkeypatch.setattr(migration, "hold_back_drifted", slow)
     try:
         results = api.upgrade(pg_env.settings, ids, "head", verify_first=True, jobs=jobs)
     finally:

@@ -20,7 +20,7 @@ import yaml
 from helpers import STEPS, cli, migrate_to, start, tenant_engine, tenant_snapshot, version_of
 
 from docex_migrate import api
-from docex_migrate import runs as runs_module
+from docex_migrate import run_record as runs_module
 from docex_migrate.backends import Backend
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.errors import InvalidTenantError, UsageError
@@ -328,7 +328,7 @@ def test_resume_and_undo_refuse_bad_runs_with_one_line_and_touch_nothing(steps):
     try:
         with book.connection.begin():
             row = book.connection.execute(sa.select(runs).where(runs.c.run_id == good)).mappings().one()
-            from docex_migrate.runs import _process_start
+            from docex_migrate.run_record import _process_start
 
             book.connection.execute(
                 runs.update()

@@ -1,0 +1,116 @@
+"""The command line's shared options (typer's Annotated types), and the checks on what was
+passed that typer cannot make itself: each refused with one line, exit 2 (UsageError)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .config import MAX_TIMEOUT_SECONDS, Settings
+from .errors import UsageError
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="DocEX config file (default: $DOCEX_CONFIG, ~/.docex/config.yaml, built-in SQLite)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout; human text goes to stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log each migration step; show tracebacks.")]
+TenantOpt = Annotated[list[str] | None, typer.Option("--tenant", "-t", help="A tenant id (repeatable).")]
+AllOpt = Annotated[bool, typer.Option("--all-tenants", help="Every tenant found in the database.")]
+FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing tenant.")]
+MaxFailuresOpt = Annotated[
+    int | None, typer.Option("--max-failures", min=1, help="Stop after N failing tenants (default: never stop).")
+]
+# Timeouts are checked by config.Timeouts, not by typer's min/max: one line, exit 2, like any bad input.
+_TIMEOUT_RANGE = f"0 = no limit; at most {MAX_TIMEOUT_SECONDS}, about 24 days"
+LockTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lock-timeout", help=f"Seconds a step may wait for a lock the application holds (default 10; {_TIMEOUT_RANGE})."
+    ),
+]
+StatementTimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--statement-timeout", help=f"Seconds one PostgreSQL statement may run (default 900; {_TIMEOUT_RANGE})."),
+]
+JobsOpt = Annotated[
+    int,
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=1,
+        help="Tenants migrated in parallel, one process each: this one and N-1 workers (capped by the free connections).",
+    ),
+]
+ShardOpt = Annotated[
+    str | None, typer.Option("--shard", help="Only shard K of N (K/N, 0 <= K < N), by a stable hash of the tenant id.")
+]
+ResumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        metavar="RUN",
+        help="Take the tenants of recorded run RUN that did not reach its target there, as a new run.",
+    ),
+]
+TenantLockWaitOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--tenant-lock-wait", help=f"Seconds to wait for another run on the same tenant (default 300; {_TIMEOUT_RANGE})."
+    ),
+]
+
+
+def targets(tenant: list[str] | None, all_tenants: bool) -> list[str] | None:
+    if tenant and all_tenants:
+        raise UsageError("naming tenants and --all-tenants exclude each other: pass one")
+    if not tenant and not all_tenants:
+        raise UsageError("name the tenants (--tenant ID, repeatable) or pass --all-tenants")
+    return None if all_tenants else tenant
+
+
+def shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    index, _, count = value.partition("/")
+    ascii_digits = re.compile("[0-9]+")  # not str.isdigit(): it takes ٣, ３ and ², which int() reads or refuses
+    if not (ascii_digits.fullmatch(index) and ascii_digits.fullmatch(count) and int(index) < int(count)):
+        raise UsageError(f"--shard {value!r}: use K/N with 0 <= K < N, e.g. --shard 0/4")
+    return int(index), int(count)
+
+
+def refuse_with_sql(given: dict[str, bool]) -> None:
+    """upgrade --sql writes scripts and runs nothing: options about running tenants cannot apply."""
+    passed = [option for option, was_given in given.items() if was_given]
+    if passed:
+        them = "them" if len(passed) > 1 else "it"
+        raise UsageError(
+            f"--sql writes scripts and runs nothing, so it cannot take {', '.join(passed)}: drop {them}, or drop --sql"
+        )
+
+
+def stop_after(fail_fast: bool, max_failures: int | None) -> int | None:
+    if fail_fast and max_failures is not None:
+        raise UsageError("--fail-fast and --max-failures exclude each other: pass one")
+    return 1 if fail_fast else max_failures
+
+
+def with_timeouts(settings: Settings, lock: float | None, statement: float | None, wait: float | None) -> Settings:
+    named = {"lock_timeout": lock, "statement_timeout": statement, "tenant_lock_wait": wait}
+    given: dict[str, float] = {k: v for k, v in named.items() if v is not None}
+    return replace(settings, timeouts=replace(settings.timeouts, **given)) if given else settings
+
+
+def selection(tenant: list[str] | None, all_tenants: bool, shard: str | None, revision: str | None = None) -> str:
+    parts = [revision] if revision else []
+    parts += ["--all-tenants"] if all_tenants else [f"--tenant {t}" for t in tenant or []]
+    return " ".join(parts + ([f"--shard {shard}"] if shard else []))
+
+
+def resume_alone(resume: str | None, *given: object) -> None:
+    if resume is not None and any(g not in (None, False, []) for g in given):
+        raise UsageError("--resume takes the tenants and the target of the run it resumes: pass no revision, tenants or --shard")

@@ -1,0 +1,241 @@
+"""The one plan -> execute loop of every command that changes tenants.
+
+A command plans first, from one bulk read of the selected tenants: each tenant is either
+finished already (skipped, refused: a TenantResult) or a WorkItem for the executor. ``execute``
+then records the plan in the run (ledger and progress), spends the failure budget on the
+refusals, and hands the work to the executor (serial, or on processes); every outcome comes back
+as a value, in the order asked, or inside the Interrupted a signal raises. upgrade, downgrade,
+undo and resume plan with ``migrate``; provisioning (provisioning.py) plans "head on a fresh
+namespace" and runs through the same ``execute``. Staged rollouts (--canary, --waves) run
+``migrate`` group by group.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .adoption import adopt
+from .backends import FreshTemplate
+from .drift import hold_back_drifted
+from .errors import Interrupted
+from .executors import WorkItem, collect, execute, in_order, not_run, stopped_after
+from .invocation import Invocation
+from .results import Action, TenantResult
+from .rollout import groups, parse_waves
+from .run_history import UndoPlan
+from .selection import in_shard, select, validated
+from .states import State, plan, state_of
+
+# tenant -> where it must still be (a revision, or BASE) under its lock, and the namespace's identity
+Expected = Mapping[str, tuple[str, str | None]]
+
+
+@dataclass
+class Plan:
+    """What a command decided from its bulk read: the tenants (tenant -> namespace, in the order
+    asked), those already finished, and the work for the executor."""
+
+    target: str | None
+    namespaces: dict[str, str]
+    finished: dict[str, TenantResult] = field(default_factory=dict)
+    work: list[WorkItem] = field(default_factory=list)
+
+
+def execute_plan(
+    inv: Invocation, planned: Plan, *, failures_so_far: int = 0, template: FreshTemplate | None = None
+) -> list[TenantResult]:
+    """Record the plan, then run its work; refusals count towards ``max_failures`` like failures
+    do. Every tenant's result in order (or Interrupted carrying them)."""
+    finished, work, run = planned.finished, planned.work, inv.run
+    if run is not None:
+        run.planned(planned.target, planned.namespaces, finished, work, inv.chain)
+    failures = failures_so_far + sum(r.failed for r in finished.values())
+    budget = None if inv.max_failures is None else inv.max_failures - failures
+    interrupted = None
+    if budget is not None and budget <= 0:
+        finished.update((i.tenant_id, not_run(i, stopped_after(failures))) for i in work)
+    else:
+        on_result, on_start = (run.on_result, run.on_start) if run is not None else (None, None)
+        interrupted = collect(
+            finished,
+            lambda: execute(
+                inv.settings,
+                inv.backend,
+                work,
+                jobs=inv.jobs,
+                max_failures=budget,
+                template=template,
+                on_result=on_result,
+                on_start=on_start,
+                chain=inv.chain,
+            ),
+        )
+    return in_order(finished, planned.namespaces, interrupted)
+
+
+def migrate(
+    inv: Invocation,
+    namespaces: dict[str, str],
+    target: str | None,
+    *,
+    downgrade: bool = False,
+    failures_so_far: int = 0,
+    verify_first: bool = False,
+    expected: Expected | None = None,
+) -> list[TenantResult]:
+    """Plan the tenants from one bulk read, then execute. ``expected`` (undo): tenant -> the
+    revision (or BASE) it must still be at when its lock is taken, and the identity of the
+    namespace it must still be (None: not recorded, not checked)."""
+    states = inv.backend.read_states(namespaces)
+    planned = Plan(target, namespaces)
+    for tenant_id, namespace in namespaces.items():
+        state = states[tenant_id]
+        decided = plan(inv.chain, tenant_id, namespace, state, target, downgrade=downgrade)
+        if decided is not None:
+            planned.finished[tenant_id] = decided
+            continue
+        expect, identity = expected[tenant_id] if expected else (None, state.identity)
+        revision = state_of(inv.chain, state)[0]
+        item = WorkItem(
+            tenant_id, namespace, revision, target, downgrade, versioned=state.versioned, expect=expect, identity=identity
+        )
+        planned.work.append(item)
+    if verify_first:  # a tenant not proven exactly its revision is left alone, as a failure
+        planned.work = hold_back_drifted(inv.settings, inv.backend, inv.chain, planned.work, planned.finished)
+    return execute_plan(inv, planned, failures_so_far=failures_so_far)
+
+
+def selected(inv: Invocation, tenant_ids: Sequence[str] | None) -> dict[str, str]:
+    """The tenants named (validated) or found, within the invocation's shard."""
+    return in_shard(select(inv.backend, tenant_ids), inv.shard)
+
+
+def upgrade(
+    inv: Invocation,
+    tenant_ids: Sequence[str] | None,
+    target: str | None,
+    *,
+    adopt_first: bool = False,
+    verify_first: bool = False,
+    canary: Sequence[str] = (),
+    waves: str | None = None,
+    pause: float = 0.0,
+) -> list[TenantResult]:
+    """The tenants to ``target``, adopting the unversioned ones first if asked, in stages if
+    asked (see api.upgrade)."""
+    staged = _staged(inv, tenant_ids, canary, waves) if canary or waves is not None else None
+    adopted = _adopt_unversioned(inv, tenant_ids) if adopt_first else {}
+    failed_adoptions = sum(r.failed for r in adopted.values())
+    if staged is None:
+        results = migrate(inv, selected(inv, tenant_ids), target, failures_so_far=failed_adoptions, verify_first=verify_first)
+    else:
+        results = _in_waves(inv, staged, target, failed_adoptions, verify_first, pause)
+    return [_after_adoption(adopted.get(r.tenant_id), r) for r in results]
+
+
+Staged = tuple[dict[str, str], list[list[str]], list[str]]
+
+
+def _staged(inv: Invocation, tenant_ids: Sequence[str] | None, canary: Sequence[str], waves: str | None) -> Staged:
+    """The selected tenants, the groups to run in order, and the tenants no wave reaches;
+    bad specs and canaries are refused before anything runs."""
+    sizes = parse_waves(waves) if waves is not None else []
+    validated(inv.backend, canary)
+    namespaces = selected(inv, tenant_ids)
+    planned, beyond = groups(list(namespaces), list(canary), sizes)
+    return namespaces, planned, beyond
+
+
+def _in_waves(
+    inv: Invocation, staged: Staged, target: str | None, failures: int, verify_first: bool, pause: float
+) -> list[TenantResult]:
+    """Each group through the ordinary migration, one after the other; stop after the first
+    group with a failure. The rest are reported not run, at the revision they have. Every
+    tenant is in the run's ledger from the start, so a signal between or during waves leaves
+    the later ones for ``--resume``, and the Interrupted carries every tenant's result."""
+    namespaces, planned, beyond = staged
+    states = inv.backend.read_states(namespaces)
+    before = {t: state_of(inv.chain, states[t])[0] for t in namespaces}
+    if inv.run is not None:
+        inv.run.reserve(target, {t: (namespaces[t], before[t]) for t in namespaces})
+    limit = inv.max_failures
+    finished: dict[str, TenantResult] = {}
+    try:
+        for number, group in enumerate(planned):
+            if number and pause > 0:
+                time.sleep(pause)
+            got = migrate(inv, {t: namespaces[t] for t in group}, target, failures_so_far=failures, verify_first=verify_first)
+            finished.update((r.tenant_id, r) for r in got)
+            failures += sum(r.failed for r in got)
+            if any(r.failed for r in got) or (limit is not None and failures >= limit):
+                what = f"group {number + 1} of {len(planned)}"  # the canaries, when given, are group 1
+                left = [t for later in planned[number + 1 :] for t in later] + beyond
+                finished.update(not_reached(inv, left, f"the rollout stopped after {what} failed"))
+                break
+        else:
+            finished.update(not_reached(inv, beyond, "beyond the last wave (--resume continues)"))
+    except Interrupted as stop:
+        finished.update((r.tenant_id, r) for r in stop.results or [])
+        left = [t for t in namespaces if t not in finished]
+        finished.update(not_reached(inv, left, f"interrupted by {stop.signal_name} (--resume continues)"))
+        for t in left:  # the signal came after its commit, before its wave returned
+            if finished[t].to_revision == target != before[t]:
+                finished[t] = TenantResult(
+                    t, namespaces[t], Action.UPGRADED, before[t], target, f"committed just before {stop.signal_name}"
+                )
+        stop.results = [finished[t] for t in namespaces if t in finished]
+        raise
+    return [finished[t] for t in namespaces if t in finished]
+
+
+def not_reached(inv: Invocation, tenant_ids: list[str], why: str) -> dict[str, TenantResult]:
+    """Not-run results for tenants a stopped run never reached, at the revision each has now
+    (one bulk read for all of them)."""
+    if not tenant_ids:
+        return {}
+    namespaces = validated(inv.backend, tenant_ids)
+    states = inv.backend.read_states(tenant_ids)
+    results = {}
+    for tenant_id in tenant_ids:
+        revision = state_of(inv.chain, states[tenant_id])[0]
+        results[tenant_id] = TenantResult(
+            tenant_id, namespaces[tenant_id], Action.NOT_RUN, revision, revision, f"not attempted: {why}"
+        )
+    return results
+
+
+def undo(inv: Invocation, undoing: UndoPlan) -> list[TenantResult]:
+    """Each group of an undo plan back to the revision it had; the rest as the plan left them."""
+    results = list(undoing.left_alone)
+    for (target, downgrade), tenants in undoing.groups.items():
+        try:
+            namespaces = validated(inv.backend, tenants)
+            results += migrate(inv, namespaces, target, downgrade=downgrade, expected=undoing.left_at)
+        except Interrupted as stop:
+            done_ids = {r.tenant_id for r in results + (stop.results or [])}
+            left = [t for group in undoing.groups.values() for t in group if t not in done_ids]
+            stop.results = results + (stop.results or []) + list(not_reached(inv, left, "interrupted").values())
+            raise
+    return sorted(results, key=lambda r: r.tenant_id)
+
+
+def _adopt_unversioned(inv: Invocation, tenant_ids: Sequence[str] | None) -> dict[str, TenantResult]:
+    """adopt, for the selected tenants that DocEX created itself (unversioned, with tables)."""
+    namespaces = selected(inv, tenant_ids)
+    states = inv.backend.read_states(namespaces)
+    unversioned = [t for t in namespaces if state_of(inv.chain, states[t])[1] == State.UNVERSIONED and states[t].table_count]
+    return {r.tenant_id: r for r in adopt(inv, unversioned)} if unversioned else {}
+
+
+def _after_adoption(adopted: TenantResult | None, result: TenantResult) -> TenantResult:
+    """One line per tenant: a failed adoption is the tenant's result; a successful one is
+    told in front of what the upgrade then did."""
+    if adopted is None:
+        return result
+    if adopted.failed:
+        return adopted
+    result.message = "; ".join(m for m in (adopted.message, result.message) if m)
+    result.details = adopted.details + result.details
+    return result
