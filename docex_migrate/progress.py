@@ -1,7 +1,7 @@
 """Progress as a run happens, on stderr: a live display on a terminal (rich, which typer
 brings), one line per tenant as it finishes anywhere else (CI logs, ``kubectl logs``).
 
-Fed by the run (runs.Run): ``add`` with the tenants each plan hands to Alembic, ``started``
+Fed by the run (run_record.Run): ``add`` with the tenants each plan hands to Alembic, ``started``
 as each is handed out, ``result`` with each tenant's result as it arrives in the parent
 process, ``close`` at the end. ``started`` and ``result`` may come from two threads (--jobs).
 """

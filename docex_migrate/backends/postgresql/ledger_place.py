@@ -43,7 +43,7 @@ class PostgresLedgerPlace(PostgresConnections):
     def ledger(self) -> LedgerPlace:
         """The schema tenants.LEDGER_SCHEMA of the same database (reserved: never a tenant's).
         Its sessions autocommit each statement without waiting for the WAL flush: a row lost to a
-        server crash is made good by reconciliation (runs.py), and each row costs one round trip,
+        server crash is made good by reconciliation (run_history.py), and each row costs one round trip,
         not an fsync."""
         schema = tenants.LEDGER_SCHEMA
 
