@@ -53,9 +53,9 @@ def write_scripts(inv: Invocation, tenant_ids: Sequence[str] | None, revision: s
             continue
         current = state_of(chain, states[tenant_id])[0]
         steps = _steps(backend, tenant_id, chain, current, target)
-        script = backend.review_script(tenant_id, current, steps, versioned=states[tenant_id].versioned)
-        output.mkdir(parents=True, exist_ok=True)
         path = output / f"{tenant_id}.sql"
+        script = backend.review_script(tenant_id, current, steps, versioned=states[tenant_id].versioned, path=path)
+        output.mkdir(parents=True, exist_ok=True)
         path.write_text(script, encoding="utf-8")
         scripts.append(script)
         files.append(path)

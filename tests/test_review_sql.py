@@ -281,3 +281,130 @@ def test_sql_takes_the_shard_it_is_given(sqlite_env, tmp_path):
         written.append({p.stem for p in out.glob("*.sql")})
     assert written[0].isdisjoint(written[1]) and written[0] | written[1] == set(tenants)
     assert written[0] and written[1]  # both shards hold some of five tenants
+
+
+def test_a_sqlite_review_script_run_by_a_shell_with_foreign_keys_on_keeps_every_row(sqlite_env, tmp_path):
+    """The SQLite script rebuilds `document` (CREATE _alembic_tmp_document, copy, DROP TABLE
+    document, RENAME). Under a sqlite3 shell with foreign keys enforced (`PRAGMA foreign_keys =
+    ON` in ~/.sqliterc, the usual advice, or `-cmd`), DROP TABLE first deletes every row of the
+    table, and each child row declared ON DELETE CASCADE (`operations`) went with it. The script
+    sets what the tool's own connection has (foreign keys off), before its BEGIN."""
+    env = sqlite_env
+    assert cli("provision", "acme").exit_code == 0
+    assert cli("downgrade", START, "--tenant", "acme", "--yes").exit_code == 0
+    path = env.namespace("acme")
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("INSERT INTO docbasket VALUES ('b1', 'invoices', NULL, '{}', 'active', '2026-01-01', '2026-01-01')")
+        db.execute(
+            "INSERT INTO document (id, basket_id, name, source, path, document_type, checksum, status,"
+            " processing_attempts, created_at, updated_at)"
+            " VALUES ('d1', 'b1', 'n', 's', 'p', 'file', 'c', 'new', 0, '2026-01-01', '2026-01-01')"
+        )
+        db.execute("INSERT INTO operations VALUES ('o1', 'd1', 'ingest', 'done', NULL, NULL, '2026-01-01', NULL)")
+    result = cli("upgrade", "--tenant", "acme", "--sql", "--output", str(tmp_path / "sql"))
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "sql" / "acme.sql") as script:
+        done = subprocess.run(
+            [shell("sqlite3"), "-cmd", "PRAGMA foreign_keys = ON", path], stdin=script, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 0, done.stderr
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(head(),)]
+        assert db.execute("SELECT id FROM document").fetchall() == [("d1",)]
+        assert db.execute("SELECT id FROM operations").fetchall() == [("o1",)], "the document's operations were deleted"
+
+
+def test_the_command_a_script_header_gives_runs_the_script(env, tmp_path):
+    """#4: "each script's header gives the exact command", run as printed from the directory the
+    tool ran in (PostgreSQL's with the database URL filled in). It gave the script's name
+    relative to --output and (SQLite) the tenant's path relative to the working directory: no
+    directory had both."""
+    assert cli("provision", "acme").exit_code == 0
+    assert cli("downgrade", START, "--tenant", "acme", "--yes").exit_code == 0
+    assert cli("upgrade", "--tenant", "acme", "--sql", "--output", "migration-sql").exit_code == 0
+    header = (env.workdir / "migration-sql" / "acme.sql").read_text().splitlines()[1]
+    command = header.split(": ", 1)[1]
+    assert command.startswith(shell("sqlite3" if env.kind == "sqlite" else "psql") + " "), header
+    if env.kind == "postgres":
+        command = command.replace("DATABASE_URL", env.url.set(drivername="postgresql").render_as_string(False))
+    done = subprocess.run(["sh", "-c", command], cwd=env.workdir, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (command, done.stderr)
+    assert version_of(env, "acme") == (head(),)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "psqlrc", ["\\set ON_ERROR_ROLLBACK on", "\\set AUTOCOMMIT off", "\\set ON_ERROR_ROLLBACK on\n\\set AUTOCOMMIT off"]
+)
+def test_a_psqlrc_changes_nothing_a_script_does(pg_env, tmp_path, psqlrc):
+    """The script is run by a psql that read the DBA's ~/.psqlrc (no -X), or was given the same
+    with -v: it still migrates exactly as the tool does, and a stale one still stops at its
+    guard and changes nothing."""
+    assert cli("provision", "a", "by_tool").exit_code == 0
+    for tenant in ("a", "by_tool"):
+        migrate_to(pg_env, tenant, START, downgrade=True)
+        add_a_basket(pg_env, tenant)
+    render(tmp_path, "a")
+    rc = tmp_path / "psqlrc"
+    rc.write_text(psqlrc + "\n")
+    url = pg_env.url.set(drivername="postgresql").render_as_string(False)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        args = [shell("psql"), "-q", "-d", url, "-f", str(tmp_path / "sql" / "a.sql")]
+        return subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PSQLRC": str(rc)})
+
+    done = run()
+    assert done.returncode == 0, done.stderr
+    assert cli("upgrade", "--tenant", "by_tool").exit_code == 0
+    assert version_of(pg_env, "a") == version_of(pg_env, "by_tool") == (head(),)
+    assert tenant_snapshot(pg_env, "a") == tenant_snapshot(pg_env, "by_tool")
+    at_head = dump(pg_env, "a")
+    again = run()
+    assert again.returncode != 0 and f"tenant a is no longer at {START}" in again.stderr
+    assert dump(pg_env, "a") == at_head
+
+
+NOTES_REVISION = '''"""notes: text with a non-ASCII character and a backslash
+
+Revision ID: notes
+Revises: {head}
+"""
+from alembic import op
+
+revision = "notes"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE notes (body text)")
+    op.execute("INSERT INTO notes VALUES ('caf\\u00e9 a\\\\b')")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE notes")
+'''
+
+
+@pytest.mark.postgres
+def test_a_psqlrc_session_setting_changes_nothing_a_script_writes(pg_env, tmp_path, chain_copy):
+    """A ~/.psqlrc may change how the server reads the script's text: `\\encoding LATIN1` (the
+    script is UTF-8: `café` was stored as `cafÃ©`), `SET standard_conforming_strings = off` (a
+    backslash escapes). The script starts from the settings the tool's own connection starts
+    with, and reads as UTF-8: the rows are the tool's."""
+    (chain_copy / "versions" / "notes.py").write_text(NOTES_REVISION.format(head=head()))
+    assert cli("provision", "a", "by_tool").exit_code == 0
+    for tenant in ("a", "by_tool"):
+        migrate_to(pg_env, tenant, START, downgrade=True)
+    render(tmp_path, "a")
+    rc = tmp_path / "psqlrc"
+    rc.write_text("\\encoding LATIN1\nSET standard_conforming_strings = off;\n")
+    url = pg_env.url.set(drivername="postgresql").render_as_string(False)
+    args = [shell("psql"), "-q", "-d", url, "-f", str(tmp_path / "sql" / "a.sql")]
+    done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PSQLRC": str(rc)})
+    assert done.returncode == 0, done.stderr
+    assert cli("upgrade", "--tenant", "by_tool").exit_code == 0
+    with pg_env.engine().connect() as conn:
+        rows = [conn.exec_driver_sql(f'SELECT body FROM "{pg_env.namespace(t)}".notes').scalars().all() for t in ("a", "by_tool")]
+    assert rows[0] == rows[1] == ["caf\u00e9 a\\b"]

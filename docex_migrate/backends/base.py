@@ -224,12 +224,14 @@ class Backend(ABC):
         return nullcontext()
 
     @abstractmethod
-    def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool) -> str:
+    def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool, path: Path) -> str:
         """The script a DBA reviews and runs for one tenant (upgrade --sql) with the database's
         own shell, which it tells to stop at the first error: ``body`` (unqualified SQL) inside
-        the tenant's own transaction, with the same lock, scope and timeouts the tool takes, and
-        a guard that stops it unless the tenant is still as rendered: at ``revision``, or at
-        base with an empty alembic_version (``versioned``) or none at all."""
+        the tenant's own transaction, with the same lock, scope, timeouts and session settings
+        the tool's own connection has (whatever the shell's startup file set), and a guard that
+        stops it unless the tenant is still as rendered: at ``revision``, or at base with an
+        empty alembic_version (``versioned``) or none at all. Its header gives the command that
+        runs it from the working directory, the script being written to ``path``."""
 
     def combined_script(self, scripts: list[str]) -> str | None:
         """One script applying the tenants' scripts in order, where one session can reach

@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import re
 import select
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -358,7 +360,7 @@ class PostgresSessions(PostgresConnections):
             oid = connection.execute(sa.select(pg_namespace.c.oid).where(pg_namespace.c.nspname == schema)).scalar()
         return None if oid is None else str(oid)
 
-    def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool) -> str:
+    def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool, path: Path) -> str:
         schema = self.namespace(tenant_id)  # letters, digits, '_' and '-' only: safe in literals
         quoted = '"' + schema + '"'
         t = self.timeouts
@@ -370,8 +372,16 @@ class PostgresSessions(PostgresConnections):
             check = f"IF to_regclass('{quoted}.{VERSION_TABLE}') IS NOT NULL THEN"
         return "\n".join([
             f"-- docex-migrate upgrade --sql: tenant {tenant_id}, schema {schema}, from {revision or 'base'}",
-            f"-- Run it with psql (the script makes it stop at the first error): psql -X -d DATABASE_URL -f {tenant_id}.sql",
+            f"-- Run it with psql (the script makes it stop at the first error): psql -X -d DATABASE_URL -f {shlex.quote(str(path))}",
             "\\set ON_ERROR_STOP on",
+            # A ~/.psqlrc (or -v) may have changed these: one transaction of its own, no savepoints.
+            "\\set AUTOCOMMIT on",
+            "\\set ON_ERROR_ROLLBACK off",
+            # ... or how the server reads the script's text (its encoding, standard_conforming_strings,
+            # ...): start from the settings the tool's own connection starts with (the server's, the
+            # role's, PGOPTIONS), reading the file as the UTF-8 it is.
+            "RESET ALL;",
+            "\\encoding UTF8",
             "BEGIN;",
             f"SET LOCAL lock_timeout = '{ms(t.tenant_lock_wait)}';",
             f"DO $$ BEGIN PERFORM pg_advisory_xact_lock(hashtextextended('{schema}', 0)); END $$;",  # prints nothing

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,17 @@ from .files import connect_for_reading, file_identity, read_namespace_state, rea
 from .transactions import FOREVER, kept_open, ms, transactional_engine
 
 __all__ = ["SqliteBackend", "connect_for_reading", "file_identity", "read_namespace_state", "transactional_engine"]
+
+# Settings that change what a migration's statements do, which a sqlite3 shell's ~/.sqliterc or
+# -cmd may have changed (foreign_keys on: a batch rebuild's DROP TABLE deletes every child row
+# declared ON DELETE CASCADE). docex-migrate's connections keep the library's defaults.
+_SESSION_PRAGMAS = ("foreign_keys", "legacy_alter_table", "recursive_triggers", "reverse_unordered_selects")
+
+
+def _session_pragmas() -> list[str]:
+    """The tool's own settings, as statements (before BEGIN: foreign_keys is fixed inside one)."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        return [f"PRAGMA {name} = {db.execute(f'PRAGMA {name}').fetchone()[0]};" for name in _SESSION_PRAGMAS]
 
 
 class SqliteBackend(Backend):
@@ -121,7 +133,7 @@ class SqliteBackend(Backend):
         finally:
             staged.unlink(missing_ok=True)
 
-    def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool) -> str:
+    def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool, path: Path) -> str:
         # For the sqlite3 shell: without `.bail on` it reports an error and goes on with the next
         # statement (and COMMITs); with it, it exits non-zero and the open transaction is lost.
         # SQLite has no way to raise from plain SQL but a constraint: the guard row must be true.
@@ -130,10 +142,12 @@ class SqliteBackend(Backend):
             as_rendered = f"coalesce((SELECT group_concat(version_num) FROM {VERSION_TABLE}), '') = '{revision or ''}'"
         else:
             as_rendered = f"NOT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{VERSION_TABLE}')"
+        command = f"sqlite3 {shlex.quote(self.namespace(tenant_id))} < {shlex.quote(str(path))}"
         return "\n".join([
             f"-- docex-migrate upgrade --sql: tenant {tenant_id}, file {self.namespace(tenant_id)}, from {revision or 'base'}",
-            f"-- Run it with the sqlite3 shell (the script makes it stop at the first error): sqlite3 {self.namespace(tenant_id)} < {tenant_id}.sql",
+            f"-- Run it with the sqlite3 shell (the script makes it stop at the first error): {command}",
             ".bail on",
+            *_session_pragmas(),
             f".timeout {ms(self.timeouts.tenant_lock_wait)}",
             "BEGIN IMMEDIATE;",
             f".timeout {ms(self.timeouts.lock_timeout)}",  # the write lock is ours: later waits are short
