@@ -2,7 +2,12 @@
 
 Lookup order: ``--config PATH``, ``$DOCEX_CONFIG``, ``~/.docex/config.yaml``, then the built-in
 default (SQLite files under ``./storage``, database-level multi-tenancy). ``$DOCEX_DATABASE_URL``
-(a SQLAlchemy PostgreSQL URL) overrides the ``database.postgres`` block and selects PostgreSQL.
+(a SQLAlchemy PostgreSQL URL) overrides the server named in the file and selects PostgreSQL.
+
+PostgreSQL is read as DocEX 2.9 reads it: the server from ``database.postgresql`` if that block is
+there and not empty, else from ``database.postgres`` (docex/db/connection.py: ``get('postgresql') or
+get('postgres')``); the tenant schemas from ``database.postgres.schema_template`` only
+(docex/config/config_resolver.py).
 """
 
 from __future__ import annotations
@@ -119,16 +124,23 @@ def _named_file(path: Path, named_by: str) -> Path:
 _READ_KEYS = {
     "": {"security", "database"},
     "security.": {"multi_tenancy_model", "tenant_database_routing"},
-    "database.": {"type", "sqlite", "postgres"},
+    "database.": {"type", "sqlite", "postgres", "postgresql"},
     "database.sqlite.": {"path_template"},
     "database.postgres.": {"host", "port", "database", "user", "password", "schema_template", "sslmode"},
+    "database.postgresql.": {"host", "port", "database", "user", "password", "schema_template", "sslmode"},
 }
 _NEAR_MISS = 0.8  # difflib's ratio: schema_templat 0.97, schema (DocEX's) 0.57 against schema_template
 
 
-def _check_keys(node: yaml.Node, path: Path) -> None:
+def _check_keys(loader: yaml.SafeLoader, node: yaml.Node, path: Path) -> None:
     """Refuse a key given twice in one mapping (YAML keeps the last one silently) and a near
     miss of a key docex-migrate reads, naming the key and its line."""
+    _refuse_duplicates(node, path)
+    _refuse_near_misses(loader, node, path)
+
+
+def _refuse_duplicates(node: yaml.Node, path: Path) -> None:
+    """In each mapping as written: a key a merge key (<<) brings in may be overridden there."""
     stack: list[tuple[yaml.Node, str]] = [(node, "")]
     seen_nodes: set[int] = set()
     while stack:
@@ -150,13 +162,30 @@ def _check_keys(node: yaml.Node, path: Path) -> None:
                     f"config file {str(path)!r}: {where}{key} is given twice (lines {lines[key]} and {line}): keep one"
                 )
             lines[key] = line
-            known = _READ_KEYS.get(where)
-            if known is not None and key not in known:
+            stack.append((value_node, f"{where}{key}."))
+
+
+def _refuse_near_misses(loader: yaml.SafeLoader, node: yaml.Node, path: Path) -> None:
+    """In each block docex-migrate reads, as it reads it: with the keys a merge key (`<<: *pg`)
+    brings in, and an aliased block checked wherever it is used. Only the paths of _READ_KEYS
+    are walked, so a recursive alias ends too."""
+    stack: list[tuple[yaml.Node, str]] = [(node, "")]
+    while stack:
+        current, where = stack.pop()
+        known = _READ_KEYS.get(where)
+        if known is None or not isinstance(current, yaml.MappingNode):
+            continue
+        loader.flatten_mapping(current)  # what construction does next: merge keys replaced by their pairs
+        for key_node, value_node in current.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = key_node.value
+            if key not in known:
                 meant = difflib.get_close_matches(key, known, n=1, cutoff=_NEAR_MISS)
                 if meant:
                     raise ConfigError(
-                        f"config file {str(path)!r}: {where}{key} at line {line} looks like a misspelling of "
-                        f"{where}{meant[0]}: fix it (read as absent, the default would apply)"
+                        f"config file {str(path)!r}: {where}{key} at line {key_node.start_mark.line + 1} looks like "
+                        f"a misspelling of {where}{meant[0]}: fix it (read as absent, the default would apply)"
                     )
             stack.append((value_node, f"{where}{key}."))
 
@@ -167,7 +196,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         try:
             node = loader.get_single_node()
             if node is not None:
-                _check_keys(node, path)
+                _check_keys(loader, node, path)
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -200,15 +229,19 @@ def _port(value: object, where: str) -> int:
     return value
 
 
-def _text(block: dict[str, Any], key: str, default: str | None) -> str | None:
-    """A string key of the postgres block. YAML reads an unquoted 1234 as a number, which is
+def _text(block: dict[str, Any], key: str, default: str | None, where: str) -> str | None:
+    """A string key of the server's block (``where``). YAML reads an unquoted 1234 as a number, which is
     meant as the digits; anything else is refused by type only, so a password is never printed."""
     value = block.get(key, default)
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise ConfigError(f"database.postgres.{key} must be a string, not {type(value).__name__}: quote it in the config")
+    raise ConfigError(f"{where}.{key} must be a string, not {type(value).__name__}: quote it in the config")
+
+
+# SQLAlchemy's URL pattern (sqlalchemy.engine.url._parse_url) up to the port, to read the port as written.
+_URL_PORT = re.compile(r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?(?:\[[^/?]+\]|[^/:?]+)?(?::(?P<port>[^/?]*))?")
 
 
 def _env_url(env: str) -> URL:
@@ -221,34 +254,45 @@ def _env_url(env: str) -> URL:
             "as in postgresql://user:p%40ss@host:5432/dbname"
         )
     try:
-        url = make_url(env)
-        port = url.port  # an unparsable port raises ValueError, in make_url or here
+        url = make_url(env)  # a port int() cannot read raises ValueError
     except (ArgumentError, ValueError):
         raise ConfigError("$DOCEX_DATABASE_URL is not a valid URL: use postgresql://user:password@host:5432/dbname") from None
     if url.get_backend_name() != "postgresql":
         raise ConfigError(f"$DOCEX_DATABASE_URL must be a PostgreSQL URL, not {url.get_backend_name()!r}")
     if not url.database:
         raise ConfigError("$DOCEX_DATABASE_URL names no database: add it, as in postgresql://user:password@host:5432/dbname")
-    if port is not None:
-        _port(port, "the port in $DOCEX_DATABASE_URL")
+    # SQLAlchemy reads the port with int(), which takes '٥٤٣٢' (Arabic-Indic digits) or '5_432'
+    # for 5432: the port as written must be ASCII digits, as everywhere else. Its value is not
+    # printed: without an '@' the parser reads a password as the port.
+    written = _URL_PORT.match(env)
+    port = written["port"] if written else None
+    if port and not (re.fullmatch(r"[0-9]+", port) and 1 <= int(port) <= 65535):
+        raise ConfigError(
+            "the port in $DOCEX_DATABASE_URL must be a whole number from 1 to 65535 in ASCII digits, "
+            "as in postgresql://user:password@host:5432/dbname"
+        )
     return url.set(drivername="postgresql+psycopg")
 
 
-def _postgres_url(block: dict[str, Any]) -> URL:
-    """The PostgreSQL URL: $DOCEX_DATABASE_URL if set, else the postgres block's keys."""
+def _postgres_url(database_block: dict[str, Any]) -> URL:
+    """The PostgreSQL URL: $DOCEX_DATABASE_URL if set, else the server's block, as DocEX picks it:
+    database.postgresql if it is there and not empty, else database.postgres."""
     env = environment("DOCEX_DATABASE_URL")
     if env:
         return _env_url(env)
-    database = _text(block, "database", "docex_db")
+    name = "postgresql" if _section(database_block, "postgresql", "database.") else "postgres"
+    where = f"database.{name}"
+    block = _section(database_block, name, "database.")
+    database = _text(block, "database", "docex_db", where)
     if not database:
-        raise ConfigError("database.postgres.database must name the database (DocEX's default is docex_db)")
+        raise ConfigError(f"{where}.database must name the database (DocEX's default is docex_db)")
     query = {"sslmode": str(block["sslmode"])} if block.get("sslmode") else {}
     return URL.create(
         "postgresql+psycopg",
-        username=_text(block, "user", None),
-        password=_text(block, "password", None),
-        host=_text(block, "host", "localhost"),
-        port=_port(block.get("port", 5432), "database.postgres.port"),
+        username=_text(block, "user", None, where),
+        password=_text(block, "password", None, where),
+        host=_text(block, "host", "localhost", where),
+        port=_port(block.get("port", 5432), f"{where}.port"),
         database=database,
         query=query,
     )
@@ -273,10 +317,15 @@ def parse_settings(data: dict[str, Any], source: Path | None = None) -> Settings
     path_template = sqlite_block.get("path_template", DEFAULT_PATH_TEMPLATE)
     postgres = None
     if db_type == "postgres":
-        pg_block = _section(database, "postgres", "database.")
-        schema_template = pg_block.get("schema_template", DEFAULT_SCHEMA_TEMPLATE)
+        schema_template = _section(database, "postgres", "database.").get("schema_template", DEFAULT_SCHEMA_TEMPLATE)
         tenants.validate_schema_template(schema_template)
-        postgres = PostgresSettings(url=_postgres_url(pg_block), schema_template=schema_template)
+        unread = _section(database, "postgresql", "database.").get("schema_template", schema_template)
+        if unread != schema_template:  # DocEX would put every tenant in another schema than it says
+            raise ConfigError(
+                "database.postgresql.schema_template is not read by DocEX, which names tenant schemas by "
+                f"database.postgres.schema_template ({schema_template!r} here): move it there, or remove it"
+            )
+        postgres = PostgresSettings(url=_postgres_url(database), schema_template=schema_template)
     else:
         tenants.validate_path_template(path_template)
     return Settings(

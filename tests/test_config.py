@@ -5,8 +5,9 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
+import sqlalchemy as sa
 import yaml
-from helpers import cli, write_config
+from helpers import DATABASE_LEVEL, cli, database_section, write_config
 
 from docex_migrate.config import (
     DEFAULT_PATH_TEMPLATE,
@@ -149,7 +150,17 @@ def test_database_url_without_a_database_is_refused(monkeypatch, url):
     assert "None" not in str(caught.value)
 
 
-@pytest.mark.parametrize("url", ["postgresql://u@h:99999/d", "postgresql://u@h:0/d", "postgresql://u@h:abc/d"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u@h:99999/d",
+        "postgresql://u@h:0/d",
+        "postgresql://u@h:abc/d",
+        "postgresql://u@h:٥٤٣٢/d",  # Arabic-Indic digits: int() reads them as 5432
+        "postgresql://u:pw@h:5_432/d",  # and this one too
+        "postgresql://u@[::1]:\uff15\uff14\uff13\uff12/d",  # full-width digits, after an IPv6 host
+    ],
+)
 def test_database_url_with_a_bad_port_is_refused(monkeypatch, url):
     monkeypatch.setenv("DOCEX_DATABASE_URL", url)
     with pytest.raises(ConfigError, match="DOCEX_DATABASE_URL"):
@@ -284,3 +295,137 @@ def test_a_misspelled_key_is_refused_and_docex_own_keys_pass(tmp_path):
         "  sqlite: {path: docex.db, path_template: 's/{tenant_id}.db'}\n  postgres: {schema: docex}\nstorage: {type: filesystem}\n"
     )
     assert load_settings(path).sqlite.path_template == "s/{tenant_id}.db"
+
+
+def test_docex_own_postgresql_block_is_read_not_refused_as_a_misspelling(pg_env, tmp_path, monkeypatch):
+    """DocEX 2.9 connects with `database.postgresql` before `database.postgres`
+    (docex/db/connection.py: `db_config.get('postgresql') or db_config.get('postgres')`), and names
+    tenant schemas by `database.postgres.schema_template` only (docex/config/config_resolver.py).
+    Found in review: the near-miss check refused `postgresql` as "a misspelling of
+    database.postgres" (exit 2). Here the postgres block names an unreachable server and the
+    schema template; the postgresql block the real server: the tenant is provisioned in the
+    schema the template names, in the postgresql block's database."""
+    env = pg_env
+    server = database_section("postgres", "unused", env.url)["postgres"]
+    del server["schema_template"]
+    elsewhere = {"host": "127.0.0.1", "port": 1, "database": "nowhere", "schema_template": "acct_{tenant_id}"}
+    config = tmp_path / "docex-postgresql.yaml"
+    database = {"type": "postgres", "postgres": elsewhere, "postgresql": server}
+    write_config(config, {"database": database, "security": DATABASE_LEVEL})
+    monkeypatch.setenv("DOCEX_CONFIG", str(config))
+    result = cli("provision", "alpha")
+    assert result.exit_code == 0, result.stderr
+    with env.engine().connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_namespace WHERE nspname = 'acct_alpha'")).scalar() == 1
+
+
+def test_the_server_block_is_picked_as_docex_picks_it():
+    """postgresql if it is there and not empty (DocEX's `or`), else postgres; errors name the block read."""
+    postgres = {"host": "pg-host", "database": "pg_db"}
+    postgresql = {"host": "pgsql-host", "port": 5433, "database": "pgsql_db"}
+    both = parse_settings({"database": {"type": "postgresql", "postgres": postgres, "postgresql": postgresql}})
+    assert (both.postgres.url.host, both.postgres.url.port, both.postgres.url.database) == ("pgsql-host", 5433, "pgsql_db")
+    for empty in ({}, None):
+        fallback = parse_settings({"database": {"type": "postgres", "postgres": postgres, "postgresql": empty}})
+        assert (fallback.postgres.url.host, fallback.postgres.url.database) == ("pg-host", "pg_db")
+    with pytest.raises(ConfigError, match=r"database\.postgresql\.port must be a whole number"):
+        parse_settings({"database": {"type": "postgres", "postgresql": {"port": "x"}}})
+    with pytest.raises(ConfigError, match=r"database\.postgresql in the config must be a mapping"):
+        parse_settings({"database": {"type": "postgres", "postgresql": "db:5432"}})
+
+
+def test_a_schema_template_docex_does_not_read_is_refused():
+    """DocEX ignores a schema_template in the postgresql block: its tenants are in
+    database.postgres.schema_template's schemas (tenant_{tenant_id} by default). Read, it would
+    migrate schemas DocEX never uses; ignored, it would silently mean the default."""
+    with pytest.raises(ConfigError, match=r"database\.postgresql\.schema_template is not read by DocEX.*'tenant_\{tenant_id\}'"):
+        parse_settings({"database": {"type": "postgres", "postgresql": {"schema_template": "acct_{tenant_id}"}}})
+    same = {"schema_template": "acct_{tenant_id}"}
+    settings = parse_settings({"database": {"type": "postgres", "postgres": same, "postgresql": {**same, "host": "h"}}})
+    assert (settings.postgres.schema_template, settings.postgres.url.host) == ("acct_{tenant_id}", "h")
+
+
+# Every key DocEX 2.9.9/2.9.10 reads or ships in its default_config.yaml, in the blocks docex-migrate reads.
+DOCEX_KEYS = {
+    "": ["database", "security", "multi_tenancy", "app", "storage", "logging"],
+    "security": ["multi_tenancy_model", "tenant_database_routing", "enforce_user_context", "context_match_fields"],
+    "database": ["type", "path", "sqlite", "postgres", "postgresql", "echo", "pool_size", "max_overflow", "pool_timeout"]
+    + ["pool_recycle", "vectors"],
+    "database.sqlite": ["path", "path_template"],
+    "database.postgres": ["host", "port", "database", "user", "password", "schema_template", "sslmode", "system_schema"]
+    + ["schema"],
+}
+
+
+@pytest.mark.parametrize(
+    "where, key",
+    [(where, key) for where, keys in DOCEX_KEYS.items() for key in keys]
+    + [("database.postgresql", key) for key in DOCEX_KEYS["database.postgres"] if key != "schema_template"],
+)
+def test_no_key_docex_reads_is_refused_as_a_misspelling(tmp_path, where, key):
+    """Each key alone, with a value docex-migrate accepts where it reads the key."""
+    values = {"type": "sqlite", "port": 5432, "path_template": "s/{tenant_id}.db", "schema_template": "t_{tenant_id}"}
+    values["multi_tenancy_model"] = "database_level"
+    kind = "postgres" if where.startswith("database.postgres") else "sqlite"
+    data: dict = {"database": {"type": kind}}
+    block = data
+    for part in filter(None, where.split(".")):
+        block = block.setdefault(part, {})
+    block.setdefault(key, {} if not where or key in ("sqlite", "postgres", "postgresql") else values.get(key, "x"))
+    assert load_settings(write_config(tmp_path / "docex.yaml", data)).database_type == kind
+
+
+def test_a_misspelled_key_merged_in_by_a_yaml_merge_key_is_refused(pg_env, tmp_path, monkeypatch):
+    """Found in review: the near-miss check looked at each mapping where it is written, once: a
+    block shared by an anchor and brought into database.postgres by a merge key (`<<: *pg`,
+    common in compose-style files) was checked under its own key (`x-pg`, not one docex-migrate
+    reads), so its `schema_templat` passed, was read as absent, and every tenant went to the
+    default schema `tenant_{tenant_id}` instead. Refused (exit 2), naming the key, nothing created."""
+    env = pg_env
+    block = database_section("postgres", "acct_{tenant_id}", env.url)["postgres"]
+    block["schema_templat"] = block.pop("schema_template")
+    config = tmp_path / "docex-merge.yaml"
+    lines = ["x-pg: &pg"] + [f"  {k}: {v!r}" if isinstance(v, str) else f"  {k}: {v}" for k, v in block.items()]
+    lines += ["database:", "  type: postgres", "  postgres:", "    <<: *pg", "security:"]
+    lines += [f"  {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in DATABASE_LEVEL.items()]
+    config.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("DOCEX_CONFIG", str(config))
+    result = cli("provision", "beta")
+    with env.engine().connect() as conn:
+        created = conn.execute(sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE '%beta'")).scalars().all()
+    with env.engine().connect() as conn:  # never leave a tenant_beta behind in the shared database
+        conn.execute(sa.text('DROP SCHEMA IF EXISTS "tenant_beta" CASCADE'))
+        conn.commit()
+    assert result.exit_code == 2, (result.exit_code, result.stderr, created)
+    assert "schema_templat" in result.stderr
+    assert created == []
+
+
+def test_merge_keys_and_aliases_are_checked_where_they_are_read_and_overrides_pass(tmp_path):
+    path = tmp_path / "docex.yaml"
+    # An alias (not a merge) used as the postgres block, its anchor under a key docex-migrate does not read.
+    path.write_text("x-pg: &pg {host: db, schema_templat: 'a_{tenant_id}'}\ndatabase: {type: postgres, postgres: *pg}\n")
+    with pytest.raises(ConfigError, match=r"database\.postgres\.schema_templat at line 1 looks like a misspelling"):
+        load_settings(path)
+    # A merge key's pair overridden in the mapping that merges it is not a key given twice.
+    path.write_text(
+        "x-pg: &pg {host: db, schema_template: 'a_{tenant_id}'}\n"
+        "database:\n  type: postgres\n  postgres:\n    <<: *pg\n    schema_template: 'b_{tenant_id}'\n"
+    )
+    settings = load_settings(path)
+    assert (settings.postgres.url.host, settings.postgres.schema_template) == ("db", "b_{tenant_id}")
+    # A recursive alias ends.
+    path.write_text("database: &d {type: sqlite, sqlite: {path_template: 's/{tenant_id}.db'}, again: *d}\n")
+    assert load_settings(path).sqlite.path_template == "s/{tenant_id}.db"
+
+
+def test_non_ascii_digits_in_the_database_url_port_are_refused_like_everywhere_else(pg_env, monkeypatch):
+    """Found in review: every number a user types is ASCII-only (the config's `port: "٥٤٣٢"` is
+    refused), but SQLAlchemy's URL parser reads $DOCEX_DATABASE_URL's port with int(), which
+    takes Arabic-Indic digits: `:٥٤٣٢` connected to 5432. Refused, exit 2, one line."""
+    env = pg_env
+    url = env.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    monkeypatch.setenv("DOCEX_DATABASE_URL", url.replace(f":{env.url.port or 5432}/", ":٥٤٣٢/"))
+    result = cli("status")
+    assert result.exit_code == 2, result.output
+    assert "port" in result.stderr and len(result.stderr.strip().splitlines()) == 1
