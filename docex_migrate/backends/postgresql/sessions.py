@@ -195,7 +195,7 @@ def _opens_sql_body(words: list[str]) -> bool:
     """Whether ``words`` create a function or procedure whose SQL-standard body (BEGIN ATOMIC,
     PostgreSQL 14+) the statement's ``;`` left open: its inner statements and the END that
     closes it follow as statements of their own. BEGIN ATOMIC outside the argument list's
-    parentheses is nothing else in CREATE FUNCTION (the heuristic psql uses too)."""
+    parentheses is nothing else in CREATE FUNCTION (psql tracks such bodies too)."""
     kind = words[3:4] if words[1:3] == ["or", "replace"] else words[1:2]
     if words[:1] != ["create"] or kind not in (["function"], ["procedure"]):
         return False
