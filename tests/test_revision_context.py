@@ -299,3 +299,109 @@ def test_a_revision_may_roll_back_to_a_savepoint(env, chain_copy):
     assert (result.action, result.to_revision) == ("upgraded", "savepoint"), result.message
     tables = set(_contents(env, "a"))
     assert "kept" in tables and not {"undone", "undone_too"} & tables
+
+
+LEXED = '''"""lexed: a revision whose SQL only PostgreSQL's own lexer reads right
+
+Revision ID: lexed
+Revises: {head}
+"""
+from alembic import op
+
+revision = "lexed"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+replayable = False
+
+
+def upgrade() -> None:
+{body}
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+def _add_lexed(chain_copy: Path, body: str) -> None:
+    lines = "\n".join("    " + line for line in body.strip().splitlines())
+    (chain_copy / "versions" / "lexed.py").write_text(LEXED.format(head=head(), body=lines))
+
+
+def _tables(env, tenant_id: str) -> set[str]:
+    engine = tenant_engine(env, tenant_id)
+    try:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_table_names(schema=env.namespace(tenant_id)))
+    finally:
+        engine.dispose()
+
+
+# PostgreSQL reads these as three statements, the second a COMMIT: an identifier may contain `$`
+# and any non-ASCII character (here one outside the Basic Multilingual Plane), so `x😀$$` is a
+# name, not the start of a dollar-quoted string.
+ASTRAL_DOLLAR = """
+op.execute("CREATE TABLE before_commit (x int)")
+op.execute('SELECT 1 AS "a", 2 AS b\\U0001F600$$; COMMIT; SELECT 3 AS c\\U0001F600$$')
+op.execute("CREATE TABLE after_commit (x int)")
+"""
+
+
+def test_pg_commit_after_an_astral_identifier_ending_in_dollars_is_refused_before_it_runs(pg_env, chain_copy):
+    """Found in review: the guard's lexer stopped identifiers at characters above U+FFFF, took
+    the `$$` ending `b😀$$` for a dollar quote and missed the COMMIT after it: the table created
+    before it stayed committed in a tenant left at its old revision. Now refused before it is
+    sent, nothing committed, as every other COMMIT spelling."""
+    env = pg_env
+    api.provision(env.settings, ["a"])
+    before = head()
+    _add_lexed(chain_copy, ASTRAL_DOLLAR)
+    results = api.upgrade(env.settings, ["a"])
+    assert [(r.action, r.to_revision) for r in results] == [("failed", before)], [r.message for r in results]
+    assert "before_commit" not in _tables(env, "a"), "the statement before the revision's COMMIT stayed committed"
+
+
+# With standard_conforming_strings off (set by a revision, a role or the database), a backslash
+# escapes a quote in an ordinary string: the server reads 'a\'' as the string a' and then runs
+# the COMMIT.
+NONSTANDARD_STRINGS = r"""
+op.execute("CREATE TABLE before_commit (x int)")
+op.execute("SET LOCAL standard_conforming_strings = off")
+op.execute("SELECT 'a\\'' ; COMMIT; SELECT 'x'")
+op.execute("CREATE TABLE after_commit (x int)")
+"""
+
+
+def test_pg_commit_after_a_backslash_quote_with_standard_conforming_strings_off_is_refused(pg_env, chain_copy):
+    """Found in review: the guard read ordinary strings as standard_conforming_strings = on
+    reads them, whatever the session's setting; with it off the server ran a COMMIT the guard
+    took for text. Now the guard reads strings as the session does: refused, nothing committed."""
+    env = pg_env
+    api.provision(env.settings, ["a"])
+    before = head()
+    _add_lexed(chain_copy, NONSTANDARD_STRINGS)
+    results = api.upgrade(env.settings, ["a"])
+    assert [(r.action, r.to_revision) for r in results] == [("failed", before)], [r.message for r in results]
+    assert "before_commit" not in _tables(env, "a"), "the statement before the revision's COMMIT stayed committed"
+
+
+# PostgreSQL 14+'s SQL-standard function body: the `;` inside BEGIN ATOMIC ... END do not end the
+# CREATE FUNCTION statement, and its END is not a transaction's END.
+ATOMIC_BODY = """
+op.execute("CREATE TABLE counters (n int)")
+op.execute(
+    "CREATE FUNCTION counters_total() RETURNS bigint LANGUAGE sql "
+    "BEGIN ATOMIC SELECT coalesce(sum(n), 0) FROM counters; END"
+)
+"""
+
+
+def test_pg_a_function_with_a_standard_sql_body_is_not_taken_for_a_transaction_end(pg_env, chain_copy):
+    """Found in review: `CREATE FUNCTION ... BEGIN ATOMIC ...; END` (one statement to psql and
+    the server) was refused, its closing END taken for a transaction's END. Now upgraded."""
+    env = pg_env
+    api.provision(env.settings, ["a"])
+    _add_lexed(chain_copy, ATOMIC_BODY)
+    results = api.upgrade(env.settings, ["a"])
+    assert [(r.action, r.to_revision) for r in results] == [("upgraded", "lexed")], [r.message for r in results]

@@ -197,6 +197,12 @@ ENDING_STATEMENTS = [
     "select $$;$$; commit",
     "select $a$ $$ ; $a$;rollback",
     "select E'\\';'; commit",
+    "SELECT 1 AS b\U0001f600$$; COMMIT; SELECT 2 AS c\U0001f600$$",  # any non-ASCII character is a letter
+    "SELECT 1; --c\rCOMMIT",  # a comment ends at a carriage return too
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; END",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS case; END; COMMIT",
+    "CREATE FUNCTION begin() RETURNS int LANGUAGE sql AS 'select 1'; END",
+    "CREATE FUNCTION f(begin atomic) RETURNS int LANGUAGE sql AS 'select 1'; END",
 ]
 NOT_ENDING = [
     "SELECT 1",
@@ -216,6 +222,9 @@ NOT_ENDING = [
     "CREATE FUNCTION f() RETURNS void AS $body$ BEGIN COMMIT; END $body$ LANGUAGE plpgsql",
     "select E'\\'; commit'",
     "SELECT 1 AS end_",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+    "create or replace procedure p() language sql begin atomic select case when true then 1 end; select 2; end;",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC END",
 ]
 
 
@@ -233,3 +242,13 @@ def test_statements_that_only_mention_an_end_pass(statement):
     from docex_migrate.backends.postgresql import ends_transaction
 
     assert not ends_transaction(statement)
+
+
+def test_a_backslash_escapes_a_quote_only_when_standard_conforming_strings_is_off():
+    """With standard_conforming_strings off the server reads 'a\\'' as one string, then COMMIT."""
+    from docex_migrate.backends.postgresql import ends_transaction
+
+    statement = "select 'a\\''; commit; select 'x'"
+    assert ends_transaction(statement, standard_strings=False)
+    assert not ends_transaction(statement)
+    assert not ends_transaction("select 'a\\'; commit'", standard_strings=False)

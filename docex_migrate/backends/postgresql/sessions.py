@@ -137,21 +137,35 @@ def lock_tenant(
 # SQLAlchemy) would leave the rest of the tenant unlocked, outside its search_path and, on the
 # tenant connection (the driver autocommits), committed statement by statement: refused before
 # it is sent. A COMMIT cannot be undone once the server has run it, so the text is read as the
-# server's lexer reads it: each statement of a string (comments, quoted strings and
+# server's lexer (scan.l) reads it: each statement of a string (comments, quoted strings and
 # dollar-quoted bodies skipped), by its first words. ROLLBACK TO SAVEPOINT is not an end; a
 # COMMIT inside a function or DO block is refused by the server itself (our BEGIN is explicit).
+# Where the reading is unsure it errs towards a refusal: text the server would refuse as a
+# syntax error runs nothing, so only a COMMIT the server runs and this reading misses is harmful.
 _ENDING_WORDS = {"commit", "end", "abort", "rollback", "prepare"}
-_SKIPPED = re.compile(
-    r"""\s+|--[^\n]*|'(?:[^']|'')*'|"(?:[^"]|"")*"|(?<![\w$])[eE]'(?:[^'\\]|\\.|'')*'"""
-    r"|\$(?P<tag>(?:[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?)\$.*?\$(?P=tag)\$",  # $$ too: the tag may be empty
-    re.DOTALL,
-)
-_WORD = re.compile(r"[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*|\S")
+_IDENTIFIER_START = r"A-Za-z_\x80-\U0010ffff"  # scan.l works on bytes: every non-ASCII one is a letter
+_DOLLAR_TAG = rf"[{_IDENTIFIER_START}][{_IDENTIFIER_START}0-9]*"
+_ESCAPED_STRING = r"'(?:[^'\\]|\\.|'')*'"  # E'...', and '...' with standard_conforming_strings off
 
 
-def _statements(sql: str) -> Iterator[list[str]]:
+def _skipped(plain_string: str) -> re.Pattern[str]:
+    """What the lexer skips: whitespace (scan.l's six characters only), comments, quoted text."""
+    return re.compile(
+        r"[ \t\n\r\f\v]+|--[^\n\r]*|" + plain_string + r'|"(?:[^"]|"")*"|(?<![\w$])[eE]' + _ESCAPED_STRING
+        + rf"|\$(?P<tag>(?:{_DOLLAR_TAG})?)\$.*?\$(?P=tag)\$",  # $$ too: the tag may be empty
+        re.DOTALL,
+    )  # fmt: skip
+
+
+# By standard_conforming_strings: on, a backslash in '...' is a character; off, an escape.
+_SKIPPED = {True: _skipped(r"'(?:[^']|'')*'"), False: _skipped(_ESCAPED_STRING)}
+_WORD = re.compile(rf"[{_IDENTIFIER_START}][{_IDENTIFIER_START}0-9$]*|\S")
+
+
+def _statements(sql: str, standard_strings: bool = True) -> Iterator[list[str]]:
     """The words (lower case) and symbols of each statement of ``sql``, as PostgreSQL's lexer
     splits them: whitespace, comments (nested /* */ too) and quoted text are skipped."""
+    skipped_at = _SKIPPED[standard_strings].match
     words: list[str] = []
     at = 0
     while at < len(sql):
@@ -165,7 +179,7 @@ def _statements(sql: str) -> Iterator[list[str]]:
                 else:
                     at += 1
             continue
-        if skipped := _SKIPPED.match(sql, at):
+        if skipped := skipped_at(sql, at):
             at = skipped.end()
             continue
         token = _WORD.match(sql, at)
@@ -179,10 +193,32 @@ def _statements(sql: str) -> Iterator[list[str]]:
     yield words
 
 
-def ends_transaction(sql: str) -> bool:
+def _opens_sql_body(words: list[str]) -> bool:
+    """Whether ``words`` create a function or procedure whose SQL-standard body (BEGIN ATOMIC,
+    PostgreSQL 14+) the statement's ``;`` left open: its inner statements and the END that
+    closes it follow as statements of their own. BEGIN ATOMIC outside the argument list's
+    parentheses is nothing else in CREATE FUNCTION (psql tracks such bodies too)."""
+    kind = words[3:4] if words[1:3] == ["or", "replace"] else words[1:2]
+    if words[:1] != ["create"] or kind not in (["function"], ["procedure"]):
+        return False
+    depth = 0
+    for at, word in enumerate(words):
+        depth += {"(": 1, ")": -1}.get(word, 0)
+        if depth == 0 and words[at : at + 2] == ["begin", "atomic"]:
+            return words[at + 2 :] != ["end"]  # BEGIN ATOMIC END: an empty body, closed
+    return False
+
+
+def ends_transaction(sql: str, *, standard_strings: bool = True) -> bool:
     """Whether a statement of ``sql`` is COMMIT, END, ABORT, ROLLBACK (not TO a savepoint) or
-    PREPARE TRANSACTION, in any spelling PostgreSQL accepts."""
-    for words in _statements(sql):
+    PREPARE TRANSACTION, in any spelling PostgreSQL accepts. ``standard_strings``: the
+    session's standard_conforming_strings, which decides what a backslash in '...' is."""
+    bodies = 0  # SQL-standard bodies open: an END alone after one's ';' closes it
+    for words in _statements(sql, standard_strings):
+        if bodies and words == ["end"]:
+            bodies -= 1
+            continue
+        bodies += _opens_sql_body(words)
         first, rest = (words[0], words[1:4]) if words else ("", [])
         if first not in _ENDING_WORDS:
             continue
@@ -200,7 +236,10 @@ def _guard(connection: Connection) -> None:
     driver: Any = connection.connection.driver_connection  # psycopg's Connection
 
     def before_cursor_execute(conn: Connection, cursor: Any, statement: str, *_: Any) -> None:
-        if ends_transaction(statement) or driver.info.transaction_status == TransactionStatus.IDLE:
+        # The server parses a string whole, with the setting it has when the string arrives;
+        # it reports each change of it (ParameterStatus), so reading it costs no round trip.
+        standard = driver.info.parameter_status("standard_conforming_strings") != "off"
+        if ends_transaction(statement, standard_strings=standard) or driver.info.transaction_status == TransactionStatus.IDLE:
             raise UnsupportedStepError(ENDING_REFUSED)
 
     def on_commit(conn: Connection) -> None:  # after commit() the driver is idle: SQLAlchemy's commit sends nothing
