@@ -193,8 +193,12 @@ class Reporter:
                     self.say(f"  {r.tenant_id}: {line}")
         if not results:
             self.say(f"nothing to {verb}: no tenants found")
-        elif counts[Action.SKIPPED.value] == len(results):
+        elif len(rows) == 0:
             self.say(f"nothing to {verb}: all {len(results)} tenant(s) already at the target revision")
+        elif counts[Action.SKIPPED.value] == len(results):  # some left alone for a reason of their own
+            at_target = len(results) - len(rows)
+            also = f", {at_target} already at the target revision" if at_target else ""
+            self.say(f"nothing done: {len(rows)} tenant(s) left alone (listed above){also}")
         else:
             self.say(", ".join(f"{n} {action}" for action, n in sorted(counts.items())))
 

@@ -232,7 +232,8 @@ class UndoPlan:
 def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
     """Every tenant that ``run_id`` moved and that is still where it left it goes back to the
     revision it had before; one that moved since, or that is not the namespace it moved (dropped
-    and created again since: its identity differs), is left alone and listed."""
+    and created again since: its identity differs), is left alone and listed, and so is one the
+    undo would take to base (dropping its tables) whose identity was not recorded."""
     row, tenants, backend = _settled(settings, run_id, chain)
     try:
         if row["command"] == "deprovision":
@@ -261,6 +262,12 @@ def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
             why = f"moved since run {run_id} (now at {now_at or 'base'}, it left it at {t.to_revision or 'base'})"
         elif t.identity is not None and state.identity != t.identity:
             why = f"dropped and created again since run {run_id} (now at {now_at or 'base'}): not the one it moved"
+        elif t.identity is None and t.from_revision is None:
+            # No identity, no drop: going back to base drops every table, and without the
+            # identity nothing tells this namespace from one deprovisioned and created again
+            # since (a run killed before its result row, or an older docex-migrate's ledger).
+            did = "created" if t.action == Action.PROVISIONED.value else "moved"
+            why = f"cannot prove it is the tenant run {run_id} {did}: its identity was not recorded (now at {now_at or 'base'})"
         if why is not None:
             plan.left_alone.append(TenantResult(t.tenant_id, t.namespace, Action.SKIPPED, now_at, now_at, f"{why}: left alone"))
             continue

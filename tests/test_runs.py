@@ -11,13 +11,14 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import STEPS, cli, migrate_to, start, tenant_engine, tenant_snapshot, version_of
+from helpers import STEPS, cli, head, migrate_to, start, tenant_engine, tenant_snapshot, version_of
 
 from docex_migrate import api
 from docex_migrate import run_record as runs_module
@@ -205,6 +206,73 @@ def test_undo_of_an_upgrade_leaves_a_tenant_created_again_at_the_same_revision(s
         assert results[tenant].action.value == "skipped", results[tenant]
         assert "created again since" in results[tenant].message
         assert version_of(env, tenant) == ("r3",) and rows_of(env, tenant) == [7]
+
+
+def test_undo_that_leaves_every_tenant_alone_does_not_say_they_are_at_the_target(sqlite_env):
+    """Undo of a provision whose tenants were all deprovisioned and provisioned again since (#1's
+    look-alikes) rightly leaves them alone, listed as skipped, but its last line says "nothing to
+    undo: all 2 tenant(s) already at the target revision": they are at head, the undo's target
+    was base. An operator reading the summary believes the undo happened. Expected: the summary
+    says they were left alone (or counts them `2 skipped`), never that they are at the target."""
+    env = sqlite_env
+    provisioned = cli("provision", "a", "b")
+    assert provisioned.exit_code == 0, provisioned.output
+    run_id = provisioned.stderr.split()[1].rstrip(":")
+    for tenant in ("a", "b"):
+        assert cli("deprovision", tenant, "--yes", "--no-backup").exit_code == 0
+        assert cli("provision", tenant).exit_code == 0
+    result = cli("undo", run_id, "--yes")
+    assert "left alone" in result.output
+    assert [s.revision for s in api.status(env.settings, ["a", "b"])] == [head()] * 2
+    assert "already at the target revision" not in result.output, result.output
+
+
+def test_undo_of_a_killed_provision_leaves_a_tenant_provisioned_again_since(sqlite_env):
+    """#1 records which namespace each tenant was, so that undo never drops a tenant created
+    again since. But a provision's tenants are written `pending` at the plan with no identity
+    (the namespace does not exist yet), and a run killed (-9, OOM, node lost) after a tenant's
+    commit and before its result row keeps that row: reconciliation then counts the tenant
+    `provisioned`, with no identity, and undo checks revisions alone. A tenant deprovisioned and
+    provisioned again since, holding the application's new rows, is taken to base: its tables
+    and rows dropped. Expected: such a tenant is left alone (skipped), its rows kept."""
+    env = sqlite_env
+    tenants = [f"t{i:02d}" for i in range(20)]
+    ledger_file = env.workdir / "storage" / "docex_migrate_runs.db"
+    assert cli("provision", "warmup").exit_code == 0  # the ledger exists, in WAL mode
+    run = subprocess.Popen(
+        [sys.executable, "-m", "docex_migrate", "provision", *tenants],
+        cwd=env.workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    blocker = sqlite3.connect(ledger_file, isolation_level=None, timeout=30)
+    try:
+        first = run.stderr.readline()  # "run RUN: provision started": its pending rows are written
+        assert "provision started" in first, first
+        run_id = first.split()[1].rstrip(":")
+        blocker.execute("BEGIN IMMEDIATE")  # the ledger is busy (a `runs` reader, a backup): results wait
+        for line in run.stderr:
+            if f"[{len(tenants)}/{len(tenants)}]" in line:
+                break  # every tenant committed
+        run.kill()  # before its results reach the ledger
+        run.wait(30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        run.stderr.close()
+        blocker.execute("ROLLBACK") if blocker.in_transaction else None
+        blocker.close()
+    assert [s.revision for s in api.status(env.settings, tenants)] == [head()] * len(tenants)
+    assert cli("deprovision", "t00", "--yes", "--no-backup").exit_code == 0
+    assert cli("provision", "t00").exit_code == 0
+    with contextlib.closing(sqlite3.connect(env.namespace("t00"))) as db, db:
+        db.execute("INSERT INTO docbasket VALUES ('b1', 'after', NULL, '{}', 'active', '2026-01-01', '2026-01-01')")
+    result = cli("undo", run_id, "--yes")
+    assert [s.revision for s in api.status(env.settings, ["t00"])] == [head()], result.output
+    with contextlib.closing(sqlite3.connect(env.namespace("t00"))) as db:
+        assert db.execute("SELECT id FROM docbasket").fetchall() == [("b1",)]
 
 
 def test_undo_of_a_provision_and_confirmation_rules(steps):
