@@ -172,14 +172,14 @@ def _in_waves(
             if any(r.failed for r in got) or (limit is not None and failures >= limit):
                 what = f"group {number + 1} of {len(planned)}"  # the canaries, when given, are group 1
                 left = [t for later in planned[number + 1 :] for t in later] + beyond
-                finished.update(not_reached(inv, left, f"the rollout stopped after {what} failed"))
+                finished.update(not_reached(inv, left, f"the rollout stopped after {what} failed", target))
                 break
         else:
-            finished.update(not_reached(inv, beyond, "beyond the last wave (--resume continues)"))
+            finished.update(not_reached(inv, beyond, "beyond the last wave (--resume continues)", target))
     except Interrupted as stop:
         finished.update((r.tenant_id, r) for r in stop.results or [])
         left = [t for t in namespaces if t not in finished]
-        finished.update(not_reached(inv, left, f"interrupted by {stop.signal_name} (--resume continues)"))
+        finished.update(not_reached(inv, left, f"interrupted by {stop.signal_name} (--resume continues)", target))
         for t in left:  # the signal came after its commit, before its wave returned
             if finished[t].to_revision == target != before[t]:
                 finished[t] = TenantResult(
@@ -190,9 +190,10 @@ def _in_waves(
     return [finished[t] for t in namespaces if t in finished]
 
 
-def not_reached(inv: Invocation, tenant_ids: list[str], why: str) -> dict[str, TenantResult]:
+def not_reached(inv: Invocation, tenant_ids: list[str], why: str, upgrade_target: str | None = None) -> dict[str, TenantResult]:
     """Not-run results for tenants a stopped run never reached, at the revision each has now
-    (one bulk read for all of them)."""
+    (one bulk read for all of them). With ``upgrade_target``, those already there are skipped
+    instead: there is nothing to run for them, so nothing for ``--resume`` to continue."""
     if not tenant_ids:
         return {}
     namespaces = validated(inv.backend, tenant_ids)
@@ -200,6 +201,11 @@ def not_reached(inv: Invocation, tenant_ids: list[str], why: str) -> dict[str, T
     results = {}
     for tenant_id in tenant_ids:
         revision = state_of(inv.chain, states[tenant_id])[0]
+        if upgrade_target is not None:
+            decided = plan(inv.chain, tenant_id, namespaces[tenant_id], states[tenant_id], upgrade_target, downgrade=False)
+            if decided is not None and decided.action == Action.SKIPPED:
+                results[tenant_id] = decided
+                continue
         results[tenant_id] = TenantResult(
             tenant_id, namespaces[tenant_id], Action.NOT_RUN, revision, revision, f"not attempted: {why}"
         )

@@ -2,8 +2,9 @@
 
 The waves are taken in the stable order of ``--shard``'s hash (the same on every machine and
 run), over the selected tenants that are not canaries. A spec such as ``10,100,25%,100%`` gives
-cumulative sizes: counts, or percentages of those tenants (rounded up). Tenants past the last
-wave are not run (``--resume`` continues with them).
+cumulative sizes: counts, or percentages of those tenants (rounded up). The sizes a spec gives
+for these tenants must grow until every tenant is reached (``2,10%`` on four tenants, 2 then 1,
+is refused). Tenants past the last wave are not run (``--resume`` continues with them).
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ def groups(
     done = 0
     for number, percent in waves or [(100, True)]:
         size = min(len(rest), math.ceil(len(rest) * number / 100) if percent else number)
-        if size > done:
+        if size <= done < len(rest):  # 2,10% on 4 tenants is 2 then 1: the spec's text grows, its waves do not
+            raise UsageError(
+                f"--waves: {number}{'%' if percent else ''} of these {len(rest)} tenants is {size}, not more than "
+                f"the {done} before it: the sizes are cumulative and must grow (give fewer or larger waves)"
+            )
+        if size > done:  # once every tenant is reached, later waves have nothing left to add
             planned.append(rest[done:size])
             done = size
     return planned, rest[done:]

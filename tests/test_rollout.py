@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import cli, version_of
+from helpers import cli, migrate_to, version_of
 from test_runs import at, latest_run, outcomes
 
 from docex_migrate.errors import UsageError
@@ -113,3 +113,39 @@ def test_an_endless_pause_is_refused_before_anything(steps, pause):
     result = cli("upgrade", "--all-tenants", "--waves", "1,100%", "--pause-between-waves", pause)
     assert result.exit_code == 2, result.output
     assert {version_of(steps, t) for t in TENANTS} == {("r1",)}
+
+
+@pytest.mark.parametrize(("spec", "sizes"), [("15,50%", "50% of these 20 tenants is 10"), ("10,50%", "is 10, not more")])
+def test_waves_that_do_not_grow_on_this_fleet_are_refused_before_anything(steps, spec, sizes):
+    """Issue 24: the spec's text grew, the sizes it gives for these 20 tenants (15 then 10; 10
+    then 10) do not: accepted, 15 tenants upgraded and 5 left not-run, exit 1."""
+    result = cli("upgrade", "--all-tenants", "--waves", spec)
+    assert result.exit_code == 2, result.output
+    assert sizes in result.stderr and "must grow" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert {version_of(steps, t) for t in TENANTS} == {("r1",)}
+
+
+def test_waves_after_every_tenant_is_reached_add_nothing_and_are_accepted(steps):
+    """The README's recipe on 20 tenants: 10, then all 20; 25% (5) and 100% have nothing left."""
+    result = cli("upgrade", "--all-tenants", "--waves", "10,100,25%,100%", "--json")
+    assert result.exit_code == 0, result.output
+    assert set(actions(result).values()) == {"upgraded"}
+
+
+def test_tenants_already_at_the_target_are_skipped_in_every_wave_and_beyond(steps):
+    """Issue 24: on a fleet at head, --waves 50% listed half the tenants not-run '(--resume
+    continues)', exit 1, with no run recorded to resume."""
+    at(steps, TENANTS, "r3")
+    result = cli("upgrade", "--all-tenants", "--waves", "50%", "--json")
+    assert result.exit_code == 0, result.output
+    assert actions(result) == dict.fromkeys(TENANTS, "skipped")
+    assert not [r for r in json.loads(cli("runs", "--json").stdout) if r["command"] == "upgrade"]
+
+    behind = hash_order(TENANTS)[:5]  # in the first wave; the second half is at r3 already
+    for tenant in behind:
+        migrate_to(steps, tenant, "r1", downgrade=True)
+    result = cli("upgrade", "--all-tenants", "--waves", "50%", "--json")
+    assert result.exit_code == 0, result.output
+    assert actions(result) == {t: "upgraded" if t in behind else "skipped" for t in TENANTS}
+    recorded = outcomes(latest_run("upgrade")["run_id"])
+    assert recorded == {t: ("upgraded", "r1", "r3") if t in behind else ("skipped", "r3", "r3") for t in TENANTS}
