@@ -533,3 +533,26 @@ def test_deprovision_called_from_python_records_its_run_in_the_ledger(env):
     (tenant,) = api.show_run(env.settings, info.run_id).tenants
     assert (tenant.tenant_id, tenant.action, tenant.to_revision) == ("acme_corp", "deprovisioned", None)
     assert tenant.from_revision == provisioned.to_revision and str(done.backup) in tenant.message
+
+
+def test_a_backup_is_its_owners_alone_and_named_by_its_absolute_path(env):
+    """Issue 24: backups were written 0644 (a tenant's whole data readable by every local user)
+    and the ledger kept their path relative to the working directory, so undo's advice ("restore
+    it from backup in backups/...") was wrong from anywhere else."""
+    cli("provision", "acme_corp", "other")
+    result = cli("deprovision", "acme_corp", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    backup = Path(json.loads(result.stdout)["backup"])
+    assert backup.is_absolute() and backup.parent == env.workdir / "backups"
+    assert (backup.stat().st_mode & 0o777, backup.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    (run,) = [r for r in json.loads(cli("runs", "--json").stdout) if r["command"] == "deprovision"]
+    undo = cli("undo", run["run_id"], "--yes")
+    assert undo.exit_code == 2 and f"restore it from backup in {backup}" in undo.stderr, undo.output
+
+    shared = env.workdir / "shared-backups"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)  # whatever the umask: the operator's choice, left alone
+    result = cli("deprovision", "other", "--yes", "--json", "--backup-dir", str(shared))
+    assert result.exit_code == 0, result.output
+    backup = Path(json.loads(result.stdout)["backup"])
+    assert (backup.stat().st_mode & 0o777, shared.stat().st_mode & 0o777) == (0o600, 0o755)

@@ -273,11 +273,16 @@ class Backend(ABC):
 def new_backup_file(tenant_id: str, directory: Path, suffix: str) -> Path:
     """A fresh, empty file for a tenant's backup, created now (the directory too, on first use)
     so that a directory that cannot be written (read-only storage, no permission) is refused
-    before anything else is done."""
+    before anything else is done. Its path is absolute: the ledger and the advice that name it
+    must hold from any working directory. Readable by its owner only (0600; a directory we
+    create, 0700): it holds the tenant's whole data. An existing directory's mode is left alone."""
+    directory = directory.absolute()
     target = directory / f"{tenant_id}-{timestamp()}{suffix}"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        target.touch(exist_ok=False)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+        target.touch(mode=0o600, exist_ok=False)  # the backups write into this file, keeping its mode
     except OSError as exc:
         raise backup_failed(tenant_id, exc, directory) from None
     return target

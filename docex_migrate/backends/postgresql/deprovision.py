@@ -242,7 +242,7 @@ class PostgresDeprovision(PostgresConnections):
                 as_of = connection.execute(sa.select(sa.func.pg_export_snapshot())).scalar()
                 if self._pg_dump(pg_dump, schema, str(as_of), target):
                     return
-            target.write_text(driver_dump(connection, schema), encoding="utf-8")
+            target.write_text(driver_dump(connection, schema), encoding="utf-8")  # over pg_dump's, keeping 0600
         except OSError as exc:
             raise backup_failed(tenant_id, exc) from None
 
@@ -250,7 +250,6 @@ class PostgresDeprovision(PostgresConnections):
         done = self._run_pg_dump(pg_dump, schema, "--snapshot", as_of, "--file", str(target))
         if done.returncode != 0:  # e.g. pg_dump older than the server: fall back to the driver
             log.warning("pg_dump failed (%s); writing the backup through the driver", done.stderr.strip()[:200])
-            target.unlink(missing_ok=True)
         return done.returncode == 0
 
     def _require(self, tenant_id: str, schema: str, connection: Connection | None = None) -> None:
