@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -499,6 +500,68 @@ def test_deprovision_is_refused_while_another_connection_has_the_file_open(sqlit
     assert result.exit_code == 0, result.output
     assert "bas_written_while_open" in _backup_rows(env, env.workdir / json.loads(result.stdout)["backup"])
     assert not Path(path).exists()
+
+
+# An application that opens the tenant while deprovision is backing it up: it waits for the
+# backup file to appear (deprovision creates it after its check for open connections), then
+# opens the tenant and writes, as a DocEX worker picking up a request would.
+_LATE_APP = """
+import os, sqlite3, sys, time
+backups, path = sys.argv[1], sys.argv[2]
+deadline = time.monotonic() + 60
+while not (os.path.isdir(backups) and os.listdir(backups)):
+    if time.monotonic() > deadline:
+        sys.exit("deprovision never started its backup")
+    time.sleep(0.001)
+app = sqlite3.connect(path, timeout=60, isolation_level=None)
+app.execute("BEGIN IMMEDIATE")  # waits for deprovision's write lock, as the application's writes do
+app.execute("INSERT INTO app_rows VALUES ('written after the open-connection check')")
+app.execute("COMMIT")
+print("acknowledged", app.execute("SELECT count(*) FROM app_rows").fetchone()[0], flush=True)
+app.close()
+"""
+
+
+def test_a_wal_connection_opened_during_deprovision_backup_never_has_its_write_acknowledged_and_lost(sqlite_env, tmp_path):
+    """#3 refuses deprovision while another connection has the file open, but checks only once,
+    right after taking the write lock: an application that opens the tenant after that check
+    (while the backup is being written: seconds for a large tenant) waits on the write lock,
+    and when deprovision releases it (after deleting the file) commits into the deleted file.
+    Its INSERT is acknowledged and is in neither the backup nor any file: lost (WAL mode, the one
+    DocEX's concurrent workers use; in rollback-journal mode SQLite itself sees the file was
+    unlinked and refuses the write: "attempt to write a readonly database"). Expected: a write the application saw committed is in the backup, or
+    the tenant (and that row) stays."""
+    env = sqlite_env
+    assert cli("provision", "acme_corp").exit_code == 0
+    path = str(Path(env.namespace("acme_corp")).resolve())
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("PRAGMA journal_mode = wal")
+    setup.execute("CREATE TABLE app_rows (note TEXT)")
+    setup.execute("CREATE TABLE attachments (body BLOB)")  # a tenant with documents: its backup takes a while
+    setup.execute("BEGIN")
+    for _ in range(400):
+        setup.execute("INSERT INTO attachments VALUES (randomblob(200000))")
+    setup.execute("COMMIT")
+    setup.close()
+    backups = tmp_path / "backups"
+    app = subprocess.Popen([sys.executable, "-c", _LATE_APP, str(backups), path], stdout=subprocess.PIPE, text=True)
+    try:
+        result = cli("deprovision", "acme_corp", "--yes", "--backup-dir", str(backups), "--json")
+        acknowledged = app.communicate(timeout=90)[0]
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    if "acknowledged" not in acknowledged:
+        return  # the application's write failed: it knows, nothing was lost
+    kept = []
+    if Path(path).exists():
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            kept += [r[0] for r in db.execute("SELECT note FROM app_rows")]
+    for backup in backups.iterdir():
+        with closing(sqlite3.connect(f"file:{backup}?mode=ro", uri=True)) as db:
+            kept += [r[0] for r in db.execute("SELECT note FROM app_rows")]
+    assert kept, f"the application's acknowledged write is lost (deprovision exit {result.exit_code}: {result.output})"
 
 
 @pytest.mark.postgres
