@@ -149,3 +149,23 @@ def test_tenants_already_at_the_target_are_skipped_in_every_wave_and_beyond(step
     assert actions(result) == {t: "upgraded" if t in behind else "skipped" for t in TENANTS}
     recorded = outcomes(latest_run("upgrade")["run_id"])
     assert recorded == {t: ("upgraded", "r1", "r3") if t in behind else ("skipped", "r3", "r3") for t in TENANTS}
+
+
+def test_progress_off_a_terminal_names_each_wave_and_pause_and_counts_the_whole_run(steps):
+    """Issue 24: the counter's denominator was the end of the current wave ([2/6], [7/11]), no
+    line named the wave, and nothing was printed during a pause (it looked hung)."""
+    already = [t for t in hash_order(TENANTS) if t != TENANTS[0]][-2:]  # in the last wave, at the target: not counted
+    at(steps, already, "r3")
+    result = cli("upgrade", "--all-tenants", "--canary", TENANTS[0], "--waves", "5,100%", "--pause-between-waves", "0.2")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("run ")]
+    assert [line for line in lines if not line.startswith("[")] == [
+        "wave 1 of 3 (the canaries): 1 tenant",
+        "pausing 0.2 s before wave 2 of 3",
+        "wave 2 of 3: 5 tenants",
+        "pausing 0.2 s before wave 3 of 3",
+        "wave 3 of 3: 14 tenants",
+    ]
+    counters = [line.split(" ")[0] for line in lines if line.startswith("[")]
+    assert counters == [f"[{n}/18]" for n in range(1, 19)]
+    assert lines[lines.index("wave 3 of 3: 14 tenants") + 1].startswith("[7/18] ")  # the run's count, not the wave's
