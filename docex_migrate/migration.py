@@ -131,7 +131,7 @@ def upgrade(
     if staged is None:
         results = migrate(inv, selected(inv, tenant_ids), target, failures_so_far=failed_adoptions, verify_first=verify_first)
     else:
-        results = _in_waves(inv, staged, target, failed_adoptions, verify_first, pause)
+        results = _in_waves(inv, staged, target, failed_adoptions, verify_first, pause, canaries=bool(canary))
     return [_after_adoption(adopted.get(r.tenant_id), r) for r in results]
 
 
@@ -149,23 +149,39 @@ def _staged(inv: Invocation, tenant_ids: Sequence[str] | None, canary: Sequence[
 
 
 def _in_waves(
-    inv: Invocation, staged: Staged, target: str | None, failures: int, verify_first: bool, pause: float
+    inv: Invocation,
+    staged: Staged,
+    target: str | None,
+    failures: int,
+    verify_first: bool,
+    pause: float,
+    *,
+    canaries: bool,
 ) -> list[TenantResult]:
     """Each group through the ordinary migration, one after the other; stop after the first
     group with a failure. The rest are reported not run, at the revision they have. Every
     tenant is in the run's ledger from the start, so a signal between or during waves leaves
-    the later ones for ``--resume``, and the Interrupted carries every tenant's result."""
+    the later ones for ``--resume``, and the Interrupted carries every tenant's result. The
+    progress display is told the whole run's count, each group (``canaries``: the first is
+    them) and each pause."""
     namespaces, planned, beyond = staged
     states = inv.backend.read_states(namespaces)
     before = {t: state_of(inv.chain, states[t])[0] for t in namespaces}
     if inv.run is not None:
         inv.run.reserve(target, {t: (namespaces[t], before[t]) for t in namespaces})
+    progress = inv.progress
+    if progress is not None:  # the counter runs to the end of the run: every tenant with something to do
+        progress.expect(sum(plan(inv.chain, t, namespaces[t], states[t], target, downgrade=False) is None for t in namespaces))
     limit = inv.max_failures
     finished: dict[str, TenantResult] = {}
     try:
         for number, group in enumerate(planned):
             if number and pause > 0:
+                if progress is not None:
+                    progress.pausing(pause, number + 1, len(planned))
                 time.sleep(pause)
+            if progress is not None:
+                progress.wave(number + 1, len(planned), len(group), canaries and not number)
             got = migrate(inv, {t: namespaces[t] for t in group}, target, failures_so_far=failures, verify_first=verify_first)
             finished.update((r.tenant_id, r) for r in got)
             failures += sum(r.failed for r in got)

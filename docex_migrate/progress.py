@@ -4,10 +4,13 @@ brings), one line per tenant as it finishes anywhere else (CI logs, ``kubectl lo
 Fed by the run (run_record.Run): ``add`` with the tenants each plan hands to Alembic, ``started``
 as each is handed out, ``result`` with each tenant's result as it arrives in the parent
 process, ``close`` at the end. ``started`` and ``result`` may come from two threads (--jobs).
+A staged run (migration.py) also gives ``expect`` the whole run's count up front, so the
+counter runs to the end of the run, not of the wave, and names each ``wave`` and ``pausing``.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TYPE_CHECKING, Protocol, TextIO
@@ -21,6 +24,12 @@ if TYPE_CHECKING:  # rich is imported only for a terminal: elsewhere (CI, benchm
 
 class RunProgress(Protocol):
     def add(self, tenants: int) -> None: ...
+
+    def expect(self, tenants: int) -> None: ...
+
+    def wave(self, number: int, of: int, tenants: int, canaries: bool) -> None: ...
+
+    def pausing(self, seconds: float, before: int, of: int) -> None: ...
 
     def started(self, tenant_id: str) -> None: ...
 
@@ -36,22 +45,50 @@ def _outcome(result: TenantResult) -> str:
     return f"{result.action.value} {result.from_revision or 'base'} -> {result.to_revision or 'base'}{ms}"
 
 
+def _wave(number: int, of: int, tenants: int, canaries: bool) -> str:
+    return f"wave {number} of {of}{' (the canaries)' if canaries else ''}: {tenants} tenant{'s' * (tenants != 1)}"
+
+
+class _Countdown:
+    """The pause before a wave, as the live display's text: the time left is worked out each
+    time the display redraws it (rich formats the field anew at every refresh)."""
+
+    def __init__(self, seconds: float, before: int, of: int) -> None:
+        self.until, self.before, self.of = time.monotonic() + seconds, before, of
+
+    def __str__(self) -> str:
+        left = max(0, math.ceil(self.until - time.monotonic()))
+        return f"pausing: wave {self.before} of {self.of} in {left // 60}:{left % 60:02d}"
+
+
 class Lines:
     """One line per tenant as it finishes: ``[12/1000] acme upgraded s6 -> s7 (38 ms)``."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.total = self.done = 0
+        self.expected = self.added = self.done = 0
 
     def add(self, tenants: int) -> None:
-        self.total += tenants
+        self.added += tenants
+
+    def expect(self, tenants: int) -> None:
+        self.expected = tenants
+
+    def wave(self, number: int, of: int, tenants: int, canaries: bool) -> None:
+        self._line(_wave(number, of, tenants, canaries))
+
+    def pausing(self, seconds: float, before: int, of: int) -> None:
+        self._line(f"pausing {seconds:g} s before wave {before} of {of}")  # else a pause looks like a hang
 
     def started(self, tenant_id: str) -> None:
         pass  # a line per tenant as it finishes: what is in flight is the next lines
 
     def result(self, result: TenantResult) -> None:
         self.done += 1
-        self.stream.write(f"[{self.done}/{self.total}] {result.tenant_id} {_outcome(result)}\n")
+        self._line(f"[{self.done}/{max(self.expected, self.added)}] {result.tenant_id} {_outcome(result)}")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -59,7 +96,8 @@ class Lines:
 
 
 class Live:
-    """done/total, failures so far, rate, ETA and the tenants in flight, redrawn in place."""
+    """The wave, done/total, failures so far, rate, ETA and the tenants in flight (or the pause's
+    countdown), redrawn in place."""
 
     def __init__(self, console: Console) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -78,13 +116,27 @@ class Live:
         )
         self.task: TaskID | None = None
         self.in_flight: dict[str, None] = {}  # in the order handed out
+        self.expected = self.added = 0
 
-    def add(self, tenants: int) -> None:
+    def _task(self) -> TaskID:
         if self.task is None:
             self.display.start()
-            self.task = self.display.add_task("tenants", total=tenants, failures=0, rate="-", now="")
-        else:
-            self.display.update(self.task, total=(self.display.tasks[0].total or 0) + tenants)
+            self.task = self.display.add_task("tenants", total=0, failures=0, rate="-", now="")
+        return self.task
+
+    def add(self, tenants: int) -> None:
+        self.added += tenants
+        self.display.update(self._task(), total=max(self.expected, self.added))
+
+    def expect(self, tenants: int) -> None:
+        self.expected = tenants
+        self.display.update(self._task(), total=max(self.expected, self.added))
+
+    def wave(self, number: int, of: int, tenants: int, canaries: bool) -> None:
+        self.display.update(self._task(), description=_wave(number, of, tenants, canaries), now=self._now())
+
+    def pausing(self, seconds: float, before: int, of: int) -> None:
+        self.display.update(self._task(), now=_Countdown(seconds, before, of))
 
     def started(self, tenant_id: str) -> None:
         self.in_flight[tenant_id] = None
