@@ -47,7 +47,8 @@ from .tempdirs import sweep_abandoned
 
 app = typer.Typer(
     help="Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant "
-    "(a PostgreSQL schema or a SQLite file per tenant).",
+    "(a PostgreSQL schema or a SQLite file per tenant).\n\n--config, --json and --verbose go before the command "
+    "or after it; given in both places, the one after the command wins.",
     no_args_is_help=True,
     rich_markup_mode=None,  # a docstring's single line breaks are not meant for the terminal
     add_completion=False,
@@ -141,10 +142,7 @@ def _main(
     verbose: VerboseOpt = False,
 ) -> None:
     """Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant
-    (a PostgreSQL schema or a SQLite file per tenant).
-
-    --config, --json and --verbose go before the command or after it; given in both places, the one after the command wins.
-    """
+    (a PostgreSQL schema or a SQLite file per tenant)."""
     opt.before_the_command(ctx, config, json, verbose)
     sweep_abandoned()
 
