@@ -47,7 +47,8 @@ from .tempdirs import sweep_abandoned
 
 app = typer.Typer(
     help="Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant "
-    "(a PostgreSQL schema or a SQLite file per tenant).",
+    "(a PostgreSQL schema or a SQLite file per tenant).\n\n--config, --json and --verbose go before the command "
+    "or after it; given in both places, the one after the command wins.",
     no_args_is_help=True,
     rich_markup_mode=None,  # a docstring's single line breaks are not meant for the terminal
     add_completion=False,
@@ -132,12 +133,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and the chain's head.")
     ] = False,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Evolve the DocEX tenant schema: one Alembic revision chain, applied to every tenant
     (a PostgreSQL schema or a SQLite file per tenant)."""
+    opt.before_the_command(ctx, config, json, verbose)
     sweep_abandoned()
 
 
@@ -505,7 +511,8 @@ def runs(
 ) -> None:
     """Recent runs: id, command, target, start and end, counts per action, and state
     (running, finished, or interrupted: a run whose process died is never shown running). Read-only."""
-    if ctx.invoked_subcommand is not None:
+    if ctx.invoked_subcommand is not None:  # `runs --json show RUN`: as if given after show
+        opt.before_the_command(ctx, config, json, verbose)
         return
     with _guard(verbose):
         Reporter(json).runs(api.runs(load_settings(config), limit=limit))

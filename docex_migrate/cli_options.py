@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -114,3 +114,19 @@ def selection(tenant: list[str] | None, all_tenants: bool, shard: str | None, re
 def resume_alone(resume: str | None, *given: object) -> None:
     if resume is not None and any(g not in (None, False, []) for g in given):
         raise UsageError("--resume takes the tenants and the target of the run it resumes: pass no revision, tenants or --shard")
+
+
+def before_the_command(ctx: typer.Context, config: Path | None, json: bool, verbose: bool) -> None:
+    """The common options given before the command (`docex-migrate --config X status`, where Alembic
+    users put `-c`) become the defaults of every command below: the same option given after the
+    command still wins, as it is nearer to what it configures."""
+    given: dict[str, Any] = {"config": str(config) if config else None, "json": json or None, "verbose": verbose or None}
+    defaults = {name: value for name, value in given.items() if value is not None}
+    if defaults:
+        ctx.default_map = {**(ctx.default_map or {}), **_for_every_command(ctx.command, defaults)}
+
+
+def _for_every_command(command: object, defaults: dict[str, Any]) -> dict[str, Any]:
+    # click looks a command's defaults up under its name in its parent's map, group by group (runs show).
+    below: dict[str, object] = getattr(command, "commands", {})
+    return {**defaults, **{name: _for_every_command(sub, defaults) for name, sub in below.items()}}

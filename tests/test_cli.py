@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 
 import pytest
@@ -499,3 +500,60 @@ def test_an_empty_environment_variable_is_refused_not_taken_as_unset(env, monkey
     else:
         monkeypatch.setenv(variable, was)
     assert (env.everything(), tenant_snapshot(env, "acme_corp")) == before
+
+
+_VOLATILE = [
+    (re.compile(r"\d{8}T\d{6}-[0-9a-f]+"), "RUN"),
+    (re.compile(r"\d{4}-\d\d-\d\dT[0-9:.+]+"), "TIME"),
+    (re.compile(r"\(\d+ ms\)"), "(N ms)"),
+    (re.compile(r'"(pid|duration\w*)": [0-9.]+'), r'"\1": N'),
+    (re.compile("globex_corp"), "acme_corp"),  # the after form's tenant, named as the before form's
+]
+
+
+def _outcome(result) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr, with what differs between two runs of one command masked."""
+    texts = [result.stdout, result.stderr]
+    for pattern, mask in _VOLATILE:
+        texts = [pattern.sub(mask, text) for text in texts]
+    return result.exit_code, texts[0], texts[1]
+
+
+def test_common_options_before_the_command_act_as_after_it(env, monkeypatch):
+    """`docex-migrate --config X --json COMMAND` as `COMMAND --config X --json` (Alembic users put -c first)."""
+    monkeypatch.delenv("DOCEX_CONFIG")  # only --config names the fleet
+    common = ["--config", str(env.config_file), "--json"]
+
+    def same(before: list[str], after: list[str]) -> dict | list:
+        first, second = cli(*common, *before), cli(*after, *common)
+        assert _outcome(first) == _outcome(second), (first.output, second.output)
+        return json.loads(first.stdout)
+
+    provisioned = same(["provision", "acme_corp"], ["provision", "globex_corp"])
+    assert [(r["tenant_id"], r["action"]) for r in provisioned] == [("acme_corp", "provisioned")]
+    assert [r["state"] for r in same(["status"], ["status"])] == ["current", "current"]
+    assert cli("downgrade", "base", "--all-tenants", "--yes", *common).exit_code == 0
+    upgraded = same(["upgrade", "--tenant", "acme_corp"], ["upgrade", "--tenant", "globex_corp"])
+    assert [(r["action"], r["to_revision"]) for r in upgraded] == [("upgraded", HEAD)]
+    runs = same(["runs"], ["runs"])
+    assert [r["command"] for r in runs][:2] == ["upgrade", "upgrade"]
+    shown = same(["runs", "show", runs[0]["run_id"]], ["runs", "show", runs[0]["run_id"]])
+    assert shown["run_id"] == runs[0]["run_id"]
+
+
+def test_verbose_and_a_bad_config_before_the_command_act_as_after_it(sqlite_env, tmp_path):
+    missing = ["--config", str(tmp_path / "missing.yaml"), "--verbose"]
+    first, second = cli(*missing, "status"), cli("status", *missing)
+    assert first.exit_code == second.exit_code == 2
+    assert "Traceback" in first.stderr and first.stderr == second.stderr
+
+
+def test_an_option_after_the_command_wins_over_the_same_before_it(sqlite_env, tmp_path):
+    """Given before and after the command, the one after it wins (README, --help)."""
+    config = write_config(tmp_path / "docex.yaml", {"database": database_section("sqlite", "fleet/{tenant_id}.db", None)})
+    assert cli("provision", "acme_corp", "--config", str(config)).exit_code == 0
+    result = cli("--config", str(tmp_path / "missing.yaml"), "status", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "acme_corp" in result.stdout
+    result = cli("--config", str(config), "runs", "show", "nosuchrun", "--config", str(tmp_path / "missing.yaml"))
+    assert result.exit_code == 2 and "missing.yaml" in result.stderr
