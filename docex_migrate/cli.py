@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -320,7 +321,13 @@ def downgrade(
             load_chain().resolve(revision or "")  # an unknown revision is refused before asking
         else:
             api.resume_plan(settings, resume, "downgrade", load_chain())  # a run that cannot be resumed, before asking
-        _confirm(yes, "downgrade", f"Downgrade {_who(targets, resume)} to {revision or 'the run target'}?")
+        question = ""
+        if not yes and _on_a_terminal():  # the prompt names what would move, read before anything changes
+            moving, target = api.downgrade_plan(
+                settings, targets, revision or "base", shard=opt.shard(shard), chain=load_chain(), resume=resume
+            )
+            question = f"Downgrade {_tenants(len(moving))}{_counted(r.revision for r in moving)} to {target or 'base'}?"
+        _confirm(yes, "downgrade", question)
         run = _run(settings, "downgrade", opt.selection(tenant, all_tenants, shard, revision))
         reporter = Reporter(json)
         _report(
@@ -344,16 +351,24 @@ def downgrade(
         )
 
 
-def _who(targets: list[str] | None, resume: str | None) -> str:
-    if resume is not None:
-        return f"the unfinished tenants of run {resume}"
-    return "every tenant" if targets is None else ", ".join(targets)
+def _tenants(n: int) -> str:
+    return f"{n} tenant" if n == 1 else f"{n} tenants"
+
+
+def _counted(revisions: Iterable[str | None]) -> str:
+    """' (2 at r7, 1 at base)': how many tenants per revision, most first; '' for none."""
+    counts = Counter(revision or "base" for revision in revisions)
+    return f" ({', '.join(f'{n} at {rev}' for rev, n in counts.most_common())})" if counts else ""
+
+
+def _on_a_terminal() -> bool:
+    return sys.stdin.isatty()
 
 
 def _confirm(yes: bool, verb: str, question: str) -> None:
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not _on_a_terminal():
         raise UsageError(f"{verb} can drop tables and data: pass --yes to confirm")
     typer.confirm(f"{question} Tables and data may be dropped", abort=True)
 
@@ -382,8 +397,15 @@ def undo(
     confirmation unless --yes. A deprovision cannot be undone: restore its backup instead."""
     with _guard(verbose):
         settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
-        api.undo_plan(settings, run_id, load_chain())  # refused before asking
-        _confirm(yes, "undo", f"Undo run {run_id}, taking its tenants back to their previous revisions?")
+        plan = api.undo_plan(settings, run_id, load_chain())  # refused before asking; names what would move
+        moving = [tenant for tenants in plan.groups.values() for tenant in tenants]
+        at = _counted(plan.left_at[tenant][0] for tenant in moving)
+        back = ", ".join(f"{len(tenants)} to {target or 'base'}" for (target, _), tenants in plan.groups.items())
+        _confirm(
+            yes,
+            "undo",
+            f"Undo run {run_id}: take {_tenants(len(moving))}{at} back to their previous revisions ({back or 'none'})?",
+        )
         run = _run(settings, "undo", f"undo {run_id}")
         _report(Reporter(json), "undo", lambda: api.undo(settings, run_id, jobs=jobs, run=run), run)
 

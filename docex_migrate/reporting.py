@@ -57,17 +57,21 @@ class Reporter:
         _table(rows, self.human)
 
     def statuses(self, rows: list[TenantStatus], empty: str) -> None:
+        """The table (or JSON, unchanged), then one line counting the tenants per state."""
         if self.as_json:
             self.emit_json([r.as_dict() for r in rows])
-            return
+        elif rows:
+            _table(
+                [("TENANT", "NAMESPACE", "REVISION", "STATE")]
+                + [(r.tenant_id, r.namespace, _status_revision(r), _state(r)) for r in rows],
+                self.human,
+            )
         if not rows:
             self.say(empty)
             return
-        _table(
-            [("TENANT", "NAMESPACE", "REVISION", "STATE")]
-            + [(r.tenant_id, r.namespace, r.revision or "-", _state(r)) for r in rows],
-            self.human,
-        )
+        counts = Counter(r.state for r in rows)
+        per_state = ", ".join(f"{counts[state]} {state.value}" for state in State if counts[state])
+        self.say(f"{len(rows)} tenant{'s' if len(rows) != 1 else ''}: {per_state}")
 
     def checks(self, results: list[CheckResult]) -> None:
         if self.as_json:
@@ -93,7 +97,7 @@ class Reporter:
         if shown:
             _table(
                 [("TENANT", "NAMESPACE", "REVISION", "STATE")]
-                + [(r.tenant_id, r.namespace, r.revision or "-", _drift_label(r)) for r in shown],
+                + [(r.tenant_id, r.namespace, _drift_revision(r), _drift_label(r)) for r in shown],
                 self.human,
             )
             for r in shown:
@@ -211,6 +215,18 @@ def _check_lines(results: list[CheckResult]) -> list[str]:
         if len(r.evidence) > 50:
             lines.append(f"          ... and {len(r.evidence) - 50} more")
     return lines
+
+
+def _status_revision(r: TenantStatus) -> str:
+    """A versioned tenant without a revision is at base; '-' is for no revision to show (missing,
+    unversioned, unreadable)."""
+    if r.revision is None and r.state in (State.CURRENT, State.BEHIND):
+        return "base"
+    return r.revision or "-"
+
+
+def _drift_revision(r: TenantDrift) -> str:
+    return "base" if r.revision is None and r.state in (OK, DRIFTED, REPAIRED) else r.revision or "-"
 
 
 def _state(r: TenantStatus) -> str:

@@ -557,3 +557,50 @@ def test_an_option_after_the_command_wins_over_the_same_before_it(sqlite_env, tm
     assert "acme_corp" in result.stdout
     result = cli("--config", str(config), "runs", "show", "nosuchrun", "--config", str(tmp_path / "missing.yaml"))
     assert result.exit_code == 2 and "missing.yaml" in result.stderr
+
+
+def test_status_counts_tenants_per_state_and_shows_base(env):
+    cli("provision", "acme_corp", "b2", "c3")
+    assert cli("downgrade", "base", "--tenant", "c3", "--yes").exit_code == 0
+    result = cli("status")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "3 tenants: 2 current, 1 behind"
+    assert lines[3].split()[:3] == ["c3", env.namespace("c3"), "base"]
+    # --json: the JSON on stdout unchanged, the count on stderr
+    result = cli("status", "--json")
+    assert [r["revision"] for r in json.loads(result.stdout)] == [HEAD, HEAD, None]
+    assert result.stderr.splitlines()[-1] == "3 tenants: 2 current, 1 behind"
+    assert cli("status", "--tenant", "ghost").stdout.splitlines()[-1] == "1 tenant: 1 missing"
+
+
+def test_downgrade_prompt_names_the_tenants_and_revisions_it_would_move(env, monkeypatch):
+    cli("provision", "acme_corp", "b2", "c3")
+    migrate_to(env, "c3", "s6_docex_2_8_8", downgrade=True)
+    before = env.everything()
+    monkeypatch.setattr("docex_migrate.cli._on_a_terminal", lambda: True)
+    result = cli("downgrade", "s5", "--all-tenants", input="n\n")
+    assert result.exit_code == 1  # aborted
+    expected = f"Downgrade 3 tenants (2 at {HEAD}, 1 at s6_docex_2_8_8) to s5_docex_2_8_4? Tables and data may be dropped"
+    assert expected in result.output
+    assert env.everything() == before
+    result = cli("downgrade", "base", "--tenant", "c3", input="n\n")
+    assert "Downgrade 1 tenant (1 at s6_docex_2_8_8) to base?" in result.output
+    assert env.everything() == before
+
+
+def test_undo_prompt_names_the_tenants_and_revisions_it_would_move(env, monkeypatch):
+    cli("provision", "acme_corp", "b2")
+    migrate_to(env, "b2", "s6_docex_2_8_8", downgrade=True)
+    result = cli("downgrade", "s5", "--all-tenants", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(cli("runs", "--json").stdout)[0]["run_id"]
+    before = env.everything()
+    monkeypatch.setattr("docex_migrate.cli._on_a_terminal", lambda: True)
+    result = cli("undo", run_id, input="n\n")
+    assert result.exit_code == 1
+    assert (
+        f"Undo run {run_id}: take 2 tenants (2 at s5_docex_2_8_4) back to their previous revisions "
+        f"(1 to {HEAD}, 1 to s6_docex_2_8_8)?"
+    ) in result.output
+    assert env.everything() == before
