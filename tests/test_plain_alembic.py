@@ -46,6 +46,6 @@ def test_two_commands_on_one_config(env):
     assert not {"connection", "tenant_id", "version_table_schema"} & set(config.attributes)
 
 
-def test_the_readme_shows_the_pytest_alembic_conftest_as_it_is():
+def test_the_authors_page_shows_the_pytest_alembic_conftest_as_it_is():
     conftest = (ROOT / "tests" / "pytest_alembic" / "conftest.py").read_text()
-    assert f"```python\n{conftest}```\n" in (ROOT / "README.md").read_text()
+    assert f"```python\n{conftest}```\n" in (ROOT / "docs" / "authors.md").read_text()

@@ -126,7 +126,7 @@ def test_waves_that_do_not_grow_on_this_fleet_are_refused_before_anything(steps,
 
 
 def test_waves_after_every_tenant_is_reached_add_nothing_and_are_accepted(steps):
-    """The README's recipe on 20 tenants: 10, then all 20; 25% (5) and 100% have nothing left."""
+    """The operators' page's recipe on 20 tenants: 10, then all 20; 25% (5) and 100% have nothing left."""
     result = cli("upgrade", "--all-tenants", "--waves", "10,100,25%,100%", "--json")
     assert result.exit_code == 0, result.output
     assert set(actions(result).values()) == {"upgraded"}
