@@ -171,7 +171,7 @@ class PostgresDeprovision(PostgresConnections):
 
     def deprovision(self, tenant_id: str, backup_dir: Path | None) -> Path | None:
         """Back up and drop the schema in one transaction, under the tenant's advisory lock and
-        locks on its tables, so the backup is exactly what is dropped (see README, Guarantees)."""
+        locks on its tables, so the backup is exactly what is dropped (see docs/internals.md, Guarantees)."""
         schema = self.namespace(tenant_id)
         backup, committed = None, False
         try:
