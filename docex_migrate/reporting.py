@@ -217,10 +217,9 @@ class Reporter:
 
     def _plan(self, report: CommandReport, results: list[TenantResult]) -> None:
         """--plan: every tenant, what would happen to it and in which wave; nothing was changed."""
+        what = f" --resume {report.resumes}" if report.resumes else f" {report.undoes}" if report.undoes else ""
         target = f" to {report.target}" if report.target else ""
-        of = f" of run {report.resumes}" if report.resumes else f" run {report.undoes}" if report.undoes else ""
-        resumed = " --resume" if report.resumes else ""
-        self.say(f"plan: {report.command}{resumed}{of}{target} (nothing has been changed)")
+        self.say(f"plan: {report.command}{what}{target} (nothing has been changed)")
         waves = any(r.wave is not None for r in results)
         if results:
             header = ("TENANT", "NAMESPACE", "ACTION", *(("WAVE",) if waves else ()), "DETAIL")

@@ -81,7 +81,7 @@ class TenantResult:
     # Not reported either: which namespace it was (Backend.identity), for the run ledger.
     identity: str | None = field(default=None, repr=False, compare=False)
     wave: int | None = None  # --canary / --waves: the group it is in, from 1 (the canaries, when given, are 1)
-    backup: str | None = None  # deprovision: the backup's absolute path (reported only when there is one)
+    backup_path: str | None = None  # deprovision: the backup's absolute path (reported, as "backup", only when there is one)
 
     @property
     def failed(self) -> bool:
@@ -104,8 +104,8 @@ class TenantResult:
             "details": self.details,
             "wave": self.wave,
         }
-        if self.backup is not None:
-            row["backup"] = self.backup
+        if self.backup_path is not None:
+            row["backup"] = self.backup_path
         return row
 
 
@@ -359,7 +359,7 @@ class Deprovisioned:
             None,
             message,
             warnings=list(self.warnings),
-            backup=backup,
+            backup_path=backup,
         )
 
     def as_dict(self) -> dict[str, object]:
