@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 
 import pytest
 import sqlalchemy as sa
-from helpers import DOCEX_2_9_10, cli, report_of, version_of
-from test_runs import at, latest_run
+from helpers import DOCEX_2_9_10, cli, report_of, start, version_of
+from test_runs import at, latest_run, wait_for_marker
 
 from docex_migrate.chain import load_chain
 from docex_migrate.selection import hash_order
@@ -278,6 +280,23 @@ def test_every_changing_command_prints_one_report_object(env):
     (row,) = gone["tenants"]
     assert (row["tenant_id"], row["action"], row["from_revision"]) == ("c", "deprovisioned", "s5_docex_2_8_4")
     assert row["backup"].startswith("/") and row["backup"] in row["message"]
+
+
+def test_an_interrupted_run_s_report_names_the_signal_and_its_run(steps, tmp_path):
+    at(steps, ["k0", "k1", "k2"], "r1")
+    marker = tmp_path / "inside-step-2"
+    run = start(steps, "upgrade", "--all-tenants", "--json", STEPS_SLEEP="60", STEPS_SLEEP_TENANT="k1", STEPS_MARKER=str(marker))
+    try:
+        wait_for_marker(run, marker, "k1")
+        os.kill(run.pid, signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 130, err
+    report = report_of(out)
+    assert (report["interrupted"], report["ok"], report["run_id"]) == ("SIGINT", False, latest_run()["run_id"])
+    actions = {t["tenant_id"]: t["action"] for t in report["tenants"]}
+    assert actions["k0"] == "upgraded" and {actions["k1"], actions["k2"]} == {"not-run"}
 
 
 @pytest.mark.parametrize("command", [["upgrade", "--all-tenants"], ["downgrade", "base", "--all-tenants"]])
