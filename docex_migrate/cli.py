@@ -175,20 +175,17 @@ def provision(
         api.check_tenant_ids(settings, tenants)  # refuse bad ids before the config file is touched
         reporter = Reporter(json)
         report = CommandReport("provision", [], target=api.target_of(settings, "provision", "head"), plan=plan)
-        if plan:
-            if enable_multi_tenancy_:
-                raise UsageError("--plan changes nothing, the config file included: drop --enable-multi-tenancy")
-            _report(reporter, report, lambda: api.provision(settings, tenants, exist_ok=exist_ok, plan=True))
-            return
+        if plan and enable_multi_tenancy_:
+            raise UsageError("--plan changes nothing, the config file included: drop --enable-multi-tenancy")
         if enable_multi_tenancy_:
             written = enable_multi_tenancy(config_path(config))
             reporter.say(f"database-level multi-tenancy enabled in {written}")
             settings = load_settings(written)
-        run = _run(settings, "provision", " ".join(tenants))
+        run = None if plan else _run(settings, "provision", " ".join(tenants))
         _report(
             reporter,
             report,
-            lambda: api.provision(settings, tenants, verify=verify, exist_ok=exist_ok, jobs=jobs, run=run),
+            lambda: api.provision(settings, tenants, verify=verify, exist_ok=exist_ok, jobs=jobs, run=run, plan=plan),
             run,
         )
 
@@ -342,19 +339,13 @@ def downgrade(
         target = api.target_of(settings, "downgrade", revision or "base", resume=resume)
         report = CommandReport("downgrade", [], target=target, plan=plan, resumes=resume)
         reporter = Reporter(json)
-
-        def planned() -> list[TenantResult]:
-            return api.downgrade(settings, targets, revision or "base", shard=opt.shard(shard), resume=resume, plan=True)
-
-        if plan:
-            _report(reporter, report, lambda: _resumed(reporter, resume, planned()))
-            return
         question = ""
-        if not yes and _on_a_terminal():  # the prompt names what the plan moves, read before anything changes
-            moving = [r for r in planned() if r.action == Action.WOULD_DOWNGRADE]
+        if not (yes or plan) and _on_a_terminal():  # the prompt names what the plan moves, read before anything changes
+            planned = api.downgrade(settings, targets, revision or "base", shard=opt.shard(shard), resume=resume, plan=True)
+            moving = [r for r in planned if r.action == Action.WOULD_DOWNGRADE]
             question = f"Downgrade {_tenants(len(moving))}{_counted(r.from_revision for r in moving)} to {target}?"
-        _confirm(yes, "downgrade", question)
-        run = _run(settings, "downgrade", opt.selection(tenant, all_tenants, shard, revision))
+        _confirm(yes or plan, "downgrade", question)
+        run = None if plan else _run(settings, "downgrade", opt.selection(tenant, all_tenants, shard, revision))
         _report(
             reporter,
             report,
@@ -370,6 +361,7 @@ def downgrade(
                     shard=opt.shard(shard),
                     run=run,
                     resume=resume,
+                    plan=plan,
                 ),
             ),
             run,
@@ -424,21 +416,19 @@ def undo(
     restore its backup instead."""
     with _guard(verbose):
         settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
+        if not plan:
+            undoing = api.undo_plan(settings, run_id, load_chain())  # refused before asking; names what would move
+            moving = [tenant for tenants in undoing.groups.values() for tenant in tenants]
+            at = _counted(undoing.left_at[tenant][0] for tenant in moving)
+            back = ", ".join(f"{len(tenants)} to {target or 'base'}" for (target, _), tenants in undoing.groups.items())
+            _confirm(
+                yes,
+                "undo",
+                f"Undo run {run_id}: take {_tenants(len(moving))}{at} back to their previous revisions ({back or 'none'})?",
+            )
+        run = None if plan else _run(settings, "undo", f"undo {run_id}")
         report = CommandReport("undo", [], plan=plan, undoes=run_id)
-        if plan:
-            _report(Reporter(json), report, lambda: api.undo(settings, run_id, plan=True))
-            return
-        undoing = api.undo_plan(settings, run_id, load_chain())  # refused before asking; names what would move
-        moving = [tenant for tenants in undoing.groups.values() for tenant in tenants]
-        at = _counted(undoing.left_at[tenant][0] for tenant in moving)
-        back = ", ".join(f"{len(tenants)} to {target or 'base'}" for (target, _), tenants in undoing.groups.items())
-        _confirm(
-            yes,
-            "undo",
-            f"Undo run {run_id}: take {_tenants(len(moving))}{at} back to their previous revisions ({back or 'none'})?",
-        )
-        run = _run(settings, "undo", f"undo {run_id}")
-        _report(Reporter(json), report, lambda: api.undo(settings, run_id, jobs=jobs, run=run), run)
+        _report(Reporter(json), report, lambda: api.undo(settings, run_id, jobs=jobs, run=run, plan=plan), run)
 
 
 @app.command()
