@@ -63,7 +63,6 @@ __all__ = [
     "check_tenant_ids",
     "deprovision",
     "downgrade",
-    "downgrade_plan",
     "ensure_tenant",
     "heads",
     "history",
@@ -207,27 +206,6 @@ def downgrade(
                 return []
         target = inv.chain.resolve(revision)
         return _recorded(inv, lambda inv: migration.migrate(inv, migration.selected(inv, tenant_ids), target, downgrade=True))
-
-
-def downgrade_plan(
-    settings: Settings,
-    tenant_ids: Sequence[str] | None,
-    revision: str,
-    *,
-    shard: tuple[int, int] | None = None,
-    chain: Chain | None = None,
-    resume: str | None = None,
-) -> tuple[list[TenantStatus], str | None]:
-    """Read-only: the tenants ``downgrade`` would take back (those above the target) and the
-    target, resolved as ``downgrade`` resolves them; what its confirmation prompt names."""
-    chain = chain or load_chain()
-    if resume is not None:
-        tenant_ids, revision, _ = resume_plan(settings, resume, "downgrade", chain)
-        shard = None
-    target = chain.resolve(revision)
-    rows = status(settings, tenant_ids, shard=shard, chain=chain) if tenant_ids != [] else []
-    above = [r for r in rows if r.state in (State.CURRENT, State.BEHIND) and chain.position(r.revision) > chain.position(target)]
-    return above, target
 
 
 def target_of(settings: Settings, command: str, revision: str, *, resume: str | None = None, chain: Chain | None = None) -> str:
