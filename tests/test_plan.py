@@ -11,12 +11,14 @@ import json
 import os
 import signal
 
+import jsonschema
 import pytest
 import sqlalchemy as sa
-from helpers import DOCEX_2_9_10, cli, report_of, start, version_of
+from helpers import DOCEX_2_9_10, REPORT_SCHEMA, cli, report_of, start, version_of
 from test_runs import at, latest_run, wait_for_marker
 
 from docex_migrate.chain import load_chain
+from docex_migrate.results import Action, CommandReport, TenantResult
 from docex_migrate.selection import hash_order
 from docex_migrate.snapshot import snapshot
 
@@ -304,3 +306,12 @@ def test_plan_on_an_empty_fleet_says_so(sqlite_env, command):
     result = cli(*command, "--plan", "--json")
     assert result.exit_code == 0, result.output
     assert report_of(result.stdout)["tenants"] == []
+
+
+def test_the_schema_is_valid_and_in_step_with_the_code():
+    jsonschema.Draft202012Validator.check_schema(REPORT_SCHEMA)
+    actions = REPORT_SCHEMA["$defs"]["tenant_result"]["properties"]["action"]["enum"]
+    assert {a.value for a in Action} <= set(actions)
+    report = CommandReport("upgrade", [TenantResult("a", "ns", Action.UPGRADED, None, "r1")]).as_dict()
+    assert set(report) == set(REPORT_SCHEMA["required"])
+    assert set(report["tenants"][0]) == set(REPORT_SCHEMA["$defs"]["tenant_result"]["required"])
