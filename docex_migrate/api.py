@@ -26,8 +26,8 @@ from .errors import DocexMigrateError, TenantNotFoundError, TenantNotReadyError,
 from .invocation import Invocation, invoked
 from .provisioning import verify_tenant
 from .results import (
-    Action,
     CheckResult,
+    CommandReport,
     Deprovisioned,
     RevisionInfo,
     RunDetail,
@@ -36,7 +36,7 @@ from .results import (
     TenantResult,
 )
 from .run_history import list_runs, resume_plan, show_run, undo_plan
-from .run_record import Run, recording, tool_version
+from .run_record import Run, recording, target_name, tool_version
 from .runner import author_revision
 from .scratch import scratch_settings
 from .selection import in_shard, select, validated
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckResult",
+    "CommandReport",
     "Decision",
     "Deprovisioned",
     "RevisionInfo",
@@ -62,7 +63,6 @@ __all__ = [
     "check_tenant_ids",
     "deprovision",
     "downgrade",
-    "downgrade_plan",
     "ensure_tenant",
     "heads",
     "history",
@@ -74,6 +74,7 @@ __all__ = [
     "resume_plan",
     "show_run",
     "status",
+    "target_of",
     "undo",
     "undo_plan",
     "update_manifest",
@@ -128,6 +129,7 @@ def upgrade(
     canary: Sequence[str] = (),
     waves: str | None = None,
     pause_between_waves: float = 0.0,
+    plan: bool = False,
 ) -> list[TenantResult]:
     """Bring tenants (None = every tenant found) to ``revision``; tenants already there are skipped.
 
@@ -143,15 +145,21 @@ def upgrade(
 
     ``canary`` tenants go first, then ``waves`` (see rollout.py); the run stops after the first
     group with a failure (or at ``max_failures``), the tenants not reached are not run, and
-    ``pause_between_waves`` seconds pass between groups."""
-    with invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard) as inv:
+    ``pause_between_waves`` seconds pass between groups.
+
+    ``plan`` (--plan): the same decisions, reported as what would be done (``would-upgrade``,
+    with each tenant's wave), and nothing is changed or recorded (``run`` is not used)."""
+    if plan and adopt_first:
+        raise UsageError("--plan cannot foresee what --adopt finds: plan the adoption with `adopt --plan`, then upgrade")
+    with invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard, plan_only=plan) as inv:
         if resume is not None:
             tenant_ids, revision, resumed = _resuming(inv, resume, "upgrade")
             if not tenant_ids:
                 return []
             if resumed == "provision":  # recorded as one, so that it is resumed the same way in turn
-                assert inv.run is not None
-                inv.run.command, inv.max_failures = "provision", None  # as provision(..., exist_ok=True)
+                if inv.run is not None:
+                    inv.run.command = "provision"
+                inv.max_failures = None  # as provision(..., exist_ok=True)
                 return _recorded(inv, lambda inv: provisioning.provision(inv, tenant_ids, exist_ok=True))
         target = inv.chain.resolve(revision)
         return _recorded(
@@ -187,10 +195,11 @@ def downgrade(
     chain: Chain | None = None,
     run: Run | None = None,
     resume: str | None = None,
+    plan: bool = False,
 ) -> list[TenantResult]:
-    """Take tenants back to ``revision`` ('base' removes every table). ``run`` and ``resume``
-    as for upgrade."""
-    with invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard) as inv:
+    """Take tenants back to ``revision`` ('base' removes every table). ``run``, ``resume`` and
+    ``plan`` as for upgrade."""
+    with invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard, plan_only=plan) as inv:
         if resume is not None:
             tenant_ids, revision, _ = _resuming(inv, resume, "downgrade")
             if not tenant_ids:
@@ -199,38 +208,35 @@ def downgrade(
         return _recorded(inv, lambda inv: migration.migrate(inv, migration.selected(inv, tenant_ids), target, downgrade=True))
 
 
-def downgrade_plan(
-    settings: Settings,
-    tenant_ids: Sequence[str] | None,
-    revision: str,
-    *,
-    shard: tuple[int, int] | None = None,
-    chain: Chain | None = None,
-    resume: str | None = None,
-) -> tuple[list[TenantStatus], str | None]:
-    """Read-only: the tenants ``downgrade`` would take back (those above the target) and the
-    target, resolved as ``downgrade`` resolves them; what its confirmation prompt names."""
+def target_of(settings: Settings, command: str, revision: str, *, resume: str | None = None, chain: Chain | None = None) -> str:
+    """The revision ``upgrade``/``downgrade`` (``command``) goes to, resolved as the command
+    resolves it ("base" for base): with ``resume``, the resumed run's target. What a command's
+    report names as its target. UsageError for an unknown revision or a run that cannot be resumed."""
     chain = chain or load_chain()
     if resume is not None:
-        tenant_ids, revision, _ = resume_plan(settings, resume, "downgrade", chain)
-        shard = None
-    target = chain.resolve(revision)
-    rows = status(settings, tenant_ids, shard=shard, chain=chain) if tenant_ids != [] else []
-    above = [r for r in rows if r.state in (State.CURRENT, State.BEHIND) and chain.position(r.revision) > chain.position(target)]
-    return above, target
+        return resume_plan(settings, resume, command, chain)[1]
+    return target_name(chain.resolve(revision))
 
 
 def undo(
-    settings: Settings, run_id: str, *, jobs: int = 1, chain: Chain | None = None, run: Run | None = None
+    settings: Settings,
+    run_id: str,
+    *,
+    jobs: int = 1,
+    chain: Chain | None = None,
+    run: Run | None = None,
+    plan: bool = False,
 ) -> list[TenantResult]:
     """Take every tenant that run ``run_id`` moved back to the revision it had before, as a new
     recorded run. A tenant that has moved since (another run touched it) is left alone and
-    listed (skipped). UsageError (exit 2) for an unknown run, one still running, or a deprovision."""
-    with invoked(settings, chain=chain, run=run, jobs=jobs) as inv:
-        plan = undo_plan(settings, run_id, inv.chain)
-        inv.run = inv.run or Run(settings, "undo")
-        inv.run.undoes, inv.run.selection = run_id, f"undo {run_id}"
-        return _recorded(inv, lambda inv: migration.undo(inv, plan))
+    listed (skipped). UsageError (exit 2) for an unknown run, one still running, or a deprovision.
+    ``plan`` as for upgrade."""
+    with invoked(settings, chain=chain, run=run, jobs=jobs, plan_only=plan) as inv:
+        undoing = undo_plan(settings, run_id, inv.chain)
+        if not plan:
+            inv.run = inv.run or Run(settings, "undo")
+            inv.run.undoes, inv.run.selection = run_id, f"undo {run_id}"
+        return _recorded(inv, lambda inv: migration.undo(inv, undoing))
 
 
 def runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None) -> list[RunInfo]:
@@ -242,8 +248,9 @@ def _resuming(inv: Invocation, resume: str, command: str) -> tuple[list[str], st
     """What ``--resume RUN`` takes on: RUN's tenants that did not reach its target, that target,
     and RUN's command; the invocation's run (a new one unless given) records it, naming RUN."""
     tenant_ids, revision, resumed = resume_plan(inv.settings, resume, command, inv.chain)
-    inv.run = inv.run or Run(inv.settings, command)
-    inv.run.resumes, inv.run.selection = resume, f"--resume {resume}"
+    if not inv.plan_only:
+        inv.run = inv.run or Run(inv.settings, command)
+        inv.run.resumes, inv.run.selection = resume, f"--resume {resume}"
     return tenant_ids, revision, resumed
 
 
@@ -257,14 +264,15 @@ def provision(
     replay: bool = True,
     chain: Chain | None = None,
     run: Run | None = None,
+    plan: bool = False,
 ) -> list[TenantResult]:
     """Create each tenant's namespace and upgrade it to head, in one transaction per tenant.
 
     An existing tenant is a failure ("already exists") unless ``exist_ok``, when it is brought
     to head instead. ``verify`` then proves each tenant works and leaves no trace. ``replay``:
     fresh tenants get what the chain produced (fresh.py). ``run`` records the run in the ledger
-    as it happens (run_record.py)."""
-    with invoked(settings, chain=chain, run=run, jobs=jobs) as inv:
+    as it happens (run_record.py). ``plan`` as for upgrade (``would-provision``)."""
+    with invoked(settings, chain=chain, run=run, jobs=jobs, plan_only=plan) as inv:
         return _recorded(
             inv, lambda inv: provisioning.provision(inv, tenant_ids, verify=verify, exist_ok=exist_ok, replay=replay)
         )
@@ -331,10 +339,8 @@ def deprovision(
             raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no {namespace})")
         before = state_of(inv.chain, state)[0]
         kept = tuple(backend.kept_by_deprovision(tenant_id))
-        done = Deprovisioned(tenant_id, namespace, backend.deprovision(tenant_id, backup_dir), kept)
-    backed_up = f"backup in {done.backup}" if done.backup else "no backup written"
-    record = TenantResult(tenant_id, namespace, Action.DEPROVISIONED, before, None, backed_up)
-    (run or Run(settings, "deprovision", tenant_id)).deprovisioned(record, inv.chain)
+        done = Deprovisioned(tenant_id, namespace, backend.deprovision(tenant_id, backup_dir), kept, before)
+    (run or Run(settings, "deprovision", tenant_id)).deprovisioned(done.as_result(), inv.chain)
     return done
 
 

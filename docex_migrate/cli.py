@@ -31,6 +31,7 @@ from .cli_options import (
     JsonOpt,
     LockTimeoutOpt,
     MaxFailuresOpt,
+    PlanOpt,
     ResumeOpt,
     ShardOpt,
     StatementTimeoutOpt,
@@ -42,7 +43,7 @@ from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_ten
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
 from .interrupts import finishing, signals_interrupt
 from .reporting import Reporter
-from .results import CheckStatus, TenantResult, describe_error
+from .results import Action, CheckStatus, CommandReport, TenantResult, describe_error
 from .streams import forgive_closed_pipes
 from .tempdirs import sweep_abandoned
 
@@ -81,25 +82,30 @@ def _guard(verbose: bool) -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _finish(reporter: Reporter, results: list[TenantResult], verb: str) -> None:
-    reporter.results(results, verb)
-    if any(r.incomplete for r in results):
+def _finish(reporter: Reporter, report: CommandReport) -> None:
+    reporter.results(report)
+    if any(isinstance(r, TenantResult) and r.incomplete for r in report.tenants):
         raise typer.Exit(EXIT_FAILED)
 
 
-def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]], recorded: api.Run | None = None) -> None:
-    """Run a migration and print its results. Stopped by a signal, print what it did anyway,
-    then exit 128 + the signal's number, as a shell reports a process the signal killed."""
+def _report(
+    reporter: Reporter, report: CommandReport, run: Callable[[], list[TenantResult]], recorded: api.Run | None = None
+) -> None:
+    """Run a migration (or plan one) and print its results into ``report`` (the command, its
+    target...). Stopped by a signal, print what it did anyway, then exit 128 + the signal's
+    number, as a shell reports a process the signal killed."""
     try:
-        results = run()
+        report.tenants = run()
     except Interrupted as stop:
+        run_id = recorded.run_id if recorded is not None and recorded.recorded else None
         if stop.results:
-            reporter.results(stop.results, verb)
-        elif recorded is None or not recorded.recorded:
+            report.tenants, report.run_id, report.interrupted = stop.results, run_id, stop.signal_name
+            reporter.results(report)
+        elif run_id is None:
             raise  # stopped before anything was recorded (or touched)
-        if recorded is not None and recorded.recorded:
+        if run_id is not None and recorded is not None:
             typer.echo(
-                f"interrupted by {stop.signal_name}: tenants in flight were rolled back; run {recorded.run_id} is marked "
+                f"interrupted by {stop.signal_name}: tenants in flight were rolled back; run {run_id} is marked "
                 f"interrupted: finish it with `docex-migrate {finishing(recorded)}`",
                 err=True,
             )
@@ -110,8 +116,9 @@ def _report(reporter: Reporter, verb: str, run: Callable[[], list[TenantResult]]
             )
         raise typer.Exit(stop.exit_code) from None
     if recorded is not None and recorded.recorded:
+        report.run_id = recorded.run_id
         typer.echo(f"run {recorded.run_id} recorded: `docex-migrate runs show {recorded.run_id}`", err=True)
-    _finish(reporter, results, verb)
+    _finish(reporter, report)
 
 
 def _run(settings: Settings, command: str, selection: str) -> api.Run:
@@ -157,6 +164,7 @@ def provision(
     ] = False,
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="An existing tenant is brought to head, not an error.")] = False,
     jobs: JobsOpt = 1,
+    plan: PlanOpt = False,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -166,15 +174,18 @@ def provision(
         settings = load_settings(config)
         api.check_tenant_ids(settings, tenants)  # refuse bad ids before the config file is touched
         reporter = Reporter(json)
+        report = CommandReport("provision", [], target=api.target_of(settings, "provision", "head"), plan=plan)
+        if plan and enable_multi_tenancy_:
+            raise UsageError("--plan changes nothing, the config file included: drop --enable-multi-tenancy")
         if enable_multi_tenancy_:
             written = enable_multi_tenancy(config_path(config))
             reporter.say(f"database-level multi-tenancy enabled in {written}")
             settings = load_settings(written)
-        run = _run(settings, "provision", " ".join(tenants))
+        run = None if plan else _run(settings, "provision", " ".join(tenants))
         _report(
             reporter,
-            "provision",
-            lambda: api.provision(settings, tenants, verify=verify, exist_ok=exist_ok, jobs=jobs, run=run),
+            report,
+            lambda: api.provision(settings, tenants, verify=verify, exist_ok=exist_ok, jobs=jobs, run=run, plan=plan),
             run,
         )
 
@@ -223,6 +234,7 @@ def upgrade(
         typer.Option("--output", help="Where --sql writes the scripts.  [default: migration-sql]", show_default=False),
     ] = None,
     resume: ResumeOpt = None,
+    plan: PlanOpt = False,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -247,6 +259,7 @@ def upgrade(
                 "--jobs": jobs != 1,
                 "--fail-fast": fail_fast,
                 "--max-failures": max_failures is not None,
+                "--plan": plan,
             })  # fmt: skip
         elif output is not None:
             raise UsageError("--output is where --sql writes its scripts: pass --sql too, or drop --output")
@@ -258,14 +271,17 @@ def upgrade(
         if sql:  # nothing is run, so nothing is recorded
             directory = output or Path("migration-sql")
             written = api.upgrade_sql(settings, targets, revision or "head", directory, shard=opt.shard(shard))
-            _finish(reporter, written.results, "upgrade")
+            target = api.target_of(settings, "upgrade", revision or "head")
+            _finish(reporter, CommandReport("upgrade", written.results, target=target))
             if written.combined is not None:
                 reporter.say(f"every tenant's script in one, in order: {written.combined}")
             return
-        run = _run(settings, "upgrade", opt.selection(tenant, all_tenants, shard, revision))
+        target = api.target_of(settings, "upgrade", revision or "head", resume=resume)
+        report = CommandReport("upgrade", [], target=target, plan=plan, resumes=resume)
+        run = None if plan else _run(settings, "upgrade", opt.selection(tenant, all_tenants, shard, revision))
         _report(
             reporter,
-            "upgrade",
+            report,
             lambda: _resumed(
                 reporter,
                 resume,
@@ -283,6 +299,7 @@ def upgrade(
                     shard=opt.shard(shard),
                     run=run,
                     resume=resume,
+                    plan=plan,
                 ),
             ),
             run,
@@ -305,11 +322,12 @@ def downgrade(
     jobs: JobsOpt = 1,
     shard: ShardOpt = None,
     resume: ResumeOpt = None,
+    plan: PlanOpt = False,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Take tenants back to REVISION; asks for confirmation unless --yes."""
+    """Take tenants back to REVISION; asks for confirmation unless --yes (or --plan, which changes nothing)."""
     with _guard(verbose):
         opt.resume_alone(resume, revision, tenant, all_tenants, shard)
         if revision is None and resume is None:
@@ -317,22 +335,20 @@ def downgrade(
         targets = None if resume else opt.targets(tenant, all_tenants)
         stop = opt.stop_after(fail_fast, max_failures)
         settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
-        if resume is None:
-            load_chain().resolve(revision or "")  # an unknown revision is refused before asking
-        else:
-            api.resume_plan(settings, resume, "downgrade", load_chain())  # a run that cannot be resumed, before asking
-        question = ""
-        if not yes and _on_a_terminal():  # the prompt names what would move, read before anything changes
-            moving, target = api.downgrade_plan(
-                settings, targets, revision or "base", shard=opt.shard(shard), chain=load_chain(), resume=resume
-            )
-            question = f"Downgrade {_tenants(len(moving))}{_counted(r.revision for r in moving)} to {target or 'base'}?"
-        _confirm(yes, "downgrade", question)
-        run = _run(settings, "downgrade", opt.selection(tenant, all_tenants, shard, revision))
+        # an unknown revision, or a run that cannot be resumed, is refused before asking
+        target = api.target_of(settings, "downgrade", revision or "base", resume=resume)
+        report = CommandReport("downgrade", [], target=target, plan=plan, resumes=resume)
         reporter = Reporter(json)
+        question = ""
+        if not (yes or plan) and _on_a_terminal():  # the prompt names what the plan moves, read before anything changes
+            planned = api.downgrade(settings, targets, revision or "base", shard=opt.shard(shard), resume=resume, plan=True)
+            moving = [r for r in planned if r.action == Action.WOULD_DOWNGRADE]
+            question = f"Downgrade {_tenants(len(moving))}{_counted(r.from_revision for r in moving)} to {target}?"
+        _confirm(yes or plan, "downgrade", question)
+        run = None if plan else _run(settings, "downgrade", opt.selection(tenant, all_tenants, shard, revision))
         _report(
             reporter,
-            "downgrade",
+            report,
             lambda: _resumed(
                 reporter,
                 resume,
@@ -345,6 +361,7 @@ def downgrade(
                     shard=opt.shard(shard),
                     run=run,
                     resume=resume,
+                    plan=plan,
                 ),
             ),
             run,
@@ -387,6 +404,7 @@ def undo(
     statement_timeout: StatementTimeoutOpt = None,
     tenant_lock_wait: TenantLockWaitOpt = None,
     jobs: JobsOpt = 1,
+    plan: PlanOpt = False,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -394,27 +412,32 @@ def undo(
     """Take every tenant RUN moved back to the revision it had before, as a new run.
 
     A tenant that has moved since (another run touched it) is left alone and listed. Asks for
-    confirmation unless --yes. A deprovision cannot be undone: restore its backup instead."""
+    confirmation unless --yes (or --plan, which changes nothing). A deprovision cannot be undone:
+    restore its backup instead."""
     with _guard(verbose):
         settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
-        plan = api.undo_plan(settings, run_id, load_chain())  # refused before asking; names what would move
-        moving = [tenant for tenants in plan.groups.values() for tenant in tenants]
-        at = _counted(plan.left_at[tenant][0] for tenant in moving)
-        back = ", ".join(f"{len(tenants)} to {target or 'base'}" for (target, _), tenants in plan.groups.items())
-        _confirm(
-            yes,
-            "undo",
-            f"Undo run {run_id}: take {_tenants(len(moving))}{at} back to their previous revisions ({back or 'none'})?",
-        )
-        run = _run(settings, "undo", f"undo {run_id}")
-        _report(Reporter(json), "undo", lambda: api.undo(settings, run_id, jobs=jobs, run=run), run)
+        if not plan:
+            undoing = api.undo_plan(settings, run_id, load_chain())  # refused before asking; names what would move
+            moving = [tenant for tenants in undoing.groups.values() for tenant in tenants]
+            at = _counted(undoing.left_at[tenant][0] for tenant in moving)
+            back = ", ".join(f"{len(tenants)} to {target or 'base'}" for (target, _), tenants in undoing.groups.items())
+            _confirm(
+                yes,
+                "undo",
+                f"Undo run {run_id}: take {_tenants(len(moving))}{at} back to their previous revisions ({back or 'none'})?",
+            )
+        run = None if plan else _run(settings, "undo", f"undo {run_id}")
+        report = CommandReport("undo", [], plan=plan, undoes=run_id)
+        _report(Reporter(json), report, lambda: api.undo(settings, run_id, jobs=jobs, run=run, plan=plan), run)
 
 
 @app.command()
 def adopt(
     tenants: Annotated[list[str] | None, typer.Argument(help="Tenant ids (or --all-tenants).", show_default=False)] = None,
     all_tenants: AllOpt = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision for each tenant; change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "--plan", help="Print the decision for each tenant; change nothing.")
+    ] = False,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -431,7 +454,8 @@ def adopt(
         results = api.adopt(settings, targets, dry_run=dry_run, run=run)
         if run.recorded:
             typer.echo(f"run {run.run_id} recorded: `docex-migrate runs show {run.run_id}`", err=True)
-        _finish(Reporter(json), results, "adopt")
+        run_id = run.run_id if run.recorded else None
+        _finish(Reporter(json), CommandReport("adopt", results, run_id=run_id, plan=dry_run))
 
 
 @app.command()
@@ -454,8 +478,9 @@ def deprovision(
         api.check_tenant_ids(settings, [tenant])
         if not yes:
             raise UsageError(f"deprovision drops every table and row of {tenant!r}: pass --yes to confirm")
-        done = api.deprovision(settings, tenant, backup_dir=None if no_backup else backup_dir)
-        Reporter(json).deprovisioned(done)
+        run = api.Run(settings, "deprovision", tenant)
+        done = api.deprovision(settings, tenant, backup_dir=None if no_backup else backup_dir, run=run)
+        Reporter(json).deprovisioned(done, run.run_id if run.recorded else None)
 
 
 @app.command()
@@ -503,7 +528,7 @@ def verify(
         if repair and not yes:
             raise UsageError("verify --repair drops and creates indexes in drifted tenants: pass --yes to confirm")
         rows = api.verify(load_settings(config), targets, shard=opt.shard(shard), repair=repair)
-        Reporter(json).drift(rows)
+        Reporter(json).drift(rows, CommandReport("verify", rows) if repair else None)
         if any(r.failed for r in rows):
             raise typer.Exit(EXIT_FAILED)
 

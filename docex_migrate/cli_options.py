@@ -49,6 +49,14 @@ JobsOpt = Annotated[
 ShardOpt = Annotated[
     str | None, typer.Option("--shard", help="Only shard K of N (K/N, 0 <= K < N), by a stable hash of the tenant id.")
 ]
+PlanOpt = Annotated[
+    bool,
+    typer.Option(
+        "--plan",
+        help="Print what the command would do, tenant by tenant (from -> to, wave, what is skipped and why), "
+        "and change nothing: no run recorded, no prompt.",
+    ),
+]
 ResumeOpt = Annotated[
     str | None,
     typer.Option(

@@ -7,7 +7,8 @@ refusals, and hands the work to the executor (serial, or on processes); every ou
 as a value, in the order asked, or inside the Interrupted a signal raises. upgrade, downgrade,
 undo and resume plan with ``migrate``; provisioning (provisioning.py) plans "head on a fresh
 namespace" and runs through the same ``execute``. Staged rollouts (--canary, --waves) run
-``migrate`` group by group.
+``migrate`` group by group. ``--plan`` (Invocation.plan_only) runs all of it except the
+executor: the plan it reports is the one the command would execute.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def execute_plan(
     interrupted = None
     if budget is not None and budget <= 0:
         finished.update((i.tenant_id, not_run(i, stopped_after(failures))) for i in work)
+    elif inv.plan_only:  # --plan: the work the executor would be handed, handed to no one
+        finished.update((i.tenant_id, would(i)) for i in work)
     else:
         on_result, on_start = (run.on_result, run.on_start) if run is not None else (None, None)
         interrupted = collect(
@@ -73,6 +76,15 @@ def execute_plan(
             ),
         )
     return in_order(finished, planned.namespaces, interrupted)
+
+
+def would(item: WorkItem) -> TenantResult:
+    """What ``item`` would do, as a --plan reports it: from where the bulk read found it to its target."""
+    if item.action == Action.PROVISIONED:
+        action = Action.WOULD_PROVISION
+    else:
+        action = Action.WOULD_DOWNGRADE if item.downgrade else Action.WOULD_UPGRADE
+    return TenantResult(item.tenant_id, item.namespace, action, item.revision, item.target)
 
 
 def migrate(
@@ -176,7 +188,7 @@ def _in_waves(
     finished: dict[str, TenantResult] = {}
     try:
         for number, group in enumerate(planned):
-            if number and pause > 0:
+            if number and pause > 0 and not inv.plan_only:
                 if progress is not None:
                     progress.pausing(pause, number + 1, len(planned))
                 time.sleep(pause)
@@ -201,9 +213,17 @@ def _in_waves(
                 finished[t] = TenantResult(
                     t, namespaces[t], Action.UPGRADED, before[t], target, f"committed just before {stop.signal_name}"
                 )
-        stop.results = [finished[t] for t in namespaces if t in finished]
+        stop.results = _in_their_waves([finished[t] for t in namespaces if t in finished], planned)
         raise
-    return [finished[t] for t in namespaces if t in finished]
+    return _in_their_waves([finished[t] for t in namespaces if t in finished], planned)
+
+
+def _in_their_waves(results: list[TenantResult], planned: list[list[str]]) -> list[TenantResult]:
+    """Each result told the group (wave) its tenant is in, from 1; past the last wave: None."""
+    wave = {t: number for number, group in enumerate(planned, start=1) for t in group}
+    for result in results:
+        result.wave = wave.get(result.tenant_id)
+    return results
 
 
 def not_reached(inv: Invocation, tenant_ids: list[str], why: str, upgrade_target: str | None = None) -> dict[str, TenantResult]:

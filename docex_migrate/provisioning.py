@@ -66,14 +66,14 @@ def provision(
             )
         )
     fresh_tenants = sum(i.fresh for i in planned.work)
-    template = fresh.template(inv.settings, chain, fresh_tenants) if replay and fresh_tenants else None
+    template = fresh.template(inv.settings, chain, fresh_tenants) if replay and fresh_tenants and not inv.plan_only else None
     try:
         results = execute_plan(inv, planned, template=template)
     except Interrupted as stop:
         _with_warnings(backend, stop.results or [])
         raise
     for result in _with_warnings(backend, results):
-        if verify and not result.failed:
+        if verify and not result.failed and not inv.plan_only:
             _verified(backend, result)
     return results
 

@@ -22,6 +22,7 @@ from .results import (
     Action,
     CheckResult,
     CheckStatus,
+    CommandReport,
     Deprovisioned,
     RevisionInfo,
     RunDetail,
@@ -86,10 +87,11 @@ class Reporter:
         counts = Counter(r.status.value for r in results)
         self.say(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
 
-    def drift(self, rows: list[TenantDrift]) -> None:
-        """verify: the tenants that are not exactly their revision, their diff and repairs."""
+    def drift(self, rows: list[TenantDrift], report: CommandReport | None = None) -> None:
+        """verify: the tenants that are not exactly their revision, their diff and repairs. With
+        ``report`` (verify --repair, a changing command), --json is that one object."""
         if self.as_json:
-            self.emit_json([r.as_dict() for r in rows])
+            self.emit_json(report.as_dict() if report is not None else [r.as_dict() for r in rows])
         if not rows:
             self.say("no tenants found")
             return
@@ -170,20 +172,27 @@ class Reporter:
         for head in found:
             self.say(head)
 
-    def deprovisioned(self, done: Deprovisioned) -> None:
+    def deprovisioned(self, done: Deprovisioned, run_id: str | None = None) -> None:
         if self.as_json:
-            self.emit_json(done.as_dict())
+            self.emit_json(CommandReport("deprovision", [done.as_result()], run_id=run_id).as_dict())
         for warning in done.warnings:
             self.warn(warning)
         backup = f"; backup in {done.backup}" if done.backup else "; no backup written"
         self.say(f"{done.tenant_id}: {done.namespace} removed{backup}")
 
-    def results(self, results: list[TenantResult], verb: str) -> None:
+    def results(self, report: CommandReport) -> None:
+        """A changing command's outcome (or plan): with --json one object (CommandReport), and
+        the table of tenants and the counts as human text."""
+        results = [r for r in report.tenants if isinstance(r, TenantResult)]
+        verb = report.command
         for result in results:
             for warning in result.warnings:
                 self.warn(f"{result.tenant_id}: {warning}")
         if self.as_json:
-            self.emit_json([r.as_dict() for r in results])
+            self.emit_json(report.as_dict())
+        if report.plan:
+            self._plan(report, results)
+            return
         counts = Counter(r.action.value for r in results)
         # A fleet at the target is one line, not a row per tenant; skipped rows show only with news.
         rows = [r for r in results if r.action != Action.SKIPPED or r.message != ALREADY_AT_TARGET]
@@ -205,6 +214,34 @@ class Reporter:
             self.say(f"nothing done: {len(rows)} tenant(s) left alone (listed above){also}")
         else:
             self.say(", ".join(f"{n} {action}" for action, n in sorted(counts.items())))
+
+    def _plan(self, report: CommandReport, results: list[TenantResult]) -> None:
+        """--plan: every tenant, what would happen to it and in which wave; nothing was changed."""
+        what = f" --resume {report.resumes}" if report.resumes else f" {report.undoes}" if report.undoes else ""
+        target = f" to {report.target}" if report.target else ""
+        self.say(f"plan: {report.command}{what}{target} (nothing has been changed)")
+        waves = any(r.wave is not None for r in results)
+        if results:
+            header = ("TENANT", "NAMESPACE", "ACTION", *(("WAVE",) if waves else ()), "DETAIL")
+            _table(
+                [header]
+                + [
+                    (
+                        r.tenant_id,
+                        r.namespace,
+                        r.action.value.upper() if r.failed else r.action.value,
+                        *((str(r.wave or "-"),) if waves else ()),
+                        _detail(r),
+                    )
+                    for r in results
+                ],
+                self.human,
+            )
+            for r in results:
+                for line in r.details:
+                    self.say(f"  {r.tenant_id}: {line}")
+        counts = ", ".join(f"{n} {action}" for action, n in report.counts.items())
+        self.say(f"{len(results)} tenant(s){': ' + counts if counts else ''}")
 
 
 def _check_lines(results: list[CheckResult]) -> list[str]:

@@ -9,6 +9,8 @@ it imports nothing that computes them.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -28,7 +30,10 @@ class Action(str, Enum):
     UPGRADED = "upgraded"
     DOWNGRADED = "downgraded"
     ADOPTED = "adopted"
-    WOULD_ADOPT = "would-adopt"  # adopt --dry-run
+    WOULD_ADOPT = "would-adopt"  # adopt --dry-run (--plan)
+    WOULD_PROVISION = "would-provision"  # --plan: what provision would do
+    WOULD_UPGRADE = "would-upgrade"  # --plan: what upgrade (or --resume, or undo) would do
+    WOULD_DOWNGRADE = "would-downgrade"  # --plan: what downgrade (or --resume, or undo) would do
     SKIPPED = "skipped"
     SCRIPTED = "scripted"  # upgrade --sql: its script written for review, nothing run
     FAILED = "failed"
@@ -75,6 +80,8 @@ class TenantResult:
     duration: float | None = field(default=None, repr=False, compare=False)
     # Not reported either: which namespace it was (Backend.identity), for the run ledger.
     identity: str | None = field(default=None, repr=False, compare=False)
+    wave: int | None = None  # --canary / --waves: the group it is in, from 1 (the canaries, when given, are 1)
+    backup_path: str | None = None  # deprovision: the backup's absolute path (reported, as "backup", only when there is one)
 
     @property
     def failed(self) -> bool:
@@ -86,7 +93,7 @@ class TenantResult:
         return self.action in INCOMPLETE
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        row: dict[str, object] = {
             "tenant_id": self.tenant_id,
             "namespace": self.namespace,
             "action": self.action.value,
@@ -95,6 +102,60 @@ class TenantResult:
             "message": self.message,
             "warnings": self.warnings,
             "details": self.details,
+            "wave": self.wave,
+        }
+        if self.backup_path is not None:
+            row["backup"] = self.backup_path
+        return row
+
+
+# What a command that changes tenants reports (its --json): one object, whatever the command.
+# The shape is documented by docs/schemas/command-report.schema.json; keep the two in step.
+REPORT_FORMAT = 1
+
+
+@dataclass
+class CommandReport:
+    """One changing command's outcome (or, with ``plan``, what it would do): the command, the
+    run that recorded it (None: not recorded, e.g. a plan, nothing to do, or no ledger), the
+    target revision ("base" for base; None when each tenant has its own, as for undo and
+    adopt), the count per action or state, and the tenants: TenantResult's, or verify's
+    TenantDrift's (``verify --repair``). ``interrupted`` names the signal that stopped it."""
+
+    command: str
+    tenants: Sequence[TenantResult | TenantDrift]
+    run_id: str | None = None
+    target: str | None = None
+    plan: bool = False
+    resumes: str | None = None
+    undoes: str | None = None
+    interrupted: str | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        found = Counter(t.action.value if isinstance(t, TenantResult) else t.state for t in self.tenants)
+        return dict(sorted(found.items()))
+
+    @property
+    def ok(self) -> bool:
+        """No tenant failed or was left undone (exit 0), or, for a plan, none would be."""
+        return self.interrupted is None and not any(
+            t.incomplete if isinstance(t, TenantResult) else t.failed for t in self.tenants
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "format": REPORT_FORMAT,
+            "command": self.command,
+            "plan": self.plan,
+            "run_id": self.run_id,
+            "target": self.target,
+            "resumes": self.resumes,
+            "undoes": self.undoes,
+            "ok": self.ok,
+            "interrupted": self.interrupted,
+            "counts": self.counts,
+            "tenants": [t.as_dict() for t in self.tenants],
         }
 
 
@@ -284,6 +345,22 @@ class Deprovisioned:
     namespace: str
     backup: Path | None
     warnings: tuple[str, ...] = ()  # what was neither backed up nor removed (PostgreSQL's large objects)
+    from_revision: str | None = None  # where the tenant was when it was dropped
+
+    def as_result(self) -> TenantResult:
+        """The tenant's line in the command's report (and the ledger's row)."""
+        backup = str(self.backup) if self.backup else None
+        message = f"backup in {backup}" if backup else "no backup written"
+        return TenantResult(
+            self.tenant_id,
+            self.namespace,
+            Action.DEPROVISIONED,
+            self.from_revision,
+            None,
+            message,
+            warnings=list(self.warnings),
+            backup_path=backup,
+        )
 
     def as_dict(self) -> dict[str, object]:
         backup = str(self.backup) if self.backup else None

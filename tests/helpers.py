@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import URL
@@ -27,6 +29,24 @@ DOCEX_2_9_10 = "s7_docex_2_9_10"
 # The fault tests' chain: three small steps; the second fails, names its tenant in a marker file
 # or sleeps when the environment says so (STEPS_FAIL_TENANT, STEPS_MARKER, STEPS_SLEEP...).
 STEPS = Path(__file__).resolve().parent / "chains" / "steps"
+
+# The documented shape of every changing command's --json (and of every --plan's).
+REPORT_SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[1] / "docs" / "schemas" / "command-report.schema.json").read_text(encoding="utf-8")
+)
+
+
+def report_of(stdout: str) -> dict:
+    """A changing command's --json: one object, checked against docs/schemas/command-report.schema.json."""
+    report = json.loads(stdout)
+    jsonschema.Draft202012Validator(REPORT_SCHEMA).validate(report)
+    return report
+
+
+def reported(stdout: str) -> list[dict]:
+    """The tenants of a changing command's --json (validated as report_of does)."""
+    return report_of(stdout)["tenants"]
+
 
 # DocEX's security section for a database per tenant (a schema or a file each), the model this tool serves.
 DATABASE_LEVEL = {"multi_tenancy_model": "database_level", "tenant_database_routing": True}

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 import sqlalchemy as sa
-from helpers import DOCEX_2_9_10, cli, head, recognised_as, tenant_engine, tenant_snapshot, version_of
+from helpers import DOCEX_2_9_10, cli, head, recognised_as, reported, tenant_engine, tenant_snapshot, version_of
 from reference_schemas import (
     GENERATIONS,
     HEAD_PG,
@@ -128,7 +128,7 @@ def test_every_generation_is_adopted_and_upgraded_with_its_data(env, tmp_path):
 
     result = cli("adopt", "--all-tenants", "--json")
     assert result.exit_code == 0, result.output
-    adopted = {r["tenant_id"]: (r["action"], r["to_revision"]) for r in json.loads(result.stdout)}
+    adopted = {r["tenant_id"]: (r["action"], r["to_revision"]) for r in reported(result.stdout)}
     assert adopted == {t: ("adopted", rev) for t, rev in stamped.items()}
     assert {t: version_of(env, t) for t in tenants} == {t: (rev,) for t, rev in stamped.items()}
 
@@ -193,7 +193,7 @@ def test_known_hybrids_are_repaired_then_stamped(env, tmp_path, case, revision, 
 
     result = cli("adopt", "hybrid", "--dry-run", "--json")
     assert result.exit_code == 0
-    (row,) = json.loads(result.stdout)
+    (row,) = reported(result.stdout)
     assert (row["action"], row["to_revision"], len(row["details"])) == ("would-adopt", revision, repairs)
     assert tenant_snapshot(env, "hybrid") == before and version_of(env, "hybrid") == ()
 
@@ -219,7 +219,7 @@ def test_anything_else_is_refused_with_a_diff_and_untouched(env, change, evidenc
     before = tenant_snapshot(env, "odd")
     result = cli("adopt", "odd", "--json")
     assert result.exit_code == 1
-    (row,) = json.loads(result.stdout)
+    (row,) = reported(result.stdout)
     assert row["action"] == "failed" and "refused" in row["message"]
     assert any(line.startswith(evidence) for line in row["details"]), row["details"]
     assert tenant_snapshot(env, "odd") == before
@@ -232,7 +232,7 @@ def test_versioned_tenants_are_left_alone(env):
     cli("provision", "fresh")
     result = cli("adopt", "--all-tenants", "--json")
     assert result.exit_code == 0
-    (row,) = json.loads(result.stdout)
+    (row,) = reported(result.stdout)
     assert row["action"] == "skipped" and "already versioned" in row["message"]
 
 

@@ -10,7 +10,17 @@ import uuid
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import cli, database_section, head_tables, migrate_to, tenant_engine, tenant_snapshot, version_of, write_config
+from helpers import (
+    cli,
+    database_section,
+    head_tables,
+    migrate_to,
+    reported,
+    tenant_engine,
+    tenant_snapshot,
+    version_of,
+    write_config,
+)
 
 from docex_migrate.chain import load_chain
 from docex_migrate.cli import app
@@ -56,7 +66,7 @@ def test_upgrade_and_downgrade_to_a_named_revision(env):
     cli("provision", "acme_corp")
     result = cli("downgrade", "s4", "--tenant", "acme_corp", "--yes", "--json")  # a unique prefix
     assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.stdout)
+    (row,) = reported(result.stdout)
     assert (row["action"], row["from_revision"], row["to_revision"]) == ("downgraded", HEAD, "s4_docex_2_6_1")
     assert version_of(env, "acme_corp") == ("s4_docex_2_6_1",)
     assert cli("status", "--tenant", "acme_corp", "--json").stdout.count('"behind"') == 1
@@ -223,7 +233,7 @@ def test_a_two_row_version_table_is_reported_corrupt_not_ahead(env):
     ):
         result = cli(*args, "--json")
         assert result.exit_code == 1, result.output
-        (done,) = json.loads(result.stdout)
+        (done,) = reported(result.stdout)
         assert done["action"] == "failed" and expected in done["message"] and "newer docex-migrate" not in done["message"]
     assert tenant_snapshot(env, "acme_corp") == before
 
@@ -346,7 +356,7 @@ def test_one_failing_tenant_does_not_stop_the_others_and_stays_untouched(env):
 
     result = cli("upgrade", "--all-tenants", "--json")
     assert result.exit_code == 1
-    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    rows = {r["tenant_id"]: r for r in reported(result.stdout)}
     assert rows["a1"]["action"] == rows["c3"]["action"] == "upgraded"
     assert rows["b2"]["action"] == "failed"
     assert rows["b2"]["to_revision"] == "s4_docex_2_6_1"
@@ -529,11 +539,11 @@ def test_common_options_before_the_command_act_as_after_it(env, monkeypatch):
         assert _outcome(first) == _outcome(second), (first.output, second.output)
         return json.loads(first.stdout)
 
-    provisioned = same(["provision", "acme_corp"], ["provision", "globex_corp"])
+    provisioned = same(["provision", "acme_corp"], ["provision", "globex_corp"])["tenants"]
     assert [(r["tenant_id"], r["action"]) for r in provisioned] == [("acme_corp", "provisioned")]
     assert [r["state"] for r in same(["status"], ["status"])] == ["current", "current"]
     assert cli("downgrade", "base", "--all-tenants", "--yes", *common).exit_code == 0
-    upgraded = same(["upgrade", "--tenant", "acme_corp"], ["upgrade", "--tenant", "globex_corp"])
+    upgraded = same(["upgrade", "--tenant", "acme_corp"], ["upgrade", "--tenant", "globex_corp"])["tenants"]
     assert [(r["action"], r["to_revision"]) for r in upgraded] == [("upgraded", HEAD)]
     runs = same(["runs"], ["runs"])
     assert [r["command"] for r in runs][:2] == ["upgrade", "upgrade"]

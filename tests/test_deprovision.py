@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import cli, head_tables, tenant_engine
+from helpers import cli, head_tables, reported, tenant_engine
 
 from docex_migrate import api
 from docex_migrate.backends.postgresql import driver_dump
@@ -42,7 +42,7 @@ def test_deprovision_writes_a_backup_then_removes_the_tenant(env):
     add_basket(env, "acme_corp")
     result = cli("deprovision", "acme_corp", "--yes", "--json")
     assert result.exit_code == 0, result.output
-    backup = env.workdir / json.loads(result.stdout)["backup"]
+    backup = env.workdir / reported(result.stdout)[0]["backup"]
     assert backup.parent == env.workdir / "backups"
     if env.kind == "sqlite":
         with sqlite3.connect(backup) as db:
@@ -277,7 +277,7 @@ def test_mixed_case_schema_template_backs_up_the_schema_it_drops(pg_env, monkeyp
         )
     result = cli("deprovision", "t001", "--yes", "--json")
     assert result.exit_code == 0, result.output
-    text = (pg_env.workdir / json.loads(result.stdout)["backup"]).read_text()
+    text = (pg_env.workdir / reported(result.stdout)[0]["backup"]).read_text()
     assert ("PostgreSQL database dump" if pg_dump_installed else "written through the driver") in text
     assert f'CREATE SCHEMA "{real}"' in text or f'CREATE SCHEMA IF NOT EXISTS "{real}"' in text
     assert "bas_real" in text and "bas_decoy" not in text
@@ -420,7 +420,7 @@ def test_pg_dump_connects_with_the_configs_ssl_and_other_options_and_the_passwor
     add_basket(pg_env, "acme_corp")
     result = cli("deprovision", "acme_corp", "--yes", "--json")
     assert result.exit_code == 0, result.output
-    assert "PostgreSQL database dump" in (pg_env.workdir / json.loads(result.stdout)["backup"]).read_text()
+    assert "PostgreSQL database dump" in (pg_env.workdir / reported(result.stdout)[0]["backup"]).read_text()
     calls = [json.loads(line) for line in record.read_text().splitlines()]
     assert calls  # the deprovision's, and the provision's head-schema dump
     for call in calls:
@@ -498,7 +498,7 @@ def test_deprovision_is_refused_while_another_connection_has_the_file_open(sqlit
     assert "bas_written_while_open" in _backup_rows_of_tenant(env, "acme_corp")  # in the tenant's file, not lost
     result = cli("deprovision", "acme_corp", "--yes", "--json")
     assert result.exit_code == 0, result.output
-    assert "bas_written_while_open" in _backup_rows(env, env.workdir / json.loads(result.stdout)["backup"])
+    assert "bas_written_while_open" in _backup_rows(env, env.workdir / reported(result.stdout)[0]["backup"])
     assert not Path(path).exists()
 
 
@@ -577,7 +577,7 @@ def test_deprovision_says_large_objects_the_tenant_points_to_are_neither_backed_
     result = cli("deprovision", "acme_corp", "--yes", "--json")
     assert result.exit_code == 0, result.output
     assert "attachment.content" in result.stderr and "large object" in result.stderr
-    assert any("attachment.content" in w for w in json.loads(result.stdout)["warnings"])
+    assert any("attachment.content" in w for w in reported(result.stdout)[0]["warnings"])
     with pg_env.engine().begin() as conn:  # still there: removing it is the operator's call
         assert conn.execute(sa.text("SELECT lo_get(:blob)"), {"blob": blob}).scalar() == b"scanned invoice"
         conn.execute(sa.text("SELECT lo_unlink(:blob)"), {"blob": blob})
@@ -605,7 +605,7 @@ def test_a_backup_is_its_owners_alone_and_named_by_its_absolute_path(env):
     cli("provision", "acme_corp", "other")
     result = cli("deprovision", "acme_corp", "--yes", "--json")
     assert result.exit_code == 0, result.output
-    backup = Path(json.loads(result.stdout)["backup"])
+    backup = Path(reported(result.stdout)[0]["backup"])
     assert backup.is_absolute() and backup.parent == env.workdir / "backups"
     assert (backup.stat().st_mode & 0o777, backup.parent.stat().st_mode & 0o777) == (0o600, 0o700)
     (run,) = [r for r in json.loads(cli("runs", "--json").stdout) if r["command"] == "deprovision"]
@@ -617,5 +617,5 @@ def test_a_backup_is_its_owners_alone_and_named_by_its_absolute_path(env):
     shared.chmod(0o755)  # whatever the umask: the operator's choice, left alone
     result = cli("deprovision", "other", "--yes", "--json", "--backup-dir", str(shared))
     assert result.exit_code == 0, result.output
-    backup = Path(json.loads(result.stdout)["backup"])
+    backup = Path(reported(result.stdout)[0]["backup"])
     assert (backup.stat().st_mode & 0o777, shared.stat().st_mode & 0o777) == (0o600, 0o755)

@@ -18,6 +18,7 @@ from helpers import (
     grant_read,
     migrate_to,
     recognised_as,
+    reported,
     template_only_config,
     tenant_engine,
     tenant_snapshot,
@@ -66,7 +67,9 @@ def downgrade() -> None:
 
 
 def rows_of(result) -> dict[str, dict]:
-    return {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    """verify --json (a list), or verify --repair --json (a changing command: one report object)."""
+    found = json.loads(result.stdout)
+    return {r["tenant_id"]: r for r in (reported(result.stdout) if isinstance(found, dict) else found)}
 
 
 def by_hand(env, tenant_id: str, *statements: str) -> None:
@@ -186,14 +189,14 @@ def test_upgrade_verify_first_migrates_the_rest_and_refuses_the_drifted(env, cha
 
     result = cli("upgrade", "--all-tenants", "--verify-first", "--max-failures", "3", "--json")
     assert result.exit_code == 1, result.output
-    actions = {r["tenant_id"]: r["action"] for r in json.loads(result.stdout)}
+    actions = {r["tenant_id"]: r["action"] for r in reported(result.stdout)}
     assert {t for t, a in actions.items() if a == "drifted"} == set(EXPECTED_DIFF)
     assert {a for t, a in actions.items() if t not in EXPECTED_DIFF} == {"not-run"}  # 3 refusals reach the limit
     assert {version_of(env, t) for t in tenants} == {(HEAD,)}
 
     result = cli("upgrade", "--all-tenants", "--verify-first", "--json")
     assert result.exit_code == 1, result.output
-    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    rows = {r["tenant_id"]: r for r in reported(result.stdout)}
     assert {t for t, r in rows.items() if r["action"] == "upgraded"} == set(tenants) - set(EXPECTED_DIFF)
     for tenant_id, line in EXPECTED_DIFF.items():
         assert rows[tenant_id]["action"] == "drifted" and rows[tenant_id]["details"] == [line]
@@ -350,7 +353,7 @@ def test_verify_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env,
     # A repair needs more than reading: it fails for that tenant alone, changing nothing.
     result = cli("verify", "--tenant", "drifted", "--repair", "--yes", "--json")
     assert result.exit_code == 1
-    (row,) = json.loads(result.stdout)
+    (row,) = reported(result.stdout)
     assert row["state"] == "drifted" and row["error"].startswith("repair failed")
     assert catalog() == before
 
@@ -608,7 +611,7 @@ def test_an_extra_index_of_any_shape_is_reported_and_repaired_never_a_crash(env)
     assert json.loads(status.stdout)[0]["adopt"] == "refuse"
     adopted = cli("adopt", "expression", "--json")
     assert adopted.exit_code == 1, adopted.output
-    assert any("ix_extra" in line for line in json.loads(adopted.stdout)[0]["details"])
+    assert any("ix_extra" in line for line in reported(adopted.stdout)[0]["details"])
     del extras["expression"]
 
     result = cli("verify", "--all-tenants", "--repair", "--yes", "--json")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import cli, head, migrate_to, version_of
+from helpers import cli, head, migrate_to, reported, version_of
 
 from docex_migrate.api import in_shard
 from docex_migrate.errors import UsageError
@@ -33,7 +33,7 @@ def test_cli_shard_and_jobs(env):
     for k in range(3):
         result = cli("upgrade", "--all-tenants", "--shard", f"{k}/3", "--json")
         assert result.exit_code == 0, result.output
-        seen += [r["tenant_id"] for r in json.loads(result.stdout)]
+        seen += [r["tenant_id"] for r in reported(result.stdout)]
         status = json.loads(cli("status", "--shard", f"{k}/3", "--json").stdout)
         assert {r["state"] for r in status} <= {"current"}
     assert sorted(seen) == tenants

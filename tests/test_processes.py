@@ -7,7 +7,6 @@ tests/chains/steps, whose step 2 can sleep (STEPS_SLEEP) and name the tenant ins
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import applied, start, version_of
+from helpers import applied, reported, start, version_of
 
 from docex_migrate.backends import backend_for
 from docex_migrate.config import load_settings
@@ -152,7 +151,7 @@ def test_sigterm_with_jobs_stops_the_workers_and_reports(steps, tmp_path, spawne
     assert time.monotonic() - sent < 15, "the run did not stop promptly"
     assert run.returncode == 143, err
     wait_for(lambda: not any(map(alive, workers)), 5, f"workers outlived the CLI: {[p for p in workers if alive(p)]}")
-    rows = {r["tenant_id"]: r for r in json.loads(out)}
+    rows = {r["tenant_id"]: r for r in reported(out)}
     assert list(rows) == tenants
     assert {r["action"] for r in rows.values()} == {"not-run"}
     in_flight = [t for t, r in rows.items() if "rolled back" in r["message"]]
@@ -243,7 +242,7 @@ def test_jobs_are_capped_by_the_connection_limit(pg_steps, limited_role, limited
             conn.commit()
     assert run.returncode == 0, err
     assert "--jobs 4 lowered to 1" in err
-    assert [r["action"] for r in json.loads(out)] == ["upgraded"] * 4
+    assert [r["action"] for r in reported(out)] == ["upgraded"] * 4
     assert [whole(env, t) for t in tenants] == ["r3"] * 4
 
 
@@ -271,7 +270,7 @@ def test_a_connection_refused_mid_run_reports_the_results_so_far(pg_steps, limit
     out, err = run.communicate(timeout=120)
 
     assert run.returncode == 1, err
-    rows = {r["tenant_id"]: r for r in json.loads(out)}
+    rows = {r["tenant_id"]: r for r in reported(out)}
     assert list(rows) == tenants
     in_flight = ["m1"] if jobs == "1" else ["m0", "m1"]
     assert [rows[t]["action"] for t in ("m0", "m1")] == ["upgraded" if t not in in_flight else "failed" for t in ("m0", "m1")]
@@ -332,7 +331,7 @@ def test_a_worker_killed_fails_its_tenant_and_the_run_reports(steps, tmp_path, s
 
     out, err = run.communicate(timeout=90)  # the CLI's own tenant sleeps out its 30 s
     assert run.returncode == 1, err
-    rows = {r["tenant_id"]: r for r in json.loads(out)}
+    rows = {r["tenant_id"]: r for r in reported(out)}
     assert list(rows) == tenants
     # The worker had w0; the CLI migrates w1 itself (--jobs 2 is itself and one worker) and
     # finishes it, then hands out nothing more.

@@ -21,6 +21,7 @@ from helpers import (
     head,
     head_tables,
     migrate_to,
+    reported,
     start,
     tenant_engine,
     tenant_snapshot,
@@ -62,7 +63,7 @@ def test_one_tenant_failing_at_step_2_of_3_among_20(steps):
     run = start(env, "upgrade", "--all-tenants", "--json", STEPS_FAIL_TENANT="t07")
     out, err = run.communicate(timeout=300)
     assert run.returncode == 1, err
-    rows = {r["tenant_id"]: r for r in json.loads(out)}
+    rows = {r["tenant_id"]: r for r in reported(out)}
     assert rows["t07"]["action"] == "failed"
     assert rows["t07"]["to_revision"] == "r1"
     assert "step 2 fails for t07 on purpose" in rows["t07"]["message"]
@@ -85,13 +86,13 @@ def test_fail_fast_and_max_failures_stop_the_run(steps, monkeypatch):
     monkeypatch.setenv("STEPS_FAIL_TENANT", "t2")
     result = cli("upgrade", "--all-tenants", "--fail-fast", "--json")
     assert result.exit_code == 1
-    actions = [r["action"] for r in json.loads(result.stdout)]
+    actions = [r["action"] for r in reported(result.stdout)]
     assert actions == ["upgraded", "upgraded", "failed", "not-run", "not-run", "not-run"]
     assert [version_of(env, t) for t in tenants] == [("r3",), ("r3",), ("r1",), ("r1",), ("r1",), ("r1",)]
 
     result = cli("upgrade", "--all-tenants", "--max-failures", "2", "--json")
     assert result.exit_code == 1
-    assert [r["action"] for r in json.loads(result.stdout)] == [
+    assert [r["action"] for r in reported(result.stdout)] == [
         "skipped",
         "skipped",
         "failed",
@@ -113,7 +114,7 @@ def test_two_fleet_upgrades_at_once_apply_every_step_exactly_once(steps):
     assert [run.returncode for run in runs] == [0, 0], [err for _, err in outputs]
     upgraded_by = {}
     for out, _ in outputs:
-        for row in json.loads(out):
+        for row in reported(out):
             if row["action"] == "upgraded":
                 upgraded_by.setdefault(row["tenant_id"], 0)
                 upgraded_by[row["tenant_id"]] += 1
@@ -170,7 +171,7 @@ def test_parallel_jobs_return_failures_as_values(steps):
     run = start(env, "upgrade", "--all-tenants", "--jobs", "3", "--json", STEPS_FAIL_TENANT="p5")
     out, err = run.communicate(timeout=300)
     assert run.returncode == 1, err
-    rows = {r["tenant_id"]: r for r in json.loads(out)}
+    rows = {r["tenant_id"]: r for r in reported(out)}
     assert list(rows) == tenants  # reported in tenant order, whatever order they finished in
     assert {t: r["action"] for t, r in rows.items()} == {t: "failed" if t == "p5" else "upgraded" for t in tenants}
     assert [version_of(env, t) for t in tenants] == [("r1",) if t == "p5" else ("r3",) for t in tenants]

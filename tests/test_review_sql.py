@@ -10,7 +10,6 @@ is there, empty)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import cli, head, migrate_to, tenant_engine, tenant_snapshot, version_of
+from helpers import cli, head, migrate_to, reported, tenant_engine, tenant_snapshot, version_of
 
 from docex_migrate.review import _literal
 
@@ -76,7 +75,7 @@ def render(tmp_path: Path, *tenants: str, extra: tuple[str, ...] = ()) -> dict[s
     args = ["upgrade", "--sql", "--output", str(tmp_path / "sql"), "--json", *extra]
     result = cli(*args, *[a for t in tenants for a in ("--tenant", t)])
     assert result.exit_code == 0, result.output
-    return {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    return {r["tenant_id"]: r for r in reported(result.stdout)}
 
 
 def test_a_tenant_migrated_by_its_script_equals_one_the_tool_migrated(env, tmp_path):

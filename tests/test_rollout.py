@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import cli, migrate_to, version_of
+from helpers import cli, migrate_to, reported, version_of
 from test_runs import at, latest_run, outcomes
 
 from docex_migrate.errors import UsageError
@@ -25,7 +25,7 @@ def steps(steps):
 
 
 def actions(result) -> dict[str, str]:
-    return {r["tenant_id"]: r["action"] for r in json.loads(result.stdout)}
+    return {r["tenant_id"]: r["action"] for r in reported(result.stdout)}
 
 
 def test_waves_stop_after_the_failing_wave_and_resume_finishes(steps, monkeypatch):
@@ -39,9 +39,7 @@ def test_waves_stop_after_the_failing_wave_and_resume_finishes(steps, monkeypatc
     assert {t: done[t] for t in second} == {t: "failed" if t == second[1] else "upgraded" for t in second}
     assert {t: done[t] for t in rest} == dict.fromkeys(rest, "not-run")
     assert all(
-        "the rollout stopped after group 2 of 3 failed" in r["message"]
-        for r in json.loads(result.stdout)
-        if r["tenant_id"] in rest
+        "the rollout stopped after group 2 of 3 failed" in r["message"] for r in reported(result.stdout) if r["tenant_id"] in rest
     )
     assert {t: version_of(steps, t) for t in TENANTS} == {
         t: ("r3",) if t in first + second and t != second[1] else ("r1",) for t in TENANTS

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import STEPS, cli, head, migrate_to, start, tenant_engine, tenant_snapshot, version_of
+from helpers import STEPS, cli, head, migrate_to, reported, start, tenant_engine, tenant_snapshot, version_of
 
 from docex_migrate import api
 from docex_migrate import run_record as runs_module
@@ -95,13 +95,13 @@ def test_two_failing_of_twenty_are_listed_resumed_and_undo_returns_exactly_the_o
     monkeypatch.delenv("STEPS_FAIL_TENANT")
     result = cli("upgrade", "--resume", first["run_id"], "--json")
     assert result.exit_code == 0, result.output
-    assert {r["tenant_id"]: r["action"] for r in json.loads(result.stdout)} == {"t03": "upgraded", "t11": "upgraded"}
+    assert {r["tenant_id"]: r["action"] for r in reported(result.stdout)} == {"t03": "upgraded", "t11": "upgraded"}
     resumed = latest_run()
     assert resumed["resumes"] == first["run_id"] and resumed["counts"] == {"upgraded": 2}
 
     result = cli("undo", first["run_id"], "--yes", "--json")
     assert result.exit_code == 0, result.output
-    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    rows = {r["tenant_id"]: r for r in reported(result.stdout)}
     assert set(rows) == set(TENANTS) - {"t03", "t11"}
     assert {(r["action"], r["from_revision"], r["to_revision"]) for r in rows.values()} == {("downgraded", "r3", "r1")}
     assert latest_run()["undoes"] == first["run_id"]
@@ -117,7 +117,7 @@ def test_undo_leaves_a_tenant_that_moved_since_and_lists_it(steps):
     assert cli("downgrade", "r2", "--tenant", "b", "--yes").exit_code == 0
     result = cli("undo", first, "--yes", "--json")
     assert result.exit_code == 0, result.output
-    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    rows = {r["tenant_id"]: r for r in reported(result.stdout)}
     assert rows["a"]["action"] == rows["c"]["action"] == "downgraded"
     assert rows["b"]["action"] == "skipped" and "moved since" in rows["b"]["message"]
     assert [version_of(env, t) for t in "abc"] == [("r1",), ("r2",), ("r1",)]
@@ -174,7 +174,7 @@ def test_undo_of_a_provision_leaves_a_tenant_dropped_and_provisioned_again_since
     give_data(env, "acme")
     result = cli("undo", first, "--yes", "--json")
     assert result.exit_code == 0, result.output
-    rows = {r["tenant_id"]: r for r in json.loads(result.stdout)}
+    rows = {r["tenant_id"]: r for r in reported(result.stdout)}
     assert rows["acme"]["action"] == "skipped" and "created again since run" in rows["acme"]["message"], rows["acme"]
     assert version_of(env, "acme") == ("r3",) and rows_of(env, "acme") == [7]
     assert rows["globex"]["action"] == "downgraded" and version_of(env, "globex") == ()
@@ -592,7 +592,7 @@ def test_a_tenant_committed_before_its_row_is_reconciled_from_the_tenant(steps):
     assert found == {"a": ("upgraded", "r1", "r3"), "b": ("upgraded", "r1", "r3"), "c": ("not-run", "r1", "r1")}
     result = cli("upgrade", "--resume", run_id, "--json")
     assert result.exit_code == 0, result.output
-    assert [(r["tenant_id"], r["action"]) for r in json.loads(result.stdout)] == [("c", "upgraded")]
+    assert [(r["tenant_id"], r["action"]) for r in reported(result.stdout)] == [("c", "upgraded")]
 
 
 def test_python_api_runs_resume_and_undo(steps, monkeypatch):
@@ -718,7 +718,7 @@ def test_a_stopped_run_is_marked_interrupted_and_resume_finishes_it(steps, tmp_p
 
     result = cli("upgrade", "--resume", stopped["run_id"], "--json")
     assert result.exit_code == 0, result.output
-    assert {r["tenant_id"]: r["action"] for r in json.loads(result.stdout)} == dict.fromkeys(["k2", "k3", "k4"], "upgraded")
+    assert {r["tenant_id"]: r["action"] for r in reported(result.stdout)} == dict.fromkeys(["k2", "k3", "k4"], "upgraded")
     assert {whole(env, t) for t in tenants} == {"r3"}
 
 
@@ -728,7 +728,7 @@ def test_progress_is_one_line_per_tenant_off_a_terminal_and_json_stays_on_stdout
     monkeypatch.setenv("STEPS_FAIL_TENANT", "b")
     result = cli("upgrade", "--all-tenants", "--json")
     assert result.exit_code == 1
-    assert [r["tenant_id"] for r in json.loads(result.stdout)] == ["a", "b", "c"]
+    assert [r["tenant_id"] for r in reported(result.stdout)] == ["a", "b", "c"]
     lines = result.stderr.splitlines()
     run_id = latest_run()["run_id"]
     assert lines[0] == f"run {run_id}: upgrade started"  # first, so an operator can follow it

@@ -20,7 +20,7 @@ from docex_migrate.config import Settings
 from docex_migrate.errors import RevisionError
 from docex_migrate.executors import WorkItem, execute
 from docex_migrate.reporting import Reporter
-from docex_migrate.results import ALREADY_AT_TARGET, Action, TenantResult
+from docex_migrate.results import ALREADY_AT_TARGET, Action, CommandReport, TenantResult
 from docex_migrate.snapshot import differences
 from docex_migrate.states import State, plan, state_of
 
@@ -156,16 +156,19 @@ def test_the_reporter_prints_a_table_a_summary_and_json(capsys):
         TenantResult("b", "ns_b", Action.FAILED, "r1", "r1", "boom"),
         TenantResult("c", "ns_c", Action.SKIPPED, "r2", "r2", ALREADY_AT_TARGET),
     ]
-    Reporter(as_json=False).results(results, "upgrade")
+    Reporter(as_json=False).results(CommandReport("upgrade", results))
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["a", "ns_a", "upgraded", "r1", "->", "r2"]
     assert out[1].split()[:4] == ["b", "ns_b", "FAILED", "at"] and out[1].endswith("boom")
     assert out[2] == "1 failed, 1 skipped, 1 upgraded"  # the skipped row without news is not listed
-    Reporter(as_json=True).results(results, "upgrade")
+    Reporter(as_json=True).results(CommandReport("upgrade", results, run_id="r-1", target="r2"))
     captured = capsys.readouterr()
-    assert [r["action"] for r in json.loads(captured.out)] == ["upgraded", "failed", "skipped"]
+    report = json.loads(captured.out)
+    assert [r["action"] for r in report["tenants"]] == ["upgraded", "failed", "skipped"]
+    assert (report["run_id"], report["target"], report["ok"]) == ("r-1", "r2", False)
+    assert report["counts"] == {"failed": 1, "skipped": 1, "upgraded": 1}
     assert "1 failed" in captured.err
-    Reporter(as_json=False).results([results[2]], "upgrade")
+    Reporter(as_json=False).results(CommandReport("upgrade", [results[2]]))
     assert capsys.readouterr().out == "nothing to upgrade: all 1 tenant(s) already at the target revision\n"
 
 

@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import DOCEX_2_9_10, STEPS, cli, corrupt, grant_read, migrate_to, recognised_as, template_only_config, version_of
+from helpers import (
+    DOCEX_2_9_10,
+    STEPS,
+    cli,
+    corrupt,
+    grant_read,
+    migrate_to,
+    recognised_as,
+    reported,
+    template_only_config,
+    version_of,
+)
 from test_adoption import build_legacy, legacy_ddl
 
 from docex_migrate.chain import SCRIPT_LOCATION_ENV, load_chain
@@ -83,7 +94,7 @@ def test_one_unreadable_tenant_is_its_own_failure_and_the_rest_carry_on(env):
 
     result = cli("upgrade", "--all-tenants", "--json")
     assert result.exit_code == 1, result.output
-    actions = {r["tenant_id"]: (r["action"], r["message"]) for r in json.loads(result.stdout)}
+    actions = {r["tenant_id"]: (r["action"], r["message"]) for r in reported(result.stdout)}
     assert actions["a2"][0] == "upgraded" and actions["a1"][0] == "skipped"
     assert actions["broken"][0] == "failed" and expected in actions["broken"][1]
     assert version_of(env, "a2") == (HEAD,)
