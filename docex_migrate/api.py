@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import drift, migration, provisioning
+from . import drift, migration, provisioning, restoration
 from .adoption import Decision, statuses
 from .adoption import adopt as adopt_tenants
 from .backends import open_backend
@@ -25,10 +25,12 @@ from .config import Settings, load_settings
 from .errors import DocexMigrateError, TenantNotFoundError, TenantNotReadyError, UsageError
 from .invocation import Invocation, invoked
 from .provisioning import verify_tenant
+from .restore_advice import backup_record, restore_command
 from .results import (
     Action,
     CheckResult,
     Deprovisioned,
+    Restored,
     RevisionInfo,
     RunDetail,
     RunInfo,
@@ -49,6 +51,7 @@ __all__ = [
     "CheckResult",
     "Decision",
     "Deprovisioned",
+    "Restored",
     "RevisionInfo",
     "Run",
     "RunDetail",
@@ -70,6 +73,7 @@ __all__ = [
     "list_tenants",
     "new_revision",
     "provision",
+    "restore",
     "runs",
     "resume_plan",
     "show_run",
@@ -331,11 +335,28 @@ def deprovision(
             raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no {namespace})")
         before = state_of(inv.chain, state)[0]
         kept = tuple(backend.kept_by_deprovision(tenant_id))
-        done = Deprovisioned(tenant_id, namespace, backend.deprovision(tenant_id, backup_dir), kept)
+        backup = backend.deprovision(tenant_id, backup_dir)
+    advice = restore_command(settings, tenant_id, backup) if backup else None
+    done = Deprovisioned(tenant_id, namespace, backup, kept, advice)
     backed_up = f"backup in {done.backup}" if done.backup else "no backup written"
     record = TenantResult(tenant_id, namespace, Action.DEPROVISIONED, before, None, backed_up)
+    record.backup = backup_record(backup) if backup else None  # what restore knows it by
     (run or Run(settings, "deprovision", tenant_id)).deprovisioned(record, inv.chain)
     return done
+
+
+def restore(settings: Settings, tenant_id: str, backup: Path, *, run: Run | None = None) -> Restored:
+    """Bring a deprovisioned tenant back from the backup its deprovision wrote, at the revision
+    it had then (restoration.py): only the backup the run ledger recorded for this tenant
+    (matched by its SHA-256, so a renamed, edited or truncated file, or another tenant's, is
+    refused), only while the tenant does not exist, atomically. Recorded as a run (``run``, or
+    a new one). RestoreRefusedError (exit 2), nothing changed, otherwise. ``upgrade`` it next
+    when it is behind the head (``Restored.behind``)."""
+    with invoked(settings) as inv:
+        result, record = restoration.restore(inv, tenant_id, backup)
+    run = run or Run(settings, "restore", tenant_id)
+    run.done_at_once(result, inv.chain, result.to_revision)
+    return Restored(result, backup.absolute(), record.run_id, inv.chain.head, run.run_id if run.recorded else None)
 
 
 def verify(

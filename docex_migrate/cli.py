@@ -459,6 +459,31 @@ def deprovision(
 
 
 @app.command()
+def restore(
+    tenant: Annotated[str, typer.Argument(help="The tenant id to bring back.", show_default=False)],
+    backup: Annotated[
+        Path,
+        typer.Option("--from", help="The backup its deprovision wrote (the path deprovision printed).", show_default=False),
+    ],
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StatementTimeoutOpt = None,
+    tenant_lock_wait: TenantLockWaitOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Bring a deprovisioned tenant back from its backup, at the revision it had, as a new run.
+
+    Only the backup the run ledger recorded for this tenant's deprovision (known by its SHA-256:
+    a renamed, edited or truncated file, or another tenant's backup, is refused), only while the
+    tenant does not exist; all or nothing. Refused: exit 2, nothing changed. Then `upgrade` it
+    if it is behind the head."""
+    with _guard(verbose):
+        settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
+        Reporter(json).restored(api.restore(settings, tenant, backup))
+
+
+@app.command()
 def status(
     tenant: TenantOpt = None,
     shard: ShardOpt = None,

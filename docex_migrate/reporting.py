@@ -23,6 +23,7 @@ from .results import (
     CheckResult,
     CheckStatus,
     Deprovisioned,
+    Restored,
     RevisionInfo,
     RunDetail,
     RunInfo,
@@ -177,6 +178,23 @@ class Reporter:
             self.warn(warning)
         backup = f"; backup in {done.backup}" if done.backup else "; no backup written"
         self.say(f"{done.tenant_id}: {done.namespace} removed{backup}")
+        if done.restore:
+            self.say(f"to bring it back: {done.restore}")
+
+    def restored(self, done: Restored) -> None:
+        """restore: the tenant, where it came from, its revision, and what to run next."""
+        if self.as_json:
+            self.emit_json(done.as_dict())
+        result = done.result
+        revision = result.to_revision or "base"
+        self.say(f"{result.tenant_id}: {result.namespace} {result.message}, at revision {revision}")
+        if done.behind:
+            self.say(
+                f"{result.tenant_id} is behind the head ({done.head}): bring it there with "
+                f"`docex-migrate upgrade --tenant {result.tenant_id}`"
+            )
+        if done.run_id:
+            self.say(f"run {done.run_id} recorded: `docex-migrate runs show {done.run_id}`")
 
     def results(self, results: list[TenantResult], verb: str) -> None:
         for result in results:
