@@ -60,28 +60,31 @@ def restore_file(tenant_id: str, path: Path, backup: Path, revision: str | None,
     staged = path.with_name(f".{path.name}.restoring-{uuid.uuid4().hex}")
     try:
         try:
-            shutil.copyfile(backup, staged)
-            with staged.open("rb+") as file:
-                os.fsync(file.fileno())
-        except OSError as exc:
-            raise RestoreRefusedError(
-                f"tenant {tenant_id!r}: cannot copy backup {backup} to {staged.parent} ({exc.strerror or exc}); nothing restored"
-            ) from None
-        if sha256_of(staged) != sha256:  # what is put in place is the backup recorded, byte for byte
-            raise RestoreRefusedError(f"tenant {tenant_id!r}: backup {backup} changed while it was copied; nothing restored")
-        _check(tenant_id, staged, backup, revision)
-        try:
-            os.link(staged, path)  # never over a file created meanwhile (a provision)
-        except FileExistsError:
-            raise RestoreRefusedError(
-                f"tenant {tenant_id!r} was created meanwhile ({path}); nothing restored"
-            ) from None
-        return file_identity(str(path))
+            return _put_in_place(tenant_id, path, staged, backup, revision, sha256)
+        finally:
+            for leftover in (staged, *(Path(f"{staged}{s}") for s in ("-journal", "-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
     except BaseException:
         for directory in created:  # the directories made for it, innermost first, if still empty
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
-    finally:
-        for leftover in (staged, Path(f"{staged}-wal"), Path(f"{staged}-shm"), Path(f"{staged}-journal")):
-            leftover.unlink(missing_ok=True)
+
+
+def _put_in_place(tenant_id: str, path: Path, staged: Path, backup: Path, revision: str | None, sha256: str) -> str | None:
+    try:
+        shutil.copyfile(backup, staged)
+        with staged.open("rb+") as file:
+            os.fsync(file.fileno())
+    except OSError as exc:
+        raise RestoreRefusedError(
+            f"tenant {tenant_id!r}: cannot copy backup {backup} to {staged.parent} ({exc.strerror or exc}); nothing restored"
+        ) from None
+    if sha256_of(staged) != sha256:  # what is put in place is the backup recorded, byte for byte
+        raise RestoreRefusedError(f"tenant {tenant_id!r}: backup {backup} changed while it was copied; nothing restored")
+    _check(tenant_id, staged, backup, revision)
+    try:
+        os.link(staged, path)  # never over a file created meanwhile (a provision)
+    except FileExistsError:
+        raise RestoreRefusedError(f"tenant {tenant_id!r} was created meanwhile ({path}); nothing restored") from None
+    return file_identity(str(path))
