@@ -366,12 +366,28 @@ def verify(
     shard: tuple[int, int] | None = None,
     repair: bool = False,
     chain: Chain | None = None,
+    run: Run | None = None,
 ) -> list[TenantDrift]:
     """Every tenant (None = every tenant found) compared with the snapshot of the revision it is
     stamped at (drift.py); one TenantDrift each. Read-only unless ``repair``: then each drifted
-    tenant whose drift is only indexes is repaired, in its own transaction under its lock."""
-    with invoked(settings, chain=chain, shard=shard) as inv:
-        return drift.verify(inv, tenant_ids, repair=repair)
+    tenant whose drift is only indexes is repaired, in its own transaction under its lock, and
+    recorded as it is (``run``, or a new ``repair`` run: each tenant repaired, or failed, with
+    what was done; a repair that changes nothing records nothing)."""
+    with invoked(settings, chain=chain, shard=shard, run=run) as inv:
+        if not repair:
+            return drift.verify(inv, tenant_ids)
+        inv.run = inv.run or Run(settings, "repair", " ".join(tenant_ids) if tenant_ids else "--all-tenants")
+        record = inv.run.as_it_comes(inv.chain)
+        attempted: list[TenantResult] = []
+
+        def recorded(result: TenantResult) -> None:
+            attempted.append(result)
+            record(result)
+
+        with recording(inv.run, inv.chain) as done:
+            rows = drift.verify(inv, tenant_ids, repair=True, on_repair=recorded)
+            done(attempted)
+        return rows
 
 
 def check(settings: Settings, only: Sequence[str] | None = None) -> list[CheckResult]:

@@ -527,8 +527,12 @@ def verify(
         targets = opt.targets(tenant, all_tenants)
         if repair and not yes:
             raise UsageError("verify --repair drops and creates indexes in drifted tenants: pass --yes to confirm")
-        rows = api.verify(load_settings(config), targets, shard=opt.shard(shard), repair=repair)
+        settings = load_settings(config)
+        run = _run(settings, "repair", opt.selection(tenant, all_tenants, shard)) if repair else None
+        rows = api.verify(settings, targets, shard=opt.shard(shard), repair=repair, run=run)
         Reporter(json).drift(rows)
+        if run is not None and run.recorded:
+            typer.echo(f"run {run.run_id} recorded: `docex-migrate runs show {run.run_id}`", err=True)
         if any(r.failed for r in rows):
             raise typer.Exit(EXIT_FAILED)
 

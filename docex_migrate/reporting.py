@@ -103,12 +103,17 @@ class Reporter:
             )
             for r in shown:
                 self._drift_lines(r)
+        for r in rows:  # deliberate differences, declared in the config file: listed, never drift
+            for line in r.excused:
+                self.say(f"  {r.tenant_id}: {line}")
         counts = Counter(r.state for r in rows)
         catalogs = len({(r.revision, r.fingerprint) for r in rows if r.fingerprint and r.state in (OK, DRIFTED, REPAIRED)})
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        excused = sum(1 for r in rows if r.excused)
         if counts.get(OK) == len(rows):
-            summary = f"all {len(rows)} tenant(s) are exactly their revision"
-        self.say(f"{summary} ({catalogs} distinct catalog(s) compared)")
+            summary = f"all {len(rows)} tenant(s) {'match' if excused else 'are exactly'} their revision"
+        also = f", {excused} with excused differences" if excused else ""
+        self.say(f"{summary}{also} ({catalogs} distinct catalog(s) compared)")
 
     def _drift_lines(self, r: TenantDrift) -> None:
         lines = r.diff if r.state == DRIFTED else []
