@@ -53,7 +53,9 @@ def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedB
     place = backend.ledger()
     ledger = Ledger.for_reading(place)
     if ledger is None:
-        raise _refused(f"backup {backup} is not recorded by any deprovision of this database: no run has been recorded ({place.where})")
+        raise _refused(
+            f"backup {backup} is not recorded by any deprovision of this database: no run has been recorded ({place.where})"
+        )
     try:
         rows = ledger.backups(place.fleets)
     finally:

@@ -254,7 +254,9 @@ def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
     row, tenants, backend = _settled(settings, run_id, chain)
     try:
         if row["command"] == "deprovision":
-            raise UsageError(f"run {run_id} was a deprovision: undo cannot bring a dropped tenant back; {_restore_advice(settings, tenants)}")
+            raise UsageError(
+                f"run {run_id} was a deprovision: undo cannot bring a dropped tenant back; {_restore_advice(settings, tenants)}"
+            )
         if row["command"] == "restore":
             restored = ", ".join(t.tenant_id for t in tenants) or "the tenant"
             raise UsageError(

@@ -9,7 +9,6 @@ import os
 import re
 import shlex
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +86,7 @@ def test_restore_round_trips_a_tenant_with_data(env):
     assert done["behind_head"] is True and done["run_id"]
     (tenant,) = done["tenants"]
     assert (tenant["tenant_id"], tenant["action"], tenant["to_revision"]) == ("acme_corp", "restored", S6)
-    assert f"docex-migrate upgrade --tenant acme_corp" in result.stderr  # behind the head: what to run next
+    assert "docex-migrate upgrade --tenant acme_corp" in result.stderr  # behind the head: what to run next
 
     assert _rows(env, "acme_corp") == rows
     assert tenant_snapshot(env, "acme_corp") == catalog
@@ -111,7 +110,9 @@ def _run_printed(env, command: str) -> subprocess.CompletedProcess[str]:
     elsewhere = env.workdir / "elsewhere"
     elsewhere.mkdir(exist_ok=True)
     cwd = env.workdir if env.kind == "sqlite" else elsewhere  # SQLite's template is relative to the working directory
-    return subprocess.run([sys.executable, "-m", "docex_migrate", *argv[1:]], cwd=cwd, env=environ, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "docex_migrate", *argv[1:]], cwd=cwd, env=environ, capture_output=True, text=True
+    )
 
 
 def test_deprovisions_advice_restores_the_tenant_when_run_as_printed(env):

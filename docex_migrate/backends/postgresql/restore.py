@@ -151,9 +151,7 @@ class PostgresRestore(PostgresSessions):
         present = {name for name, _ in schema_contents(connection, schema).items()}
         present |= set(
             connection.execute(
-                sa.text(
-                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s"
-                ),
+                sa.text("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s"),
                 {"s": schema},
             ).scalars()
         )

@@ -30,8 +30,8 @@ from ...errors import TenantBusyError, TenantNotFoundError
 from ...tempdirs import held_for_process, locked_directory
 from ..base import Backend, CatalogRead, FreshTemplate, LedgerPlace, NamespaceState
 from .deprovision import deprovision_file
-from .restore import restore_file
 from .files import connect_for_reading, file_identity, read_namespace_state, read_sqlite_catalog
+from .restore import restore_file
 from .transactions import FOREVER, kept_open, ms, transactional_engine
 
 __all__ = ["SqliteBackend", "connect_for_reading", "file_identity", "read_namespace_state", "transactional_engine"]
