@@ -17,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 from helpers import cli, head, tenant_engine, tenant_snapshot
 
-from docex_migrate.backends.base import sha256_of
 from docex_migrate.ledger import Ledger
 from docex_migrate.ledger import run_tenants as ledger_tenants
 
@@ -208,6 +207,8 @@ def test_restore_refuses_bad_input_before_anything(env):
 def _forge(env, backup: Path, contents: bytes) -> None:
     """A backup that passes the ledger's check but does not load: ``contents`` written over it
     and recorded as its SHA-256 (as if deprovision had written a faulty backup)."""
+    from docex_migrate.backends.base import sha256_of  # here: the module's tests run (and fail) without it
+
     backup.write_bytes(contents)
     place = env.backend.ledger()
     ledger = Ledger.for_writing(place, create=False)
