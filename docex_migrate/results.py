@@ -319,14 +319,22 @@ class Restored:
         return self.result.to_revision != self.head
 
     def as_dict(self) -> dict[str, object]:
-        """The shape of every changing command's JSON: the run, the command, its target, counts
-        per action and the tenants; and where the tenant came from."""
+        """The shape of every changing command's JSON (docs/schemas/command-report.schema.json,
+        format 1: the run, the command, its target, counts per action, the tenants); and where
+        the tenant came from, and whether it is behind the head."""
+        tenant = {**self.result.as_dict(), "wave": None, "backup": str(self.backup)}
         return {
-            "run_id": self.run_id,
+            "format": 1,
             "command": "restore",
+            "plan": False,
+            "run_id": self.run_id,
             "target": self.result.to_revision,
+            "resumes": None,
+            "undoes": None,
+            "ok": True,
+            "interrupted": None,
             "counts": {self.result.action.value: 1},
-            "tenants": [self.result.as_dict()],
+            "tenants": [tenant],
             "backup": str(self.backup),
             "deprovisioned_by": self.deprovisioned_by,
             "behind_head": self.behind,

@@ -82,8 +82,9 @@ def test_restore_round_trips_a_tenant_with_data(env):
     assert result.exit_code == 0, result.output
     done = json.loads(result.stdout)
     assert done["command"] == "restore" and done["target"] == S6 and done["counts"] == {"restored": 1}
-    assert done["behind_head"] is True and done["run_id"]
+    assert done["behind_head"] is True and done["run_id"] and (done["format"], done["ok"], done["plan"]) == (1, True, False)
     (tenant,) = done["tenants"]
+    assert tenant["backup"] == str(backup)
     assert (tenant["tenant_id"], tenant["action"], tenant["to_revision"]) == ("acme_corp", "restored", S6)
     assert "docex-migrate upgrade --tenant acme_corp" in result.stderr  # behind the head: what to run next
 
