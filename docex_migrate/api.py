@@ -12,6 +12,7 @@ its run in the ledger itself (run_record.py), and leaves the work to the modules
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,8 @@ from .states import State, TenantStatus, state_of
 
 if TYPE_CHECKING:
     from .review import Review
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CheckResult",
@@ -340,7 +343,10 @@ def deprovision(
     done = Deprovisioned(tenant_id, namespace, backup, kept, advice)
     backed_up = f"backup in {done.backup}" if done.backup else "no backup written"
     record = TenantResult(tenant_id, namespace, Action.DEPROVISIONED, before, None, backed_up)
-    record.backup = backup_record(backup) if backup else None  # what restore knows it by
+    try:
+        record.backup = backup_record(backup) if backup else None  # what restore knows it by
+    except OSError as exc:  # the tenant is gone already: say so, never fail now
+        log.warning("the backup %s cannot be read back to record it (%s): restore will not know it", backup, exc)
     (run or Run(settings, "deprovision", tenant_id)).deprovisioned(record, inv.chain)
     return done
 

@@ -223,16 +223,13 @@ def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> 
 def _restore_advice(settings: Settings, tenants: list[RunTenant]) -> str:
     """How to bring a deprovision's tenants back: the restore command for each recorded backup
     (an older ledger has only the message naming the backup)."""
-    advice = []
-    for t in tenants:
-        path = backup_path(t.backup)
-        if path is not None:
-            advice.append(f"`{restore_command(settings, t.tenant_id, path)}`")
-        elif t.message:
-            advice.append(f"{t.tenant_id}: {t.message}")
-    if not advice:
-        return "it wrote no backup"
-    return f"restore it with {'; '.join(advice)}"
+    commands = [
+        f"`{restore_command(settings, t.tenant_id, path)}`" for t in tenants if (path := backup_path(t.backup)) is not None
+    ]
+    if commands:
+        return f"restore it with {'; '.join(commands)}"
+    said = "; ".join(f"{t.tenant_id}: {t.message}" for t in tenants if t.message)
+    return f"docex-migrate cannot restore it: no backup of it is recorded ({said or 'none written'})"
 
 
 @dataclass
@@ -265,7 +262,7 @@ def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
             )
         if row["command"] not in UNDOABLE:
             raise UsageError(
-                f"run {run_id} was an {row['command']}: only upgrade, downgrade, provision and undo runs can be undone"
+                f"run {run_id} ({row['command']}) cannot be undone: only upgrade, downgrade, provision and undo runs can be"
             )
         moved = [t for t in tenants if t.action in MOVED]
         for t in moved:

@@ -117,6 +117,9 @@ def test_verify_repair_is_a_run_in_the_ledger(env):
     assert (tenant["tenant_id"], tenant["action"]) == ("drifted", "repaired")
     assert tenant["message"] == "create index idx_docbasket_status on docbasket(status)"
 
+    undo = cli("undo", run["run_id"], "--yes")  # the indexes it removed were not the revision's
+    assert undo.exit_code == 2 and "(repair) cannot be undone" in undo.stderr, undo.output
+
     # A repair with nothing to repair records nothing.
     assert cli("verify", "--all-tenants", "--repair", "--yes").exit_code == 0
     assert len([r for r in json.loads(cli("runs", "--json").stdout) if r["command"] == "repair"]) == 1
