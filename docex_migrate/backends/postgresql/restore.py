@@ -29,14 +29,18 @@ from .sessions import PostgresSessions, lock_tenant
 
 _END_OF_COPY = "\\."
 _PSQL_ONLY = ("\\restrict ", "\\unrestrict ")  # psql's guard lines (pg_dump 15.14+), not SQL
+_FIRST_ENTRY = "-- Name: "  # pg_dump's comment above each entry: the header ends before the first
 
 
 def _refused(tenant_id: str, backup: Path, why: str) -> RestoreRefusedError:
     return RestoreRefusedError(f"tenant {tenant_id!r}: backup {backup} {why}; nothing restored")
 
 
-def _sql_line(line: str) -> str:
-    """A line of the dump outside COPY data, as it runs inside our transaction."""
+def _header_line(line: str) -> str:
+    """A line of pg_dump's header as it runs inside our transaction: its session settings
+    local to it (its timeouts, 0, and the encoding, the driver's, left out). Only the header:
+    the body stays as pg_dump wrote it (a line in a function body may look like a SET), its
+    SETs between entries included (defaults: the connection is closed after the restore)."""
     if line.rstrip("\n") == _SESSION_SEARCH_PATH:
         return "SELECT pg_catalog.set_config('search_path', '', true);\n"
     setting = _HEADER_SET.fullmatch(line.rstrip("\n"))
@@ -51,16 +55,18 @@ def _statements(lines: TextIO) -> Iterator[tuple[str, Iterator[str] | None]]:
     """The dump in order: (SQL, None) for the SQL between COPY blocks, (COPY statement, its
     data lines) for each block (the data must be read before the next item is asked for)."""
     sql: list[str] = []
+    header = True  # up to pg_dump's first entry (a driver_dump has no settings to rewrite)
     for line in lines:
         if line.startswith(_PSQL_ONLY):
             continue
+        header = header and not line.startswith(_FIRST_ENTRY)
         if COPY_STATEMENT.match(line.rstrip("\n")):
             if sql:
                 yield "".join(sql), None
                 sql = []
             yield line.rstrip("\n").rstrip(";"), _copy_data(lines)
             continue
-        sql.append(_sql_line(line))
+        sql.append(_header_line(line) if header else line)
     if "".join(sql).strip():
         yield "".join(sql), None
 
