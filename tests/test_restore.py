@@ -9,8 +9,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -267,3 +269,42 @@ def test_restore_of_a_driver_dump(pg_env, monkeypatch):
     assert result.exit_code == 0, result.output
     assert _rows(pg_env, "acme_corp") == rows
     assert f"at revision {head()}" in result.output
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_restore_leaves_no_tenant_and_no_run(pg_env, signum):
+    """Stopped while it waits for the tenant's lock (another run holds it): exit 128 + signal,
+    no schema, nothing in the ledger; the same command then restores."""
+    cli("provision", "acme_corp")
+    _fill(pg_env, "acme_corp")
+    rows = _rows(pg_env, "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    runs = _ledger_state(pg_env)
+    holder = pg_env.engine()
+    with holder.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:s, 0))"), {"s": pg_env.namespace("acme_corp")})
+        restore = subprocess.Popen(
+            [sys.executable, "-m", "docex_migrate", "restore", "acme_corp", "--from", str(backup), "--tenant-lock-wait", "300"],
+            cwd=pg_env.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            deadline = time.monotonic() + 60
+            while conn.execute(waiting).scalar() == 0:
+                assert time.monotonic() < deadline and restore.poll() is None, restore.communicate()
+                time.sleep(0.2)
+            restore.send_signal(signum)
+            _, err = restore.communicate(timeout=60)
+        finally:
+            restore.kill()
+            restore.wait()
+        conn.rollback()
+    holder.dispose()
+    assert restore.returncode == 128 + signum, err
+    assert not pg_env.exists("acme_corp") and _ledger_state(pg_env) == runs
+    assert cli("restore", "acme_corp", "--from", str(backup)).exit_code == 0
+    assert _rows(pg_env, "acme_corp") == rows
