@@ -60,7 +60,7 @@ def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedB
         rows = ledger.backups(place.fleets)
     finally:
         ledger.close()
-    same_path = None
+    same_path, others = None, []
     for row in rows:
         found = read_backup_record(row.get("backup"))
         if found is None:
@@ -68,15 +68,20 @@ def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedB
         path, recorded_sha = found
         if recorded_sha == sha256:
             record = RecordedBackup(row["run_id"], row["tenant_id"], row["namespace"], row["from_revision"], path, sha256)
-            if record.tenant_id != tenant_id:
-                raise _refused(
-                    f"backup {backup} was taken from tenant {record.tenant_id!r} (deprovision run {record.run_id}), not "
-                    f"{tenant_id!r}: a backup is only restored as the tenant it was taken from "
-                    f"(`docex-migrate restore {record.tenant_id} --from {backup}`)"
-                )
-            return record
-        if same_path is None and path in (backup.absolute(), backup.resolve()):
+            if record.tenant_id == tenant_id:
+                return record
+            # Another tenant's. (Two tenants' SQLite backups can be byte-identical: two fresh
+            # tenants copied from one head file. Then this tenant's own record is looked for.)
+            others.append(record)
+        elif same_path is None and path in (backup.absolute(), backup.resolve()):
             same_path = row["run_id"]
+    if others:
+        other = others[0]
+        raise _refused(
+            f"backup {backup} was taken from tenant {other.tenant_id!r} (deprovision run {other.run_id}), not "
+            f"{tenant_id!r}: a backup is only restored as the tenant it was taken from "
+            f"(`docex-migrate restore {other.tenant_id} --from {backup}`)"
+        )
     if same_path is not None:
         raise _refused(
             f"backup {backup} changed since deprovision run {same_path} wrote it (its SHA-256 differs from the one "
