@@ -12,11 +12,12 @@ its run in the ledger itself (run_record.py), and leaves the work to the modules
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import drift, migration, provisioning
+from . import drift, migration, provisioning, restoration
 from .adoption import Decision, statuses
 from .adoption import adopt as adopt_tenants
 from .backends import open_backend
@@ -25,10 +26,12 @@ from .config import Settings, load_settings
 from .errors import DocexMigrateError, TenantNotFoundError, TenantNotReadyError, UsageError
 from .invocation import Invocation, invoked
 from .provisioning import verify_tenant
+from .restore_advice import backup_record, restore_command
 from .results import (
     CheckResult,
     CommandReport,
     Deprovisioned,
+    Restored,
     RevisionInfo,
     RunDetail,
     RunInfo,
@@ -45,11 +48,14 @@ from .states import State, TenantStatus, state_of
 if TYPE_CHECKING:
     from .review import Review
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "CheckResult",
     "CommandReport",
     "Decision",
     "Deprovisioned",
+    "Restored",
     "RevisionInfo",
     "Run",
     "RunDetail",
@@ -70,6 +76,7 @@ __all__ = [
     "list_tenants",
     "new_revision",
     "provision",
+    "restore",
     "runs",
     "resume_plan",
     "show_run",
@@ -339,9 +346,30 @@ def deprovision(
             raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no {namespace})")
         before = state_of(inv.chain, state)[0]
         kept = tuple(backend.kept_by_deprovision(tenant_id))
-        done = Deprovisioned(tenant_id, namespace, backend.deprovision(tenant_id, backup_dir), kept, before)
-    (run or Run(settings, "deprovision", tenant_id)).deprovisioned(done.as_result(), inv.chain)
+        backup = backend.deprovision(tenant_id, backup_dir)
+    advice = restore_command(settings, tenant_id, backup) if backup else None
+    done = Deprovisioned(tenant_id, namespace, backup, kept, from_revision=before, restore=advice)
+    record = done.as_result()
+    try:
+        record.backup = backup_record(backup) if backup else None  # what restore knows it by
+    except OSError as exc:  # the tenant is gone already: say so, never fail now
+        log.warning("the backup %s cannot be read back to record it (%s): restore will not know it", backup, exc)
+    (run or Run(settings, "deprovision", tenant_id)).deprovisioned(record, inv.chain)
     return done
+
+
+def restore(settings: Settings, tenant_id: str, backup: Path, *, run: Run | None = None) -> Restored:
+    """Bring a deprovisioned tenant back from the backup its deprovision wrote, at the revision
+    it had then (restoration.py): only the backup the run ledger recorded for this tenant
+    (matched by its SHA-256, so a renamed, edited or truncated file, or another tenant's, is
+    refused), only while the tenant does not exist, atomically. Recorded as a run (``run``, or
+    a new one). RestoreRefusedError (exit 2), nothing changed, otherwise. ``upgrade`` it next
+    when it is behind the head (``Restored.behind``)."""
+    with invoked(settings) as inv:
+        result, record = restoration.restore(inv, tenant_id, backup)
+    run = run or Run(settings, "restore", tenant_id)
+    run.done_at_once(result, inv.chain, result.to_revision)
+    return Restored(result, backup.absolute(), record.run_id, inv.chain.head, run.run_id if run.recorded else None)
 
 
 def verify(
@@ -351,12 +379,28 @@ def verify(
     shard: tuple[int, int] | None = None,
     repair: bool = False,
     chain: Chain | None = None,
+    run: Run | None = None,
 ) -> list[TenantDrift]:
     """Every tenant (None = every tenant found) compared with the snapshot of the revision it is
     stamped at (drift.py); one TenantDrift each. Read-only unless ``repair``: then each drifted
-    tenant whose drift is only indexes is repaired, in its own transaction under its lock."""
-    with invoked(settings, chain=chain, shard=shard) as inv:
-        return drift.verify(inv, tenant_ids, repair=repair)
+    tenant whose drift is only indexes is repaired, in its own transaction under its lock, and
+    recorded as it is (``run``, or a new ``repair`` run: each tenant repaired, or failed, with
+    what was done; a repair that changes nothing records nothing)."""
+    with invoked(settings, chain=chain, shard=shard, run=run) as inv:
+        if not repair:
+            return drift.verify(inv, tenant_ids)
+        inv.run = inv.run or Run(settings, "repair", " ".join(tenant_ids) if tenant_ids else "--all-tenants")
+        record = inv.run.as_it_comes(inv.chain)
+        attempted: list[TenantResult] = []
+
+        def recorded(result: TenantResult) -> None:
+            attempted.append(result)
+            record(result)
+
+        with recording(inv.run, inv.chain) as done:
+            rows = drift.verify(inv, tenant_ids, repair=True, on_repair=recorded)
+            done(attempted)
+        return rows
 
 
 def check(settings: Settings, only: Sequence[str] | None = None) -> list[CheckResult]:

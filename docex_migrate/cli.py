@@ -484,6 +484,31 @@ def deprovision(
 
 
 @app.command()
+def restore(
+    tenant: Annotated[str, typer.Argument(help="The tenant id to bring back.", show_default=False)],
+    backup: Annotated[
+        Path,
+        typer.Option("--from", help="The backup its deprovision wrote (the path deprovision printed).", show_default=False),
+    ],
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StatementTimeoutOpt = None,
+    tenant_lock_wait: TenantLockWaitOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Bring a deprovisioned tenant back from its backup, at the revision it had, as a new run.
+
+    Only the backup the run ledger recorded for this tenant's deprovision (known by its SHA-256:
+    a renamed, edited or truncated file, or another tenant's backup, is refused), only while the
+    tenant does not exist; all or nothing. Refused: exit 2, nothing changed. Then `upgrade` it
+    if it is behind the head."""
+    with _guard(verbose):
+        settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
+        Reporter(json).restored(api.restore(settings, tenant, backup))
+
+
+@app.command()
 def status(
     tenant: TenantOpt = None,
     shard: ShardOpt = None,
@@ -527,8 +552,13 @@ def verify(
         targets = opt.targets(tenant, all_tenants)
         if repair and not yes:
             raise UsageError("verify --repair drops and creates indexes in drifted tenants: pass --yes to confirm")
-        rows = api.verify(load_settings(config), targets, shard=opt.shard(shard), repair=repair)
-        Reporter(json).drift(rows, CommandReport("verify", rows) if repair else None)
+        settings = load_settings(config)
+        run = _run(settings, "repair", opt.selection(tenant, all_tenants, shard)) if repair else None
+        rows = api.verify(settings, targets, shard=opt.shard(shard), repair=repair, run=run)
+        recorded = run.run_id if run is not None and run.recorded else None
+        Reporter(json).drift(rows, CommandReport("verify", rows, run_id=recorded) if repair else None)
+        if recorded:
+            typer.echo(f"run {recorded} recorded: `docex-migrate runs show {recorded}`", err=True)
         if any(r.failed for r in rows):
             raise typer.Exit(EXIT_FAILED)
 

@@ -24,8 +24,9 @@ import yaml
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from . import tenants
+from . import excuses, tenants
 from .errors import ConfigError
+from .excuses import Excuse
 
 DEFAULT_SCHEMA_TEMPLATE = "tenant_{tenant_id}"
 DEFAULT_PATH_TEMPLATE = "storage/tenant_{tenant_id}/docex.db"
@@ -78,6 +79,7 @@ class Settings:
     postgres: PostgresSettings | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     source: Path | None = None  # the file read, None for the built-in default
+    excused_drift: tuple[Excuse, ...] = ()  # indexes a team added on purpose: not drift (excuses.py)
 
     def describe_source(self) -> str:
         return str(self.source) if self.source else "the built-in default"
@@ -122,7 +124,8 @@ def _named_file(path: Path, named_by: str) -> Path:
 # (schema_templat, multi_tenancy_modle) is refused: read as absent, it would silently mean the
 # default (another namespace for every tenant).
 _READ_KEYS = {
-    "": {"security", "database"},
+    "": {"security", "database", excuses.SECTION},
+    f"{excuses.SECTION}.": {excuses.KEY},
     "security.": {"multi_tenancy_model", "tenant_database_routing"},
     "database.": {"type", "sqlite", "postgres", "postgresql"},
     "database.sqlite.": {"path_template"},
@@ -334,6 +337,7 @@ def parse_settings(data: dict[str, Any], source: Path | None = None) -> Settings
         sqlite=SqliteSettings(path_template=path_template),
         postgres=postgres,
         source=source,
+        excused_drift=excuses.parse(data.get(excuses.SECTION)),
     )
 
 

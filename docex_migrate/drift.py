@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from . import adoption, revision_snapshots
+from . import adoption, excuses, revision_snapshots
 from .adoption import Decision
 from .backends import Backend
 from .backends.base import CatalogRead
@@ -76,6 +76,7 @@ class _Verdict:
     diff: list[str]
     repairs: list[adoption.Repair] | None  # the index changes that bring it back; None: not explicable by indexes
     recognition: adoption.Recognition | None = None  # unversioned groups only
+    excused: list[str] = field(default_factory=list)  # differences declared deliberate (excuses.py)
 
 
 def _describe(repairs: list[adoption.Repair]) -> list[str]:
@@ -139,8 +140,9 @@ class _Fleet:
             return
 
         def evaluate(actual: Snapshot) -> _Verdict:
+            actual, excused = excuses.apply(self.settings.excused_drift, expected, actual)
             diff = differences(expected, actual)
-            return _Verdict(diff, adoption.index_repairs(expected, actual) if diff else [])
+            return _Verdict(diff, adoption.index_repairs(expected, actual) if diff else [], excused=excused)
 
         verdict = self._group(row, (row.revision, row.fingerprint or ""), evaluate)
         if verdict is None:
@@ -148,6 +150,7 @@ class _Fleet:
         row.state = DRIFTED if verdict.diff else OK
         row.diff = verdict.diff
         row.repairs = _describe(verdict.repairs) if verdict.repairs else []
+        row.excused = verdict.excused
 
     def _recognise(self, row: TenantDrift) -> None:
         snaps = revision_snapshots.for_chain(self.settings, self.chain)
@@ -162,6 +165,10 @@ class _Fleet:
         if verdict is not None and verdict.recognition is not None:
             row.matches, row.adopt = verdict.recognition.revision, verdict.recognition.action.value
 
+    def _unexcused(self, expected: Snapshot, actual: Snapshot) -> Snapshot:
+        """The tenant's snapshot without its excused indexes: never dropped, never drift."""
+        return excuses.apply(self.settings.excused_drift, expected, actual)[0]
+
     def repair(self, row: TenantDrift) -> None:
         """Bring one drifted tenant back to its revision: under its lock, from its own catalog as
         it is now, proven equal to the revision before commit; else rolled back and reported."""
@@ -173,11 +180,11 @@ class _Fleet:
                 now = current_revision(connection, schema, versioned=True)
                 if now != row.revision:
                     raise DocexMigrateError(f"its revision changed meanwhile (now {now or 'base'}); nothing repaired")
-                repairs = adoption.index_repairs(expected, snapshot(connection, schema))
+                repairs = adoption.index_repairs(expected, self._unexcused(expected, snapshot(connection, schema)))
                 if repairs is None:
                     raise DocexMigrateError("its tables changed meanwhile and are no longer the revision's; nothing repaired")
                 adoption.apply_repairs(connection, adoption.Recognition(Decision.REPAIR, row.revision, repairs))
-                left = differences(expected, snapshot(connection, schema))
+                left = differences(expected, self._unexcused(expected, snapshot(connection, schema)))
                 if left:  # never commit what is not exactly the revision: the transaction rolls back
                     raise DocexMigrateError(f"after repair it still differs from {row.revision}: {left[0]}; rolled back")
         except Exception as exc:
@@ -186,7 +193,15 @@ class _Fleet:
         row.state, row.repairs = REPAIRED, _describe(repairs)
 
 
-def _verify(settings: Settings, backend: Backend, chain: Chain, namespaces: dict[str, str], *, repair: bool) -> list[TenantDrift]:
+def _verify(
+    settings: Settings,
+    backend: Backend,
+    chain: Chain,
+    namespaces: dict[str, str],
+    *,
+    repair: bool,
+    on_repair: Callable[[TenantResult], None] | None = None,
+) -> list[TenantDrift]:
     fleet = _Fleet(settings, backend, chain)
     reads = backend.read_catalogs(namespaces)
     rows = [fleet.judge(t, ns, reads[t]) for t, ns in namespaces.items()]
@@ -194,16 +209,31 @@ def _verify(settings: Settings, backend: Backend, chain: Chain, namespaces: dict
         for row in rows:
             if row.repairable:
                 fleet.repair(row)
+                if on_repair is not None:
+                    on_repair(repair_result(row))
     return rows
 
 
-def verify(inv: Invocation, tenant_ids: Sequence[str] | None = None, *, repair: bool = False) -> list[TenantDrift]:
+def repair_result(row: TenantDrift) -> TenantResult:
+    """A repair attempted, as the run ledger records it: repaired (what was done), or failed."""
+    if row.state == REPAIRED:
+        return TenantResult(row.tenant_id, row.namespace, Action.REPAIRED, row.revision, row.revision, "; ".join(row.repairs))
+    return TenantResult(row.tenant_id, row.namespace, Action.FAILED, row.revision, row.revision, row.error or "repair failed")
+
+
+def verify(
+    inv: Invocation,
+    tenant_ids: Sequence[str] | None = None,
+    *,
+    repair: bool = False,
+    on_repair: Callable[[TenantResult], None] | None = None,
+) -> list[TenantDrift]:
     """Every tenant (None = every tenant found, in the invocation's shard) compared with the
     snapshot of the revision it is stamped at; one TenantDrift each. Read-only unless ``repair``:
     then each drifted tenant whose drift is only indexes is repaired, in its own transaction
-    under its lock."""
+    under its lock, and ``on_repair`` told of it (the run ledger)."""
     namespaces = in_shard(select(inv.backend, tenant_ids), inv.shard)
-    return _verify(inv.settings, inv.backend, inv.chain, namespaces, repair=repair)
+    return _verify(inv.settings, inv.backend, inv.chain, namespaces, repair=repair, on_repair=on_repair)
 
 
 def hold_back_drifted(

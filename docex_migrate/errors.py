@@ -76,6 +76,11 @@ class DeprovisionRefusedError(DocexMigrateError):
     exit_code = EXIT_FAILED
 
 
+class RestoreRefusedError(DocexMigrateError):
+    """restore will not bring this backup back as this tenant (it exists, the backup is not its,
+    not intact, or at a revision this chain does not know): nothing changed, exit 2."""
+
+
 class TenantNotReadyError(DocexMigrateError):
     """ensure_tenant could not bring a tenant to head (that tenant's failure, not bad usage)."""
 

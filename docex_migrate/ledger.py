@@ -14,9 +14,12 @@ answer (``Backend.ledger``); what is stored is the same on both:
   the action (``pending`` until its result arrives), when it finished, how long it took, the
   message, and which namespace it was (``identity``: Backend.identity, the one the plan found,
   then the one the tenant's migration locked), so that undo never takes back a tenant dropped
-  and created again since. The column came after schema 1 without a new schema version: an
-  older docex-migrate ignores it, and a ledger without it is read as it is (its runs are undone
-  on revisions alone) and gets it when next written.
+  and created again since; and for a deprovision, its backup (``backup``: the file's absolute
+  path and SHA-256, by which ``restore`` knows the backup is this fleet's, this tenant's and
+  unchanged). These columns came after schema 1 without a new schema version: an older
+  docex-migrate ignores them, and a ledger without them is read as it is (its runs are undone
+  on revisions alone, its backups cannot be restored by docex-migrate) and gets them when next
+  written.
 
 Only commands that change tenants open it for writing (and create it); reading never creates
 anything. Writes are short transactions on one connection of their own, never a tenant's.
@@ -82,6 +85,7 @@ run_tenants = sa.Table(
     sa.Column("duration_ms", sa.Integer),
     sa.Column("message", sa.Text, nullable=False, default=""),
     sa.Column("identity", sa.Text),
+    sa.Column("backup", sa.Text),  # a deprovision's backup: JSON {"path", "sha256"}, what restore looks it up by
     sa.Index("run_tenants_by_tenant", "tenant_id"),
 )
 _BATCH = 500
@@ -263,6 +267,20 @@ class Ledger:
 
     def tenants(self, run_id: str) -> list[dict[str, Any]]:
         query = sa.select(*self._tenant_columns).where(run_tenants.c.run_id == run_id).order_by(run_tenants.c.tenant_id)
+        with self._transaction():
+            return [dict(r) for r in self.connection.execute(query).mappings()]
+
+    def backups(self, fleets: Sequence[str]) -> list[dict[str, Any]]:
+        """Every backup a deprovision of the fleet recorded, newest first: the tenant's row
+        (its ``backup``, its revision then) with the run's id."""
+        if "backup" not in {c.name for c in self._tenant_columns}:  # a ledger not yet written by this version
+            return []
+        query = (
+            sa.select(*self._tenant_columns)
+            .join(runs, runs.c.run_id == run_tenants.c.run_id)
+            .where(runs.c.fleet.in_(fleets), runs.c.command == "deprovision", run_tenants.c.backup.is_not(None))
+            .order_by(runs.c.started_at.desc())
+        )
         with self._transaction():
             return [dict(r) for r in self.connection.execute(query).mappings()]
 

@@ -24,6 +24,7 @@ from .results import (
     CheckStatus,
     CommandReport,
     Deprovisioned,
+    Restored,
     RevisionInfo,
     RunDetail,
     RunInfo,
@@ -104,12 +105,17 @@ class Reporter:
             )
             for r in shown:
                 self._drift_lines(r)
+        for r in rows:  # deliberate differences, declared in the config file: listed, never drift
+            for line in r.excused:
+                self.say(f"  {r.tenant_id}: {line}")
         counts = Counter(r.state for r in rows)
         catalogs = len({(r.revision, r.fingerprint) for r in rows if r.fingerprint and r.state in (OK, DRIFTED, REPAIRED)})
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        excused = sum(1 for r in rows if r.excused)
         if counts.get(OK) == len(rows):
-            summary = f"all {len(rows)} tenant(s) are exactly their revision"
-        self.say(f"{summary} ({catalogs} distinct catalog(s) compared)")
+            summary = f"all {len(rows)} tenant(s) {'match' if excused else 'are exactly'} their revision"
+        also = f", {excused} with excused differences" if excused else ""
+        self.say(f"{summary}{also} ({catalogs} distinct catalog(s) compared)")
 
     def _drift_lines(self, r: TenantDrift) -> None:
         lines = r.diff if r.state == DRIFTED else []
@@ -174,11 +180,29 @@ class Reporter:
 
     def deprovisioned(self, done: Deprovisioned, run_id: str | None = None) -> None:
         if self.as_json:
-            self.emit_json(CommandReport("deprovision", [done.as_result()], run_id=run_id).as_dict())
+            report = CommandReport("deprovision", [done.as_result()], run_id=run_id)
+            self.emit_json({**report.as_dict(), "restore": done.restore})
         for warning in done.warnings:
             self.warn(warning)
         backup = f"; backup in {done.backup}" if done.backup else "; no backup written"
         self.say(f"{done.tenant_id}: {done.namespace} removed{backup}")
+        if done.restore:
+            self.say(f"to bring it back: {done.restore}")
+
+    def restored(self, done: Restored) -> None:
+        """restore: the tenant, where it came from, its revision, and what to run next."""
+        if self.as_json:
+            self.emit_json(done.as_dict())
+        result = done.result
+        revision = result.to_revision or "base"
+        self.say(f"{result.tenant_id}: {result.namespace} {result.message}, at revision {revision}")
+        if done.behind:
+            self.say(
+                f"{result.tenant_id} is behind the head ({done.head}): bring it there with "
+                f"`docex-migrate upgrade --tenant {result.tenant_id}`"
+            )
+        if done.run_id:
+            self.say(f"run {done.run_id} recorded: `docex-migrate runs show {done.run_id}`")
 
     def results(self, report: CommandReport) -> None:
         """A changing command's outcome (or plan): with --json one object (CommandReport), and

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -41,6 +41,8 @@ class Action(str, Enum):
     NEEDS_ADOPT = "needs-adopt"  # an unversioned tenant with tables is never migrated blindly
     DRIFTED = "drifted"  # refused by upgrade --verify-first: its catalog is not exactly its revision
     DEPROVISIONED = "deprovisioned"  # the run ledger's record of a deprovision
+    RESTORED = "restored"  # restore: a deprovisioned tenant brought back from its backup
+    REPAIRED = "repaired"  # verify --repair: index drift undone (the run ledger's record)
 
     def __str__(self) -> str:
         return self.value
@@ -82,6 +84,8 @@ class TenantResult:
     identity: str | None = field(default=None, repr=False, compare=False)
     wave: int | None = None  # --canary / --waves: the group it is in, from 1 (the canaries, when given, are 1)
     backup_path: str | None = None  # deprovision: the backup's absolute path (reported, as "backup", only when there is one)
+    # Not reported either: a deprovision's backup for the run ledger, JSON {"path", "sha256"}.
+    backup: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def failed(self) -> bool:
@@ -229,6 +233,7 @@ class TenantDrift:
     adopt: str | None = None  # unversioned: adopt, repair, refuse, unknown
     error: str | None = None
     fingerprint: str | None = None  # the catalog's group: tenants with one fingerprint have one catalog
+    excused: list[str] = field(default_factory=list)  # differences declared deliberate (excuses.py), not drift
 
     @property
     def failed(self) -> bool:
@@ -250,6 +255,7 @@ class TenantDrift:
             row.update(diff=self.diff, repairs=self.repairs, repairable=self.repairable or self.state == REPAIRED)
         if self.state == UNVERSIONED:
             row.update(matches=self.matches, adopt=self.adopt)
+        row["excused"] = self.excused
         if self.error:
             row["error"] = self.error
         return row
@@ -269,6 +275,7 @@ class RunTenant:
     duration_ms: int | None
     message: str
     identity: str | None = None  # which namespace it was (Backend.identity); None in older ledgers
+    backup: str | None = None  # a deprovision's backup, JSON {"path", "sha256"}; None in older ledgers
 
     @property
     def pending(self) -> bool:
@@ -346,6 +353,7 @@ class Deprovisioned:
     backup: Path | None
     warnings: tuple[str, ...] = ()  # what was neither backed up nor removed (PostgreSQL's large objects)
     from_revision: str | None = None  # where the tenant was when it was dropped
+    restore: str | None = None  # the command that brings the tenant back from the backup
 
     def as_result(self) -> TenantResult:
         """The tenant's line in the command's report (and the ledger's row)."""
@@ -364,7 +372,41 @@ class Deprovisioned:
 
     def as_dict(self) -> dict[str, object]:
         backup = str(self.backup) if self.backup else None
-        return {"tenant_id": self.tenant_id, "namespace": self.namespace, "backup": backup, "warnings": list(self.warnings)}
+        return {
+            "tenant_id": self.tenant_id,
+            "namespace": self.namespace,
+            "backup": backup,
+            "warnings": list(self.warnings),
+            "restore": self.restore,
+        }
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A tenant brought back from a deprovision's backup (restore), as recorded in run ``run_id``."""
+
+    result: TenantResult
+    backup: Path
+    deprovisioned_by: str  # the deprovision run that wrote the backup
+    head: str  # the chain's head: a tenant restored below it is behind
+    run_id: str | None  # None: the ledger could not record the restore
+
+    @property
+    def behind(self) -> bool:
+        return self.result.to_revision != self.head
+
+    def as_dict(self) -> dict[str, object]:
+        """The shape of every changing command's JSON (docs/schemas/command-report.schema.json,
+        format 1: the run, the command, its target, counts per action, the tenants); and where
+        the tenant came from, and whether it is behind the head."""
+        result = replace(self.result, backup_path=str(self.backup))
+        report = CommandReport("restore", [result], run_id=self.run_id, target=self.result.to_revision)
+        return {
+            **report.as_dict(),
+            "backup": str(self.backup),
+            "deprovisioned_by": self.deprovisioned_by,
+            "behind_head": self.behind,
+        }
 
 
 @dataclass(frozen=True)

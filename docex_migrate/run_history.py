@@ -25,6 +25,7 @@ from .chain import BASE, Chain, load_chain
 from .config import Settings
 from .errors import UsageError
 from .ledger import Ledger
+from .restore_advice import backup_path, restore_command
 from .results import PENDING, Action, RunDetail, RunInfo, RunTenant, TenantResult
 from .run_record import INTERRUPTED, MOVED, REACHED, RUNNING, STALE_AFTER, UNDOABLE, _process_start, target_name, target_of
 from .states import state_of
@@ -104,6 +105,7 @@ def _reconciled(
                 row["duration_ms"],
                 message,
                 row.get("identity"),
+                row.get("backup"),
             )
         )
     return out
@@ -218,6 +220,18 @@ def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> 
     return [t.tenant_id for t in tenants if t.action not in REACHED], target, str(row["command"])
 
 
+def _restore_advice(settings: Settings, tenants: list[RunTenant]) -> str:
+    """How to bring a deprovision's tenants back: the restore command for each recorded backup
+    (an older ledger has only the message naming the backup)."""
+    commands = [
+        f"`{restore_command(settings, t.tenant_id, path)}`" for t in tenants if (path := backup_path(t.backup)) is not None
+    ]
+    if commands:
+        return f"restore it with {'; '.join(commands)}"
+    said = "; ".join(f"{t.tenant_id}: {t.message}" for t in tenants if t.message)
+    return f"docex-migrate cannot restore it: no backup of it is recorded ({said or 'none written'})"
+
+
 @dataclass
 class UndoPlan:
     """What undo does: tenants grouped by the revision they go back to, and those left alone."""
@@ -237,13 +251,18 @@ def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
     row, tenants, backend = _settled(settings, run_id, chain)
     try:
         if row["command"] == "deprovision":
-            backups = "; ".join(t.message for t in tenants) or "its backup"
             raise UsageError(
-                f"run {run_id} was a deprovision: undo cannot bring a dropped tenant back; restore it from {backups}"
+                f"run {run_id} was a deprovision: undo cannot bring a dropped tenant back; {_restore_advice(settings, tenants)}"
+            )
+        if row["command"] == "restore":
+            restored = ", ".join(t.tenant_id for t in tenants) or "the tenant"
+            raise UsageError(
+                f"run {run_id} was a restore: undo never drops a restored tenant (its data may have changed since); "
+                f"if it must go, `docex-migrate deprovision {restored} --yes` backs it up first"
             )
         if row["command"] not in UNDOABLE:
             raise UsageError(
-                f"run {run_id} was an {row['command']}: only upgrade, downgrade, provision and undo runs can be undone"
+                f"run {run_id} ({row['command']}) cannot be undone: only upgrade, downgrade, provision and undo runs can be"
             )
         moved = [t for t in tenants if t.action in MOVED]
         for t in moved:

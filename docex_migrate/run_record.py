@@ -50,6 +50,8 @@ MOVED = frozenset({Action.UPGRADED.value, Action.DOWNGRADED.value, Action.PROVIS
 REACHED = MOVED | {Action.SKIPPED.value, Action.ADOPTED.value}  # at the run's target when it ended
 _RESULT_COLUMNS = ("tenant_id", *RESULT_COLUMNS)
 UNDOABLE = frozenset({"upgrade", "downgrade", "provision", "undo"})
+# What enters the ledger on its own (a run that only skipped or refused records nothing).
+CHANGED = MOVED | {Action.ADOPTED.value, Action.REPAIRED.value, Action.RESTORED.value}
 
 
 def tool_version() -> str:
@@ -188,7 +190,7 @@ class Run:
 
         def record(result: TenantResult) -> None:
             row = _row(self.run_id, result, None)
-            if self._ledger is None and result.action.value not in MOVED | {Action.ADOPTED.value}:
+            if self._ledger is None and result.action.value not in CHANGED:
                 self._deferred[row["tenant_id"]] = row
                 return
             self._open(chain)
@@ -200,8 +202,8 @@ class Run:
         """The run's end: every result not yet recorded as it is, and the run's state."""
         if self.progress is not None:
             self.progress.close()
-        if self._ledger is None and any(r.action.value in MOVED | {Action.ADOPTED.value} for r in results):
-            self._open(chain or load_chain())  # adopt, deprovision: a change without a plan
+        if self._ledger is None and any(r.action.value in CHANGED for r in results):
+            self._open(chain or load_chain())  # adopt, repair, restore: a change without a plan
             self._insert([])
         if self._ledger is None:
             return
@@ -226,10 +228,16 @@ class Run:
 
     def deprovisioned(self, result: TenantResult, chain: Chain) -> None:
         """A deprovision done: the tenant's row (its backup in the message), and the run's end."""
+        self.done_at_once(result, chain, None)
+
+    def done_at_once(self, result: TenantResult, chain: Chain, target: str | None) -> None:
+        """A one-tenant change already committed (deprovision, restore): its row and the run's
+        end. A ledger that cannot be written only warns: the change is done."""
+        self._target, self._has_target = target, target is not None
         try:
             self._open(chain)
-        except LedgerError as exc:  # the tenant is gone already: say so, do not fail
-            log.warning("%s: this deprovision is not recorded", exc)
+        except LedgerError as exc:  # the change is made already: say so, do not fail
+            log.warning("%s: this %s is not recorded", exc, self.command)
             return
         self._insert([_row(self.run_id, result, None)])
         self.close([result], chain=chain)
@@ -378,6 +386,7 @@ def _row(run_id: str, result: TenantResult, target: str | None) -> dict[str, Any
         "duration_ms": None if result.duration is None else round(result.duration * 1000),
         "message": result.message,
         "identity": result.identity,
+        "backup": result.backup,
     }
 
 

@@ -610,7 +610,7 @@ def test_a_backup_is_its_owners_alone_and_named_by_its_absolute_path(env):
     assert (backup.stat().st_mode & 0o777, backup.parent.stat().st_mode & 0o777) == (0o600, 0o700)
     (run,) = [r for r in json.loads(cli("runs", "--json").stdout) if r["command"] == "deprovision"]
     undo = cli("undo", run["run_id"], "--yes")
-    assert undo.exit_code == 2 and f"restore it from backup in {backup}" in undo.stderr, undo.output
+    assert undo.exit_code == 2 and f"restore acme_corp --from {backup}`" in undo.stderr, undo.output
 
     shared = env.workdir / "shared-backups"
     shared.mkdir(mode=0o755)

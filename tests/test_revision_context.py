@@ -237,7 +237,8 @@ def test_a_revision_that_ends_the_tenant_transaction_fails_and_nothing_is_commit
         # Known gap, kept visible: strict, so closing it turns this into a failure to update.
         request.applymarker(
             pytest.mark.xfail(
-                strict=True, reason="PostgreSQL: a COMMIT sent past SQLAlchemy is seen only after it ran (docs/internals.md, Guarantees)"
+                strict=True,
+                reason="PostgreSQL: a COMMIT sent past SQLAlchemy is seen only after it ran (docs/internals.md, Guarantees)",
             )
         )
     api.provision(env.settings, ["a", "b"])

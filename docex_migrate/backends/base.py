@@ -6,6 +6,7 @@ module: never the runner, the API, the ledger or the CLI, which call into them."
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
@@ -184,6 +185,15 @@ class Backend(ABC):
         no commit can fall between them. Raises DeprovisionRefusedError, with nothing removed
         and no backup kept, when that cannot be guaranteed."""
 
+    @abstractmethod
+    def restore(self, tenant_id: str, backup: Path, revision: str | None, sha256: str) -> str | None:
+        """Bring a deprovisioned tenant back from its deprovision's ``backup``, atomically: the
+        namespace appears whole (checked: what is loaded has the ``sha256`` recorded, and every
+        object and row the backup holds is there, the version rows saying ``revision``) or not
+        at all. Returns its identity (see identity()).
+        RestoreRefusedError (exit 2), nothing changed, when the tenant exists (any trace of its
+        namespace) or the backup does not hold exactly that tenant at that revision."""
+
     def kept_by_deprovision(self, tenant_id: str) -> list[str]:
         """What deprovision would neither back up nor remove, for the operator to see to."""
         return []
@@ -286,6 +296,16 @@ def new_backup_file(tenant_id: str, directory: Path, suffix: str) -> Path:
     except OSError as exc:
         raise backup_failed(tenant_id, exc, directory) from None
     return target
+
+
+def sha256_of(path: Path) -> str:
+    """A file's SHA-256, read in chunks (a backup can be a tenant's whole data): what the run
+    ledger records of a backup, and what restore proves it loads."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def discard_backup(backup: Path | None) -> None:

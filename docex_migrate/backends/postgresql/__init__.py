@@ -10,6 +10,7 @@ PostgresBackend is composed of one class per job, each in its module:
 - scratch.py: scratch schema sets, held while in use and swept when abandoned;
 - fresh.py: the head schema's dump (or the chain's recording) installed into fresh tenants;
 - deprovision.py (with backup.py): a tenant's schema backed up, proven, and dropped exactly;
+- restore.py: a deprovision's backup loaded back, checked, in one transaction;
 - ledger_place.py: where the run ledger lives.
 """
 
@@ -21,13 +22,16 @@ from .catalog_reads import PostgresCatalogReads
 from .deprovision import PostgresDeprovision
 from .fresh import PostgresFresh
 from .ledger_place import PostgresLedgerPlace
+from .restore import PostgresRestore
 from .scratch import SCRATCH_PREFIX, PostgresScratch
 from .sessions import ends_transaction, scope_to
 
 __all__ = ["SCRATCH_PREFIX", "HeadDump", "PostgresBackend", "driver_dump", "ends_transaction", "scope_to"]
 
 
-class PostgresBackend(PostgresFresh, PostgresDeprovision, PostgresCatalogReads, PostgresScratch, PostgresLedgerPlace):
+class PostgresBackend(
+    PostgresFresh, PostgresDeprovision, PostgresRestore, PostgresCatalogReads, PostgresScratch, PostgresLedgerPlace
+):
     """Every job of the PostgreSQL backend: see the module's docstring."""
 
     def with_template(self, template: str) -> PostgresBackend:

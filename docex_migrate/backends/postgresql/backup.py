@@ -43,7 +43,7 @@ _CREATE_SCHEMA = re.compile(rf"CREATE SCHEMA (?:IF NOT EXISTS )?({_IDENT})")
 _CREATE = re.compile(
     rf"CREATE (?:UNLOGGED )?(TABLE|VIEW|MATERIALIZED VIEW|FOREIGN TABLE|SEQUENCE|TYPE) (?:IF NOT EXISTS )?({_IDENT})\.({_IDENT})"
 )
-_COPY = re.compile(rf"COPY ({_IDENT})\.({_IDENT}) .*FROM stdin;$")  # pg_dump: one line per row, up to \.
+COPY_STATEMENT = re.compile(rf"COPY ({_IDENT})\.({_IDENT}) .*FROM stdin;$")  # pg_dump: one line per row, up to \.
 _INSERT = re.compile(rf"INSERT INTO ({_IDENT})\.({_IDENT}) ")  # driver_dump: one line per row
 
 
@@ -70,7 +70,7 @@ def read_dump(path: Path, schema: str) -> tuple[bool, set[tuple[str, str]], Coun
             elif match := _CREATE.match(line):
                 if _name(match[2]) == schema:
                     objects.add((match[1], _name(match[3])))
-            elif match := _COPY.match(line) or _INSERT.match(line):
+            elif match := COPY_STATEMENT.match(line) or _INSERT.match(line):
                 in_schema = _name(match[1]) == schema
                 table = _name(match[2]) if in_schema else None
                 if line.startswith("COPY"):

@@ -31,6 +31,7 @@ from ...tempdirs import held_for_process, locked_directory
 from ..base import Backend, CatalogRead, FreshTemplate, LedgerPlace, NamespaceState
 from .deprovision import deprovision_file
 from .files import connect_for_reading, file_identity, read_namespace_state, read_sqlite_catalog
+from .restore import restore_file
 from .transactions import FOREVER, kept_open, ms, transactional_engine
 
 __all__ = ["SqliteBackend", "connect_for_reading", "file_identity", "read_namespace_state", "transactional_engine"]
@@ -181,6 +182,10 @@ class SqliteBackend(Backend):
         """See deprovision.py: backup and deletion under one write lock, never while another
         connection has the file open."""
         return deprovision_file(tenant_id, Path(self._existing(tenant_id)), backup_dir, self.timeouts)
+
+    def restore(self, tenant_id: str, backup: Path, revision: str | None, sha256: str) -> str | None:
+        """See restore.py: a checked copy linked into place, never over anything there."""
+        return restore_file(tenant_id, Path(self.namespace(tenant_id)), backup, revision, sha256)
 
     def _existing(self, tenant_id: str) -> str:
         path = self.namespace(tenant_id)

@@ -1,0 +1,90 @@
+"""SQLite: restoring a deprovisioned tenant's file from its backup (the copy deprovision wrote
+with SQLite's backup API). Copied beside the tenant's path under a temporary name, checked
+(intact, at the recorded revision), then linked into place only if nothing is there: the
+tenant's file appears whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import uuid
+from pathlib import Path
+
+from ...chain import VERSION_TABLE
+from ...errors import RestoreRefusedError
+from ..base import sha256_of
+from .files import file_identity
+
+
+def _traces(path: Path) -> list[Path]:
+    """What of a tenant's file is there: the file, or a journal, WAL or shared memory file that
+    SQLite would apply to (or read with) a file put at ``path``."""
+    return [p for p in (path, *(Path(f"{path}{s}") for s in ("-journal", "-wal", "-shm"))) if os.path.lexists(p)]
+
+
+def _check(tenant_id: str, staged: Path, backup: Path, revision: str | None) -> None:
+    """The copy is an intact SQLite database whose version rows say ``revision``."""
+    try:
+        db = sqlite3.connect(staged.resolve().as_uri() + "?mode=rw", uri=True, isolation_level=None)
+        try:
+            problems = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
+            versioned = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)).fetchone()
+            found = tuple(r[0] for r in db.execute(f"SELECT version_num FROM {VERSION_TABLE}")) if versioned else ()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        problems, found = [str(exc)], ()
+    if problems:
+        raise RestoreRefusedError(
+            f"tenant {tenant_id!r}: backup {backup} is not an intact SQLite database ({'; '.join(problems[:3])}); nothing restored"
+        )
+    if found != ((revision,) if revision else ()):
+        raise RestoreRefusedError(
+            f"tenant {tenant_id!r}: backup {backup} is at revision {', '.join(found) or 'base'}, not {revision or 'base'} "
+            "as its deprovision recorded; nothing restored"
+        )
+
+
+def restore_file(tenant_id: str, path: Path, backup: Path, revision: str | None, sha256: str) -> str | None:
+    """Put a checked copy of ``backup`` at ``path``, never over anything there; its identity."""
+    found = _traces(path)
+    if found:
+        raise RestoreRefusedError(
+            f"tenant {tenant_id!r} exists ({found[0]} is there): restore never overwrites a tenant; "
+            "deprovision it first if it must be replaced; nothing restored"
+        )
+    created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.restoring-{uuid.uuid4().hex}")
+    try:
+        try:
+            return _put_in_place(tenant_id, path, staged, backup, revision, sha256)
+        finally:
+            for leftover in (staged, *(Path(f"{staged}{s}") for s in ("-journal", "-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
+    except BaseException:
+        for directory in created:  # the directories made for it, innermost first, if still empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+
+
+def _put_in_place(tenant_id: str, path: Path, staged: Path, backup: Path, revision: str | None, sha256: str) -> str | None:
+    try:
+        shutil.copyfile(backup, staged)
+        with staged.open("rb+") as file:
+            os.fsync(file.fileno())
+    except OSError as exc:
+        raise RestoreRefusedError(
+            f"tenant {tenant_id!r}: cannot copy backup {backup} to {staged.parent} ({exc.strerror or exc}); nothing restored"
+        ) from None
+    if sha256_of(staged) != sha256:  # what is put in place is the backup recorded, byte for byte
+        raise RestoreRefusedError(f"tenant {tenant_id!r}: backup {backup} changed while it was copied; nothing restored")
+    _check(tenant_id, staged, backup, revision)
+    try:
+        os.link(staged, path)  # never over a file created meanwhile (a provision)
+    except FileExistsError:
+        raise RestoreRefusedError(f"tenant {tenant_id!r} was created meanwhile ({path}); nothing restored") from None
+    return file_identity(str(path))

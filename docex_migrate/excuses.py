@@ -1,0 +1,99 @@
+"""Drift excuses: indexes a team added on purpose (a hotfix during an incident), declared in
+DocEX's config file so that `verify` lists them as excused instead of flagging drift forever,
+and `verify --repair` never drops them (as Atlas's exclude does for its diffs)::
+
+    docex_migrate:
+      excused_drift:
+        - index: ix_document_hotfix_search    # the index's name, as the database has it
+          table: document                     # optional: only on this table
+          reason: INC-1234, search timed out  # required: why it is there
+
+An excuse covers an extra index only, on every tenant that has it: an index the revision does
+not define. An index the revision defines, changed under its own name, stays drift; so does
+everything else (columns, types, tables). Parsed with the settings (config.py), so a bad entry is
+refused before anything runs; applied to a tenant's snapshot before it is compared (drift.py).
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+SECTION = "docex_migrate"
+KEY = "excused_drift"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}")  # an index or table name (PostgreSQL's 63 bytes)
+_FIELDS = {"index", "table", "reason"}
+
+
+@dataclass(frozen=True)
+class Excuse:
+    index: str
+    table: str | None
+    reason: str
+
+    def covers(self, table: str, index: str) -> bool:
+        return index == self.index and self.table in (None, table)
+
+    def describe(self, table: str) -> str:
+        return f"extra index {self.index} on {table} (excused: {self.reason})"
+
+
+def parse(section: Any) -> tuple[Excuse, ...]:
+    """The ``docex_migrate:`` section's excuses; ConfigError (exit 2, one line) for a bad one."""
+    if section is None:
+        return ()
+    if not isinstance(section, dict):
+        raise ConfigError(f"{SECTION} must be a mapping (with {KEY}: a list), not {type(section).__name__}")
+    unknown = sorted(set(map(str, section)) - {KEY})
+    if unknown:
+        raise ConfigError(f"{SECTION}.{unknown[0]} is not a docex-migrate setting: the section holds {KEY} only")
+    entries = section.get(KEY) or []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{SECTION}.{KEY} must be a list of entries (index:, table:, reason:)")
+    found: list[Excuse] = []
+    for number, entry in enumerate(entries, 1):
+        where = f"{SECTION}.{KEY} entry {number}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping with index: and reason: (table: optional), not {entry!r}")
+        extra = sorted(set(map(str, entry)) - _FIELDS)
+        if extra:
+            raise ConfigError(f"{where}: {extra[0]!r} is not one of index, table, reason (only indexes can be excused)")
+        index, table, reason = entry.get("index"), entry.get("table"), entry.get("reason")
+        for field, value in (("index", index), ("table", table)):
+            if (value is not None or field == "index") and not (isinstance(value, str) and _NAME.fullmatch(value)):
+                raise ConfigError(
+                    f"{where}: {field} must be a name as the database has it (letters, digits, _, $, -; at most 63), "
+                    f"not {value!r}"
+                )
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError(f"{where} ({index}): give a reason: why the index is there (an incident, a ticket)")
+        excuse = Excuse(str(index), table, reason.strip())
+        if any((e.index, e.table) == (excuse.index, excuse.table) for e in found):
+            raise ConfigError(f"{where}: index {index} is excused twice: keep one entry")
+        found.append(excuse)
+    return tuple(found)
+
+
+def apply(excuses: tuple[Excuse, ...], expected: dict[str, Any], actual: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``actual`` without the extra indexes an excuse covers (those ``expected``, the revision's
+    snapshot, does not have), and a line for each one left out."""
+    if not excuses:
+        return actual, []
+    excused: list[str] = []
+    tables = dict(actual["tables"])
+    for table, body in actual["tables"].items():
+        defined = expected["tables"].get(table, {}).get("indexes", {})
+        kept = {}
+        for name, definition in body["indexes"].items():
+            excuse = None if name in defined else next((e for e in excuses if e.covers(table, name)), None)
+            if excuse is None:
+                kept[name] = definition
+            else:
+                excused.append(excuse.describe(table))
+        if len(kept) != len(body["indexes"]):
+            tables[table] = {**body, "indexes": kept}
+    return {**actual, "tables": tables}, excused

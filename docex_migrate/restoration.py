@@ -1,0 +1,129 @@
+"""restore: a deprovisioned tenant brought back from its deprovision's backup.
+
+A backup is restored only as what the run ledger says it is. Deprovision records each backup's
+absolute path and SHA-256 in its run (restore_advice.backup_record); restore hashes the file it
+is given and looks that hash up among this fleet's deprovisions. So a backup is refused, with
+nothing changed (exit 2), when it is missing or unreadable; when it differs from every backup
+recorded (truncated, edited: a recorded path with another hash says so); when it is another
+tenant's (acme-corp's backup is never restored as globex-corp, whatever its file is called:
+the look-alike a renamed file would be); when the revision it was at is one this chain does not
+know; and when the tenant exists. The backend then loads it atomically and checks it again
+(backends' restore). Read-only until then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends import Backend
+from .chain import Chain
+from .errors import RestoreRefusedError
+from .invocation import Invocation
+from .ledger import Ledger
+from .restore_advice import read_backup_record, sha256_of
+from .results import Action, TenantResult
+
+
+@dataclass(frozen=True)
+class RecordedBackup:
+    """A backup as the deprovision that wrote it recorded it."""
+
+    run_id: str
+    tenant_id: str
+    namespace: str
+    revision: str | None  # the tenant's revision when it was deprovisioned
+    path: Path
+    sha256: str
+
+
+def _refused(why: str) -> RestoreRefusedError:
+    return RestoreRefusedError(f"{why}; nothing restored")
+
+
+def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedBackup:
+    """The ledger's record of ``backup`` (found by its contents' SHA-256), proven to be
+    ``tenant_id``'s; RestoreRefusedError otherwise."""
+    try:
+        if not backup.is_file():
+            raise _refused(f"backup {backup} {'is not a file' if backup.exists() else 'does not exist'}")
+        sha256 = sha256_of(backup)
+    except OSError as exc:
+        raise _refused(f"cannot read backup {backup} ({exc.strerror or exc})") from None
+    place = backend.ledger()
+    ledger = Ledger.for_reading(place)
+    if ledger is None:
+        raise _refused(
+            f"backup {backup} is not recorded by any deprovision of this database: no run has been recorded ({place.where})"
+        )
+    try:
+        rows = ledger.backups(place.fleets)
+    finally:
+        ledger.close()
+    same_path, others = None, []
+    for row in rows:
+        found = read_backup_record(row.get("backup"))
+        if found is None:
+            continue
+        path, recorded_sha = found
+        if recorded_sha == sha256:
+            record = RecordedBackup(row["run_id"], row["tenant_id"], row["namespace"], row["from_revision"], path, sha256)
+            if record.tenant_id == tenant_id:
+                return record
+            # Another tenant's. (Two tenants' SQLite backups can be byte-identical: two fresh
+            # tenants copied from one head file. Then this tenant's own record is looked for.)
+            others.append(record)
+        elif same_path is None and path in (backup.absolute(), backup.resolve()):
+            same_path = row["run_id"]
+    if others:
+        other = others[0]
+        raise _refused(
+            f"backup {backup} was taken from tenant {other.tenant_id!r} (deprovision run {other.run_id}), not "
+            f"{tenant_id!r}: a backup is only restored as the tenant it was taken from "
+            f"(`docex-migrate restore {other.tenant_id} --from {backup}`)"
+        )
+    if same_path is not None:
+        raise _refused(
+            f"backup {backup} changed since deprovision run {same_path} wrote it (its SHA-256 differs from the one "
+            "recorded): it is truncated or edited"
+        )
+    raise _refused(
+        f"backup {backup} matches no backup recorded by a deprovision of this database and template ({place.database}): "
+        "it is another fleet's, an older docex-migrate's, or it was changed"
+    )
+
+
+def restore(inv: Invocation, tenant_id: str, backup: Path) -> tuple[TenantResult, RecordedBackup]:
+    """Bring ``tenant_id`` back from ``backup``, refused (RestoreRefusedError, exit 2, nothing
+    changed) unless the ledger proves the backup is this tenant's, unchanged, at a revision
+    this chain knows, and the tenant does not exist."""
+    backend, chain = inv.backend, inv.chain
+    namespace = backend.namespace(tenant_id)  # an invalid id is refused first
+    backup = backup.absolute()
+    record = recorded_backup(backend, tenant_id, backup)
+    if record.namespace != namespace:
+        raise _refused(f"backup {backup} holds {record.namespace}, but tenant {tenant_id!r} is {namespace} now")
+    _known(chain, record, backup)
+    if backend.read_states([tenant_id])[tenant_id].exists:
+        raise _refused(
+            f"tenant {tenant_id!r} exists ({namespace}): restore never overwrites a tenant; deprovision it first if it must be replaced"
+        )
+    identity = backend.restore(tenant_id, backup, record.revision, record.sha256)
+    result = TenantResult(
+        tenant_id,
+        namespace,
+        Action.RESTORED,
+        None,
+        record.revision,
+        f"restored from {backup} (deprovision run {record.run_id})",
+        identity=identity,
+    )
+    return result, record
+
+
+def _known(chain: Chain, record: RecordedBackup, backup: Path) -> None:
+    if record.revision is not None and not chain.knows(record.revision):
+        raise _refused(
+            f"backup {backup} is at revision {record.revision}, which this chain does not know: restore it with the "
+            "docex-migrate that deprovisioned it"
+        )

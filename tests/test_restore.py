@@ -1,0 +1,321 @@
+"""restore TENANT --from BACKUP: a deprovisioned tenant brought back, data and revision, from the
+backup its deprovision recorded; every refusal changes nothing; the advice deprovision and undo
+print is a command that works as printed (issue 24)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from helpers import cli, head, tenant_engine, tenant_snapshot
+
+from docex_migrate.ledger import Ledger
+from docex_migrate.ledger import run_tenants as ledger_tenants
+
+S6 = "s6_docex_2_8_8"
+
+
+def _fill(env, tenant_id: str) -> None:
+    """Rows whose text needs care in a dump: tabs, newlines, backslashes, quotes, non-ASCII."""
+    engine = tenant_engine(env, tenant_id)
+    with engine.begin() as conn:
+        for i, name in enumerate(["plain", "tab\there", "new\nline", "back\\slash", "quote'd", "ünïcødé €"]):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO docbasket (id, name, description, storage_config, status, created_at, updated_at) "
+                    "VALUES (:id, :name, :description, :config, 'active', '2024-01-01 00:00:00', '2024-01-02 00:00:00')"
+                ),
+                {"id": f"bas_{i}", "name": name, "description": None if i % 2 else name * 3, "config": '{"k": [1, 2]}'},
+            )
+    engine.dispose()
+
+
+def _rows(env, tenant_id: str) -> dict[str, list[tuple]]:
+    """Every row of every table of the tenant, as text, sorted: what must come back exactly."""
+    engine = tenant_engine(env, tenant_id)
+    try:
+        with engine.connect() as conn:
+            schema = None if env.kind == "sqlite" else env.namespace(tenant_id)
+            tables = sa.inspect(conn).get_table_names(schema=schema)
+            found = {}
+            for name in tables:
+                table = sa.Table(name, sa.MetaData(), autoload_with=conn, schema=schema)
+                found[name] = sorted(tuple(str(v) for v in row) for row in conn.execute(table.select()))
+            return found
+    finally:
+        engine.dispose()
+
+
+def _deprovision(tenant_id: str) -> tuple[Path, str]:
+    """Deprovision through the CLI: the backup and the restore command it printed."""
+    result = cli("deprovision", tenant_id, "--yes")
+    assert result.exit_code == 0, result.output
+    backup = Path(re.search(r"backup in (\S+)", result.stdout)[1])
+    advice = re.search(r"to bring it back: (.+)", result.stdout)[1]
+    return backup, advice
+
+
+def _ledger_state(env) -> list:
+    runs = cli("runs", "--json")
+    assert runs.exit_code == 0, runs.output
+    return json.loads(runs.stdout)
+
+
+def test_restore_round_trips_a_tenant_with_data(env):
+    assert cli("provision", "acme_corp", "other").exit_code == 0
+    assert cli("downgrade", S6, "--tenant", "acme_corp", "--yes").exit_code == 0
+    _fill(env, "acme_corp")
+    rows, catalog = _rows(env, "acme_corp"), tenant_snapshot(env, "acme_corp")
+    assert len(rows["docbasket"]) == 6
+    backup, _ = _deprovision("acme_corp")
+    assert not env.exists("acme_corp")
+
+    result = cli("restore", "acme_corp", "--from", str(backup), "--json")
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)
+    assert done["command"] == "restore" and done["target"] == S6 and done["counts"] == {"restored": 1}
+    assert done["behind_head"] is True and done["run_id"] and (done["format"], done["ok"], done["plan"]) == (1, True, False)
+    (tenant,) = done["tenants"]
+    assert tenant["backup"] == str(backup)
+    assert (tenant["tenant_id"], tenant["action"], tenant["to_revision"]) == ("acme_corp", "restored", S6)
+    assert "docex-migrate upgrade --tenant acme_corp" in result.stderr  # behind the head: what to run next
+
+    assert _rows(env, "acme_corp") == rows
+    assert tenant_snapshot(env, "acme_corp") == catalog
+    status = {r["tenant_id"]: r for r in json.loads(cli("status", "--json").stdout)}
+    assert (status["acme_corp"]["revision"], status["acme_corp"]["state"]) == (S6, "behind")
+    assert cli("verify", "--tenant", "acme_corp").exit_code == 0  # exactly its revision
+    (run,) = [r for r in _ledger_state(env) if r["command"] == "restore"]
+    assert run["run_id"] == done["run_id"] and run["counts"] == {"restored": 1} and run["target"] == S6
+
+    # and it goes on like any tenant
+    assert cli("upgrade", "--tenant", "acme_corp").exit_code == 0
+    assert _rows(env, "acme_corp")["docbasket"] == rows["docbasket"]
+
+
+def _run_printed(env, command: str) -> subprocess.CompletedProcess[str]:
+    """A `docex-migrate ...` line run as a user would paste it, from another directory (its
+    paths are absolute), without $DOCEX_CONFIG: what it names is all it has."""
+    argv = shlex.split(command)
+    assert argv[0] == "docex-migrate"
+    environ = {k: v for k, v in os.environ.items() if k != "DOCEX_CONFIG"}
+    elsewhere = env.workdir / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    cwd = env.workdir if env.kind == "sqlite" else elsewhere  # SQLite's template is relative to the working directory
+    return subprocess.run(
+        [sys.executable, "-m", "docex_migrate", *argv[1:]], cwd=cwd, env=environ, capture_output=True, text=True
+    )
+
+
+def test_deprovisions_advice_restores_the_tenant_when_run_as_printed(env):
+    cli("provision", "acme_corp")
+    _fill(env, "acme_corp")
+    rows = _rows(env, "acme_corp")
+    backup, advice = _deprovision("acme_corp")
+    assert f"restore acme_corp --from {backup}" in advice and str(env.config_file) in advice
+    done = _run_printed(env, advice)
+    assert done.returncode == 0, done.stderr
+    assert _rows(env, "acme_corp") == rows
+
+
+def test_undos_advice_for_a_deprovision_restores_the_tenant_when_run_as_printed(env):
+    cli("provision", "acme_corp")
+    _fill(env, "acme_corp")
+    rows = _rows(env, "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    (run,) = [r for r in _ledger_state(env) if r["command"] == "deprovision"]
+    undo = cli("undo", run["run_id"], "--yes")
+    assert undo.exit_code == 2 and "restore it with `docex-migrate" in undo.stderr, undo.output
+    advice = re.search(r"`(docex-migrate [^`]*restore[^`]*)`", undo.stderr)[1]
+    assert str(backup) in advice
+    done = _run_printed(env, advice)
+    assert done.returncode == 0, done.stderr
+    assert _rows(env, "acme_corp") == rows
+
+
+def _refused(env, *args: str, says: str) -> None:
+    """restore refused: exit 2, one line saying ``says``, nothing changed (namespaces, files, ledger)."""
+    before, runs = env.everything(), _ledger_state(env)
+    result = cli("restore", *args)
+    assert result.exit_code == 2, result.output
+    assert says in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+    assert env.everything() == before and _ledger_state(env) == runs
+
+
+def test_restore_refuses_a_tenant_that_exists(env):
+    cli("provision", "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    cli("provision", "acme_corp")
+    _refused(env, "acme_corp", "--from", str(backup), says="exists")
+
+
+def test_restore_refuses_another_tenants_backup_however_it_is_named(env):
+    """A look-alike: acme_corp's backup, even copied under globex's name, is never globex."""
+    cli("provision", "acme_corp", "globex")
+    backup, _ = _deprovision("acme_corp")
+    _refused(env, "globex_corp", "--from", str(backup), says="was taken from tenant 'acme_corp'")
+    renamed = backup.with_name(backup.name.replace("acme_corp", "globex_corp"))
+    shutil.copyfile(backup, renamed)
+    _refused(env, "globex_corp", "--from", str(renamed), says="was taken from tenant 'acme_corp'")
+    assert not env.exists("globex_corp")
+
+
+def test_restore_refuses_missing_truncated_and_edited_backups(env):
+    cli("provision", "acme_corp")
+    _fill(env, "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    _refused(env, "acme_corp", "--from", str(backup.with_name("nope.db")), says="does not exist")
+    _refused(env, "acme_corp", "--from", str(backup.parent), says="is not a file")
+    truncated = backup.with_name("truncated" + backup.suffix)
+    truncated.write_bytes(backup.read_bytes()[: backup.stat().st_size // 2])
+    _refused(env, "acme_corp", "--from", str(truncated), says="matches no backup recorded")
+    original = backup.read_bytes()
+    edited = original.replace(b"plain", b"PLAIN", 1)
+    assert edited != original
+    backup.write_bytes(edited)  # in place: the path is the one recorded, the contents are not
+    _refused(env, "acme_corp", "--from", str(backup), says="changed since deprovision run")
+    backup.write_bytes(original)
+    assert cli("restore", "acme_corp", "--from", str(backup)).exit_code == 0
+
+
+def test_restore_refuses_a_revision_the_chain_does_not_know(env):
+    cli("provision", "acme_corp")
+    engine = tenant_engine(env, "acme_corp")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'zz_from_the_future'"))
+    engine.dispose()
+    backup, _ = _deprovision("acme_corp")
+    _refused(env, "acme_corp", "--from", str(backup), says="which this chain does not know")
+
+
+def test_restore_refuses_bad_input_before_anything(env):
+    cli("provision", "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    _refused(env, "Bad;Id", "--from", str(backup), says="invalid tenant id")
+    result = cli("restore", "acme_corp")
+    assert result.exit_code == 2 and "--from" in result.output
+
+
+def _forge(env, backup: Path, contents: bytes) -> None:
+    """A backup that passes the ledger's check but does not load: ``contents`` written over it
+    and recorded as its SHA-256 (as if deprovision had written a faulty backup)."""
+    from docex_migrate.backends.base import sha256_of  # here: the module's tests run (and fail) without it
+
+    backup.write_bytes(contents)
+    place = env.backend.ledger()
+    ledger = Ledger.for_writing(place, create=False)
+    try:
+        with ledger.connection.begin():
+            ledger.connection.execute(
+                ledger_tenants.update()
+                .where(ledger_tenants.c.backup.is_not(None))
+                .values(backup=json.dumps({"path": str(backup), "sha256": sha256_of(backup)}))
+            )
+    finally:
+        ledger.close()
+
+
+def test_a_backup_that_fails_to_load_leaves_no_half_tenant(env):
+    cli("provision", "acme_corp")
+    _fill(env, "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    original = backup.read_bytes()
+    if env.kind == "sqlite":
+        broken = original[:4096] + b"\xff" * 4096 + original[8192:]  # the second page garbage
+    else:
+        text = original.decode()
+        cut = text.index("\\.\n") - 1  # inside the first COPY's rows: a row that is not one
+        broken = (text[:cut] + "\tnot\ta\trow\twith\ttoo\tmany\tcolumns\tfor\tany\ttable\there\n" + text[cut:]).encode()
+    _forge(env, backup, broken)
+    _refused(env, "acme_corp", "--from", str(backup), says="nothing restored")
+    assert not env.exists("acme_corp")
+    if env.kind == "sqlite":
+        assert not (env.workdir / "storage" / "tenant_acme_corp").exists()  # its directory went with it
+
+
+def test_undo_of_a_restore_drops_nothing(env):
+    cli("provision", "acme_corp")
+    _fill(env, "acme_corp")
+    rows = _rows(env, "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    done = json.loads(cli("restore", "acme_corp", "--from", str(backup), "--json").stdout)
+    undo = cli("undo", done["run_id"], "--yes")
+    assert undo.exit_code == 2 and "deprovision acme_corp --yes" in undo.stderr, undo.output
+    assert _rows(env, "acme_corp") == rows
+
+
+@pytest.mark.postgres
+def test_restore_of_a_driver_dump(pg_env, monkeypatch):
+    """Without pg_dump, deprovision writes its backup through the driver: that restores too."""
+    cli("provision", "acme_corp")
+    _fill(pg_env, "acme_corp")
+    rows = _rows(pg_env, "acme_corp")
+    with monkeypatch.context() as patched:
+        patched.setattr(shutil, "which", lambda name, *a, **k: None)
+        backup, _ = _deprovision("acme_corp")
+    assert "COPY " not in backup.read_text() and "INSERT INTO" in backup.read_text()
+    result = cli("restore", "acme_corp", "--from", str(backup))
+    assert result.exit_code == 0, result.output
+    assert _rows(pg_env, "acme_corp") == rows
+    assert f"at revision {head()}" in result.output
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_restore_leaves_no_tenant_and_no_run(pg_env, signum):
+    """Stopped while it waits for the tenant's lock (another run holds it): exit 128 + signal,
+    no schema, nothing in the ledger; the same command then restores."""
+    cli("provision", "acme_corp")
+    _fill(pg_env, "acme_corp")
+    rows = _rows(pg_env, "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    runs = _ledger_state(pg_env)
+    holder = pg_env.engine()
+    with holder.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:s, 0))"), {"s": pg_env.namespace("acme_corp")})
+        restore = subprocess.Popen(
+            [sys.executable, "-m", "docex_migrate", "restore", "acme_corp", "--from", str(backup), "--tenant-lock-wait", "300"],
+            cwd=pg_env.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            deadline = time.monotonic() + 60
+            while conn.execute(waiting).scalar() == 0:
+                assert time.monotonic() < deadline and restore.poll() is None, restore.communicate()
+                time.sleep(0.2)
+            restore.send_signal(signum)
+            _, err = restore.communicate(timeout=60)
+        finally:
+            restore.kill()
+            restore.wait()
+        conn.rollback()
+    holder.dispose()
+    assert restore.returncode == 128 + signum, err
+    assert not pg_env.exists("acme_corp") and _ledger_state(pg_env) == runs
+    assert cli("restore", "acme_corp", "--from", str(backup)).exit_code == 0
+    assert _rows(pg_env, "acme_corp") == rows
+
+
+def test_tenants_with_identical_backups_each_restore_from_their_own(env):
+    """Two fresh SQLite tenants copied from one head file can have byte-identical backups: each
+    one's own backup still restores it (the ledger's record for that tenant is the one used)."""
+    cli("provision", "twin_a", "twin_b")
+    backup_a, _ = _deprovision("twin_a")
+    backup_b, _ = _deprovision("twin_b")
+    for tenant_id, backup in (("twin_a", backup_a), ("twin_b", backup_b)):
+        result = cli("restore", tenant_id, "--from", str(backup))
+        assert result.exit_code == 0, result.output
