@@ -49,7 +49,7 @@ class NamespaceState:
     exists: bool
     versioned: bool = False  # has an alembic_version table (empty when at base)
     revisions: tuple[str, ...] = ()  # the rows of alembic_version
-    table_count: int = 0  # tables other than alembic_version
+    table_count: int = 0  # tables other than alembic_version (PostgreSQL counts them only when not versioned)
     error: str | None = None  # the namespace exists but cannot be read: that tenant's failure alone
     identity: str | None = None  # which namespace this is, not which name (Backend.identity)
 

@@ -32,9 +32,12 @@ import hashlib
 
 import sqlalchemy as sa
 
+from .catalog_paths import owned, relations
+
 # Items are ROW(...)::text: PostgreSQL's record output quotes every field that needs it and
 # writes NULL as nothing, so the text of an item is unambiguous. Sorted in "C" order, hashed.
-PG_FINGERPRINTS = sa.text(r"""
+PG_FINGERPRINTS = sa.text(
+    r"""
 WITH ns AS (
     SELECT n.oid, n.nspname, quote_ident(n.nspname) || '.' AS q
     FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY(:schemas)
@@ -43,10 +46,13 @@ WITH ns AS (
     FROM unnest(CAST(:relations AS oid[])) u(oid) JOIN pg_catalog.pg_class c ON c.oid = u.oid
     JOIN ns ON c.relnamespace = ns.oid
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c') AND c.relname <> :version_table
-), typ AS MATERIALIZED (  -- the schemas' enum and domain types: one pass over pg_type
+), typ AS MATERIALIZED (  -- the schemas' enum and domain types: through pg_depend, then by oid (catalog_paths.py)
     SELECT t.oid, t.typname, t.typtype, t.typbasetype, t.typtypmod, t.typnotnull, t.typcollation, t.typndims,
            t.typdefault, ns.oid AS nsoid, ns.nspname, ns.q
-    FROM pg_catalog.pg_type t JOIN ns ON t.typnamespace = ns.oid WHERE t.typtype IN ('e', 'd')
+    FROM ns CROSS JOIN LATERAL ("""
+    + owned("pg_type", "ns.oid")
+    + r""") o
+    JOIN pg_catalog.pg_type t ON t.oid = o.objid AND t.typnamespace = ns.oid WHERE t.typtype IN ('e', 'd')
 ), items AS (
     SELECT r.nsoid, ROW('r', r.relkind, r.relname)::text AS item FROM rel r
     UNION ALL
@@ -98,14 +104,16 @@ FROM ns LEFT JOIN (
     SELECT nsoid, encode(sha256(convert_to(string_agg(item, E'\n' ORDER BY item COLLATE "C"), 'UTF8')), 'hex') AS digest
     FROM items GROUP BY nsoid
 ) h ON h.nsoid = ns.oid
-""")
-# The batch's relations, found with one scan of pg_class (it has no index on the namespace alone).
-PG_RELATIONS = sa.text(
-    "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')"
+"""
 )
-# For the fingerprint query: nested loops over index lookups, never a hash or merge join that
-# reads a whole catalog (pg_attribute holds every column of every tenant) once per batch.
+# The batch's relations: each schema's through pg_depend (catalog_paths.py), never a scan of
+# pg_class (it has no index on the namespace alone).
+PG_RELATIONS = sa.text(
+    "SELECT r.objid FROM pg_catalog.pg_namespace n CROSS JOIN LATERAL (" + relations("n.oid") + ") r(objid)"
+    " WHERE n.nspname = ANY(:schemas)"
+)
+# For both queries: nested loops over index lookups, never a hash or merge join that reads a
+# whole catalog (pg_attribute holds every column of every tenant) once per batch.
 PG_PLANNER = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 
 SQLITE_OBJECTS = "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE NOT (tbl_name = ? AND type IN ('table', 'index'))"
