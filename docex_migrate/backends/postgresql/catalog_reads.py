@@ -50,8 +50,10 @@ SELECT n.nspname, n.oid, n.version_table IS NOT NULL,
 FROM (SELECT n.nspname, n.oid,
              (SELECT v.oid FROM pg_catalog.pg_class v
               WHERE v.relname = :version_table AND v.relnamespace = n.oid AND v.relkind IN ('r', 'p')) AS version_table
-      FROM unnest(CAST(:schemas AS name[])) s(name) JOIN pg_catalog.pg_namespace n ON n.nspname = s.name
-      OFFSET 0) n  -- read once per schema, not once per use
+      FROM (SELECT s.name AS nspname, (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = s.name) AS oid
+            FROM unnest(CAST(:schemas AS name[])) s(name) OFFSET 0) n
+      WHERE n.oid IS NOT NULL
+      OFFSET 0) n  -- each read once per schema, not once per use
 """)
 _UNREADABLE = {
     "usage": 'permission denied for schema {schema}: GRANT USAGE ON SCHEMA "{schema}" TO {user}',

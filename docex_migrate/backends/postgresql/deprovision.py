@@ -85,8 +85,10 @@ inside AS (  -- by oid or through an index on what they belong to, never a scan 
     UNION ALL SELECT 'pg_type'::regclass, t.oid FROM types t
     UNION ALL SELECT 'pg_type'::regclass, t.typarray FROM types t WHERE t.typarray <> 0
     UNION ALL SELECT 'pg_proc'::regclass, p.objid FROM ({owned("pg_proc", "(SELECT oid FROM nsp)")}) p
-    UNION ALL SELECT 'pg_constraint'::regclass, k.oid FROM pg_constraint k WHERE k.conrelid IN (SELECT objid FROM rels)
-    UNION ALL SELECT 'pg_constraint'::regclass, k.oid FROM pg_constraint k WHERE k.contypid IN (SELECT oid FROM types)
+    UNION ALL SELECT 'pg_constraint'::regclass, k.oid FROM rels r
+              CROSS JOIN LATERAL (SELECT k.oid FROM pg_constraint k WHERE k.conrelid = r.objid OFFSET 0) k
+    UNION ALL SELECT 'pg_constraint'::regclass, k.oid FROM types t
+              CROSS JOIN LATERAL (SELECT k.oid FROM pg_constraint k WHERE k.contypid = t.oid OFFSET 0) k
 ),
 dependents AS (  -- a view's dependency is its rewrite rule: name the view instead
     SELECT DISTINCT
@@ -99,9 +101,12 @@ dependents AS (  -- a view's dependency is its rewrite rule: name the view inste
 placed AS (
     SELECT x.classid, x.objid, COALESCE(
         CASE x.classid
-            WHEN 'pg_attrdef'::regclass THEN (SELECT c.relnamespace FROM pg_attrdef a JOIN pg_class c ON c.oid = a.adrelid WHERE a.oid = x.objid)
-            WHEN 'pg_trigger'::regclass THEN (SELECT c.relnamespace FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE t.oid = x.objid)
-            WHEN 'pg_policy'::regclass THEN (SELECT c.relnamespace FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE p.oid = x.objid)
+            WHEN 'pg_attrdef'::regclass THEN (SELECT c.relnamespace FROM pg_class c
+                                              WHERE c.oid = (SELECT a.adrelid FROM pg_attrdef a WHERE a.oid = x.objid))
+            WHEN 'pg_trigger'::regclass THEN (SELECT c.relnamespace FROM pg_class c
+                                              WHERE c.oid = (SELECT t.tgrelid FROM pg_trigger t WHERE t.oid = x.objid))
+            WHEN 'pg_policy'::regclass THEN (SELECT c.relnamespace FROM pg_class c
+                                             WHERE c.oid = (SELECT p.polrelid FROM pg_policy p WHERE p.oid = x.objid))
         END,
         to_regnamespace((pg_identify_object(x.classid, x.objid, 0)).schema)::oid
     ) AS namespace
