@@ -249,6 +249,13 @@ class Backend(ABC):
         prove migrations put nothing there; None where tenants share nothing."""
         return None
 
+    def version_rows(self, tenant_id: str) -> tuple[str, ...] | None:
+        """The rows of the tenant's alembic_version, read the cheapest way the database allows
+        (first_access.py: on every request of an application); None when they cannot be read
+        so (no namespace, no version table, no privilege, any error). Never creates anything."""
+        state = self.read_states([tenant_id])[tenant_id]
+        return state.revisions if state.versioned and not state.error else None
+
     def read_catalogs(self, tenant_ids: Iterable[str]) -> dict[str, CatalogRead]:
         """Each tenant's state and catalog fingerprint, in few round trips and read-only.
         By default no fingerprint: every tenant is then compared on its own."""

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ...chain import VERSION_TABLE
+from ...errors import DocexMigrateError
 from ..base import MISSING, CatalogRead, NamespaceState, unreadable
 from ..catalog import snapshot
 from ..catalog_paths import owned
@@ -128,6 +129,18 @@ class PostgresCatalogReads(PostgresConnections):
                 identity=str(oids[schema]),
             )
         return states
+
+    def version_rows(self, tenant_id: str) -> tuple[str, ...] | None:
+        """One SELECT from the tenant's alembic_version (the server finds the table by name,
+        through its caches and pg_class_relname_nsp_index): no catalog query, no lock of ours."""
+        quote = self.engine.dialect.identifier_preparer.quote_identifier
+        try:
+            with self.connect() as connection:
+                rows = connection.exec_driver_sql(f"SELECT version_num FROM {quote(self.namespace(tenant_id))}.{VERSION_TABLE}")
+                return tuple(rows.scalars())
+        except (DBAPIError, DocexMigrateError) as exc:  # missing, no privilege, no server: the full path says which
+            log.debug("version rows of tenant %r not read directly: %s", tenant_id, exc)
+            return None
 
     def read_catalogs(self, tenant_ids: Iterable[str]) -> dict[str, CatalogRead]:
         """States and catalog fingerprints (fingerprints.py), BATCH_SIZE schemas per round trip,
