@@ -45,9 +45,10 @@ from .catalog_paths import owned, relations
 # writes NULL as nothing, so the text of an item is unambiguous. Sorted in "C" order, hashed.
 PG_FINGERPRINTS = sa.text(
     r"""
-WITH ns AS (  -- each schema by name (nested loops, PG_PLANNER), never a pass over every schema
+WITH ns AS (  -- each schema by name (OFFSET 0: a lookup per name), never a pass over every schema
     SELECT n.oid, n.nspname, quote_ident(n.nspname) || '.' AS q
-    FROM unnest(CAST(:schemas AS name[])) s(name) JOIN pg_catalog.pg_namespace n ON n.nspname = s.name
+    FROM unnest(CAST(:schemas AS name[])) s(name)
+    CROSS JOIN LATERAL (SELECT * FROM pg_catalog.pg_namespace n WHERE n.nspname = s.name OFFSET 0) n
 ), rel AS (  -- by oid (PG_RELATIONS), so every lookup below is an index lookup, not a catalog scan
     SELECT c.oid, c.relname, c.relkind, c.relam, n.oid AS nsoid, n.nspname, quote_ident(n.nspname) || '.' AS q
     FROM unnest(CAST(:relations AS oid[])) u(oid) JOIN pg_catalog.pg_class c ON c.oid = u.oid
@@ -116,7 +117,8 @@ FROM ns LEFT JOIN (
 # pg_class (it has no index on the namespace alone).
 PG_RELATIONS = sa.text(
     "SELECT r.objid FROM unnest(CAST(:schemas AS name[])) s(name)"
-    " JOIN pg_catalog.pg_namespace n ON n.nspname = s.name CROSS JOIN LATERAL (" + relations("n.oid") + ") r(objid)"
+    " CROSS JOIN LATERAL (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = s.name OFFSET 0) n"
+    " CROSS JOIN LATERAL (" + relations("n.oid") + ") r(objid)"
 )
 # For both queries: nested loops over index lookups, never a hash or merge join that reads a
 # whole catalog (pg_attribute holds every column of every tenant) once per batch.
