@@ -118,10 +118,10 @@ class PostgresKeptTemplate(PostgresConnections):
         BUILD_WAIT (another command stuck building) the build goes ahead without it."""
         try:
             with holder.begin():
-                holder.exec_driver_sql(f"SET LOCAL lock_timeout = {ms(BUILD_WAIT)}")
+                holder.exec_driver_sql(f"SET LOCAL lock_timeout = '{ms(BUILD_WAIT)}'")
                 holder.execute(sa.select(sa.func.pg_advisory_lock(sa.func.hashtextextended(key, 0))))
         except DBAPIError as exc:
-            log.info("another command is still building the fresh-tenant template (%s): building one here", first_line(exc))
+            log.info("the fresh-tenant template is built without waiting for other commands building it (%s)", first_line(exc))
             return False
         return True
 
