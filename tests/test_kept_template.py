@@ -136,8 +136,13 @@ def test_a_kept_dump_that_does_not_match_its_digest_is_rebuilt(pg_env, chain_cop
     assert planted is None
 
 
-def test_two_commands_building_at_once_build_it_once(pg_env, chain_copy):
-    """Under the key's advisory lock the second waits for the first and finds its dump."""
+@pytest.mark.parametrize("first_in_the_database", [True, False])
+def test_two_commands_building_at_once_build_it_once(pg_env, chain_copy, first_in_the_database):
+    """Under the key's advisory lock the second waits for the first and finds its dump, also
+    when neither found the table it is kept in."""
+    if first_in_the_database:
+        with pg_env.engine().begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {TABLE}")
     chain = load_chain()
     fingerprint = f"concurrent-{uuid.uuid4().hex}"
     builds: list[int] = []

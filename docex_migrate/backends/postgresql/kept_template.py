@@ -46,9 +46,9 @@ _ENVIRONMENT = sa.text(
     " current_setting('default_tablespace'), current_setting('default_table_access_method'),"
     " coalesce((SELECT string_agg(d.defaclobjtype::text || d.defaclacl::text, ';' ORDER BY d.defaclobjtype)"
     "  FROM pg_catalog.pg_default_acl d WHERE d.defaclrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)"
-    "  AND d.defaclnamespace = 0), '')"
+    "  AND d.defaclnamespace = 0), ''),"
+    f" to_regclass('{TABLE}') IS NOT NULL"
 )
-_EXISTS = sa.text(f"SELECT to_regclass('{TABLE}') IS NOT NULL")
 _READ = sa.text(f"SELECT placeholder, sql, digest FROM {TABLE} WHERE key = :key")
 _CREATE = (
     f'CREATE SCHEMA IF NOT EXISTS "{tenants.LEDGER_SCHEMA}"',
@@ -72,33 +72,39 @@ class PostgresKeptTemplate(PostgresConnections):
 
     def stored_fresh(self, chain_fingerprint: str) -> FreshTemplate | None:
         """The kept head dump for this chain here, verified; None when there is none (or it
-        cannot be read: the caller then builds or runs the chain)."""
+        cannot be read: the caller then builds or runs the chain). Two round trips on a
+        connection of its own, in autocommit (no BEGIN or ROLLBACK to wait for)."""
         try:
-            connection = self.connect()
+            connection = self.connect().execution_options(isolation_level="AUTOCOMMIT")
         except DatabaseUnavailableError:
             return None
         with connection:
-            key = _attempt(connection, "read", lambda: self._kept_key(connection, chain_fingerprint))
-            return None if key is None else _attempt(connection, "read", lambda: self._kept_read(connection, key))
+            return _attempt(
+                connection, "read", lambda: self._kept_read(connection, *self._kept_key(connection, chain_fingerprint))
+            )
 
     def kept_fresh(self, chain_fingerprint: str, build: Callable[[], FreshTemplate]) -> FreshTemplate:
         """The kept head dump, or else ``build()``'s template, kept when it is a head dump (a
         recording is only the fallback without pg_dump: cheap to make, not kept). Commands that
-        build at once take turns: the later one finds the earlier one's dump. The kept template
-        is an optimisation: failing to read or keep it is logged, never a command's failure."""
+        build at once take turns under the key's advisory lock: the later one finds the earlier
+        one's dump. The kept template is an optimisation: failing to read or keep it is logged,
+        never a command's failure."""
+        found = self.stored_fresh(chain_fingerprint)
+        if found is not None:
+            return found
         try:
-            holder = self.connect()
+            holder = self.connect().execution_options(isolation_level="AUTOCOMMIT")
         except DatabaseUnavailableError:
             return build()
         with holder:
-            key = _attempt(holder, "read", lambda: self._kept_key(holder, chain_fingerprint))
+            key = _attempt(holder, "read", lambda: self._kept_key(holder, chain_fingerprint)[0])
             if key is None:
                 return build()
-            locked = _attempt(holder, "read", lambda: self._kept_lock(holder, key))
-            try:
-                found = _attempt(holder, "read", lambda: self._kept_read(holder, key))
+            locked = _kept_lock(holder, key)
+            try:  # the command we waited for may have kept it (and made the table) meanwhile
+                found = _attempt(holder, "read", lambda: self._kept_read(holder, *self._kept_key(holder, chain_fingerprint)))
                 if found is not None:
-                    return found
+                    return found  # built by the command we waited for
                 made = build()
                 if isinstance(made, HeadDump):
                     _attempt(holder, "kept", lambda: self._kept_write(holder, key, chain_fingerprint, made))
@@ -107,30 +113,14 @@ class PostgresKeptTemplate(PostgresConnections):
                 if locked:
                     _attempt(holder, "released", lambda: _unlock(holder, key))
 
-    def _kept_key(self, connection: Connection, chain_fingerprint: str) -> str:
-        environment = connection.execute(_ENVIRONMENT).one()
-        connection.rollback()  # no transaction held open across the build
+    def _kept_key(self, connection: Connection, chain_fingerprint: str) -> tuple[str, bool]:
+        """The key, and whether anything is kept here at all (the table exists)."""
+        *environment, kept = connection.execute(_ENVIRONMENT).one()
         parts = (str(FORMAT), __version__, chain_fingerprint, *(str(value) for value in environment))
-        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), bool(kept)
 
-    def _kept_lock(self, holder: Connection, key: str) -> bool:
-        """The key's session advisory lock, held while the template is read or built; past
-        BUILD_WAIT (another command stuck building) the build goes ahead without it."""
-        try:
-            with holder.begin():
-                holder.exec_driver_sql(f"SET LOCAL lock_timeout = '{ms(BUILD_WAIT)}'")
-                holder.execute(sa.select(sa.func.pg_advisory_lock(sa.func.hashtextextended(key, 0))))
-        except DBAPIError as exc:
-            log.info("the fresh-tenant template is built without waiting for other commands building it (%s)", first_line(exc))
-            return False
-        return True
-
-    def _kept_read(self, connection: Connection, key: str) -> HeadDump | None:
-        if not connection.execute(_EXISTS).scalar():
-            connection.rollback()
-            return None
-        row = connection.execute(_READ, {"key": key}).one_or_none()
-        connection.rollback()
+    def _kept_read(self, connection: Connection, key: str, kept: bool) -> HeadDump | None:
+        row = connection.execute(_READ, {"key": key}).one_or_none() if kept else None
         if row is None:
             return None
         placeholder, sql, digest = row
@@ -140,23 +130,37 @@ class PostgresKeptTemplate(PostgresConnections):
         return HeadDump(sql, placeholder)
 
     def _kept_write(self, connection: Connection, key: str, chain_fingerprint: str, dump: HeadDump) -> None:
+        for statement in _CREATE:  # each its own statement in autocommit: IF NOT EXISTS, retried once on a race
+            _created(connection, statement)
         values = {"key": key, "chain": chain_fingerprint, "placeholder": dump.schema, "sql": dump.sql}
-        for attempt in range(2):  # a first run elsewhere may race to create the schema: the loser finds it made
-            try:
-                with connection.begin():
-                    for statement in _CREATE:
-                        connection.exec_driver_sql(statement)
-                    connection.execute(_WRITE, {**values, "digest": _digest(key, dump.schema, dump.sql)})
-                    connection.execute(_PRUNE, {"key": key})
-                return
-            except DBAPIError:
-                if attempt == 1:
-                    raise
+        connection.execute(_WRITE, {**values, "digest": _digest(key, dump.schema, dump.sql)})
+        connection.execute(_PRUNE, {"key": key})
+
+
+def _kept_lock(holder: Connection, key: str) -> bool:
+    """The key's session advisory lock (``holder`` is in autocommit), held while the template is
+    built and kept; past BUILD_WAIT (another command stuck building) the build goes ahead without it."""
+    try:
+        holder.exec_driver_sql(f"SET lock_timeout = '{ms(BUILD_WAIT)}'")  # this session's only: it ends with the build
+        holder.execute(sa.select(sa.func.pg_advisory_lock(sa.func.hashtextextended(key, 0))))
+    except DBAPIError as exc:
+        log.info("the fresh-tenant template is built without waiting for other commands building it (%s)", first_line(exc))
+        return False
+    return True
 
 
 def _unlock(holder: Connection, key: str) -> None:
-    with holder.begin():
-        holder.execute(sa.select(sa.func.pg_advisory_unlock(sa.func.hashtextextended(key, 0))))
+    holder.execute(sa.select(sa.func.pg_advisory_unlock(sa.func.hashtextextended(key, 0))))
+
+
+def _created(connection: Connection, statement: str) -> None:
+    """A CREATE ... IF NOT EXISTS, which two sessions running it at once may both try: the
+    loser's unique violation means it is there."""
+    try:
+        connection.exec_driver_sql(statement)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "23505":
+            raise
 
 
 def _attempt(connection: Connection, what: str, step: Callable[[], T]) -> T | None:
