@@ -130,7 +130,7 @@ class PostgresKeptTemplate(PostgresConnections):
         return HeadDump(sql, placeholder)
 
     def _kept_write(self, connection: Connection, key: str, chain_fingerprint: str, dump: HeadDump) -> None:
-        for statement in _CREATE:  # each its own statement in autocommit: IF NOT EXISTS, retried once on a race
+        for statement in _CREATE:  # in autocommit, each on its own: the INSERT alone needs to be atomic
             _created(connection, statement)
         values = {"key": key, "chain": chain_fingerprint, "placeholder": dump.schema, "sql": dump.sql}
         connection.execute(_WRITE, {**values, "digest": _digest(key, dump.schema, dump.sql)})
