@@ -12,6 +12,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 from helpers import head, migrate_to, tenant_snapshot, version_of
+from test_fresh import EXTRAS, _assert_replayed_equals_migrated
 
 from docex_migrate import api, fresh, load_settings
 from docex_migrate import chain as chain_module
@@ -92,6 +93,20 @@ def test_a_later_command_reuses_the_kept_dump_only_for_its_own_chain(pg_env, cha
         assert isinstance(fresh.template(pg_env.settings, load_chain()), list)  # not the old chain's dump
         (result,) = api.provision(pg_env.settings, ["after-next"])
     assert result.action == "provisioned" and version_of(pg_env, "after-next") == ("next",)
+
+
+def test_a_tenant_from_the_kept_dump_has_the_full_catalog_of_a_migrated_one(pg_env, chain_copy, monkeypatch):
+    """Functions, triggers, grants, comments, sequences, views and rows: what another command
+    kept is, to the last line of pg_dump, what the chain makes."""
+    (chain_copy / "versions" / "extras.py").write_text(EXTRAS.replace("HEAD_REVISION", head()))
+    api.provision(pg_env.settings, ["builder-a", "builder-b"])
+    _new_process(monkeypatch)
+    with monkeypatch.context() as no_pg_dump:
+        _without_pg_dump(pg_env, no_pg_dump)
+        results = api.provision(pg_env.settings, ["replayed", "other"])
+        assert isinstance(fresh.template(pg_env.settings, load_chain()), HeadDump)
+    assert [r.action for r in results] == ["provisioned", "provisioned"]
+    _assert_replayed_equals_migrated(pg_env)
 
 
 def test_a_new_tenant_on_first_access_gets_the_kept_dump(pg_env, chain_copy, monkeypatch):
