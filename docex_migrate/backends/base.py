@@ -228,6 +228,16 @@ class Backend(ABC):
         (nothing done) when the namespace turns out not to be empty: the caller then takes the
         ordinary path."""
 
+    def kept_fresh(self, chain_fingerprint: str, build: Callable[[], FreshTemplate]) -> FreshTemplate:
+        """The fresh template kept in the database for this chain (see fresh.py), else
+        ``build()``'s, kept for the next command where the backend keeps one (PostgreSQL: its
+        head dump costs two whole-catalog pg_dumps). By default nothing is kept."""
+        return build()
+
+    def stored_fresh(self, chain_fingerprint: str) -> FreshTemplate | None:
+        """The fresh template a command kept for this chain, verified, or None; never builds."""
+        return None
+
     def reusing_connection(self) -> AbstractContextManager[None]:
         """A block in which transaction() may reuse one connection from tenant to tenant (for
         a run over many tenants); outside it every transaction has its own."""
