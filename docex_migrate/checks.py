@@ -448,6 +448,12 @@ CHECKS = (
         "isolation", "after the fleet upgrade nothing is in public and all tenants are identical", check_isolation, scratch=True
     ),
     Check(
+        "data",
+        "every revision upgrades and downgrades over rows in every table, and its round trip loses none (unless destructive)",
+        _in_module("check_data", "check_data"),
+        scratch=True,
+    ),
+    Check(
         "docex-compat",
         "DocEX's newest release can use a tenant at head: its tables exactly as DocEX creates them",
         _in_module("check_compat", "check_docex_compat"),
