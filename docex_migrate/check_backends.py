@@ -39,7 +39,9 @@ def _merge(results: dict[str, CheckResult]) -> CheckResult:
     return merged
 
 
-def run_everywhere(settings: Settings, only: Sequence[str] | None = None, *, metadata: sa.MetaData | None = None) -> list[CheckResult]:
+def run_everywhere(
+    settings: Settings, only: Sequence[str] | None = None, *, metadata: sa.MetaData | None = None
+) -> list[CheckResult]:
     """The checks on the configured backend, and the database checks on SQLite as well."""
     primary = kind_of(settings)
     results = checks.run_checks(settings, only, metadata=metadata)
@@ -54,4 +56,3 @@ def run_everywhere(settings: Settings, only: Sequence[str] | None = None, *, met
         on_sqlite = Settings(timeouts=settings.timeouts).with_template(f"{directory}/tenant_{{tenant_id}}/docex.db")
         second = {r.name: r for r in checks.run_checks(on_sqlite, again, metadata=metadata)}
     return [_merge({primary: r, SQLITE: second[r.name]}) if r.name in second else r for r in results]
-

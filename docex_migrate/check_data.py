@@ -64,7 +64,9 @@ def _step(
     except Exception as exc:
         counts = {t: n if isinstance(n, int) else len(n) for t, n in held.items()}
         held_rows = ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()) if n) or "none"
-        raise CheckFailed(f"{what} fails on a tenant with rows", [describe_error(exc), f"rows in the tenant: {held_rows}"]) from None
+        raise CheckFailed(
+            f"{what} fails on a tenant with rows", [describe_error(exc), f"rows in the tenant: {held_rows}"]
+        ) from None
 
 
 def check_data(ctx: Context, scratch: Settings) -> str:
