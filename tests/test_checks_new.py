@@ -115,7 +115,9 @@ def test_a_rename_passes_every_other_check_but_not_docex_compat(env, chain_copy)
     add(chain_copy, "rename_column")
     renamed = renamed_metadata()
     results = checks.run_checks(env.settings, metadata=renamed)
-    assert failed(results) == ["docex-compat"], "\n".join(f"{r.name} {r.message} {r.evidence}" for r in results if r.status != "passed")
+    assert failed(results) == ["docex-compat"], "\n".join(
+        f"{r.name} {r.message} {r.evidence}" for r in results if r.status != "passed"
+    )
     result = by_name(results, "docex-compat")
     assert result.message.startswith("DocEX 2.9.10 cannot use a tenant at head (b1)")
     assert any(line.startswith("docbasket.description is missing at head") for line in result.evidence), result.evidence
