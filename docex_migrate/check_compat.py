@@ -31,7 +31,7 @@ _DUMP_SCHEMA = "tenant_acme_corp"  # the schema the PostgreSQL dump was taken fr
 
 def reference_statements(kind: str) -> list[str]:
     """DocEX's DDL for a tenant, unqualified (the tenant's transaction scopes it), one statement each."""
-    text = resources.files("docex_migrate").joinpath("reference", REFERENCE_FILES[kind]).read_text(encoding="utf-8")
+    text = resources.files("docex_migrate").joinpath("reference").joinpath(REFERENCE_FILES[kind]).read_text(encoding="utf-8")
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     body = body.replace(f"CREATE SCHEMA {_DUMP_SCHEMA};", "").replace(f"{_DUMP_SCHEMA}.", "")
     return [s.strip() for s in body.split(";") if s.strip()]

@@ -454,6 +454,12 @@ CHECKS = (
         scratch=True,
     ),
     Check(
+        "replayable",
+        "every revision gives two tenants with different ids the same catalog and rows, unless replayable = False",
+        _in_module("check_replay", "check_replayable"),
+        scratch=True,
+    ),
+    Check(
         "docex-compat",
         "DocEX's newest release can use a tenant at head: its tables exactly as DocEX creates them",
         _in_module("check_compat", "check_docex_compat"),

@@ -178,3 +178,26 @@ def test_unchanged_chain_passes_every_check_on_both_backends(pg_env):
     database = {r["name"] for r in report["checks"] if r["backends"]}
     assert {"data", "docex-compat", "stepwise", "isolation", "shipped-snapshots"} <= database
     assert all(r["backends"] == ["postgresql", "sqlite"] for r in report["checks"] if r["backends"])
+
+
+@pytest.mark.parametrize(
+    ("defect", "evidence"),
+    [
+        ("reads_tenant_id", "b1: replay_second vs replay_first: rows.docbasket: expected"),
+        ("random_name", "b1: replay_second vs replay_first: missing catalog.tables.docbasket.indexes.idx_docbasket_"),
+    ],
+)
+def test_revision_that_differs_per_tenant_must_declare_it(env, chain_copy, defect, evidence):
+    b1 = add(chain_copy, defect)
+    results = checks.run_checks(env.settings, ["upgrade-from-empty", "stepwise", "replayable"])
+    assert failed(results) == ["replayable"]
+    result = by_name(results, "replayable")
+    assert result.message.startswith("b1 give two tenants different results") and "replayable = False" in result.message
+    assert any(line.startswith(evidence) for line in result.evidence), result.evidence
+    if defect == "reads_tenant_id":
+        assert any("replay_first_step inbox" in line and "replay_second_step inbox" in line for line in result.evidence)
+    assert cli("check", "--only", "replayable").exit_code == 1
+
+    b1.write_text(b1.read_text() + "\nreplayable = False\n")
+    (result,) = checks.run_checks(env.settings, ["replayable"])
+    assert result.status == checks.PASSED and result.message.endswith("differing as declared (replayable = False): b1")
