@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sized
 
+import sqlalchemy as sa
+
 from . import check_rows as rows
 from .backends import Backend, open_backend
 from .checks import CheckFailed, Context
@@ -23,7 +25,7 @@ from .config import Settings
 from .results import describe_error
 from .runner import migrate_tenant
 
-TENANT = "data"
+TENANT = "data"  # the scratch tenant; "data_1", "data_2"... when one cannot go on (see below)
 MAX_EXAMPLES = 3
 
 
@@ -56,11 +58,18 @@ def lost_rows(before: rows.TableRows, after: rows.TableRows) -> list[str]:
 
 
 def _step(
-    backend: Backend, ctx: Context, target: str | None, what: str, held: Mapping[str, Sized | int], *, downgrade: bool = False
+    backend: Backend,
+    ctx: Context,
+    tenant_id: str,
+    target: str | None,
+    what: str,
+    held: Mapping[str, Sized | int],
+    *,
+    downgrade: bool = False,
 ) -> None:
     """One migration of the scratch tenant; CheckFailed, naming the rows it held, if it fails."""
     try:
-        migrate_tenant(backend, TENANT, target, downgrade=downgrade, chain=ctx.chain)
+        migrate_tenant(backend, tenant_id, target, downgrade=downgrade, chain=ctx.chain)
     except Exception as exc:
         counts = {t: n if isinstance(n, int) else len(n) for t, n in held.items()}
         held_rows = ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()) if n) or "none"
@@ -69,23 +78,31 @@ def _step(
         ) from None
 
 
+def _fill(backend: Backend, tenant_id: str, unfilled: set[str]) -> list[sa.Table]:
+    """Fill the tables the last migration left empty; the tables reflected (none if none was)."""
+    counts = rows.counts(backend, tenant_id)
+    if all(counts.values()):
+        return []  # reflecting is the slow part: only when a revision created (or emptied) a table
+    tables = rows.reflect(backend, tenant_id)
+    unfilled |= {t for t, n in rows.fill_empty_tables(backend, tenant_id, tables).items() if not n}
+    return tables
+
+
 def check_data(ctx: Context, scratch: Settings) -> str:
-    declared, unfilled = [], set()
+    declared: list[str] = []
+    unfilled: set[str] = set()
     previous: str | None = None
+    tenant, fresh = TENANT, 0
     with open_backend(scratch) as backend:
-        migrate_tenant(backend, TENANT, None, create=True, chain=ctx.chain)
+        migrate_tenant(backend, tenant, None, create=True, chain=ctx.chain)
         for revision in ctx.chain.order:  # the tenant is at the previous revision, every table filled
             reason = destructive_reason(ctx, revision)
-            before = rows.read(backend, TENANT)
-            _step(backend, ctx, revision, f"the upgrade to {revision}", before)
-            counts = rows.counts(backend, TENANT)
-            # Reflecting is the slow part: only when the revision left a table empty (it created one).
-            tables = rows.reflect(backend, TENANT) if not all(counts.values()) else []
-            if tables:
-                counts = rows.fill_empty_tables(backend, TENANT, tables)
-                unfilled |= {t for t, n in counts.items() if not n}
-            _step(backend, ctx, previous, f"the downgrade of {revision}", counts, downgrade=True)
-            lost = lost_rows(before, rows.read(backend, TENANT))
+            before = rows.read(backend, tenant)
+            _step(backend, ctx, tenant, revision, f"the upgrade to {revision}", before)
+            tables = _fill(backend, tenant, unfilled)
+            counts = rows.counts(backend, tenant)
+            _step(backend, ctx, tenant, previous, f"the downgrade of {revision}", counts, downgrade=True)
+            lost = lost_rows(before, rows.read(backend, tenant))
             if lost and reason is None:
                 raise CheckFailed(
                     f"the round trip of {revision} (upgrade, downgrade) loses rows: "
@@ -94,9 +111,19 @@ def check_data(ctx: Context, scratch: Settings) -> str:
                 )
             if lost:
                 declared.append(revision)
-            _step(backend, ctx, revision, f"the upgrade to {revision} after its own downgrade", before)
+            try:
+                migrate_tenant(backend, tenant, revision, chain=ctx.chain)
+            except Exception:
+                # Its downgrade left something behind that its upgrade trips over: that is
+                # downgrade-leaves-no-trace's finding. Go on with a new tenant at this revision.
+                fresh += 1
+                tenant = f"{TENANT}_{fresh}"
+                migrate_tenant(backend, tenant, revision, create=True, chain=ctx.chain)
+                tables = []
             if tables:
-                rows.fill_empty_tables(backend, TENANT, tables)  # the tables it created are empty again
+                rows.fill_empty_tables(backend, tenant, tables)  # the tables it created are empty again
+            else:
+                _fill(backend, tenant, unfilled)
             previous = revision
     tail = f"; rows lost as declared (destructive) by {', '.join(declared)}" if declared else ""
     tail += f"; tables the generator could not fill: {', '.join(sorted(unfilled))}" if unfilled else ""
