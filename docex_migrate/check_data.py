@@ -3,9 +3,11 @@ trip (upgrade, then downgrade) gives back every row it started with.
 
 The other database checks migrate empty tenants, where a unique index over duplicates, a copy
 that violates a primary key or a NOT NULL without a backfill all succeed. Here one scratch tenant
-walks the chain; before each revision every empty table is filled with representative rows
-generated from the tenant's schema as it is then (rows.py: every column's type, NULLs where
-nullable, duplicates where no key forbids them, foreign keys pointing at real parent rows).
+walks the chain; before each revision every table gets more representative rows
+generated from the tenant's schema as it is then (check_rows.py: every column's type, NULLs
+where nullable, duplicates where no key forbids them, foreign keys pointing at real parent rows),
+beside the rows kept from earlier revisions; the tables a revision creates are filled before its
+downgrade runs.
 
 A revision whose round trip loses or changes rows (a lossy data migration, a dropped table with
 rows) fails unless it declares so at module level: ``destructive = "why the data may go"``.
@@ -15,8 +17,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sized
-
-import sqlalchemy as sa
 
 from . import check_rows as rows
 from .backends import Backend, open_backend
@@ -78,14 +78,12 @@ def _step(
         ) from None
 
 
-def _fill(backend: Backend, tenant_id: str, unfilled: set[str]) -> list[sa.Table]:
-    """Fill the tables the last migration left empty; the tables reflected (none if none was)."""
+def _fill(backend: Backend, tenant_id: str, unfilled: set[str], *, first: int, only_empty: bool) -> None:
     counts = rows.counts(backend, tenant_id)
-    if all(counts.values()):
-        return []  # reflecting is the slow part: only when a revision created (or emptied) a table
+    if not counts or (only_empty and all(counts.values())):
+        return  # reflecting is the slow part: not when there is nothing to fill
     tables = rows.reflect(backend, tenant_id)
-    unfilled |= {t for t, n in rows.fill_empty_tables(backend, tenant_id, tables).items() if not n}
-    return tables
+    unfilled |= {t for t, n in rows.fill(backend, tenant_id, tables, first=first, only_empty=only_empty).items() if not n}
 
 
 def check_data(ctx: Context, scratch: Settings) -> str:
@@ -95,11 +93,15 @@ def check_data(ctx: Context, scratch: Settings) -> str:
     tenant, fresh = TENANT, 0
     with open_backend(scratch) as backend:
         migrate_tenant(backend, tenant, None, create=True, chain=ctx.chain)
-        for revision in ctx.chain.order:  # the tenant is at the previous revision, every table filled
+        for step, revision in enumerate(ctx.chain.order):
             reason = destructive_reason(ctx, revision)
+            first = step * rows.ROWS * 2  # two batches per revision at most
+            # Rows generated from the schema as it is at the previous revision, beside those kept
+            # from earlier ones: each column that revision has, with values of its type.
+            _fill(backend, tenant, unfilled, first=first, only_empty=False)
             before = rows.read(backend, tenant)
             _step(backend, ctx, tenant, revision, f"the upgrade to {revision}", before)
-            tables = _fill(backend, tenant, unfilled)
+            _fill(backend, tenant, unfilled, first=first + rows.ROWS, only_empty=True)  # the tables it created
             counts = rows.counts(backend, tenant)
             _step(backend, ctx, tenant, previous, f"the downgrade of {revision}", counts, downgrade=True)
             lost = lost_rows(before, rows.read(backend, tenant))
@@ -119,11 +121,6 @@ def check_data(ctx: Context, scratch: Settings) -> str:
                 fresh += 1
                 tenant = f"{TENANT}_{fresh}"
                 migrate_tenant(backend, tenant, revision, create=True, chain=ctx.chain)
-                tables = []
-            if tables:
-                rows.fill_empty_tables(backend, tenant, tables)  # the tables it created are empty again
-            else:
-                _fill(backend, tenant, unfilled)
             previous = revision
     tail = f"; rows lost as declared (destructive) by {', '.join(declared)}" if declared else ""
     tail += f"; tables the generator could not fill: {', '.join(sorted(unfilled))}" if unfilled else ""

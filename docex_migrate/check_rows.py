@@ -1,9 +1,9 @@
 """Representative rows for a tenant, generated from its schema as it is (for the `data` check),
 and every row of a tenant read back in a form two reads can be compared in.
 
-Each empty table gets three rows: the first with every column set, the second with every
+Each batch adds three rows to a table: the first with every column set, the second with every
 nullable column NULL, the third repeating the first wherever no primary key, unique constraint
-or unique index forbids it. Values follow each column's type (an enum takes its labels) and fit
+or unique index forbids it; later batches number their values on, so keys never collide. Values follow each column's type (an enum takes its labels) and fit
 its length; a foreign key takes the key of a real row of the table it points at, so parents are
 filled first. A table the generator cannot fill (a CHECK constraint it cannot satisfy, a type it
 does not know and that may not be NULL) is left empty and named.
@@ -46,18 +46,18 @@ def _value(column: sa.Column[Any], row: int) -> Any:
     if isinstance(type_, sa.Numeric):
         return decimal.Decimal(row + 1) if type_.asdecimal else float(row + 1)
     if isinstance(type_, sa.DateTime):
-        return dt.datetime(2024, 1, 1 + row, 12, 30)
+        return dt.datetime(2024, 1, 1, 12, 30) + dt.timedelta(days=row)
     if isinstance(type_, sa.Date):
-        return dt.date(2024, 1, 1 + row)
+        return dt.date(2024, 1, 1) + dt.timedelta(days=row)
     if isinstance(type_, sa.Time):
-        return dt.time(12, row)
+        return dt.time(12, row % 60)
     if isinstance(type_, sa.JSON):
         return {"row": row, "note": f"{column.name} {row}"}
     if isinstance(type_, sa.Uuid):
         value = uuid.UUID(int=row + 1)
         return value if type_.as_uuid else str(value)
     if isinstance(type_, sa.LargeBinary):
-        return bytes([row]) * 4
+        return bytes([row % 256]) * 4
     if isinstance(type_, sa.String):
         text = f"{column.name}-{row}"
         length = type_.length
@@ -71,8 +71,10 @@ def _parent_keys(connection: Connection, fk: sa.ForeignKeyConstraint) -> list[tu
     return [tuple(r) for r in connection.execute(sa.select(*columns).order_by(*columns).limit(ROWS))]
 
 
-def _rows(connection: Connection, table: sa.Table) -> list[dict[str, Any]]:
-    keyed = set().union(*_keys(table)) if _keys(table) else set()
+def _rows(connection: Connection, table: sa.Table, first: int) -> list[dict[str, Any]]:
+    """ROWS new rows numbered from ``first`` (distinct from earlier batches wherever a key needs it)."""
+    keys = _keys(table)
+    keyed = set().union(*keys) if keys else set()
     rows: list[dict[str, Any]] = []
     for n in range(ROWS):
         values: dict[str, Any] = {}
@@ -82,17 +84,16 @@ def _rows(connection: Connection, table: sa.Table) -> list[dict[str, Any]]:
             elif n == 2 and column.name not in keyed:
                 values[column.name] = rows[0][column.name]  # a duplicate, where the schema allows one
             else:
-                values[column.name] = _value(column, n)
+                values[column.name] = _value(column, first + n)
         rows.append(values)
     for fk in table.foreign_key_constraints:
         names = [element.parent.name for element in fk.elements]
         parents = _parent_keys(connection, fk) if fk.referred_table is not table else []
         for n, values in enumerate(rows):
-            if all(values[name] is None for name in names) and n == 1:
-                continue
+            if n == 1 and all(values[name] is None for name in names):
+                continue  # a nullable foreign key left NULL
             if not parents:
-                for name in names:
-                    values[name] = None
+                values.update(dict.fromkeys(names))
                 continue
             key = parents[0] if n == 2 and not set(names) & keyed else parents[n % len(parents)]
             values.update(zip(names, key, strict=True))
@@ -110,20 +111,21 @@ def reflect(backend: Backend, tenant_id: str) -> list[sa.Table]:
     return [t for t in metadata.sorted_tables if t.name not in IGNORED_TABLES]
 
 
-def fill_empty_tables(backend: Backend, tenant_id: str, tables: list[sa.Table]) -> dict[str, int]:
-    """Fill every empty one of ``tables`` (reflect()'s, parents first); committed. Returns each
-    table's row count: 0 for a table the generator could not fill."""
+def fill(backend: Backend, tenant_id: str, tables: list[sa.Table], *, first: int, only_empty: bool = False) -> dict[str, int]:
+    """Add ROWS rows numbered from ``first`` to each of ``tables`` (reflect()'s, parents first),
+    or only to the empty ones; committed. Returns each table's row count: 0 for a table the
+    generator could not fill."""
     counts = {}
     with backend.transaction(tenant_id, create=False) as connection:
         for table in tables:
             count = connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-            if count == 0:
+            if not (only_empty and count):
                 with connection.begin_nested() as savepoint:
                     try:
-                        connection.execute(table.insert(), _rows(connection, table))
-                        count = ROWS
+                        connection.execute(table.insert(), _rows(connection, table, first))
+                        count += ROWS
                     except sa.exc.DBAPIError:
-                        savepoint.rollback()  # left empty: the other tables still get rows
+                        savepoint.rollback()  # this table gets no more rows: the others still do
             counts[table.name] = count
     return counts
 

@@ -5,6 +5,7 @@ chain (tests/chains/broken) on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def test_revision_that_fails_on_a_populated_tenant(env, chain_copy, defect, refu
     result = by_name(results, "data")
     assert result.message == "the upgrade to b1 fails on a tenant with rows", result.evidence
     assert refusal in result.evidence[0].lower()
-    assert result.evidence[-1].startswith("rows in the tenant: ") and "docbasket: 3" in result.evidence[-1]
+    assert re.match(r"rows in the tenant: .*docbasket: \d+", result.evidence[-1]), result.evidence
     assert cli("check", "--only", "data").exit_code == 1
 
 
@@ -62,7 +63,8 @@ def test_round_trip_that_loses_rows_fails_unless_declared_destructive(env, chain
     assert failed(results) == ["data"]
     result = by_name(results, "data")
     assert "the round trip of b1 (upgrade, downgrade) loses rows" in result.message
-    assert result.evidence[0] == "table doc_events: 1 of 3 row(s) lost or changed by the round trip"
+    lost = re.fullmatch(r"table doc_events: (\d+) of (\d+) row\(s\) lost or changed by the round trip", result.evidence[0])
+    assert lost and 3 * int(lost[1]) == int(lost[2]), result.evidence  # one row in three has no document
     assert result.evidence[1].startswith("  before: ") and "document_id=None" in result.evidence[1]
     result = cli("check", "--only", "data")
     assert result.exit_code == 1 and "destructive" in result.stdout
