@@ -22,12 +22,13 @@ EMPTY_TENANT_CHECKS = ["upgrade-from-empty", "stepwise", "downgrade-leaves-no-tr
 
 
 def add(folder: Path, defect: str) -> Path:
-    """Put a broken fixture's revision on top of the copied chain's head; its path."""
+    """Put a broken fixture's revisions on top of the copied chain's head; the path of the first."""
     head = load_chain().head
-    (path,) = (BROKEN / defect).glob("*.py")
-    target = folder / "versions" / path.name
-    target.write_text(path.read_text().replace("HEAD_REVISION", head))
-    return target
+    targets = []
+    for path in sorted((BROKEN / defect).glob("*.py")):
+        targets.append(folder / "versions" / path.name)
+        targets[-1].write_text(path.read_text().replace("HEAD_REVISION", head))
+    return targets[0]
 
 
 def by_name(results, name: str):
@@ -76,6 +77,15 @@ def test_round_trip_that_loses_rows_fails_unless_declared_destructive(env, chain
     b1.write_text(b1.read_text().replace('"events of no document are garbage"', '""'))
     (result,) = checks.run_checks(env.settings, ["data"])
     assert result.status == checks.FAILED and 'destructive must say why the data may go: destructive = "why"' in result.message
+
+
+def test_dropped_table_with_rows(env, chain_copy):
+    add(chain_copy, "drops_table_with_rows")
+    results = checks.run_checks(env.settings, [*EMPTY_TENANT_CHECKS, "data"])
+    assert failed(results) == ["data"]
+    result = by_name(results, "data")
+    assert "the round trip of b2 (upgrade, downgrade) loses rows" in result.message
+    assert result.evidence[0] == "table basket_note: 3 of 3 row(s) lost or changed by the round trip", result.evidence
 
 
 def renamed_metadata() -> sa.MetaData:
