@@ -8,7 +8,8 @@ and imports included), with the CPU time of that process beside it: on a shared 
 time moves with the load, the ratio between figures of one run much less. ``--breakdown`` adds
 each check's own time per backend (in this process). PostgreSQL comes from
 $DOCEX_BENCH_DATABASE_URL (else $DOCEX_TEST_DATABASE_URL, else the local server); the benchmark
-creates its own database there and drops it at the end.
+creates its own database there and drops it at the end (``--database URL``: runs in that existing
+database instead, whose scratch schemas `check` removes itself).
 """
 
 from __future__ import annotations
@@ -97,13 +98,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--breakdown", action="store_true", help="each check's time per backend, too")
+    parser.add_argument("--database", metavar="URL", help="an existing database to run in (not created, not dropped)")
     options = parser.parse_args()
 
-    server = server_url()
-    database = f"docex_migrate_bench_{uuid.uuid4().hex[:8]}"
+    server = sa.make_url(options.database) if options.database else server_url()
+    database = server.database if options.database else f"docex_migrate_bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    if not options.database:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
     url = server.set(database=database).render_as_string(hide_password=False)
     try:
         with tempfile.TemporaryDirectory(prefix="docex_migrate_bench_") as cwd:
@@ -124,8 +127,9 @@ def main() -> int:
                 print("each check on its own (in-process, wall):")
                 breakdown(url, cwd)
     finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        if not options.database:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.dispose()
     return 0 if new[0] < BUDGET else 1
 
