@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO := build/demo
-SOURCES := pyproject.toml $(shell find docex_migrate alembic -name '*.py' -o -name '*.mako')
+SOURCES := pyproject.toml $(shell find docex_migrate alembic -name '*.py' -o -name '*.mako' -o -name '*.sql')
 
 .PHONY: install demo test test-next-revision check bench lint clean
 

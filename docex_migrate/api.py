@@ -419,10 +419,12 @@ def verify(
 
 
 def check(settings: Settings, only: Sequence[str] | None = None) -> list[CheckResult]:
-    """The CI migration checks (checks.py), or only those named; one CheckResult each."""
-    from . import checks  # imported when used: every other command starts without it
+    """The CI migration checks (checks.py), or only those named; one CheckResult each. The
+    database checks run on the configured backend and, when that is not SQLite, on SQLite too
+    (check_backends.py)."""
+    from . import check_backends  # imported when used: every other command starts without it
 
-    return checks.run_checks(settings, only)
+    return check_backends.run_everywhere(settings, only)
 
 
 def update_manifest(settings: Settings) -> list[Path]:

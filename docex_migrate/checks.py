@@ -8,6 +8,7 @@ A check ends passed, failed (the chain is wrong: exit 1) or error (it could not 
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import shutil
 import subprocess
@@ -393,6 +394,17 @@ def check_lint(ctx: Context) -> str:
     return f"{len(new)} new revision(s) pass squawk"
 
 
+def _in_module(module: str, function: str) -> Callable[..., str]:
+    """A check that lives in its own module (check_*.py), imported when it runs: those modules
+    import this one for Context and CheckFailed."""
+
+    def run(*args: Any) -> str:
+        found: Callable[..., str] = getattr(importlib.import_module(f".{module}", __package__), function)
+        return found(*args)
+
+    return run
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -434,6 +446,24 @@ CHECKS = (
     ),
     Check(
         "isolation", "after the fleet upgrade nothing is in public and all tenants are identical", check_isolation, scratch=True
+    ),
+    Check(
+        "data",
+        "every revision upgrades and downgrades over rows in every table, and its round trip loses none (unless destructive)",
+        _in_module("check_data", "check_data"),
+        scratch=True,
+    ),
+    Check(
+        "replayable",
+        "every revision gives two tenants with different ids the same catalog and rows, unless replayable = False",
+        _in_module("check_replay", "check_replayable"),
+        scratch=True,
+    ),
+    Check(
+        "docex-compat",
+        "DocEX's newest release can use a tenant at head: its tables exactly as DocEX creates them",
+        _in_module("check_compat", "check_docex_compat"),
+        scratch=True,
     ),
     Check("fleet-at-head", "every tenant of the configured database is at head (the deploy gate)", check_fleet_at_head),
     Check("fleet-drift", "every versioned tenant of the configured database is exactly its revision", check_fleet_drift),

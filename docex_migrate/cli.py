@@ -656,8 +656,10 @@ def check(
     """The CI migration checks. Exit 0 all pass, 1 any fails, 2 a check could not run.
 
     single-head, no-schema-names, offline-sql, immutable-history, shipped-snapshots, upgrade-from-empty, stepwise,
-    metadata-matches-head, downgrade-leaves-no-trace, mixed-fleet, isolation, fleet-at-head, fleet-drift, lint.
-    The database checks run on scratch namespaces of the configured backend, removed afterwards.
+    metadata-matches-head, downgrade-leaves-no-trace, mixed-fleet, isolation, data, replayable, docex-compat,
+    fleet-at-head, fleet-drift, lint.
+    The database checks run on scratch namespaces of the configured backend, removed afterwards, and, when that
+    is PostgreSQL, again on SQLite files in a temporary directory; the output names the backends covered.
     """
     with _guard(verbose):
         settings = load_settings(config)

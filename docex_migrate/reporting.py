@@ -76,17 +76,20 @@ class Reporter:
         self.say(f"{len(rows)} tenant{'s' if len(rows) != 1 else ''}: {per_state}")
 
     def checks(self, results: list[CheckResult]) -> None:
+        backends = _backends_covered(results)
         if self.as_json:
             self.emit_json(
                 {
                     "passed": all(r.status in (CheckStatus.PASSED, CheckStatus.SKIPPED) for r in results),
+                    "backends": backends,
                     "checks": [r.as_dict() for r in results],
                 }
             )
         for line in _check_lines(results):
             self.say(line)
         counts = Counter(r.status.value for r in results)
-        self.say(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        covered = f" (database checks on {' and '.join(backends)})" if backends else ""
+        self.say(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + covered)
 
     def drift(self, rows: list[TenantDrift], report: CommandReport | None = None) -> None:
         """verify: the tenants that are not exactly their revision, their diff and repairs. With
@@ -266,6 +269,14 @@ class Reporter:
                     self.say(f"  {r.tenant_id}: {line}")
         counts = ", ".join(f"{n} {action}" for action, n in report.counts.items())
         self.say(f"{len(results)} tenant(s){': ' + counts if counts else ''}")
+
+
+def _backends_covered(results: list[CheckResult]) -> list[str]:
+    """The backends the database checks ran on, in the order they first appear."""
+    kinds: list[str] = []
+    for r in results:
+        kinds += [k for k in r.backends if k not in kinds]
+    return kinds
 
 
 def _check_lines(results: list[CheckResult]) -> list[str]:

@@ -196,6 +196,7 @@ class CheckResult:
     status: CheckStatus
     message: str = ""
     evidence: list[str] = field(default_factory=list)
+    backends: list[str] = field(default_factory=list)  # a database check: the backends it ran on
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -204,6 +205,7 @@ class CheckResult:
             "status": self.status.value,
             "message": self.message,
             "evidence": self.evidence,
+            "backends": self.backends,
         }
 
 

@@ -128,6 +128,9 @@ def test_revision_that_breaks_on_sqlite_only(env, chain_copy):
                 "metadata-matches-head",
                 "mixed-fleet",
                 "isolation",
+                "data",
+                "replayable",
+                "docex-compat",
             )
             for n in failed(results)
         )

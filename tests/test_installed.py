@@ -74,6 +74,14 @@ def test_readme_story_on_the_sqlite_default(installed, tmp_path):
     assert r.returncode == 0 and "base -> " + HEAD in r.stdout
 
 
+def test_installed_check_compares_head_with_the_docex_dumps_it_ships(installed, tmp_path):
+    """docex-compat reads DocEX's reference dumps from the package, not from a checkout."""
+    r = sh(installed, "docex-migrate", "check", "--only", "docex-compat", "--json", cwd=tmp_path, env={"HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    (check,) = json.loads(r.stdout)["checks"]
+    assert check["status"] == "passed" and "DocEX 2.9.10" in check["message"]
+
+
 def test_the_installed_package_refuses_to_rewrite_its_own_revisions(installed, tmp_path):
     """`check --update-manifest` and `revision` write into the revision folder: never into
     site-packages, where the next install would silently undo it."""
