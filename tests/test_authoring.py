@@ -82,7 +82,11 @@ def backend_environment(kind: str, tmp_path: Path, request: pytest.FixtureReques
 
 
 def failures(report: str) -> dict[str, list[str]]:
-    return {c["name"]: [c["message"], *c["evidence"]] for c in json.loads(report)["checks"] if c["status"] not in ("passed", "skipped")}
+    return {
+        c["name"]: [c["message"], *c["evidence"]]
+        for c in json.loads(report)["checks"]
+        if c["status"] not in ("passed", "skipped")
+    }
 
 
 def test_revision_writes_into_the_clone_it_runs_in(clone):
