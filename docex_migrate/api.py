@@ -21,7 +21,8 @@ from . import drift, migration, provisioning, restoration
 from .adoption import Decision, statuses
 from .adoption import adopt as adopt_tenants
 from .backends import open_backend
-from .chain import Chain, load_chain, writable_location
+from .chain import Chain, load_chain, script_location, writable_location
+from .checkout import tenant_metadata
 from .config import Settings, load_settings
 from .errors import DocexMigrateError, TenantNotFoundError, TenantNotReadyError, UsageError
 from .first_access import ReadyTenants, at_head
@@ -42,6 +43,7 @@ from .results import (
 from .run_history import list_runs, resume_plan, show_run, undo_plan
 from .run_record import Run, recording, target_name, tool_version
 from .runner import author_revision
+from .schema import metadata as docex_metadata
 from .scratch import scratch_settings
 from .selection import in_shard, select, validated
 from .states import State, TenantStatus, state_of
@@ -424,7 +426,9 @@ def check(settings: Settings, only: Sequence[str] | None = None) -> list[CheckRe
     (check_backends.py)."""
     from . import check_backends  # imported when used: every other command starts without it
 
-    return check_backends.run_everywhere(settings, only)
+    # metadata-matches-head compares the head with the schema.py beside the revisions in use
+    # (a checkout's, when run inside one), as autogenerate does.
+    return check_backends.run_everywhere(settings, only, metadata=tenant_metadata(script_location(), docex_metadata))
 
 
 def update_manifest(settings: Settings) -> list[Path]:

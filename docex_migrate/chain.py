@@ -16,6 +16,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
+from .checkout import find_checkout, working_directory
 from .errors import RevisionError, UsageError
 
 BASE = "base"
@@ -26,20 +27,25 @@ SCRIPT_LOCATION_ENV = "DOCEX_MIGRATE_SCRIPT_LOCATION"
 
 
 def script_location() -> Path:
-    """The alembic/ folder: shipped inside the wheel, or at the top of a source checkout.
+    """The alembic/ folder in use: $DOCEX_MIGRATE_SCRIPT_LOCATION when set; else that of the
+    source checkout around the working directory (checkout.py); else the one shipped inside the
+    wheel (or beside the package, run from a source tree).
 
     $DOCEX_MIGRATE_SCRIPT_LOCATION names another revision folder (one whose env.py runs
     docex_migrate.environment); the fault tests use it for small chains of their own.
     """
-    return _script_location(os.environ.get(SCRIPT_LOCATION_ENV))
+    override = os.environ.get(SCRIPT_LOCATION_ENV)
+    return _script_location(override, None if override is not None else find_checkout(working_directory()))
 
 
-@functools.lru_cache(maxsize=16)  # asked twice per tenant migrated; the answer only depends on this
-def _script_location(override: str | None) -> Path:
+@functools.lru_cache(maxsize=16)  # asked twice per tenant migrated; the answer only depends on these
+def _script_location(override: str | None, checkout: Path | None) -> Path:
     if override is not None:  # set but empty too: never silently the default chain
         if not (Path(override) / "env.py").is_file():
             raise RevisionError(f"${SCRIPT_LOCATION_ENV}={override!r} is not a revision folder (no env.py)")
         return Path(override)
+    if checkout is not None:
+        return checkout / "alembic"
     packaged = Path(__file__).resolve().parent / "alembic"
     if (packaged / "env.py").is_file():
         return packaged
@@ -52,8 +58,9 @@ def writable_location() -> Path:
     location = script_location()
     if "site-packages" in location.parts or "dist-packages" in location.parts:
         raise UsageError(
-            f"the revisions in use are the installed package's ({location}): work in a source "
-            f"checkout (alembic/ beside pyproject.toml), or point ${SCRIPT_LOCATION_ENV} at one"
+            f"no docex-migrate clone around {working_directory() or 'the working directory'}, and the installed "
+            f"package's revisions ({location}) are never written: run this inside your clone (the folder with "
+            f"alembic.ini, alembic/versions/ and docex_migrate/schema.py), or set ${SCRIPT_LOCATION_ENV} to its alembic/ folder"
         )
     return location
 

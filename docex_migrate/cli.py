@@ -612,13 +612,21 @@ def show(
 def revision(
     message: Annotated[str, typer.Option("--message", "-m", help="What the revision changes.", show_default=False)],
     autogenerate: Annotated[
-        bool, typer.Option("--autogenerate", help="Compare a scratch tenant at head with docex_migrate/schema.py.")
+        bool,
+        typer.Option(
+            "--autogenerate",
+            help="Write the difference between a scratch tenant at head and the clone's docex_migrate/schema.py.",
+        ),
     ] = False,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Add a revision on top of the chain (in a source checkout's alembic/versions/)."""
+    """Add a revision on top of the chain, in the alembic/versions/ of the clone around the working directory.
+
+    Run it inside a clone of docex-migrate (the folder holding alembic.ini, alembic/versions/ and
+    docex_migrate/schema.py, or any folder below it); the installed package's revisions are never written.
+    """
     with _guard(verbose):
         path = api.new_revision(load_settings(config), message, autogenerate=autogenerate)
         reporter = Reporter(json)

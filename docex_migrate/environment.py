@@ -15,12 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from logging.config import fileConfig
+from pathlib import Path
 from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from .authoring import revision_directives
 from .chain import VERSION_TABLE
+from .checkout import tenant_metadata
 from .schema import metadata
 
 
@@ -60,11 +63,12 @@ def _attributes_set(**values: Any) -> Iterator[None]:
 
 
 def _run_on(connection: Connection, version_table_schema: str | None) -> None:
-    context.configure(
-        connection=connection,
-        process_revision_directives=context.config.attributes.get("process_revision_directives"),
-        **context_options(version_table_schema),
-    )
+    options = context_options(version_table_schema)
+    # Autogenerate compares with the schema.py beside the revisions (a checkout's, not the
+    # installed one) and writes revisions that pass `check` as written (authoring.py).
+    options["target_metadata"] = tenant_metadata(Path(context.script.dir), metadata)
+    then = context.config.attributes.get("process_revision_directives")
+    context.configure(connection=connection, process_revision_directives=revision_directives(then), **options)
     with context.begin_transaction():
         context.run_migrations()
 

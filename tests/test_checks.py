@@ -150,8 +150,11 @@ def test_lint_flags_unsafe_sql_and_opt_outs_without_reason(pg_env, chain_copy):
     assert "b1: squawk_ignore['require-concurrent-index-creation'] needs a reason" in result.evidence
     b1.write_text(b1.read_text().replace("squawk_ignore = ", "ignored = "))
     (result,) = checks.run_checks(pg_env.settings, ["lint"])
+    assert result.status == checks.PASSED  # CONCURRENTLY cannot apply to the tool: off for every revision
+    b1.write_text(b1.read_text().replace('["description"])', '["description"])\n    op.drop_table("doc_events")'))
+    (result,) = checks.run_checks(pg_env.settings, ["lint"])
     assert result.status == checks.FAILED
-    assert any("require-concurrent-index-creation" in line for line in result.evidence)
+    assert any("ban-drop-table" in line for line in result.evidence)
 
 
 def test_fleet_at_head_is_the_deploy_gate(env):
