@@ -15,13 +15,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from . import drift, manifest, migration, revision_snapshots
+from . import drift, manifest, migration, outside, revision_snapshots
 from .adoption import statuses
 from .backends import Backend, open_backend
 from .chain import Chain, load_chain, script_location, writable_location
@@ -33,7 +32,7 @@ from .runner import migrate_tenant, render_offline
 from .schema import metadata as docex_metadata
 from .scratch import namespace_snapshot, scratch_settings
 from .selection import select
-from .snapshot import Snapshot, differences
+from .snapshot import differences
 from .states import State
 from .tempdirs import locked_directory
 
@@ -57,7 +56,14 @@ class Context:
     settings: Settings
     metadata: sa.MetaData
     _chain: Chain | None = None
-    _fleet: dict[str, Any] | None = None
+    _probe: outside.Probe | None = None
+    baseline: outside.Objects | None = None  # what lay outside every tenant before any check ran
+
+    def probe(self) -> outside.Probe:
+        """What the chain does outside the tenant's namespace (outside.py), found once."""
+        if self._probe is None:
+            self._probe = outside.probe_chain(self.settings, self.chain)
+        return self._probe
 
     @property
     def chain(self) -> Chain:
@@ -103,7 +109,10 @@ _SQL_CALLS = {"execute", "text", "exec_driver_sql"}
 
 
 def check_no_schema_names(ctx: Context) -> str:
-    """No revision names a schema: the search_path decides which tenant a statement touches."""
+    """No revision names a schema: the search_path decides which tenant a statement touches.
+
+    A fast first pass reads the revisions' source; then what each revision actually does
+    outside the tenant's namespace is asked of the database (outside.py), on a linear chain."""
     evidence = []
     files = ctx.all_revision_files()
     for path in files:
@@ -122,7 +131,15 @@ def check_no_schema_names(ctx: Context) -> str:
                             evidence.append(f"{path.name}:{const.lineno}: schema-qualified SQL {const.value[:80]!r}")
     if evidence:
         raise CheckFailed("revisions must not name a schema; each run is scoped to one tenant", evidence)
-    return f"{len(files)} revisions, no schema names"
+    if len(ctx.chain.script.get_heads()) != 1:  # single-head says why; the source pass is all there is
+        return f"{len(files)} revisions, no schema names (not run: the chain has no single head)"
+    probe = ctx.probe()
+    if probe.evidence:
+        raise CheckFailed(
+            "revisions changed the database outside the tenant's namespace; each run is scoped to one tenant", probe.evidence
+        )
+    stopped = f" (stopped after {probe.steps} steps: {probe.stopped})" if probe.stopped else ""
+    return f"{len(files)} revisions, no schema names; {probe.steps} steps up and down touched nothing outside the tenant{stopped}"
 
 
 def _shadow_tables(shadow: Backend, revision: str | None) -> Callable[[str], sa.Table]:
@@ -266,18 +283,13 @@ def check_downgrade_leaves_no_trace(ctx: Context, scratch: Settings) -> str:
 # --- fleet ---------------------------------------------------------------------------------
 
 
-def _outside_snapshot(settings: Settings) -> Snapshot | None:
-    with open_backend(settings) as backend:
-        return backend.outside_snapshot()
-
-
-def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
+def _fleet(ctx: Context, scratch: Settings) -> list[str]:
+    """Scratch tenants at base, head-2 and head-1 upgraded to head through the real loop."""
     order = ctx.chain.order
     starts: dict[str, str | None] = {"fleet-base": None}
     for back in (2, 1):
         if len(order) > back:
             starts[f"fleet-head-{back}"] = order[-1 - back]
-    public_before = _outside_snapshot(scratch)
     with open_backend(scratch) as backend:
         for tenant_id, revision in starts.items():
             migrate_tenant(backend, tenant_id, revision, create=True, chain=ctx.chain)
@@ -289,28 +301,37 @@ def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
         not_current = [f"{s.tenant_id}: {s.state}" for s in statuses(inv, list(starts)) if s.state != State.CURRENT]
     if not_current:
         raise CheckFailed("after the loop some tenants are not at head", not_current)
-    ctx._fleet = {"tenants": list(starts), "public_before": public_before}
-    return f"tenants at {', '.join(r or 'base' for r in starts.values())} all reached {ctx.chain.head}"
+    return list(starts)
+
+
+def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
+    tenants = _fleet(ctx, scratch)
+    return f"tenants {', '.join(tenants)} all reached {ctx.chain.head} through the loop"
 
 
 def check_isolation(ctx: Context, scratch: Settings) -> str:
-    if ctx._fleet is None:
-        check_mixed_fleet(ctx, scratch)
-    assert ctx._fleet is not None
-    tenants = ctx._fleet["tenants"]
+    """Nothing outside the tenant changes, step by step up and down (outside.py, rolled back);
+    then, in a clean scratch, a fleet upgraded through the loop leaves identical tenants and
+    the database outside them as it was before any check ran."""
+    probe = ctx.probe()
+    if probe.evidence:
+        raise CheckFailed(
+            "tenants are not isolated: revisions changed the database outside the tenant's namespace", probe.evidence
+        )
+    tenants = _fleet(ctx, scratch)
     with open_backend(scratch) as backend:
         snapshots = {t: namespace_snapshot(backend, t) for t in tenants}
     evidence = []
     first = tenants[0]
     for other in tenants[1:]:
         evidence += [f"{other} vs {first}: {line}" for line in differences(snapshots[first], snapshots[other])]
-    public_after = _outside_snapshot(scratch)
-    if public_after != ctx._fleet["public_before"]:
-        evidence += [f"public: {line}" for line in differences(ctx._fleet["public_before"] or {}, public_after or {})]
+    after = outside.objects_outside(scratch)
+    if ctx.baseline is not None and after is not None:
+        evidence += [f"outside the tenants: {line}" for line in outside.compare_objects(ctx.baseline, after)]
     if evidence:
-        raise CheckFailed("tenants are not isolated: something landed in public or tenants differ", evidence)
-    where = "public untouched, " if public_after is not None else ""
-    return f"{where}{len(tenants)} tenant schemas identical"
+        raise CheckFailed("tenants are not isolated: something landed outside the tenants or tenants differ", evidence)
+    where = "nothing outside the tenants changed, " if after is not None else "nothing written outside the tenant's file, "
+    return f"{where}{len(tenants)} tenant namespaces identical"
 
 
 def check_fleet_at_head(ctx: Context) -> str:
@@ -452,29 +473,52 @@ def run_checks(
     ctx = Context(settings, metadata if metadata is not None else docex_metadata)
     results: list[CheckResult] = []
     chain_ok = True
-    with scratch_settings(settings, committed=True) as scratch:
-        for check in selected:
-            result = CheckResult(check.name, check.statement, PASSED)
-            try:
-                if check.needs_chain and not chain_ok:
-                    raise CheckSkipped("needs a chain with one head (see single-head)")
-                result.message = check.run(ctx, scratch) if check.scratch else check.run(ctx)
-            except CheckFailed as failure:
-                result.status, result.message, result.evidence = FAILED, str(failure), failure.evidence
-            except CheckSkipped as skipped:
-                result.status, result.message = SKIPPED, str(skipped)
-            except UnsupportedStepError as exc:  # a revision asked for what a tenant's transaction cannot give
-                result.status, result.message = FAILED, "a migration failed"
-                result.evidence = [str(exc)]
-            except DocexMigrateError as exc:  # could not run (no database, no squawk, ...): exit 2
-                result.status, result.message = ERROR, str(exc)
-            except Exception as exc:  # a revision raised or the database refused its SQL
-                result.status, result.message = FAILED, "a migration failed"
-                result.evidence = [describe_error(exc)]
-            if check.name == "single-head" and result.status != PASSED:
-                chain_ok = False
-            results.append(result)
+    if any(c.scratch for c in selected):
+        ctx.baseline = _baseline(settings)
+    for check in selected:
+        result = CheckResult(check.name, check.statement, PASSED)
+        try:
+            if check.needs_chain and not chain_ok:
+                raise CheckSkipped("needs a chain with one head (see single-head)")
+            if check.scratch:
+                result.message = _on_clean_scratch(ctx, check)
+            else:
+                result.message = check.run(ctx)
+        except CheckFailed as failure:
+            result.status, result.message, result.evidence = FAILED, str(failure), failure.evidence
+        except CheckSkipped as skipped:
+            result.status, result.message = SKIPPED, str(skipped)
+        except UnsupportedStepError as exc:  # a revision asked for what a tenant's transaction cannot give
+            result.status, result.message = FAILED, "a migration failed"
+            result.evidence = [str(exc)]
+        except DocexMigrateError as exc:  # could not run (no database, no squawk, ...): exit 2
+            result.status, result.message = ERROR, str(exc)
+        except Exception as exc:  # a revision raised or the database refused its SQL
+            result.status, result.message = FAILED, "a migration failed"
+            result.evidence = [describe_error(exc)]
+        if check.name == "single-head" and result.status != PASSED:
+            chain_ok = False
+        results.append(result)
     return results
+
+
+def _baseline(settings: Settings) -> outside.Objects | None:
+    try:
+        return outside.objects_outside(settings)
+    except DocexMigrateError:  # no database: the checks that need one say so
+        return None
+
+
+def _on_clean_scratch(ctx: Context, check: Check) -> str:
+    """Run a database check on scratch namespaces of its own, removed afterwards. A chain that
+    changes the database outside the tenant is not run for real by any check (only the
+    rolled-back probe has seen it): what it wrote there would stay behind."""
+    if check.run is not check_isolation and ctx.probe().evidence:
+        raise CheckSkipped(
+            "not run: the chain changes the database outside the tenant's namespace (see isolation), which would stay behind"
+        )
+    with scratch_settings(ctx.settings, committed=True) as scratch:
+        return check.run(ctx, scratch)
 
 
 def update_manifest(settings: Settings) -> list[Path]:

@@ -245,6 +245,23 @@ def along_chain(
     return taken
 
 
+def walk_chain(
+    backend: Backend,
+    tenant_id: str,
+    chain: Chain,
+    steps: list[tuple[str | None, bool]],
+    take: Callable[[Connection, str | None, bool], None],
+    before: Callable[[Connection], None] = lambda connection: None,
+) -> None:
+    """Migrate a scratch namespace to each (target, downgrade) of ``steps`` in turn, calling
+    ``before`` once the transaction is open and ``take`` after each step; all of it rolled back."""
+    with _scratch_run(backend, tenant_id, backend.schema(tenant_id)) as (connection, config):
+        before(connection)
+        for target, downgrade in steps:
+            _drive(chain, config, target, downgrade=downgrade)
+            take(connection, target, downgrade)
+
+
 def record_chain(backend: Backend, tenant_id: str, chain: Chain, target: str) -> Recording:
     """Every statement the chain sends to an empty namespace on its way to ``target``, recorded
     on a scratch namespace and rolled back. alembic_version is left unqualified here (the
