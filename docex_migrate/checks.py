@@ -22,13 +22,14 @@ from alembic.migration import MigrationContext
 
 from . import drift, manifest, migration, outside, revision_snapshots
 from .adoption import statuses
-from .backends import Backend, open_backend
+from .backends import open_backend
 from .chain import Chain, load_chain, script_location, writable_location
 from .config import Settings
 from .errors import DocexMigrateError, ToolMissingError, UnsupportedStepError, UsageError
 from .invocation import invoked
 from .results import MAX_DIFF, OK, CheckResult, CheckStatus, describe_error
-from .runner import migrate_tenant, render_offline
+from .review import literal_statement
+from .runner import migrate_tenant, record_migration, render_offline
 from .schema import metadata as docex_metadata
 from .scratch import namespace_snapshot, scratch_settings
 from .selection import select
@@ -142,50 +143,44 @@ def check_no_schema_names(ctx: Context) -> str:
     return f"{len(files)} revisions, no schema names; {probe.steps} steps up and down touched nothing outside the tenant{stopped}"
 
 
-def _shadow_tables(shadow: Backend, revision: str | None) -> Callable[[str], sa.Table]:
-    """Table definitions at ``revision``, reflected from the shadow SQLite tenant.
-
-    The shadow is migrated before rendering starts: Alembic's ``op`` is process-global, so no
-    migration may run inside another's rendering. If the chain cannot reach ``revision`` on
-    SQLite, only a batch rebuild that asks for a table fails (with that reason)."""
-    try:
-        migrate_tenant(shadow, "shadow", revision, create=True)
-        problem = None
-    except Exception as exc:
-        problem = describe_error(exc)
-
-    def table(name: str) -> sa.Table:
-        if problem:
-            raise RuntimeError(f"cannot reflect {name}: the chain does not reach {revision} on SQLite ({problem})")
-        engine = shadow.reflection_engine("shadow")
-        try:
-            return sa.Table(name, sa.MetaData(), autoload_with=engine)
-        finally:
-            engine.dispose()
-
-    return table
+def _recorded_sqlite(chain: Chain) -> list[str]:
+    """What `upgrade --sql` does on SQLite (review.py): each step migrated for real on a scratch
+    file and its statements written out as a script, up and down. A batch rebuild then sees
+    each table as it is at that moment (a column added just before it, too)."""
+    failures = []
+    order = chain.order
+    with locked_directory("docex_migrate_offline_", sweep=True) as directory:
+        with open_backend(Settings().with_template(f"{directory}/{{tenant_id}}.db")) as shadow:
+            migrate_tenant(shadow, "shadow", None, create=True, chain=chain)
+            for i, revision in enumerate(order):
+                down = order[i - 1] if i else None
+                for target, downgrade in ((revision, False), (down, True), (revision, False)):
+                    try:
+                        for sql, parameters in record_migration(shadow, "shadow", chain, target, downgrade=downgrade):
+                            literal_statement(sql, parameters)
+                    except Exception as exc:
+                        way = "downgrade" if downgrade else "upgrade"
+                        failures.append(f"{revision} {way} on sqlite: {describe_error(exc)}")
+                        return failures  # the scratch file is no longer where the chain says
+    return failures
 
 
 def check_offline_sql(ctx: Context) -> str:
     """Every revision renders as SQL without a database (--sql), up and down, on both dialects.
 
-    SQLite's batch rebuilds need each table's definition; it is reflected from a scratch SQLite
-    database migrated to the revision's starting point."""
+    PostgreSQL: Alembic's offline mode, as `upgrade --sql` renders it. SQLite: as `upgrade
+    --sql` scripts it there, recorded from a scratch file migrated step by step."""
     failures = []
     order = ctx.chain.order
-    with locked_directory("docex_migrate_offline_", sweep=True) as directory:
-        with open_backend(Settings().with_template(f"{directory}/{{tenant_id}}.db")) as shadow:
-            for i, revision in enumerate(order):
-                down = order[i - 1] if i else None
-                for downgrade in (False, True):
-                    # Batch rebuilds (SQLite's) need the tables as they are where the step starts.
-                    tables = _shadow_tables(shadow, revision if downgrade else down)
-                    for dialect in ("postgresql", "sqlite"):
-                        try:
-                            render_offline(revision, down, dialect=dialect, downgrade=downgrade, offline_tables=tables)
-                        except Exception as exc:
-                            way = "downgrade" if downgrade else "upgrade"
-                            failures.append(f"{revision} {way} on {dialect}: {describe_error(exc)}")
+    for i, revision in enumerate(order):
+        down = order[i - 1] if i else None
+        for downgrade in (False, True):
+            try:
+                render_offline(revision, down, dialect="postgresql", downgrade=downgrade)
+            except Exception as exc:
+                way = "downgrade" if downgrade else "upgrade"
+                failures.append(f"{revision} {way} on postgresql: {describe_error(exc)}")
+    failures += _recorded_sqlite(ctx.chain)
     if failures:
         raise CheckFailed("some revisions cannot be rendered with --sql", failures)
     return f"{len(order)} revisions render up and down for PostgreSQL and SQLite"
@@ -217,6 +212,14 @@ def check_shipped_snapshots(ctx: Context) -> str:
             evidence[:50],
         )
     missing = [r for r in ctx.chain.order if r not in shipped]
+    released_files = {e.filename for e in manifest.read(ctx.folder / manifest.MANIFEST_NAME) or []}
+    unrecorded = [r for r in missing if Path(ctx.chain.script.get_revision(r).path).name in released_files]
+    if unrecorded:  # a released revision's snapshot is keyed on its checksum: it was edited
+        raise CheckFailed(
+            f"released revisions have no shipped {kind} snapshot for what they are now: edited after release "
+            "(see immutable-history), or their snapshots were never recorded (`docex-migrate check --update-manifest`)",
+            [f"{r}: no shipped snapshot for its chained checksum" for r in unrecorded],
+        )
     tail = f"; none yet for {', '.join(missing)} (recorded by --update-manifest)" if missing else ""
     return f"{len(shipped)} shipped {kind} snapshots equal the chain's{tail}"
 
@@ -382,13 +385,17 @@ def _squawk() -> str:
 
 
 def check_lint(ctx: Context) -> str:
-    """PostgreSQL lock and safety rules (squawk) on the SQL of revisions not yet released.
+    """PostgreSQL lock and safety rules (squawk) on the SQL of revisions not released as they
+    are now (new ones, and a released one edited since, with every one after it).
 
     A revision opts out of a rule with a module-level ``squawk_ignore = {"rule": "why"}``;
     an opt-out without a reason fails."""
     released = manifest.read(ctx.folder / manifest.MANIFEST_NAME) or []
     order = ctx.chain.order
-    new = order[len(released) :]
+    # Every revision the manifest does not hold as it is now: new ones, and from the first
+    # released revision edited since (a chained checksum changes every one after it) on.
+    current = manifest.chained(ctx.revision_files())
+    new = [r for i, r in enumerate(order) if i >= len(released) or current[i] != released[i]]
     if not new:
         return "no revisions since the last release"
     squawk = _squawk()
@@ -411,7 +418,7 @@ def check_lint(ctx: Context) -> str:
             evidence += [line for line in done.stdout.splitlines() if line.strip()] or [done.stderr.strip()]
     if evidence:
         raise CheckFailed("squawk found unsafe SQL in revisions since the last release", evidence)
-    return f"{len(new)} new revision(s) pass squawk"
+    return f"{len(new)} new or edited revision(s) pass squawk"
 
 
 @dataclass(frozen=True)

@@ -311,7 +311,9 @@ def author_revision(backend: Backend | None, tenant_id: str, message: str, head:
 _READS = ("select", "pragma", "begin")  # reads, and the transaction the script opens itself
 
 
-def record_migration(backend: Backend, tenant_id: str, chain: Chain, target: str | None) -> list[Recorded]:
+def record_migration(
+    backend: Backend, tenant_id: str, chain: Chain, target: str | None, *, downgrade: bool = False, create: bool = False
+) -> list[Recorded]:
     """The statements that change the tenant, as migrate_tenant sends them to ``backend``'s
     tenant (a copy made for review: it is really migrated)."""
     recorded: list[Recorded] = []
@@ -322,7 +324,7 @@ def record_migration(backend: Backend, tenant_id: str, chain: Chain, target: str
 
     event.listen(sa.engine.Engine, "before_cursor_execute", capture)  # the engine is made inside
     try:
-        migrate_tenant(backend, tenant_id, target, chain=chain)
+        migrate_tenant(backend, tenant_id, target, chain=chain, downgrade=downgrade, create=create)
     finally:
         event.remove(sa.engine.Engine, "before_cursor_execute", capture)
     return recorded

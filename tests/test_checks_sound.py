@@ -51,7 +51,9 @@ def test_a_write_into_public_fails_isolation_in_a_full_check_and_stays_nowhere(e
     assert code == 1
     isolation = report["isolation"]
     assert isolation["status"] == "failed", isolation
-    wanted = "upgrade to b1: created table public.leak" if env.kind == "postgres" else "upgrade to b1: created temp table temp.leak"
+    wanted = (
+        "upgrade to b1: created table public.leak" if env.kind == "postgres" else "upgrade to b1: created temp table temp.leak"
+    )
     assert wanted in isolation["evidence"], isolation["evidence"]
     if env.kind == "postgres":
         assert "upgrade to b1: wrote rows into table public.leak (1 inserted)" in isolation["evidence"]
@@ -103,3 +105,26 @@ def test_a_revision_that_ends_the_transaction_fails_a_full_check(env, chain_copy
             assert report[name]["status"] == "failed", (defect, name, report[name])
             assert any("ending the tenant's transaction is not supported" in line for line in report[name]["evidence"])
         assert not [c for c in report.values() if c["status"] == "error"]
+
+
+def test_an_edited_released_revision_fails_shipped_snapshots_and_is_linted(env, chain_copy):
+    """Issue 23, 5: shipped-snapshots took the edited revision's (and later ones') missing
+    snapshots for "none yet", and lint looked only past the manifest's length."""
+    s6 = chain_copy / "versions" / "s6_docex_2_8_8.py"
+    s6.write_text(s6.read_text() + '\n\ndef _unused() -> None:\n    op.execute("CREATE INDEX edited_ix ON docbasket (name)")\n')
+    code, report = check_json("shipped-snapshots", "lint")
+    assert code == 1
+    shipped = report["shipped-snapshots"]
+    assert shipped["status"] == "failed", shipped
+    assert "s6_docex_2_8_8: no shipped snapshot for its chained checksum" in shipped["evidence"]
+    lint = report["lint"]  # the edited revision and the one after it (its chained checksum changed too)
+    assert lint["message"] == "2 new or edited revision(s) pass squawk" or any("s6" in line for line in lint["evidence"]), lint
+
+
+def test_adding_a_column_then_batch_altering_it_renders_offline(env, chain_copy):
+    """Issue 23, 5: offline-sql on SQLite failed a legitimate revision with KeyError: the batch
+    rebuild was given the table as it was before the revision's own add_column."""
+    add(chain_copy, "add_then_batch_alter")
+    code, report = check_json("offline-sql")
+    assert report["offline-sql"]["status"] == "passed", report["offline-sql"]
+    assert code == 0
