@@ -128,3 +128,18 @@ def test_adding_a_column_then_batch_altering_it_renders_offline(env, chain_copy)
     code, report = check_json("offline-sql")
     assert report["offline-sql"]["status"] == "passed", report["offline-sql"]
     assert code == 0
+
+
+def test_a_downgrade_that_leaves_a_check_a_view_and_a_trigger_fails(env, chain_copy):
+    """Issue 23, 4: CHECK constraints, views (and triggers, functions) were not in the snapshot,
+    so a downgrade that left them passed whenever the upgrade was written idempotently."""
+    add(chain_copy, "downgrade_leaves_objects")
+    code, report = check_json()
+    assert code == 1
+    result = report["downgrade-leaves-no-trace"]
+    assert result["status"] == "failed" and "the downgrade of b2 leaves a trace" in result["message"], result
+    evidence = "\n".join(result["evidence"])
+    for trace in ("extra tables.labels.checks", "extra views: {'basket_names'", "extra triggers: {'labels_touch'"):
+        assert trace in evidence, evidence
+    if env.kind == "postgres":
+        assert "extra functions: {'labels_touch()'" in evidence, evidence
