@@ -434,14 +434,20 @@ CHECKS = (
     Check("single-head", "the chain has one head and a linear history", check_single_head, needs_chain=False),
     Check(
         "no-schema-names",
-        "no revision passes schema= or writes a schema-qualified name into SQL",
+        "no revision touches anything outside the tenant's namespace (its source, then what it did, step by step)",
         check_no_schema_names,
         needs_chain=False,
     ),
-    Check("offline-sql", "every revision renders with --sql for PostgreSQL and SQLite, up and down", check_offline_sql),
+    Check(
+        "offline-sql",
+        "every revision's script is produced as upgrade --sql produces it, for PostgreSQL and SQLite, up and down",
+        check_offline_sql,
+    ),
     Check("immutable-history", "released revisions match the manifest of chained checksums", check_immutable_history),
     Check(
-        "shipped-snapshots", "the revision snapshots shipped for read-only recognition equal the chain's", check_shipped_snapshots
+        "shipped-snapshots",
+        "the revision snapshots shipped for read-only recognition equal the chain's, one for every released revision",
+        check_shipped_snapshots,
     ),
     Check("upgrade-from-empty", "an empty namespace upgrades to head", check_upgrade_from_empty, scratch=True),
     Check("stepwise", "every revision applies on its own, one at a time", check_stepwise, scratch=True),
@@ -461,11 +467,14 @@ CHECKS = (
         "mixed-fleet", "tenants at base, head-2 and head-1 all reach head through the real loop", check_mixed_fleet, scratch=True
     ),
     Check(
-        "isolation", "after the fleet upgrade nothing is in public and all tenants are identical", check_isolation, scratch=True
+        "isolation",
+        "nothing outside the tenant changes, and after the fleet upgrade all tenants are identical",
+        check_isolation,
+        scratch=True,
     ),
     Check("fleet-at-head", "every tenant of the configured database is at head (the deploy gate)", check_fleet_at_head),
     Check("fleet-drift", "every versioned tenant of the configured database is exactly its revision", check_fleet_drift),
-    Check("lint", "SQL of revisions since the last release passes squawk (PostgreSQL)", check_lint),
+    Check("lint", "SQL of revisions not released as they are now passes squawk (PostgreSQL)", check_lint),
 )
 NAMES = tuple(c.name for c in CHECKS)
 
