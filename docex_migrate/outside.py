@@ -16,9 +16,13 @@ each step the database is asked what this transaction did outside the tenant:
   the connection) or an attached file, and every ATTACH.
 
 Limits: PostgreSQL objects changed inside a savepoint of the revision carry the savepoint's
-transaction id and are not seen as changed (a drop or a created object still is, by name);
-cluster-wide objects (roles, databases) and nextval on a sequence outside are not seen. The
-other scratch sets of concurrent checks (``dxcheck_*``) are left out.
+transaction id and are not seen as changed (a drop or a created object still is, by name); a
+drop inside a real tenant's schema is not seen (those schemas are left out of the listing by
+name, which would read every tenant's catalog at every step; what a revision creates or changes
+there is seen); cluster-wide objects (roles, databases) and nextval on a sequence outside are
+not seen; a revision that commits through the driver itself ends the walk's transaction, and
+what it did until then is committed. The other scratch sets of concurrent checks
+(``dxcheck_*``) are left out.
 """
 
 from __future__ import annotations
@@ -39,51 +43,79 @@ from .config import Settings
 from .results import describe_error
 from .runner import walk_chain
 from .scratch import scratch_settings
+from .selection import select
 
 PROBE_TENANT = "outside"
 
-# Every object outside the tenant's schema (and the system's), as (kind, qualified name, ours):
-# ours when this transaction created or last changed its catalog row. Concurrent checks'
-# scratch sets (dxcheck_*) are not ours to watch.
-_PG_OUTSIDE = sa.text(r"""
+# Which schemas are "outside": all but the tenant's, the system's, other sessions' temp schemas
+# and the concurrent checks' scratch sets (dxcheck_*); :skip leaves out the real tenants too
+# (for the name listing only: reading every tenant's catalog at every step would not scale).
+_PG_NS = r"""
 WITH ns AS (
     SELECT n.oid, n.nspname, n.xmin FROM pg_catalog.pg_namespace n
     WHERE n.nspname <> :schema AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'dxcheck%'
       AND (n.nspname NOT LIKE 'pg\_temp\_%' OR n.oid = pg_catalog.pg_my_temp_schema())
+      AND NOT n.nspname = ANY(:skip)
 ), rel AS (
-    SELECT c.oid, c.relkind, ns.nspname || '.' || c.relname AS name, c.xmin FROM pg_catalog.pg_class c JOIN ns ON ns.oid = c.relnamespace
+    SELECT c.oid, c.relkind, ns.nspname || '.' || c.relname AS name, c.xmin
+    FROM pg_catalog.pg_class c JOIN ns ON ns.oid = c.relnamespace
 ), me AS (SELECT pg_catalog.pg_current_xact_id()::text::xid AS xid)
+"""
+_RELKIND = """CASE r.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
+    WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' WHEN 'I' THEN 'index'
+    WHEN 'c' THEN 'type' WHEN 'f' THEN 'foreign table' ELSE 'relation' END"""
+# Schemas, relations, functions, types and extensions outside, by name: (kind, name, ours), ours
+# when this transaction created or last changed its catalog row.
+_PG_NAMED = f"""
 SELECT 'schema', ns.nspname, ns.xmin = me.xid FROM ns, me
 UNION ALL
-SELECT CASE r.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
-                      WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' WHEN 'I' THEN 'index' WHEN 'c' THEN 'type'
-                      WHEN 'f' THEN 'foreign table' ELSE 'relation' END, r.name, r.xmin = me.xid
-FROM rel r, me WHERE r.relkind <> 't'
+SELECT {_RELKIND}, r.name, r.xmin = me.xid FROM rel r, me WHERE r.relkind <> 't'
 UNION ALL
-SELECT 'column', r.name || '.' || a.attname, a.xmin = me.xid
-FROM rel r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped, me
-WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f')
-UNION ALL
-SELECT 'function', ns.nspname || '.' || p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')', p.xmin = me.xid
+SELECT 'function', ns.nspname || '.' || p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')',
+       p.xmin = me.xid
 FROM pg_catalog.pg_proc p JOIN ns ON ns.oid = p.pronamespace, me
 UNION ALL
 SELECT 'type', ns.nspname || '.' || t.typname, t.xmin = me.xid
-FROM pg_catalog.pg_type t JOIN ns ON ns.oid = t.typnamespace, me
-WHERE t.typrelid = 0 AND t.typelem = 0
+FROM pg_catalog.pg_type t JOIN ns ON ns.oid = t.typnamespace, me WHERE t.typrelid = 0 AND t.typelem = 0
+UNION ALL
+SELECT 'extension', e.extname, e.xmin = me.xid FROM pg_catalog.pg_extension e, me
+"""
+_PG_NAMES = sa.text(_PG_NS + _PG_NAMED)
+# Every catalog row this transaction wrote outside the tenant (the real tenants' schemas
+# included): the objects above, and the parts of a table (columns, constraints, triggers, comments).
+_PG_OURS = sa.text(
+    _PG_NS
+    + "SELECT * FROM ("
+    + _PG_NAMED
+    + """
+UNION ALL
+SELECT 'column', r.name || '.' || a.attname, a.xmin = me.xid
+FROM rel r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0, me
 UNION ALL
 SELECT 'constraint', coalesce(r.name, ns.nspname) || '.' || k.conname, k.xmin = me.xid
 FROM pg_catalog.pg_constraint k JOIN ns ON ns.oid = k.connamespace LEFT JOIN rel r ON r.oid = k.conrelid, me
 UNION ALL
-SELECT 'trigger', r.name || '.' || g.tgname, g.xmin = me.xid
-FROM pg_catalog.pg_trigger g JOIN rel r ON r.oid = g.tgrelid, me
+SELECT 'trigger', r.name || '.' || g.tgname, g.xmin = me.xid FROM pg_catalog.pg_trigger g JOIN rel r ON r.oid = g.tgrelid, me
 UNION ALL
 SELECT 'comment', r.name || coalesce('.' || a.attname, ''), d.xmin = me.xid
 FROM pg_catalog.pg_description d JOIN rel r ON d.classoid = 'pg_catalog.pg_class'::regclass AND d.objoid = r.oid
 LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = d.objsubid AND d.objsubid > 0, me
-UNION ALL
-SELECT 'extension', e.extname, e.xmin = me.xid FROM pg_catalog.pg_extension e, me
-""")
+) found(kind, name, ours) WHERE ours"""
+)
+_NAMED_KINDS = {
+    "schema",
+    "table",
+    "view",
+    "materialized view",
+    "sequence",
+    "index",
+    "type",
+    "foreign table",
+    "relation",
+    "function",
+    "extension",
+}
 
 # Rows this transaction wrote into tables outside the tenant's schema, so far.
 _PG_ROWS = sa.text(r"""
@@ -136,7 +168,15 @@ def objects_outside(settings: Settings) -> Objects | None:
         if not isinstance(backend, PostgresConnections):
             return None
         with backend.connect() as connection:
-            return {(kind, name) for kind, name, _ in connection.execute(_PG_OUTSIDE, {"schema": ""})}
+            parameters = {"schema": "", "skip": list(_tenant_schemas(settings))}
+            return {(kind, name) for kind, name, _ in connection.execute(_PG_NAMES, parameters)}
+
+
+def _tenant_schemas(settings: Settings) -> list[str]:
+    """The real tenants' schemas: left out of the listings by name (they are many, and what a
+    revision creates or changes in one is still seen through the catalog rows it wrote)."""
+    with open_backend(settings) as backend:
+        return sorted(select(backend, None).values())
 
 
 def compare_objects(before: Objects, after: Objects) -> list[str]:
@@ -145,41 +185,46 @@ def compare_objects(before: Objects, after: Objects) -> list[str]:
     ]
 
 
-def _pg_watch(schema: str | None, probe: Probe) -> tuple[Callable[[Connection], None], Callable[[Connection, str], None]]:
-    seen: dict[tuple[str, str], bool] = {}
+def _pg_watch(
+    schema: str | None, skip: list[str], probe: Probe
+) -> tuple[Callable[[Connection], None], Callable[[Connection, str], None]]:
+    named: set[tuple[str, str]] = set()  # outside the real tenants, by name
+    ours: set[tuple[str, str]] = set()  # every catalog row this transaction wrote outside
     rows: dict[str, tuple[int, int, int]] = {}
+    parameters = {"schema": schema, "skip": skip}
 
-    def read(connection: Connection) -> tuple[dict[tuple[str, str], bool], dict[str, tuple[int, int, int]]]:
-        objects = {(kind, name): bool(ours) for kind, name, ours in connection.execute(_PG_OUTSIDE, {"schema": schema})}
-        written = {name: (ins, upd, dele) for name, ins, upd, dele in connection.execute(_PG_ROWS, {"schema": schema})}
-        return objects, written
+    def read(connection: Connection) -> tuple[set[tuple[str, str]], set[tuple[str, str]], dict[str, tuple[int, int, int]]]:
+        names = {(kind, name) for kind, name, _ in connection.execute(_PG_NAMES, parameters)}
+        written = {(kind, name) for kind, name, _ in connection.execute(_PG_OURS, {"schema": schema, "skip": []})}
+        counts = {name: (i, u, d) for name, i, u, d in connection.execute(_PG_ROWS, {"schema": schema})}
+        return names, written, counts
 
     def start(connection: Connection) -> None:
-        objects, written = read(connection)
-        seen.update(objects)
-        rows.update(written)
+        names, written, counts = read(connection)
+        named.update(names)
+        ours.update(written)
+        rows.update(counts)
 
     def after(connection: Connection, step: str) -> None:
-        objects, written = read(connection)
-        for (kind, name), ours in sorted(objects.items()):
-            if (kind, name) not in seen and ours:
+        names, written, counts = read(connection)
+        for kind, name in sorted(written - ours):
+            if kind in _NAMED_KINDS and (kind, name) not in named:
                 probe.evidence.append(f"{step}: created {kind} {name}")
-            elif ours and not seen.get((kind, name), False):
-                probe.evidence.append(f"{step}: changed {kind} {name}")
-        for kind, name in sorted(set(seen) - set(objects)):
-            probe.evidence.append(f"{step}: dropped {kind} {name}")
-        for name, counts in sorted(written.items()):
-            if counts != rows.get(name):
+            else:
+                probe.evidence.append(f"{step}: {'changed' if kind in _NAMED_KINDS else 'created or changed'} {kind} {name}")
+        probe.evidence += [f"{step}: dropped {kind} {name}" for kind, name in sorted(named - names)]
+        for name, now in sorted(counts.items()):
+            if now != rows.get(name):
+                was = rows.get(name, (0, 0, 0))
                 done = [
-                    f"{n - o} {what}"
-                    for n, o, what in zip(counts, rows.get(name, (0, 0, 0)), ("inserted", "updated", "deleted"), strict=True)
-                    if n != o
+                    f"{n - o} {what}" for n, o, what in zip(now, was, ("inserted", "updated", "deleted"), strict=True) if n != o
                 ]
                 probe.evidence.append(f"{step}: wrote rows into table {name} ({', '.join(done)})")
-        seen.clear()
-        seen.update(objects)
+        named.clear()
+        named.update(names)
+        ours.update(written)
         rows.clear()
-        rows.update(written)
+        rows.update(counts)
 
     return start, after
 
@@ -207,7 +252,7 @@ def probe_chain(settings: Settings, chain: Chain) -> Probe:
     with scratch_settings(settings) as scratch, open_backend(scratch) as backend:
         walk = iter(names)
         if backend.kind == "postgresql":
-            start, after = _pg_watch(backend.schema(PROBE_TENANT), probe)
+            start, after = _pg_watch(backend.schema(PROBE_TENANT), list(_tenant_schemas(settings)), probe)
             _walk(backend, chain, steps, probe, start, lambda connection: after(connection, next(walk)))
         else:
             found: list[str] = []
