@@ -23,6 +23,7 @@ from alembic.migration import MigrationContext
 from . import drift, manifest, migration, outside, revision_snapshots
 from .adoption import statuses
 from .backends import open_backend
+from .backends.sqlite.transactions import OBSERVER
 from .chain import Chain, load_chain, script_location, writable_location
 from .config import Settings
 from .errors import DocexMigrateError, ToolMissingError, UnsupportedStepError, UsageError
@@ -147,8 +148,18 @@ def _recorded_sqlite(chain: Chain) -> list[str]:
     """What `upgrade --sql` does on SQLite (review.py): each step migrated for real on a scratch
     file and its statements written out as a script, up and down. A batch rebuild then sees
     each table as it is at that moment (a column added just before it, too)."""
-    failures = []
+    failures: list[str] = []
+    refused: list[str] = []
     order = chain.order
+    token = OBSERVER.set(outside.refusing_attach(refused))  # its writes are committed: nothing outside the file
+    try:
+        _record_steps(chain, order, failures)
+    finally:
+        OBSERVER.reset(token)
+    return [f"{line}; {refused[0]}" if refused else line for line in failures]
+
+
+def _record_steps(chain: Chain, order: list[str], failures: list[str]) -> None:
     with locked_directory("docex_migrate_offline_", sweep=True) as directory:
         with open_backend(Settings().with_template(f"{directory}/{{tenant_id}}.db")) as shadow:
             migrate_tenant(shadow, "up", None, create=True, chain=chain)
@@ -166,8 +177,7 @@ def _recorded_sqlite(chain: Chain) -> list[str]:
                         way = "downgrade" if downgrade else "upgrade"
                         failures.append(f"{revision} {way} on sqlite: {describe_error(exc)}")
                         if not downgrade:
-                            return failures  # the chain stops here on SQLite
-    return failures
+                            return  # the chain stops here on SQLite
 
 
 def check_offline_sql(ctx: Context) -> str:

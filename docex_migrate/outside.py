@@ -229,6 +229,19 @@ def _pg_watch(
     return start, after
 
 
+def refusing_attach(refused: list[str]) -> Callable[..., bool | None]:
+    """A SQLite observer (transactions.OBSERVER) refusing every ATTACH, for the checks that
+    commit on scratch files: what a revision would write into another file would stay there."""
+
+    def observe(action: int, first: str | None, *_: Any) -> bool:
+        if action == sqlite3.SQLITE_ATTACH:
+            refused.append(f"attaches database file {first!r}: refused, nothing outside the tenant's file is written")
+            return True
+        return False
+
+    return observe
+
+
 def _sqlite_observer(found: list[str]) -> Callable[..., None]:
     def observe(action: int, first: str | None, second: str | None, database: str | None, trigger: str | None) -> None:
         if action == sqlite3.SQLITE_ATTACH:

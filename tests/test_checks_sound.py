@@ -89,6 +89,8 @@ def test_writes_into_a_schema_of_another_name_fail_no_schema_names(env, chain_co
         } <= set(found["evidence"]), found["evidence"]
     # the checks that commit do not run such a chain: what it wrote outside would stay behind
     assert report["stepwise"]["status"] == "skipped" and "outside the tenant" in report["stepwise"]["message"]
+    # offline-sql commits SQLite scripts on a scratch file: its ATTACH is refused there
+    assert any("attaches database file ':memory:': refused" in line for line in report["offline-sql"]["evidence"])
 
 
 def test_a_revision_that_ends_the_transaction_fails_a_full_check(env, chain_copy):

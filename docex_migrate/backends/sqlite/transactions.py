@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 # Told of every statement part SQLite authorizes in a tenant's transaction (action, two
 # details, database name, trigger): how the checks see what a revision does outside "main".
-OBSERVER: ContextVar[Callable[..., None] | None] = ContextVar("docex_migrate_sqlite_observer", default=None)
+# An observer that returns True refuses that part (SQLite's "not authorized").
+OBSERVER: ContextVar[Callable[..., bool | None] | None] = ContextVar("docex_migrate_sqlite_observer", default=None)
 
 
 def ms(seconds: float) -> int:
@@ -104,8 +105,8 @@ def kept_open(connection: Connection) -> Iterator[None]:
 
     def authorize(action: int, detail: str | None, *rest: Any) -> int:
         observer = OBSERVER.get()
-        if observer is not None:
-            observer(action, detail, *rest)
+        if observer is not None and observer(action, detail, *rest):
+            return sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_TRANSACTION:
             refused.append(detail or "")
             return sqlite3.SQLITE_DENY
