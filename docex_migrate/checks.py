@@ -22,19 +22,21 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from . import drift, manifest, migration, revision_snapshots, squawk_rules
+from . import drift, manifest, migration, outside, revision_snapshots, squawk_rules
 from .adoption import statuses
-from .backends import Backend, open_backend
+from .backends import open_backend
+from .backends.sqlite.transactions import OBSERVER
 from .chain import Chain, load_chain, script_location, writable_location
 from .config import Settings
 from .errors import DocexMigrateError, ToolMissingError, UnsupportedStepError, UsageError
 from .invocation import invoked
 from .results import MAX_DIFF, OK, CheckResult, CheckStatus, describe_error
-from .runner import migrate_tenant, render_offline
+from .review import literal_statement
+from .runner import migrate_tenant, record_migration, render_offline
 from .schema import metadata as docex_metadata
 from .scratch import namespace_snapshot, scratch_settings
 from .selection import select
-from .snapshot import Snapshot, differences
+from .snapshot import differences
 from .states import State
 from .tempdirs import locked_directory
 
@@ -58,7 +60,14 @@ class Context:
     settings: Settings
     metadata: sa.MetaData
     _chain: Chain | None = None
-    _fleet: dict[str, Any] | None = None
+    _probe: outside.Probe | None = None
+    baseline: outside.Objects | None = None  # what lay outside every tenant before any check ran
+
+    def probe(self) -> outside.Probe:
+        """What the chain does outside the tenant's namespace (outside.py), found once."""
+        if self._probe is None:
+            self._probe = outside.probe_chain(self.settings, self.chain)
+        return self._probe
 
     @property
     def chain(self) -> Chain:
@@ -104,7 +113,10 @@ _SQL_CALLS = {"execute", "text", "exec_driver_sql"}
 
 
 def check_no_schema_names(ctx: Context) -> str:
-    """No revision names a schema: the search_path decides which tenant a statement touches."""
+    """No revision names a schema: the search_path decides which tenant a statement touches.
+
+    A fast first pass reads the revisions' source; then what each revision actually does
+    outside the tenant's namespace is asked of the database (outside.py), on a linear chain."""
     evidence = []
     files = ctx.all_revision_files()
     for path in files:
@@ -123,53 +135,69 @@ def check_no_schema_names(ctx: Context) -> str:
                             evidence.append(f"{path.name}:{const.lineno}: schema-qualified SQL {const.value[:80]!r}")
     if evidence:
         raise CheckFailed("revisions must not name a schema; each run is scoped to one tenant", evidence)
-    return f"{len(files)} revisions, no schema names"
+    if len(ctx.chain.script.get_heads()) != 1:  # single-head says why; the source pass is all there is
+        return f"{len(files)} revisions, no schema names (not run: the chain has no single head)"
+    probe = ctx.probe()
+    if probe.evidence:
+        raise CheckFailed(
+            "revisions changed the database outside the tenant's namespace; each run is scoped to one tenant", probe.evidence
+        )
+    stopped = f" (stopped after {probe.steps} steps: {probe.stopped})" if probe.stopped else ""
+    return f"{len(files)} revisions, no schema names; {probe.steps} steps up and down touched nothing outside the tenant{stopped}"
 
 
-def _shadow_tables(shadow: Backend, revision: str | None) -> Callable[[str], sa.Table]:
-    """Table definitions at ``revision``, reflected from the shadow SQLite tenant.
-
-    The shadow is migrated before rendering starts: Alembic's ``op`` is process-global, so no
-    migration may run inside another's rendering. If the chain cannot reach ``revision`` on
-    SQLite, only a batch rebuild that asks for a table fails (with that reason)."""
+def _recorded_sqlite(chain: Chain) -> list[str]:
+    """What `upgrade --sql` does on SQLite (review.py): each step migrated for real on a scratch
+    file and its statements written out as a script, up and down. A batch rebuild then sees
+    each table as it is at that moment (a column added just before it, too)."""
+    failures: list[str] = []
+    refused: list[str] = []
+    order = chain.order
+    token = OBSERVER.set(outside.refusing_attach(refused))  # its writes are committed: nothing outside the file
     try:
-        migrate_tenant(shadow, "shadow", revision, create=True)
-        problem = None
-    except Exception as exc:
-        problem = describe_error(exc)
+        _record_steps(chain, order, failures)
+    finally:
+        OBSERVER.reset(token)
+    return [f"{line}; {refused[0]}" if refused else line for line in failures]
 
-    def table(name: str) -> sa.Table:
-        if problem:
-            raise RuntimeError(f"cannot reflect {name}: the chain does not reach {revision} on SQLite ({problem})")
-        engine = shadow.reflection_engine("shadow")
-        try:
-            return sa.Table(name, sa.MetaData(), autoload_with=engine)
-        finally:
-            engine.dispose()
 
-    return table
+def _record_steps(chain: Chain, order: list[str], failures: list[str]) -> None:
+    with locked_directory("docex_migrate_offline_", sweep=True) as directory:
+        with open_backend(Settings().with_template(f"{directory}/{{tenant_id}}.db")) as shadow:
+            migrate_tenant(shadow, "up", None, create=True, chain=chain)
+            for i, revision in enumerate(order):
+                down = order[i - 1] if i else None
+                # "up" climbs the chain; each downgrade is recorded on a copy of it ("down"), so
+                # a downgrade that leaves a trace (another check's business) is not climbed over.
+                for tenant_id, target, downgrade in (("up", revision, False), ("down", down, True)):
+                    try:
+                        if downgrade:
+                            shutil.copyfile(shadow.namespace("up"), shadow.namespace("down"))
+                        for sql, parameters in record_migration(shadow, tenant_id, chain, target, downgrade=downgrade):
+                            literal_statement(sql, parameters)
+                    except Exception as exc:
+                        way = "downgrade" if downgrade else "upgrade"
+                        failures.append(f"{revision} {way} on sqlite: {describe_error(exc)}")
+                        if not downgrade:
+                            return  # the chain stops here on SQLite
 
 
 def check_offline_sql(ctx: Context) -> str:
     """Every revision renders as SQL without a database (--sql), up and down, on both dialects.
 
-    SQLite's batch rebuilds need each table's definition; it is reflected from a scratch SQLite
-    database migrated to the revision's starting point."""
+    PostgreSQL: Alembic's offline mode, as `upgrade --sql` renders it. SQLite: as `upgrade
+    --sql` scripts it there, recorded from a scratch file migrated step by step."""
     failures = []
     order = ctx.chain.order
-    with locked_directory("docex_migrate_offline_", sweep=True) as directory:
-        with open_backend(Settings().with_template(f"{directory}/{{tenant_id}}.db")) as shadow:
-            for i, revision in enumerate(order):
-                down = order[i - 1] if i else None
-                for downgrade in (False, True):
-                    # Batch rebuilds (SQLite's) need the tables as they are where the step starts.
-                    tables = _shadow_tables(shadow, revision if downgrade else down)
-                    for dialect in ("postgresql", "sqlite"):
-                        try:
-                            render_offline(revision, down, dialect=dialect, downgrade=downgrade, offline_tables=tables)
-                        except Exception as exc:
-                            way = "downgrade" if downgrade else "upgrade"
-                            failures.append(f"{revision} {way} on {dialect}: {describe_error(exc)}")
+    for i, revision in enumerate(order):
+        down = order[i - 1] if i else None
+        for downgrade in (False, True):
+            try:
+                render_offline(revision, down, dialect="postgresql", downgrade=downgrade)
+            except Exception as exc:
+                way = "downgrade" if downgrade else "upgrade"
+                failures.append(f"{revision} {way} on postgresql: {describe_error(exc)}")
+    failures += _recorded_sqlite(ctx.chain)
     if failures:
         raise CheckFailed("some revisions cannot be rendered with --sql", failures)
     return f"{len(order)} revisions render up and down for PostgreSQL and SQLite"
@@ -201,6 +229,14 @@ def check_shipped_snapshots(ctx: Context) -> str:
             evidence[:50],
         )
     missing = [r for r in ctx.chain.order if r not in shipped]
+    released_files = {e.filename for e in manifest.read(ctx.folder / manifest.MANIFEST_NAME) or []}
+    unrecorded = [r for r in missing if Path(ctx.chain.script.get_revision(r).path).name in released_files]
+    if unrecorded:  # a released revision's snapshot is keyed on its checksum: it was edited
+        raise CheckFailed(
+            f"released revisions have no shipped {kind} snapshot for what they are now: edited after release "
+            "(see immutable-history), or their snapshots were never recorded (`docex-migrate check --update-manifest`)",
+            [f"{r}: no shipped snapshot for its chained checksum" for r in unrecorded],
+        )
     tail = f"; none yet for {', '.join(missing)} (recorded by --update-manifest)" if missing else ""
     return f"{len(shipped)} shipped {kind} snapshots equal the chain's{tail}"
 
@@ -267,18 +303,13 @@ def check_downgrade_leaves_no_trace(ctx: Context, scratch: Settings) -> str:
 # --- fleet ---------------------------------------------------------------------------------
 
 
-def _outside_snapshot(settings: Settings) -> Snapshot | None:
-    with open_backend(settings) as backend:
-        return backend.outside_snapshot()
-
-
-def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
+def _fleet(ctx: Context, scratch: Settings) -> list[str]:
+    """Scratch tenants at base, head-2 and head-1 upgraded to head through the real loop."""
     order = ctx.chain.order
     starts: dict[str, str | None] = {"fleet-base": None}
     for back in (2, 1):
         if len(order) > back:
             starts[f"fleet-head-{back}"] = order[-1 - back]
-    public_before = _outside_snapshot(scratch)
     with open_backend(scratch) as backend:
         for tenant_id, revision in starts.items():
             migrate_tenant(backend, tenant_id, revision, create=True, chain=ctx.chain)
@@ -290,28 +321,37 @@ def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
         not_current = [f"{s.tenant_id}: {s.state}" for s in statuses(inv, list(starts)) if s.state != State.CURRENT]
     if not_current:
         raise CheckFailed("after the loop some tenants are not at head", not_current)
-    ctx._fleet = {"tenants": list(starts), "public_before": public_before}
-    return f"tenants at {', '.join(r or 'base' for r in starts.values())} all reached {ctx.chain.head}"
+    return list(starts)
+
+
+def check_mixed_fleet(ctx: Context, scratch: Settings) -> str:
+    tenants = _fleet(ctx, scratch)
+    return f"tenants {', '.join(tenants)} all reached {ctx.chain.head} through the loop"
 
 
 def check_isolation(ctx: Context, scratch: Settings) -> str:
-    if ctx._fleet is None:
-        check_mixed_fleet(ctx, scratch)
-    assert ctx._fleet is not None
-    tenants = ctx._fleet["tenants"]
+    """Nothing outside the tenant changes, step by step up and down (outside.py, rolled back);
+    then, in a clean scratch, a fleet upgraded through the loop leaves identical tenants and
+    the database outside them as it was before any check ran."""
+    probe = ctx.probe()
+    if probe.evidence:
+        raise CheckFailed(
+            "tenants are not isolated: revisions changed the database outside the tenant's namespace", probe.evidence
+        )
+    tenants = _fleet(ctx, scratch)
     with open_backend(scratch) as backend:
         snapshots = {t: namespace_snapshot(backend, t) for t in tenants}
     evidence = []
     first = tenants[0]
     for other in tenants[1:]:
         evidence += [f"{other} vs {first}: {line}" for line in differences(snapshots[first], snapshots[other])]
-    public_after = _outside_snapshot(scratch)
-    if public_after != ctx._fleet["public_before"]:
-        evidence += [f"public: {line}" for line in differences(ctx._fleet["public_before"] or {}, public_after or {})]
+    after = outside.objects_outside(scratch)
+    if ctx.baseline is not None and after is not None:
+        evidence += [f"outside the tenants: {line}" for line in outside.compare_objects(ctx.baseline, after)]
     if evidence:
-        raise CheckFailed("tenants are not isolated: something landed in public or tenants differ", evidence)
-    where = "public untouched, " if public_after is not None else ""
-    return f"{where}{len(tenants)} tenant schemas identical"
+        raise CheckFailed("tenants are not isolated: something landed outside the tenants or tenants differ", evidence)
+    where = "nothing outside the tenants changed, " if after is not None else "nothing written outside the tenant's file, "
+    return f"{where}{len(tenants)} tenant namespaces identical"
 
 
 def check_fleet_at_head(ctx: Context) -> str:
@@ -362,13 +402,17 @@ def _squawk() -> str:
 
 
 def check_lint(ctx: Context) -> str:
-    """PostgreSQL lock and safety rules (squawk) on the SQL of revisions not yet released.
+    """PostgreSQL lock and safety rules (squawk) on the SQL of revisions not released as they
+    are now (new ones, and a released one edited since, with every one after it).
 
     A revision opts out of a rule with a module-level ``squawk_ignore = {"rule": "why"}``;
     an opt-out without a reason fails."""
     released = manifest.read(ctx.folder / manifest.MANIFEST_NAME) or []
     order = ctx.chain.order
-    new = order[len(released) :]
+    # Every revision the manifest does not hold as it is now: new ones, and from the first
+    # released revision edited since (a chained checksum changes every one after it) on.
+    current = manifest.chained(ctx.revision_files())
+    new = [r for i, r in enumerate(order) if i >= len(released) or current[i] != released[i]]
     if not new:
         return "no revisions since the last release"
     squawk = _squawk()
@@ -388,8 +432,8 @@ def check_lint(ctx: Context) -> str:
         if done.returncode != 0:
             evidence += [line for line in done.stdout.splitlines() if line.strip()] or [done.stderr.strip()]
     if evidence:
-        raise CheckFailed("squawk found unsafe SQL in revisions since the last release", evidence)
-    return f"{len(new)} new revision(s) pass squawk"
+        raise CheckFailed("squawk found unsafe SQL in revisions not released as they are now", evidence)
+    return f"{len(new)} new or edited revision(s) pass squawk"
 
 
 def _in_module(module: str, function: str) -> Callable[..., str]:
@@ -416,14 +460,20 @@ CHECKS = (
     Check("single-head", "the chain has one head and a linear history", check_single_head, needs_chain=False),
     Check(
         "no-schema-names",
-        "no revision passes schema= or writes a schema-qualified name into SQL",
+        "no revision touches anything outside the tenant's namespace (its source, then what it did, step by step)",
         check_no_schema_names,
         needs_chain=False,
     ),
-    Check("offline-sql", "every revision renders with --sql for PostgreSQL and SQLite, up and down", check_offline_sql),
+    Check(
+        "offline-sql",
+        "every revision's script is produced as upgrade --sql produces it, for PostgreSQL and SQLite, up and down",
+        check_offline_sql,
+    ),
     Check("immutable-history", "released revisions match the manifest of chained checksums", check_immutable_history),
     Check(
-        "shipped-snapshots", "the revision snapshots shipped for read-only recognition equal the chain's", check_shipped_snapshots
+        "shipped-snapshots",
+        "the revision snapshots shipped for read-only recognition equal the chain's, one for every released revision",
+        check_shipped_snapshots,
     ),
     Check("upgrade-from-empty", "an empty namespace upgrades to head", check_upgrade_from_empty, scratch=True),
     Check("stepwise", "every revision applies on its own, one at a time", check_stepwise, scratch=True),
@@ -443,7 +493,10 @@ CHECKS = (
         "mixed-fleet", "tenants at base, head-2 and head-1 all reach head through the real loop", check_mixed_fleet, scratch=True
     ),
     Check(
-        "isolation", "after the fleet upgrade nothing is in public and all tenants are identical", check_isolation, scratch=True
+        "isolation",
+        "nothing outside the tenant changes, and after the fleet upgrade all tenants are identical",
+        check_isolation,
+        scratch=True,
     ),
     Check(
         "data",
@@ -465,7 +518,7 @@ CHECKS = (
     ),
     Check("fleet-at-head", "every tenant of the configured database is at head (the deploy gate)", check_fleet_at_head),
     Check("fleet-drift", "every versioned tenant of the configured database is exactly its revision", check_fleet_drift),
-    Check("lint", "SQL of revisions since the last release passes squawk (PostgreSQL)", check_lint),
+    Check("lint", "SQL of revisions not released as they are now passes squawk (PostgreSQL)", check_lint),
 )
 NAMES = tuple(c.name for c in CHECKS)
 
@@ -480,29 +533,52 @@ def run_checks(
     ctx = Context(settings, metadata if metadata is not None else docex_metadata)
     results: list[CheckResult] = []
     chain_ok = True
-    with scratch_settings(settings, committed=True) as scratch:
-        for check in selected:
-            result = CheckResult(check.name, check.statement, PASSED)
-            try:
-                if check.needs_chain and not chain_ok:
-                    raise CheckSkipped("needs a chain with one head (see single-head)")
-                result.message = check.run(ctx, scratch) if check.scratch else check.run(ctx)
-            except CheckFailed as failure:
-                result.status, result.message, result.evidence = FAILED, str(failure), failure.evidence
-            except CheckSkipped as skipped:
-                result.status, result.message = SKIPPED, str(skipped)
-            except UnsupportedStepError as exc:  # a revision asked for what a tenant's transaction cannot give
-                result.status, result.message = FAILED, "a migration failed"
-                result.evidence = [str(exc)]
-            except DocexMigrateError as exc:  # could not run (no database, no squawk, ...): exit 2
-                result.status, result.message = ERROR, str(exc)
-            except Exception as exc:  # a revision raised or the database refused its SQL
-                result.status, result.message = FAILED, "a migration failed"
-                result.evidence = [describe_error(exc)]
-            if check.name == "single-head" and result.status != PASSED:
-                chain_ok = False
-            results.append(result)
+    if any(c.scratch for c in selected):
+        ctx.baseline = _baseline(settings)
+    for check in selected:
+        result = CheckResult(check.name, check.statement, PASSED)
+        try:
+            if check.needs_chain and not chain_ok:
+                raise CheckSkipped("needs a chain with one head (see single-head)")
+            if check.scratch:
+                result.message = _on_clean_scratch(ctx, check)
+            else:
+                result.message = check.run(ctx)
+        except CheckFailed as failure:
+            result.status, result.message, result.evidence = FAILED, str(failure), failure.evidence
+        except CheckSkipped as skipped:
+            result.status, result.message = SKIPPED, str(skipped)
+        except UnsupportedStepError as exc:  # a revision asked for what a tenant's transaction cannot give
+            result.status, result.message = FAILED, "a migration failed"
+            result.evidence = [str(exc)]
+        except DocexMigrateError as exc:  # could not run (no database, no squawk, ...): exit 2
+            result.status, result.message = ERROR, str(exc)
+        except Exception as exc:  # a revision raised or the database refused its SQL
+            result.status, result.message = FAILED, "a migration failed"
+            result.evidence = [describe_error(exc)]
+        if check.name == "single-head" and result.status != PASSED:
+            chain_ok = False
+        results.append(result)
     return results
+
+
+def _baseline(settings: Settings) -> outside.Objects | None:
+    try:
+        return outside.objects_outside(settings)
+    except DocexMigrateError:  # no database: the checks that need one say so
+        return None
+
+
+def _on_clean_scratch(ctx: Context, check: Check) -> str:
+    """Run a database check on scratch namespaces of its own, removed afterwards. A chain that
+    changes the database outside the tenant is not run for real by any check (only the
+    rolled-back probe has seen it): what it wrote there would stay behind."""
+    if check.run is not check_isolation and ctx.probe().evidence:
+        raise CheckSkipped(
+            "not run: the chain changes the database outside the tenant's namespace (see isolation), which would stay behind"
+        )
+    with scratch_settings(ctx.settings, committed=True) as scratch:
+        return check.run(ctx, scratch)
 
 
 def update_manifest(settings: Settings) -> list[Path]:

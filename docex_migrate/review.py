@@ -72,7 +72,9 @@ def write_scripts(inv: Invocation, tenant_ids: Sequence[str] | None, revision: s
 def _steps(backend: Backend, tenant_id: str, chain: Chain, current: str | None, target: str | None) -> str:
     with backend.review_shadow(tenant_id) as shadow:
         if shadow is not None:  # the statements the migration sends to an exact copy of the tenant
-            return "\n".join(_literal(sql, params) + ";" for sql, params in record_migration(shadow, tenant_id, chain, target))
+            return "\n".join(
+                literal_statement(sql, params) + ";" for sql, params in record_migration(shadow, tenant_id, chain, target)
+            )
     order = chain.order
     bodies = []
     for index in range(chain.position(current) + 1, chain.position(target) + 1):
@@ -83,7 +85,7 @@ def _steps(backend: Backend, tenant_id: str, chain: Chain, current: str | None, 
     return "\n".join(bodies).replace(f"CREATE TABLE {VERSION_TABLE} (", f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (", 1)
 
 
-def _literal(sql: str, parameters: Any) -> str:
+def literal_statement(sql: str, parameters: Any) -> str:
     """A recorded statement with its parameters written in as SQL literals (strings, numbers,
     booleans, bytes, NULL: what a migration's own statements bind, e.g. the version update)."""
     values = list(parameters or ())

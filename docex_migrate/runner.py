@@ -245,6 +245,23 @@ def along_chain(
     return taken
 
 
+def walk_chain(
+    backend: Backend,
+    tenant_id: str,
+    chain: Chain,
+    steps: list[tuple[str | None, bool]],
+    take: Callable[[Connection, str | None, bool], None],
+    before: Callable[[Connection], None] = lambda connection: None,
+) -> None:
+    """Migrate a scratch namespace to each (target, downgrade) of ``steps`` in turn, calling
+    ``before`` once the transaction is open and ``take`` after each step; all of it rolled back."""
+    with _scratch_run(backend, tenant_id, backend.schema(tenant_id)) as (connection, config):
+        before(connection)
+        for target, downgrade in steps:
+            _drive(chain, config, target, downgrade=downgrade)
+            take(connection, target, downgrade)
+
+
 def record_chain(backend: Backend, tenant_id: str, chain: Chain, target: str) -> Recording:
     """Every statement the chain sends to an empty namespace on its way to ``target``, recorded
     on a scratch namespace and rolled back. alembic_version is left unqualified here (the
@@ -294,7 +311,9 @@ def author_revision(backend: Backend | None, tenant_id: str, message: str, head:
 _READS = ("select", "pragma", "begin")  # reads, and the transaction the script opens itself
 
 
-def record_migration(backend: Backend, tenant_id: str, chain: Chain, target: str | None) -> list[Recorded]:
+def record_migration(
+    backend: Backend, tenant_id: str, chain: Chain, target: str | None, *, downgrade: bool = False, create: bool = False
+) -> list[Recorded]:
     """The statements that change the tenant, as migrate_tenant sends them to ``backend``'s
     tenant (a copy made for review: it is really migrated)."""
     recorded: list[Recorded] = []
@@ -305,7 +324,7 @@ def record_migration(backend: Backend, tenant_id: str, chain: Chain, target: str
 
     event.listen(sa.engine.Engine, "before_cursor_execute", capture)  # the engine is made inside
     try:
-        migrate_tenant(backend, tenant_id, target, chain=chain)
+        migrate_tenant(backend, tenant_id, target, chain=chain, downgrade=downgrade, create=create)
     finally:
         event.remove(sa.engine.Engine, "before_cursor_execute", capture)
     return recorded

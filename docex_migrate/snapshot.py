@@ -1,8 +1,9 @@
 """A normalised catalog snapshot of one tenant namespace, for comparing schemas exactly.
 
-Tables, columns (type, nullability, server default), primary keys, foreign keys with ON DELETE,
-unique constraints, indexes (columns, sort order, and whatever else defines them: see
-backends/catalog.py), PostgreSQL enum types and sequences.
+Tables, columns (type, nullability, server default, comment), primary keys, foreign keys with
+ON DELETE, unique and CHECK constraints, indexes (columns, sort order, and whatever else defines
+them: see backends/catalog.py), table comments, views, triggers, PostgreSQL enum types,
+sequences, functions, procedures and domains (backends/catalog_objects.py).
 Column order is left out on purpose: a column added by a revision is appended on PostgreSQL.
 Reading one is the backends' business (backends/catalog.py); comparing two is here.
 

@@ -389,6 +389,16 @@ def test_pg_fingerprints_are_sound_across_batches_and_schema_names(pg_env, monke
         "opclass-a": "CREATE INDEX ix_shape ON document (name text_pattern_ops)",
         "opclass-b": "CREATE INDEX ix_shape ON document (name varchar_pattern_ops)",
         "own-name-predicate": "CREATE INDEX ix_shape ON document (name) WHERE status = '{schema}.x'",
+        # What else the snapshot holds (issue 23): CHECK constraints, views, triggers, functions, comments.
+        "check-a": "ALTER TABLE docbasket ADD CONSTRAINT ck_shape CHECK (length(name) > 0)",
+        "check-b": "ALTER TABLE docbasket ADD CONSTRAINT ck_shape CHECK (length(name) > 1)",
+        "view-a": "CREATE VIEW v_shape AS SELECT name FROM docbasket",
+        "view-b": "CREATE VIEW v_shape AS SELECT name FROM docbasket WHERE name IS NOT NULL",
+        "function": "CREATE FUNCTION f_shape() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "trigger": "CREATE FUNCTION f_shape() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW;END$$; "
+        "CREATE TRIGGER t_shape BEFORE INSERT ON docbasket FOR EACH ROW EXECUTE FUNCTION f_shape()",
+        "table-comment": "COMMENT ON TABLE docbasket IS 'x'",
+        "column-comment": "COMMENT ON COLUMN docbasket.name IS 'x'",
     }
     same = ["plain", "plain-2", "with-dash"]
     names = same + ["reordered"] + list(changes)

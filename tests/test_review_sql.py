@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from helpers import cli, head, migrate_to, reported, tenant_engine, tenant_snapshot, version_of
 
-from docex_migrate.review import _literal
+from docex_migrate.review import literal_statement
 
 START = "s5_docex_2_8_4"
 
@@ -265,7 +265,7 @@ def test_a_recorded_statement_reads_as_sqlite_binds_it():
     values = (True, False, 7, 1.5, None, "it's", b"\x00\xff")
     with closing(sqlite3.connect(":memory:")) as db:
         bound = db.execute("SELECT ?, ?, ?, ?, ?, ?, ?", values).fetchone()
-        assert db.execute(_literal("SELECT ?, ?, ?, ?, ?, ?, ?", values)).fetchone() == bound
+        assert db.execute(literal_statement("SELECT ?, ?, ?, ?, ?, ?, ?", values)).fetchone() == bound
 
 
 def test_sql_takes_the_shard_it_is_given(sqlite_env, tmp_path):

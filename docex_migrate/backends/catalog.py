@@ -2,9 +2,11 @@
 
 The dialects differ in what their reflection returns, so this lives with the backends.
 
-Tables, columns (type, nullability, server default), primary keys, foreign keys with ON DELETE,
-unique constraints, indexes, PostgreSQL enum types and sequences. Column order is left out on
-purpose: a column added by a revision is appended on PostgreSQL.
+Tables, columns (type, nullability, server default, comment), primary keys, foreign keys with ON
+DELETE, unique constraints, CHECK constraints, indexes, table comments, views, triggers,
+PostgreSQL enum types, sequences, functions, procedures and domains (the parts beyond tables:
+catalog_objects.py). Column order is left out on purpose: a column added by a revision is
+appended on PostgreSQL.
 
 An index is ``{"columns": [[column, "asc" | "desc"], ...], "unique": bool}`` when that is all it
 is (a plain b-tree on columns), and carries its ``definition`` too, the rest of its CREATE INDEX
@@ -29,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..chain import VERSION_TABLE
+from .catalog_objects import namespace_parts, table_parts
 
 IGNORED_TABLES = {VERSION_TABLE}
 Snapshot = dict[str, Any]  # {"tables": {...}, and on PostgreSQL "enums", "sequences"}
@@ -289,6 +292,7 @@ def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
     unique_definitions = _unique_definitions(connection, schema, names)
     # PostgreSQL's column types carry their collation already ('TEXT COLLATE "C"')
     collations = _sqlite_column_collations(connection, names) if dialect.name == "sqlite" else {}
+    parts = table_parts(inspector, schema, names)  # CHECK constraints, comments (catalog_objects.py)
     tables: dict[str, Any] = {}
     for table in names:
         columns = {
@@ -296,6 +300,7 @@ def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
                 "type": _type(c["type"], dialect) + _collation(collations.get(table, {}).get(c["name"].lower())),
                 "nullable": bool(c["nullable"]),
                 "default": c.get("default"),
+                **({"comment": c["comment"]} if c.get("comment") is not None else {}),
             }
             for c in by_table["columns"][table]
         }
@@ -317,8 +322,9 @@ def snapshot(connection: Connection, schema: str | None = None) -> Snapshot:
             "foreign_keys": foreign_keys,
             "unique_constraints": uniques,
             "indexes": by_table["indexes"][table],
+            **parts.get(table, {}),
         }
-    result: Snapshot = {"tables": tables}
+    result: Snapshot = {"tables": tables, **namespace_parts(connection, inspector, schema)}
     if dialect.name == "postgresql":
         result["enums"] = sorted([e["name"], list(e["labels"])] for e in inspector.get_enums(schema=schema))  # type: ignore[attr-defined]  # PGInspector
         result["sequences"] = sorted(inspector.get_sequence_names(schema=schema))

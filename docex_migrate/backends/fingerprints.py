@@ -10,7 +10,10 @@ Every name comes from the catalog as it is (never from deparsed text), with one 
 exact: a reference to an object of the tenant's own schema is written ``@`` instead of the
 schema's name, which is what makes identical tenants hash alike. Columns carry their number, and
 keys and indexes name their columns by number (no lookups per row): so column order splits
-groups too (more groups, never a wrong verdict). Deparsed text appears in two
+groups too (more groups, never a wrong verdict). CHECK constraints, views, triggers, functions
+and comments are hashed as the database prints them (under ``pg_catalog``'s search_path, so a
+reference to the tenant's own schema, and every function, keeps the tenant's name: a group of
+its own). Otherwise deparsed text appears in two
 places: types (format_type, whose output starts with the quoted schema exactly when the type is
 the tenant's own, so the prefix is replaced) and expressions (column and domain defaults). An
 expression whose text mentions the tenant's own schema (``tenant_a.``, as a reference or inside
@@ -77,7 +80,8 @@ WITH ns AS (  -- each schema by name (OFFSET 0: a lookup per name), never a pass
     UNION ALL
     SELECT r.nsoid, ROW('k', r.relname, k.conname, k.contype, k.conkey,
                CASE WHEN f.relnamespace = r.nsoid THEN '@' ELSE fn.nspname END, f.relname, k.confkey,
-               k.confupdtype, k.confdeltype, k.confmatchtype, k.condeferrable, k.condeferred, i.relname)::text
+               k.confupdtype, k.confdeltype, k.confmatchtype, k.condeferrable, k.condeferred, i.relname,
+               CASE WHEN k.contype = 'c' THEN pg_catalog.pg_get_constraintdef(k.oid) END)::text
     FROM rel r JOIN pg_catalog.pg_constraint k ON k.conrelid = r.oid
     LEFT JOIN pg_catalog.pg_class f ON f.oid = k.confrelid
     LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid = f.relnamespace
@@ -88,6 +92,23 @@ WITH ns AS (  -- each schema by name (OFFSET 0: a lookup per name), never a pass
                     ELSE regexp_replace(y.j, ' \:location -?[0-9]+', '', 'g') END)::text
     FROM rel r JOIN pg_catalog.pg_index x ON x.indrelid = r.oid JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
     CROSS JOIN LATERAL (SELECT (to_jsonb(x) - '{indexrelid,indrelid,indcheckxmin,indisclustered,indisready,indislive,indisreplident}'::text[])::text AS j) y
+    UNION ALL  -- views' and triggers' text names the tenant's schema where it refers to it: such
+    -- a tenant is compared on its own (the text differs from every other tenant's)
+    SELECT r.nsoid, ROW('v', r.relname, pg_catalog.pg_get_viewdef(r.oid))::text FROM rel r WHERE r.relkind IN ('v', 'm')
+    UNION ALL
+    SELECT r.nsoid, ROW('g', r.relname, g.tgname, pg_catalog.pg_get_triggerdef(g.oid))::text
+    FROM rel r JOIN pg_catalog.pg_trigger g ON g.tgrelid = r.oid AND NOT g.tgisinternal
+    UNION ALL
+    SELECT r.nsoid, ROW('c', r.relname, d.objsubid, d.description)::text
+    FROM rel r JOIN pg_catalog.pg_description d ON d.classoid = 'pg_catalog.pg_class'::regclass AND d.objoid = r.oid
+    UNION ALL  -- pg_get_functiondef names the function with its schema: always a group of its own
+    SELECT ns.oid, ROW('f', p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid),
+               pg_catalog.pg_get_functiondef(p.oid))::text
+    FROM ns CROSS JOIN LATERAL ("""
+    + owned("pg_proc", "ns.oid")
+    + r""") o
+    CROSS JOIN LATERAL (SELECT * FROM pg_catalog.pg_proc p WHERE p.oid = o.objid OFFSET 0) p  -- by oid (catalog_paths.py)
+    WHERE p.prokind IN ('f', 'p')
     UNION ALL
     SELECT t.nsoid, ROW('e', t.typname,
                (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e
