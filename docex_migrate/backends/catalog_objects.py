@@ -17,24 +17,30 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-_PG_TRIGGERS = sa.text(r"""
+from .catalog_paths import owned
+
+# Each reads the schema's objects through pg_depend, then by oid (catalog_paths.py): pg_class,
+# pg_proc and pg_type have no index on the namespace alone, and their size is the fleet's.
+_PG_TRIGGERS = sa.text(f"""
+WITH nsp AS (SELECT n.oid, n.nspname FROM pg_catalog.pg_namespace n WHERE n.nspname = coalesce(:schema, current_schema()))
 SELECT g.tgname, t.relname, pg_catalog.pg_get_triggerdef(g.oid)
-FROM pg_catalog.pg_trigger g JOIN pg_catalog.pg_class t ON t.oid = g.tgrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
-WHERE n.nspname = coalesce(:schema, current_schema()) AND NOT g.tgisinternal
+FROM pg_catalog.pg_class t JOIN pg_catalog.pg_trigger g ON g.tgrelid = t.oid
+WHERE t.oid IN ({owned("pg_class", "(SELECT oid FROM nsp)")}) AND NOT g.tgisinternal
 """)
-_PG_FUNCTIONS = sa.text(r"""
+_PG_FUNCTIONS = sa.text(f"""
+WITH nsp AS (SELECT n.oid, n.nspname FROM pg_catalog.pg_namespace n WHERE n.nspname = coalesce(:schema, current_schema()))
 SELECT p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')',
-       pg_catalog.pg_get_functiondef(p.oid), pg_catalog.quote_ident(n.nspname) || '.'
-FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = coalesce(:schema, current_schema()) AND p.prokind IN ('f', 'p')
+       pg_catalog.pg_get_functiondef(p.oid), pg_catalog.quote_ident((SELECT nspname FROM nsp)) || '.'
+FROM pg_catalog.pg_proc p
+WHERE p.oid IN ({owned("pg_proc", "(SELECT oid FROM nsp)")}) AND p.prokind IN ('f', 'p')
 """)
-_PG_DOMAINS = sa.text(r"""
+_PG_DOMAINS = sa.text(f"""
+WITH nsp AS (SELECT n.oid, n.nspname FROM pg_catalog.pg_namespace n WHERE n.nspname = coalesce(:schema, current_schema()))
 SELECT t.typname, pg_catalog.format_type(t.typbasetype, t.typtypmod), t.typnotnull, t.typdefault,
        (SELECT array_agg(k.conname || ' ' || pg_catalog.pg_get_constraintdef(k.oid) ORDER BY k.conname)
         FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid)
-FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-WHERE n.nspname = coalesce(:schema, current_schema()) AND t.typtype = 'd'
+FROM pg_catalog.pg_type t
+WHERE t.oid IN ({owned("pg_type", "(SELECT oid FROM nsp)")}) AND t.typtype = 'd'
 """)
 
 

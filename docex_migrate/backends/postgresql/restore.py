@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ...errors import RestoreRefusedError
 from ...statements import version_rows
+from ..catalog_paths import relations
 from .backup import COPY_STATEMENT, read_dump
 from .connections import first_line
 from .deprovision import schema_contents
@@ -77,6 +78,17 @@ def _copy_data(lines: TextIO) -> Iterator[str]:
             return
         yield line
     raise ValueError("it ends inside a table's rows (truncated)")
+
+
+# Every relation's name in the schema, its indexes' too (catalog_paths.py: through pg_depend,
+# then by oid; never a scan of pg_class, whose size is the fleet's).
+_RELATION_NAMES = sa.text(f"""
+WITH nsp AS (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = :schema),
+rel AS (SELECT c.oid, c.relname FROM pg_catalog.pg_class c WHERE c.oid IN ({relations("(SELECT oid FROM nsp)")}))
+SELECT relname FROM rel
+UNION ALL
+SELECT i.relname FROM rel JOIN pg_catalog.pg_index x ON x.indrelid = rel.oid JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+""")
 
 
 class _Hashing(io.RawIOBase):
@@ -155,12 +167,7 @@ class PostgresRestore(PostgresSessions):
         """Before commit: every object the dump creates is there, every table holds the rows
         the dump has for it, and the version rows say ``revision``; else the transaction rolls back."""
         present = {name for name, _ in schema_contents(connection, schema).items()}
-        present |= set(
-            connection.execute(
-                sa.text("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s"),
-                {"s": schema},
-            ).scalars()
-        )
+        present |= set(connection.execute(_RELATION_NAMES, {"schema": schema}).scalars())
         problems = [f"no {kind.lower()} {name} after loading it" for kind, name in sorted(objects) if name not in present]
         for table, expected in sorted(rows.items()):
             counted = connection.execute(sa.select(sa.func.count()).select_from(sa.table(table, schema=schema))).scalar()
