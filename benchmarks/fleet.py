@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -240,15 +241,25 @@ class Site:
         (version,) = self.conn.execute(f'SELECT version_num FROM "tenant_{TEMPLATE}".alembic_version').fetchone() or ("",)
         return f"{body}\nINSERT INTO tenant_{TEMPLATE}.alembic_version VALUES ('{version}');\n"
 
-    def clone(self, tenants: list[str], ddl: str) -> None:
+    def clone(self, tenants: list[str], ddl: str, sessions: int = 1) -> None:
+        """Give each of ``tenants`` the template's schema and version row; PostgreSQL over
+        ``sessions`` sessions at once (the catalog writes are the server's CPU)."""
         if self.kind == "sqlite":
             for tenant in tenants:
                 self.path(tenant).parent.mkdir(parents=True)
                 shutil.copyfile(self.path(TEMPLATE), self.path(tenant))
-        else:
-            for start in range(0, len(tenants), CLONES_PER_TRANSACTION):
-                batch = tenants[start : start + CLONES_PER_TRANSACTION]
-                self.conn.execute("".join(ddl.replace(f"tenant_{TEMPLATE}", f"tenant_{t}") for t in batch))
+            self.tenants += len(tenants)
+            return
+
+        def build(share: list[str]) -> None:
+            with psycopg.connect(dsn(self.url), autocommit=True) as conn:
+                for start in range(0, len(share), CLONES_PER_TRANSACTION):
+                    batch = share[start : start + CLONES_PER_TRANSACTION]
+                    conn.execute("".join(ddl.replace(f"tenant_{TEMPLATE}", f"tenant_{t}") for t in batch))
+
+        with ThreadPoolExecutor(sessions) as pool:
+            for done in [pool.submit(build, tenants[i::sessions]) for i in range(sessions)]:
+                done.result()
         self.tenants += len(tenants)
 
 
@@ -306,7 +317,7 @@ def run(kind: str, args: argparse.Namespace, report: Report) -> None:
             fleet.tenants += 1
             ddl = fleet.head_ddl()
             started = time.perf_counter()
-            fleet.clone(ids("x", 1, args.n - 1), ddl)
+            fleet.clone(ids("x", 1, args.n - 1), ddl, args.build_sessions)
             print(f"# {kind}: {args.n} real tenants made in {time.perf_counter() - started:.1f} s", flush=True)
             if saved is not None:
                 started = time.perf_counter()
@@ -445,6 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         help="PostgreSQL: copy the fleet from this database if it exists (same --n), else build it and save it "
         "there for the next run (then drop it yourself: DROP DATABASE ... WITH (FORCE))",
     )
+    parser.add_argument("--build-sessions", type=int, default=2, help="PostgreSQL sessions that build the fleet at once")
     parser.add_argument("--keep", action="store_true", help="keep the databases and folders (default: dropped)")
     args = parser.parse_args(argv)
     load = os.getloadavg()
