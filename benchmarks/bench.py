@@ -474,7 +474,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--fleet", type=int, default=10000, help="the fleet suite's tenants (benchmarks/fleet.py --n)")
+    parser.add_argument("--fleet", default="10000", help='the fleet suite\'s tenants (benchmarks/fleet.py --n); "" skips it')
     parser.add_argument("--naive-sample", type=int, default=10, help="0 skips the naive loop")
     parser.add_argument("--jobs", default="1,2,4")
     parser.add_argument("--repeat", type=int, default=3, help="upgrade figures are the median of this many runs")
@@ -502,7 +502,7 @@ def main() -> None:
             run_backend(kind, args, rows)
         if args.suite in ("verify", "all"):
             run_verify(kind, args, rows)
-    if args.suite in ("fleet", "all"):
+    if args.suite in ("fleet", "all") and args.fleet:
         import fleet  # benchmarks/fleet.py, beside this file
 
         fleet.main(["--backend", args.backend, "--n", str(args.fleet), "--repeat", str(args.repeat)])

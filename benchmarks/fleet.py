@@ -3,7 +3,7 @@ and the plain-SQL floor, all measured in the same run.
 
     python benchmarks/fleet.py [--backend sqlite|postgresql|both] [--n 10000] [--repeat 3]
                                [--calls 50] [--new 20] [--provision 100] [--verify-repeat 1]
-                               [--json out.json] [--keep]
+                               [--fleet-template DATABASE] [--json out.json] [--keep]
 
 Two sites per backend, side by side: an *empty* database (one tenant, provisioned by
 docex-migrate) and a *fleet* of N real tenants at head: the same tenant, every table, index and
@@ -422,6 +422,10 @@ def run(kind: str, args: argparse.Namespace, report: Report) -> None:
         fleet.close(args.keep)
 
 
+def ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value}×"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| backend | what | empty database | fleet | floor at fleet | fleet / empty | fleet / floor |",
@@ -435,7 +439,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
         lines.append(
             f"| {row['backend']} | {row['what']} | {fmt(row['empty'])} | {fmt(row['fleet'])} | "
-            f"{row['floor_name']}: {fmt(row['floor'])} | {row['fleet_over_empty'] or '—'}× | {row['fleet_over_floor'] or '—'}× |"
+            f"{row['floor_name'] + ': ' + fmt(row['floor']) if row['floor'] else row['floor_name']} | "
+            f"{ratio(row['fleet_over_empty'])} | {ratio(row['fleet_over_floor'])} |"
         )
     return "\n".join(lines)
 
