@@ -110,7 +110,7 @@ class Site:
     """One place tenants live (a PostgreSQL database or a SQLite storage folder), reachable both
     through docex-migrate and directly."""
 
-    def __init__(self, kind: str, label: str, copy_of: str | None = None) -> None:
+    def __init__(self, kind: str, label: str, copy_of: str | None = None, existing: str | None = None) -> None:
         self.kind, self.label = kind, label
         self.workdir = Path(tempfile.mkdtemp(prefix=f"docex_fleet_{kind}_{label}_"))
         self.env = {k: v for k, v in os.environ.items() if k not in ("DOCEX_CONFIG", "DOCEX_DATABASE_URL")}
@@ -119,10 +119,11 @@ class Site:
         self.tenants = 0
         if kind == "postgresql":
             self.server = sa.make_url(server_url())
-            self.database = f"docex_bench_{label}_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(dsn(self.server), autocommit=True) as conn:
-                template = f' TEMPLATE "{copy_of}" STRATEGY FILE_COPY' if copy_of else ""
-                conn.execute(f'CREATE DATABASE "{self.database}"{template}')
+            self.database = existing or f"docex_bench_{label}_{uuid.uuid4().hex[:8]}"
+            if existing is None:
+                with psycopg.connect(dsn(self.server), autocommit=True) as conn:
+                    template = f' TEMPLATE "{copy_of}" STRATEGY FILE_COPY' if copy_of else ""
+                    conn.execute(f'CREATE DATABASE "{self.database}"{template}')
             self.url = self.server.set(database=self.database)
             self.env["DOCEX_DATABASE_URL"] = dsn(self.url)
         self._conn: psycopg.Connection[Any] | None = None
@@ -135,6 +136,19 @@ class Site:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
         if not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def drop_added(self) -> None:
+        """Drop the tenants the suite added, so that a kept fleet is the same fleet next run."""
+        names = [
+            row[0]
+            for row in self.conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\\_%%' "
+                "AND nspname !~ '^tenant_x[0-9]{5}$' AND nspname <> %s",
+                (f"tenant_{TEMPLATE}",),
+            )
+        ]
+        for start in range(0, len(names), 20):
+            self.conn.execute("".join(f'DROP SCHEMA "{n}" CASCADE;' for n in names[start : start + 20]))
 
     def save_as(self, name: str) -> None:
         """Copy this database to ``name`` (a file copy), for later runs' ``--fleet-template``."""
@@ -301,9 +315,11 @@ class Report:
 
 def run(kind: str, args: argparse.Namespace, report: Report) -> None:
     saved = args.fleet_template if kind == "postgresql" and args.fleet_template else None
-    reuse = saved is not None and database_exists(saved)
+    existing = args.fleet_database if kind == "postgresql" else None
+    reuse = existing is not None or (saved is not None and database_exists(saved))
     started = time.perf_counter()
-    empty, fleet = Site(kind, "empty"), Site(kind, "fleet", copy_of=saved if reuse else None)
+    empty = Site(kind, "empty")
+    fleet = Site(kind, "fleet", copy_of=saved if reuse else None, existing=existing)
     print(f"# {kind}: empty {empty.database or empty.workdir}, fleet {fleet.database or fleet.workdir}", flush=True)
     try:
         empty.tool("provision", TEMPLATE)
@@ -311,7 +327,8 @@ def run(kind: str, args: argparse.Namespace, report: Report) -> None:
         if reuse:
             fleet.tenants = args.n
             ddl = fleet.head_ddl()
-            print(f"# {kind}: {args.n} real tenants copied from {saved} in {time.perf_counter() - started:.1f} s", flush=True)
+            source = f"used as they are in {existing}" if existing else f"copied from {saved}"
+            print(f"# {kind}: {args.n} real tenants {source} ({time.perf_counter() - started:.1f} s)", flush=True)
         else:
             fleet.tool("provision", TEMPLATE)
             fleet.tenants += 1
@@ -417,6 +434,8 @@ def run(kind: str, args: argparse.Namespace, report: Report) -> None:
                 "target < 15 s",
             )
         print(f"# {kind}: fleet ended with {n} tenants (bulk reads saw {args.n} to {n})", flush=True)
+        if args.keep and kind == "postgresql":
+            fleet.drop_added()
     finally:
         empty.close(args.keep)
         fleet.close(args.keep)
@@ -461,8 +480,18 @@ def main(argv: list[str] | None = None) -> None:
         help="PostgreSQL: copy the fleet from this database if it exists (same --n), else build it and save it "
         "there for the next run (then drop it yourself: DROP DATABASE ... WITH (FORCE))",
     )
+    parser.add_argument(
+        "--fleet-database",
+        metavar="DATABASE",
+        help="PostgreSQL: measure on this database as it is (a fleet of --n tenants saved by --fleet-template, or a "
+        "copy of it), with no copy; it is dropped at the end unless --keep",
+    )
     parser.add_argument("--build-sessions", type=int, default=2, help="PostgreSQL sessions that build the fleet at once")
-    parser.add_argument("--keep", action="store_true", help="keep the databases and folders (default: dropped)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the databases and folders (default: dropped); a kept PostgreSQL fleet loses the tenants the suite added",
+    )
     args = parser.parse_args(argv)
     load = os.getloadavg()
     print(
