@@ -3,7 +3,7 @@ and the plain-SQL floor, all measured in the same run.
 
     python benchmarks/fleet.py [--backend sqlite|postgresql|both] [--n 10000] [--repeat 3]
                                [--calls 50] [--new 20] [--provision 100] [--verify-repeat 1]
-                               [--fleet-template DATABASE] [--json out.json] [--keep]
+                               [--fleet-database DATABASE] [--keep] [--json out.json]
 
 Two sites per backend, side by side: an *empty* database (one tenant, provisioned by
 docex-migrate) and a *fleet* of N real tenants at head: the same tenant, every table, index and
@@ -110,7 +110,7 @@ class Site:
     """One place tenants live (a PostgreSQL database or a SQLite storage folder), reachable both
     through docex-migrate and directly."""
 
-    def __init__(self, kind: str, label: str, copy_of: str | None = None, existing: str | None = None) -> None:
+    def __init__(self, kind: str, label: str, existing: str | None = None) -> None:
         self.kind, self.label = kind, label
         self.workdir = Path(tempfile.mkdtemp(prefix=f"docex_fleet_{kind}_{label}_"))
         self.env = {k: v for k, v in os.environ.items() if k not in ("DOCEX_CONFIG", "DOCEX_DATABASE_URL")}
@@ -122,8 +122,7 @@ class Site:
             self.database = existing or f"docex_bench_{label}_{uuid.uuid4().hex[:8]}"
             if existing is None:
                 with psycopg.connect(dsn(self.server), autocommit=True) as conn:
-                    template = f' TEMPLATE "{copy_of}" STRATEGY FILE_COPY' if copy_of else ""
-                    conn.execute(f'CREATE DATABASE "{self.database}"{template}')
+                    conn.execute(f'CREATE DATABASE "{self.database}"')
             self.url = self.server.set(database=self.database)
             self.env["DOCEX_DATABASE_URL"] = dsn(self.url)
         self._conn: psycopg.Connection[Any] | None = None
@@ -149,14 +148,6 @@ class Site:
         ]
         for start in range(0, len(names), 20):
             self.conn.execute("".join(f'DROP SCHEMA "{n}" CASCADE;' for n in names[start : start + 20]))
-
-    def save_as(self, name: str) -> None:
-        """Copy this database to ``name`` (a file copy), for later runs' ``--fleet-template``."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        with psycopg.connect(dsn(self.server), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.database}" STRATEGY FILE_COPY')
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -277,11 +268,6 @@ class Site:
         self.tenants += len(tenants)
 
 
-def database_exists(name: str) -> bool:
-    with psycopg.connect(dsn(sa.make_url(server_url())), autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-
-
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
@@ -314,21 +300,16 @@ class Report:
 
 
 def run(kind: str, args: argparse.Namespace, report: Report) -> None:
-    saved = args.fleet_template if kind == "postgresql" and args.fleet_template else None
-    existing = args.fleet_database if kind == "postgresql" else None
-    reuse = existing is not None or (saved is not None and database_exists(saved))
-    started = time.perf_counter()
-    empty = Site(kind, "empty")
-    fleet = Site(kind, "fleet", copy_of=saved if reuse else None, existing=existing)
+    existing_db = args.fleet_database if kind == "postgresql" else None
+    empty, fleet = Site(kind, "empty"), Site(kind, "fleet", existing=existing_db)
     print(f"# {kind}: empty {empty.database or empty.workdir}, fleet {fleet.database or fleet.workdir}", flush=True)
     try:
         empty.tool("provision", TEMPLATE)
         empty.tenants += 1
-        if reuse:
+        if existing_db:
             fleet.tenants = args.n
             ddl = fleet.head_ddl()
-            source = f"used as they are in {existing}" if existing else f"copied from {saved}"
-            print(f"# {kind}: {args.n} real tenants {source} ({time.perf_counter() - started:.1f} s)", flush=True)
+            print(f"# {kind}: {args.n} real tenants used as they are in {existing_db}", flush=True)
         else:
             fleet.tool("provision", TEMPLATE)
             fleet.tenants += 1
@@ -336,10 +317,6 @@ def run(kind: str, args: argparse.Namespace, report: Report) -> None:
             started = time.perf_counter()
             fleet.clone(ids("x", 1, args.n - 1), ddl, args.build_sessions)
             print(f"# {kind}: {args.n} real tenants made in {time.perf_counter() - started:.1f} s", flush=True)
-            if saved is not None:
-                started = time.perf_counter()
-                fleet.save_as(saved)
-                print(f"# {kind}: fleet saved as {saved} in {time.perf_counter() - started:.1f} s", flush=True)
 
         existing: dict[str, list[float]] = {"empty": [], "fleet": [], "floor": []}
         new: dict[str, list[float]] = {"empty": [], "fleet": [], "floor": [], "floor_empty": []}
@@ -475,16 +452,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verify-repeat", type=int, default=1, help="rounds that also run verify (0 skips it)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument(
-        "--fleet-template",
-        metavar="DATABASE",
-        help="PostgreSQL: copy the fleet from this database if it exists (same --n), else build it and save it "
-        "there for the next run (then drop it yourself: DROP DATABASE ... WITH (FORCE))",
-    )
-    parser.add_argument(
         "--fleet-database",
         metavar="DATABASE",
-        help="PostgreSQL: measure on this database as it is (a fleet of --n tenants saved by --fleet-template, or a "
-        "copy of it), with no copy; it is dropped at the end unless --keep",
+        help="PostgreSQL: measure on this database as it is (a fleet of --n tenants an earlier run built and kept "
+        "with --keep); it is dropped at the end unless --keep",
     )
     parser.add_argument("--build-sessions", type=int, default=2, help="PostgreSQL sessions that build the fleet at once")
     parser.add_argument(
