@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .api import (
+        ReadyTenants,
         adopt,
         deprovision,
         downgrade,
@@ -33,6 +34,7 @@ _WHERE = {
     "deprovision": "api",
     "downgrade": "api",
     "ensure_tenant": "api",
+    "ReadyTenants": "api",
     "list_tenants": "api",
     "provision": "api",
     "status": "api",
@@ -51,6 +53,7 @@ _WHERE = {
 __all__ = [
     "Action",
     "DocexMigrateError",
+    "ReadyTenants",
     "Settings",
     "State",
     "TenantResult",

@@ -23,6 +23,7 @@ from .backends import open_backend
 from .chain import Chain, load_chain, writable_location
 from .config import Settings, load_settings
 from .errors import DocexMigrateError, TenantNotFoundError, TenantNotReadyError, UsageError
+from .first_access import ReadyTenants, at_head
 from .invocation import Invocation, invoked
 from .provisioning import verify_tenant
 from .results import (
@@ -52,6 +53,7 @@ __all__ = [
     "RevisionInfo",
     "Run",
     "RunDetail",
+    "ReadyTenants",
     "RunInfo",
     "State",
     "TenantResult",
@@ -270,16 +272,29 @@ def provision(
         )
 
 
-def ensure_tenant(tenant_id: str, settings: Settings | None = None) -> TenantResult:
+def ensure_tenant(tenant_id: str, settings: Settings | None = None, *, cache: ReadyTenants | None = None) -> TenantResult:
     """Provision ``tenant_id`` on first access, or bring it to head; idempotent. Records nothing
     (first-access provisioning is not a fleet run).
+
+    Cheap enough to call on every request (first_access.py): a tenant already at head costs one
+    read of its version rows, and with ``cache`` (a ReadyTenants kept by the application for the
+    process) nothing at all once it has been found there, until the chain changes. Any other
+    tenant takes the full path, ``provision(..., exist_ok=True)``.
 
     Raises TenantNotReadyError (exit 1) if the tenant cannot be made ready.
     """
     settings = settings or load_settings()
-    (result,) = provision(settings, [tenant_id], exist_ok=True)
+    chain = load_chain()
+    result = cache.get(settings, chain, tenant_id) if cache is not None else None
+    if result is None:
+        with open_backend(settings) as backend:
+            result = at_head(settings, backend, chain, tenant_id)
+        if result is None:
+            (result,) = provision(settings, [tenant_id], exist_ok=True, chain=chain)
     if result.failed:
         raise TenantNotReadyError(f"tenant {tenant_id!r}: {result.message}")
+    if cache is not None:
+        cache.add(settings, chain, result)
     return result
 
 

@@ -26,11 +26,17 @@ the backend's fresh_workspace to head (runner.migrate_tenant), the backend captu
 (capture_head) and installs it into each fresh tenant (install_fresh); when it cannot be
 captured, the chain's statements are recorded on a scratch namespace (runner.record_chain).
 
+PostgreSQL keeps the proven head dump in the tool's own schema (backends/postgresql/
+kept_template.py), keyed by the chain's content and what else the dump depends on, verified by
+its digest when read: pg_dump reads the whole catalog whatever ``--schema`` says (seconds at
+10,000 tenants), so it runs once per chain and database, not once per command, and a command
+finding the kept dump costs one indexed read whatever the number of tenants.
+
 A template pays off over several tenants: building one costs at least a run of the chain
-(~0.1 s; PostgreSQL's head schema ~0.35 s: that run committed, two pg_dumps and the proof). So a
-provision with one fresh tenant runs the chain on it directly, unless this process has built a
-template already (an application provisioning on first access builds none: each new tenant
-runs the chain).
+(~0.1 s; PostgreSQL's head schema ~0.35 s in an empty database: that run committed, two pg_dumps
+and the proof). So a provision with one fresh tenant runs the chain on it directly, unless this
+process has a template already or the database keeps one (an application provisioning on first
+access builds none; it uses the dump a provision kept, else each new tenant runs the chain).
 
 The contract that makes this exact: on an empty namespace a revision does the same thing for
 every tenant. A revision that does not (it reads the tenant id, the clock or random numbers)
@@ -40,6 +46,7 @@ sets ``replayable = False`` at module level, and then every tenant runs the chai
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 
 from .backends import Backend, FreshTemplate, open_backend
 from .chain import Chain
@@ -53,22 +60,22 @@ def replayable(chain: Chain) -> bool:
     return all(getattr(chain.script.get_revision(r).module, "replayable", True) for r in chain.order)
 
 
-def template(settings: Settings, chain: Chain, fresh_tenants: int = 2) -> FreshTemplate | None:
-    """What a fresh tenant of this backend gets, built once per process from the chain itself;
-    None when the chain must not be replayed, or when there is one fresh tenant to provision
-    and no template yet (running the chain on it is cheaper than building one)."""
+def template(settings: Settings, chain: Chain, fresh_tenants: int = 2, backend: Backend | None = None) -> FreshTemplate | None:
+    """What a fresh tenant of this backend gets, built from the chain itself once per process,
+    or once per chain and database where the backend keeps it (Backend.kept_fresh); None when
+    the chain must not be replayed, or when there is one fresh tenant to provision and no
+    template yet, neither in this process nor kept (running the chain on it is cheaper than
+    building one). ``backend``: the caller's, on ``settings``' database (else one is opened)."""
     key = f"fresh-template:{settings.database_type}"
-    if fresh_tenants < 2 and not chain.has_cached(key):
-        return None
-
-    def build() -> FreshTemplate | None:
-        if not replayable(chain):
+    if chain.has_cached(key) or not replayable(chain):
+        if not chain.has_cached(key):
             log.info("a revision sets replayable = False: fresh tenants run the chain itself")
-            return None
-        with open_backend(settings) as backend:
-            return build_template(backend, chain)
-
-    return chain.cached(key, build)
+        return chain.cached(key, lambda: None)
+    with nullcontext(backend) if backend is not None else open_backend(settings) as opened:
+        if fresh_tenants < 2:
+            kept = opened.stored_fresh(chain.fingerprint)
+            return None if kept is None else chain.cached(key, lambda: kept)
+        return chain.cached(key, lambda: opened.kept_fresh(chain.fingerprint, lambda: build_template(opened, chain)))
 
 
 def build_template(backend: Backend, chain: Chain) -> FreshTemplate:

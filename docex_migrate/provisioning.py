@@ -66,7 +66,7 @@ def provision(
             )
         )
     fresh_tenants = sum(i.fresh for i in planned.work)
-    template = fresh.template(inv.settings, chain, fresh_tenants) if replay and fresh_tenants else None
+    template = fresh.template(inv.settings, chain, fresh_tenants, backend) if replay and fresh_tenants else None
     try:
         results = execute_plan(inv, planned, template=template)
     except Interrupted as stop:

@@ -49,7 +49,7 @@ class NamespaceState:
     exists: bool
     versioned: bool = False  # has an alembic_version table (empty when at base)
     revisions: tuple[str, ...] = ()  # the rows of alembic_version
-    table_count: int = 0  # tables other than alembic_version
+    table_count: int = 0  # tables other than alembic_version (PostgreSQL counts them only when not versioned)
     error: str | None = None  # the namespace exists but cannot be read: that tenant's failure alone
     identity: str | None = None  # which namespace this is, not which name (Backend.identity)
 
@@ -218,6 +218,16 @@ class Backend(ABC):
         (nothing done) when the namespace turns out not to be empty: the caller then takes the
         ordinary path."""
 
+    def kept_fresh(self, chain_fingerprint: str, build: Callable[[], FreshTemplate]) -> FreshTemplate:
+        """The fresh template kept in the database for this chain (see fresh.py), else
+        ``build()``'s, kept for the next command where the backend keeps one (PostgreSQL: its
+        head dump costs two whole-catalog pg_dumps). By default nothing is kept."""
+        return build()
+
+    def stored_fresh(self, chain_fingerprint: str) -> FreshTemplate | None:
+        """The fresh template a command kept for this chain, verified, or None; never builds."""
+        return None
+
     def reusing_connection(self) -> AbstractContextManager[None]:
         """A block in which transaction() may reuse one connection from tenant to tenant (for
         a run over many tenants); outside it every transaction has its own."""
@@ -248,6 +258,13 @@ class Backend(ABC):
         """A catalog snapshot of what lies outside every tenant (PostgreSQL's public schema), to
         prove migrations put nothing there; None where tenants share nothing."""
         return None
+
+    def version_rows(self, tenant_id: str) -> tuple[str, ...] | None:
+        """The rows of the tenant's alembic_version, read the cheapest way the database allows
+        (first_access.py: on every request of an application); None when they cannot be read
+        so (no namespace, no version table, no privilege, any error). Never creates anything."""
+        state = self.read_states([tenant_id])[tenant_id]
+        return state.revisions if state.versioned and not state.error else None
 
     def read_catalogs(self, tenant_ids: Iterable[str]) -> dict[str, CatalogRead]:
         """Each tenant's state and catalog fingerprint, in few round trips and read-only.

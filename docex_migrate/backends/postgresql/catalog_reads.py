@@ -15,8 +15,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ...chain import VERSION_TABLE
+from ...errors import DocexMigrateError
 from ..base import MISSING, CatalogRead, NamespaceState, unreadable
 from ..catalog import snapshot
+from ..catalog_paths import owned
 from ..fingerprints import PG_FINGERPRINTS, PG_PLANNER, PG_RELATIONS
 from .connections import PostgresConnections, first_line, pg_namespace
 
@@ -28,19 +30,31 @@ log = logging.getLogger(__name__)
 # x max_connections, 6,400 by default): so batches stay small and each is its own transaction.
 BATCH_SIZE = 500
 
-# Each schema's tables, and why its version table cannot be read, if it cannot: the catalog is
-# readable by every role, the tables themselves may not be.
-_CATALOG = sa.text("""
-SELECT n.nspname, n.oid, c.relname,
-       CASE WHEN NOT has_schema_privilege(n.oid, 'USAGE') THEN 'usage'
-            WHEN c.relname IS DISTINCT FROM :version_table THEN NULL
-            WHEN NOT has_table_privilege(c.oid, 'SELECT') THEN 'select'
-            WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid
+# Each schema's oid, whether it has a version table (by name: pg_class_relname_nsp_index), how
+# many tables one without it has (its relations through pg_depend, catalog_paths.py, each by oid;
+# 0 for a versioned schema, whose count no caller reads: it would cost more than the rest), and why
+# its version table cannot be read, if it cannot: the catalog is readable by every role, the
+# tables themselves may not be. Scalar subqueries, so that each is an index lookup per schema
+# whatever the planner estimates for a batch.
+_CATALOG = sa.text(f"""
+SELECT n.nspname, n.oid, n.version_table IS NOT NULL,
+       CASE WHEN n.version_table IS NULL THEN  -- counted where it is read: an unversioned schema's
+           (SELECT count(*) FROM pg_catalog.pg_class c
+            WHERE c.oid IN ({owned("pg_class", "n.oid")}) AND c.relkind IN ('r', 'p'))
+       ELSE 0 END,
+       CASE WHEN NOT pg_catalog.has_schema_privilege(n.oid, 'USAGE') THEN 'usage'
+            WHEN n.version_table IS NULL THEN NULL
+            WHEN NOT pg_catalog.has_table_privilege(n.version_table, 'SELECT') THEN 'select'
+            WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = n.version_table
                              AND a.attname = 'version_num' AND NOT a.attisdropped) THEN 'shape'
        END
-FROM pg_catalog.pg_namespace n
-LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
-WHERE n.nspname = ANY(:schemas)
+FROM (SELECT n.nspname, n.oid,
+             (SELECT v.oid FROM pg_catalog.pg_class v
+              WHERE v.relname = :version_table AND v.relnamespace = n.oid AND v.relkind IN ('r', 'p')) AS version_table
+      FROM (SELECT s.name AS nspname, (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = s.name) AS oid
+            FROM unnest(CAST(:schemas AS name[])) s(name) OFFSET 0) n
+      WHERE n.oid IS NOT NULL
+      OFFSET 0) n  -- each read once per schema, not once per use
 """)
 _UNREADABLE = {
     "usage": 'permission denied for schema {schema}: GRANT USAGE ON SCHEMA "{schema}" TO {user}',
@@ -79,15 +93,17 @@ class PostgresCatalogReads(PostgresConnections):
         """The states of up to BATCH_SIZE schemas: one catalog query, one UNION ALL over the
         version tables that can be read. A schema whose version table cannot be read (no
         privilege, not Alembic's shape) is reported alone, never fails the batch."""
-        contents: dict[str, set[str]] = {}
+        versioned: dict[str, bool] = {}
+        table_counts: dict[str, int] = {}
         problems: dict[str, str] = {}
         oids: dict[str, int] = {}
-        for schema, oid, table, problem in connection.execute(_CATALOG, {"schemas": batch, "version_table": VERSION_TABLE}):
-            contents.setdefault(schema, set()).update([table] if table else [])
-            oids[schema] = oid
+        for schema, oid, has_version_table, tables, problem in connection.execute(
+            _CATALOG, {"schemas": batch, "version_table": VERSION_TABLE}
+        ):
+            versioned[schema], table_counts[schema], oids[schema] = has_version_table, tables, oid
             if problem:
                 problems[schema] = _UNREADABLE[problem].format(schema=schema, user=self.url.username or "the current user")
-        readable = [s for s, names in contents.items() if VERSION_TABLE in names and s not in problems]
+        readable = [s for s, has_version_table in versioned.items() if has_version_table and s not in problems]
         try:
             revisions = self._read_versions(connection, readable)
         except DBAPIError:  # something the catalog did not foresee: read them one by one
@@ -101,18 +117,30 @@ class PostgresCatalogReads(PostgresConnections):
                     problems[schema] = f"cannot read {schema}.{VERSION_TABLE}: {first_line(exc)}"
         connection.rollback()  # read-only: release this batch's locks now
         states = {}
-        for schema, names in contents.items():
+        for schema, has_version_table in versioned.items():
             if schema in problems:
                 states[schema] = replace(unreadable(problems[schema]), identity=str(oids[schema]))
                 continue
             states[schema] = NamespaceState(
                 exists=True,
-                versioned=VERSION_TABLE in names,
+                versioned=has_version_table,
                 revisions=tuple(revisions.get(schema, ())),
-                table_count=len(names - {VERSION_TABLE}),
+                table_count=table_counts[schema],
                 identity=str(oids[schema]),
             )
         return states
+
+    def version_rows(self, tenant_id: str) -> tuple[str, ...] | None:
+        """One SELECT from the tenant's alembic_version (the server finds the table by name,
+        through its caches and pg_class_relname_nsp_index): no catalog query, no lock of ours."""
+        quote = self.engine.dialect.identifier_preparer.quote_identifier
+        try:
+            with self.connect() as connection:
+                rows = connection.exec_driver_sql(f"SELECT version_num FROM {quote(self.namespace(tenant_id))}.{VERSION_TABLE}")
+                return tuple(rows.scalars())
+        except (DBAPIError, DocexMigrateError) as exc:  # missing, no privilege, no server: the full path says which
+            log.debug("version rows of tenant %r not read directly: %s", tenant_id, exc)
+            return None
 
     def read_catalogs(self, tenant_ids: Iterable[str]) -> dict[str, CatalogRead]:
         """States and catalog fingerprints (fingerprints.py), BATCH_SIZE schemas per round trip,
@@ -125,9 +153,9 @@ class PostgresCatalogReads(PostgresConnections):
                 connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 connection.execute(sa.select(sa.func.set_config("search_path", "pg_catalog", True)))
                 try:
-                    relations = connection.execute(PG_RELATIONS, {"schemas": batch}).scalars().all()
                     for name, value in PG_PLANNER.items():
                         connection.execute(sa.select(sa.func.set_config(name, value, True)))
+                    relations = connection.execute(PG_RELATIONS, {"schemas": batch}).scalars().all()
                     fingerprints: dict[str, str] = {
                         schema: fingerprint
                         for schema, fingerprint in connection.execute(

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ...errors import DeprovisionRefusedError, TenantNotFoundError
 from ..base import backup_failed, discard_backup, new_backup_file
+from ..catalog_paths import owned, relations
 from .backup import driver_dump, read_dump
 from .connections import PostgresConnections, pg_namespace
 from .sessions import lock_tenant
@@ -47,32 +48,47 @@ _KEYWORDS = {
 _DROP_ORDER = ("VIEW", "MATERIALIZED VIEW", "TABLE", "FOREIGN TABLE", "SEQUENCE", "TYPE")
 
 
+# name -> kind: the schema's relations (catalog_paths.py: through pg_depend, then by oid), less
+# the sequences of serial and identity columns (part of their table), and its enum types.
+_SCHEMA_CONTENTS = sa.text(f"""
+WITH nsp AS (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = :schema)
+SELECT c.relname, c.relkind::text FROM pg_catalog.pg_class c
+WHERE c.oid IN ({relations("(SELECT oid FROM nsp)")}) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                  AND d.objid = c.oid AND d.objsubid = 0 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                  AND d.deptype IN ('a', 'i'))
+UNION ALL
+SELECT t.typname, 'e' FROM pg_catalog.pg_type t WHERE t.oid IN ({owned("pg_type", "(SELECT oid FROM nsp)")}) AND t.typtype = 'e'
+""")
+
+
 def schema_contents(connection: Connection, schema: str) -> dict[str, str]:
     """name -> kind (see _KEYWORDS) of what the schema holds; indexes and the like go with their table."""
-    rows = connection.execute(
-        sa.text(
-            "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')"
-            "   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"
-            "   AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))"  # serial/identity: part of its table
-            " UNION ALL SELECT t.typname, 'e' FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
-            " WHERE n.nspname = :schema AND t.typtype = 'e'"
-        ),
-        {"schema": schema},
-    )
-    return {name: kind for name, kind in rows}
+    return {name: kind for name, kind in connection.execute(_SCHEMA_CONTENTS, {"schema": schema})}
 
 
 # Objects outside the schema that depend on something inside it: DROP SCHEMA ... CASCADE would
 # silently drop them (a view reading two tenants, another schema's foreign key). Internal
 # dependencies (a table's TOAST table, its row type) are part of their owner and skipped.
-_FOREIGN_DEPENDENTS = sa.text("""
+_FOREIGN_DEPENDENTS = sa.text(f"""
 WITH nsp AS (SELECT oid FROM pg_namespace WHERE nspname = :schema),
-inside AS (
-    SELECT 'pg_class'::regclass AS classid, c.oid AS objid FROM pg_class c JOIN nsp ON c.relnamespace = nsp.oid
-    UNION ALL SELECT 'pg_type'::regclass, t.oid FROM pg_type t JOIN nsp ON t.typnamespace = nsp.oid
-    UNION ALL SELECT 'pg_proc'::regclass, p.oid FROM pg_proc p JOIN nsp ON p.pronamespace = nsp.oid
-    UNION ALL SELECT 'pg_constraint'::regclass, k.oid FROM pg_constraint k JOIN nsp ON k.connamespace = nsp.oid
+rels AS ({relations("(SELECT oid FROM nsp)")}),
+types AS (  -- those of the schema's own, their arrays, and its relations' row types and theirs
+    SELECT t.oid, t.typarray FROM pg_type t WHERE t.oid IN ({owned("pg_type", "(SELECT oid FROM nsp)")})
+    UNION ALL SELECT t.oid, t.typarray FROM pg_type t WHERE t.oid IN (SELECT c.reltype FROM pg_class c WHERE c.oid IN (SELECT objid FROM rels))
+    UNION ALL SELECT t.oid, t.typarray FROM pg_type t
+              WHERE t.oid IN (SELECT r.rngmultitypid FROM pg_range r WHERE r.rngtypid IN ({owned("pg_type", "(SELECT oid FROM nsp)")}))
+),
+inside AS (  -- by oid or through an index on what they belong to, never a scan of a whole catalog
+    SELECT 'pg_class'::regclass AS classid, r.objid FROM rels r
+    UNION ALL SELECT 'pg_class'::regclass, x.indexrelid FROM pg_index x WHERE x.indrelid IN (SELECT objid FROM rels)
+    UNION ALL SELECT 'pg_type'::regclass, t.oid FROM types t
+    UNION ALL SELECT 'pg_type'::regclass, t.typarray FROM types t WHERE t.typarray <> 0
+    UNION ALL SELECT 'pg_proc'::regclass, p.objid FROM ({owned("pg_proc", "(SELECT oid FROM nsp)")}) p
+    UNION ALL SELECT 'pg_constraint'::regclass, k.oid FROM rels r
+              CROSS JOIN LATERAL (SELECT k.oid FROM pg_constraint k WHERE k.conrelid = r.objid OFFSET 0) k
+    UNION ALL SELECT 'pg_constraint'::regclass, k.oid FROM types t
+              CROSS JOIN LATERAL (SELECT k.oid FROM pg_constraint k WHERE k.contypid = t.oid OFFSET 0) k
 ),
 dependents AS (  -- a view's dependency is its rewrite rule: name the view instead
     SELECT DISTINCT
@@ -85,9 +101,12 @@ dependents AS (  -- a view's dependency is its rewrite rule: name the view inste
 placed AS (
     SELECT x.classid, x.objid, COALESCE(
         CASE x.classid
-            WHEN 'pg_attrdef'::regclass THEN (SELECT c.relnamespace FROM pg_attrdef a JOIN pg_class c ON c.oid = a.adrelid WHERE a.oid = x.objid)
-            WHEN 'pg_trigger'::regclass THEN (SELECT c.relnamespace FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE t.oid = x.objid)
-            WHEN 'pg_policy'::regclass THEN (SELECT c.relnamespace FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE p.oid = x.objid)
+            WHEN 'pg_attrdef'::regclass THEN (SELECT c.relnamespace FROM pg_class c
+                                              WHERE c.oid = (SELECT a.adrelid FROM pg_attrdef a WHERE a.oid = x.objid))
+            WHEN 'pg_trigger'::regclass THEN (SELECT c.relnamespace FROM pg_class c
+                                              WHERE c.oid = (SELECT t.tgrelid FROM pg_trigger t WHERE t.oid = x.objid))
+            WHEN 'pg_policy'::regclass THEN (SELECT c.relnamespace FROM pg_class c
+                                             WHERE c.oid = (SELECT p.polrelid FROM pg_policy p WHERE p.oid = x.objid))
         END,
         to_regnamespace((pg_identify_object(x.classid, x.objid, 0)).schema)::oid
     ) AS namespace
@@ -101,12 +120,12 @@ ORDER BY 1
 
 # The schema's columns of type oid, or of a domain over it (the lo extension's lo): where an
 # application keeps the oids of its large objects.
-_LARGE_OBJECT_COLUMNS = sa.text("""
-SELECT c.relname || '.' || a.attname FROM pg_catalog.pg_attribute a
-JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+_LARGE_OBJECT_COLUMNS = sa.text(f"""
+SELECT c.relname || '.' || a.attname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.oid IN ({owned("pg_class", "(SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = :schema)")})
+  AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
   AND 'pg_catalog.oid'::regtype IN (t.oid, t.typbasetype)
 ORDER BY 1
 """)

@@ -18,14 +18,18 @@ from sqlalchemy.exc import DBAPIError
 
 from ...statements import Recording
 from ..base import Backend, FreshTemplate, HeadDump
+from ..catalog_paths import owned
 from .connections import first_line
 from .sessions import PostgresSessions
 
 PROOF = "proof"  # the workspace's second schema, where the head dump is replayed to be proven
 
+# Whether the schema holds a table: its relations through pg_depend (catalog_paths.py), each looked up
+# by oid, never a scan of pg_class (every tenant's relations).
 _HAS_TABLES = sa.text(
-    "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE n.nspname = :schema AND c.relkind IN ('r', 'p'))"
+    "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid IN ("
+    + owned("pg_class", "(SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = :schema)")
+    + ") AND c.relkind IN ('r', 'p'))"
 )
 
 

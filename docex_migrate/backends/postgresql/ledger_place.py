@@ -24,8 +24,8 @@ SELECT l.relation::regclass::text, l.mode, a.pid, a.usename, a.application_name,
 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.pid <> pg_backend_pid() AND l.locktype = 'relation'
   AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock')
-  AND l.relation IN (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = :schema)
+  AND (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = l.relation)  -- by oid: pg_class is the fleet's
+      = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = :schema)
 ORDER BY 1, 3
 """)
 
