@@ -1,8 +1,11 @@
 """docex-migrate fleet benchmarks: every figure next to a baseline measured in the same run.
 
-    python benchmarks/bench.py [--backend sqlite|postgresql|both] [--n 1000] [--fleet 1000,10000]
-                               [--naive-sample 10] [--jobs 1,2,4] [--repeat 3] [--suite migrate|verify|all]
-                               [--verify-fleet 1000,10000] [--verify-fleet-sqlite 1000]
+    python benchmarks/bench.py [--backend sqlite|postgresql|both] [--n 1000] [--fleet 10000]
+                               [--naive-sample 10] [--jobs 1,2,4] [--repeat 3] [--suite migrate|verify|fleet|all]
+                               [--verify-fleet 1000] [--verify-fleet-sqlite 1000]
+
+The figures on fleets of real tenants (ensure_tenant, provision, no-op, status, verify at 10,000
+tenants, against the empty database and plain SQL) are benchmarks/fleet.py's (`--suite fleet`).
 
 Baselines:
 - floor: the same DDL replayed directly in one session, one transaction per tenant (for
@@ -244,30 +247,15 @@ class Backend:
             for tenant in tenants:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema(tenant)}" CASCADE')
 
-    # --- a large fleet at head, made quickly (only what status and a no-op upgrade read) ----
-    def make_fleet(self, tenants: list[str], template: str) -> None:
-        if self.kind == "sqlite":
-            source = self.path(template)
-            for tenant in tenants:
-                self.path(tenant).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, self.path(tenant))
-            return
-        with psycopg.connect(self._dsn(self.url), autocommit=True) as conn:
-            for start in range(0, len(tenants), 500):
-                script = "".join(
-                    f'CREATE SCHEMA "{self.schema(t)}"; CREATE TABLE "{self.schema(t)}".alembic_version '
-                    f"(version_num VARCHAR(32) PRIMARY KEY); INSERT INTO \"{self.schema(t)}\".alembic_version VALUES ('{HEAD}');"
-                    for t in tenants[start : start + 500]
-                )
-                conn.execute(script)
-
     # --- a large fleet of real tenants at head, for verify (every table, index and key) -------
     def make_real_fleet(self, tenants: list[str], template: str) -> None:
         """Tenants identical to ``template`` (provisioned by docex-migrate), made quickly: SQLite
         files copied; PostgreSQL schemas given the template's DDL (pg_dump) and version row,
         a few tenants per transaction (each creation takes locks from the server's shared pool)."""
         if self.kind == "sqlite":
-            self.make_fleet(tenants, template)
+            for tenant in tenants:
+                self.path(tenant).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.path(template), self.path(tenant))
             return
         ddl = self.head_ddl(template)
         version = [
@@ -284,14 +272,6 @@ class Backend:
                         for t in tenants[start : start + 10]
                     )
                 )
-
-    def drop_fleet(self, tenants: list[str]) -> None:
-        if self.kind == "sqlite":
-            shutil.rmtree(self.workdir / "storage", ignore_errors=True)
-            return
-        with psycopg.connect(self._dsn(self.url), autocommit=True) as conn:
-            for start in range(0, len(tenants), 500):
-                conn.execute("".join(f'DROP SCHEMA "{self.schema(t)}" CASCADE;' for t in tenants[start : start + 500]))
 
 
 @contextmanager
@@ -415,18 +395,6 @@ def run_backend(kind: str, args: argparse.Namespace, rows: list[dict]) -> None:
                 record("upgrade-all +1 revision", n, seconds, per_tenant * n, f"naive loop ({len(sample)} measured)")
                 downgrade_all()
 
-        # 3. no-op upgrade-all and status over large fleets at head.
-        for size in args.fleet:
-            fleet = ids("x", size)
-            backend.make_fleet(fleet, tenants[0])
-            total = size + n
-            seconds, rss = backend.tool("upgrade", "--all-tenants")
-            record("no-op upgrade --all-tenants", total, seconds, None, "target: <3 s @1k, <15 s @10k", rss)
-            seconds, rss = backend.tool("status", "--json")
-            record("status", total, seconds, None, "target: <10 s, <250 MB @10k", rss)
-            backend.drop_fleet(fleet)
-            if kind == "sqlite":  # drop_fleet removed storage/: provision the N tenants again
-                backend.tool("provision", *tenants)
     finally:
         backend.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -506,24 +474,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--fleet", default="1000,10000", help="sizes of the no-op fleets, comma-separated")
+    parser.add_argument("--fleet", default="10000", help='the fleet suite\'s tenants (benchmarks/fleet.py --n); "" skips it')
     parser.add_argument("--naive-sample", type=int, default=10, help="0 skips the naive loop")
     parser.add_argument("--jobs", default="1,2,4")
     parser.add_argument("--repeat", type=int, default=3, help="upgrade figures are the median of this many runs")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument(
         "--suite",
-        choices=["migrate", "verify", "all"],
+        choices=["migrate", "verify", "fleet", "all"],
         default="all",
-        help="migrate: provision/upgrade/status; verify: verify over real fleets",
+        help="migrate: provision and upgrade; verify: verify over real fleets, clean and drifted; "
+        "fleet: benchmarks/fleet.py (ensure_tenant, provision, no-op, status, verify on a fleet of real tenants "
+        "against the empty database and plain SQL)",
     )
-    parser.add_argument("--verify-fleet", default="1000,10000", help="PostgreSQL fleet sizes for verify")
+    parser.add_argument("--verify-fleet", default="1000", help="PostgreSQL fleet sizes for verify")
     parser.add_argument("--verify-fleet-sqlite", default="1000", help="SQLite fleet sizes for verify")
     parser.add_argument("--verify-drifted", type=int, default=20, help="tenants then drifted, each differently")
     args = parser.parse_args()
     args.verify_fleet = [int(x) for x in args.verify_fleet.split(",") if x]
     args.verify_fleet_sqlite = [int(x) for x in args.verify_fleet_sqlite.split(",") if x]
-    args.fleet = [int(x) for x in args.fleet.split(",") if x]
     args.jobs = [int(x) for x in args.jobs.split(",") if x]
     print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"{'backend':10} {'metric':42} {'N':>6} {'ours s':>9} {'base s':>9} {'ratio':>8} baseline")
@@ -533,6 +502,10 @@ def main() -> None:
             run_backend(kind, args, rows)
         if args.suite in ("verify", "all"):
             run_verify(kind, args, rows)
+    if args.suite in ("fleet", "all") and args.fleet:
+        import fleet  # benchmarks/fleet.py, beside this file
+
+        fleet.main(["--backend", args.backend, "--n", str(args.fleet), "--repeat", str(args.repeat)])
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
