@@ -4,9 +4,9 @@ the check runs on.
 
 Everything DocEX has must be at head exactly as DocEX creates it (tables, columns with type,
 nullability and default, keys, unique constraints, indexes): a renamed or retyped column, a
-dropped index or a changed default fails, whatever schema.py and the other checks say.
+dropped index or a changed or dropped default fails, whatever schema.py and the other checks say.
 Objects added beyond DocEX's schema pass when DocEX cannot notice them (a new table, a nullable
-or defaulted column, a non-unique index) and fail when they would reject DocEX's own writes
+or defaulted column, a default where DocEX has none, a non-unique index) and fail when they would reject DocEX's own writes
 (a NOT NULL column without a default, a new unique index or constraint, a new foreign key).
 """
 
@@ -51,6 +51,12 @@ def _added_column_problem(table: str, column: str, spec: dict[str, Any]) -> str 
     return f"{table}.{column} is NOT NULL without a default: DocEX's inserts do not set it"
 
 
+def _only_a_default_added(want: dict[str, Any], have: dict[str, Any]) -> bool:
+    """A server default where DocEX has none: DocEX writes the column itself or leaves it to the
+    database, and a default can only make such a write succeed (it never rejects one)."""
+    return want.get("default") is None and have.get("default") is not None and {**have, "default": None} == want
+
+
 def compare(docex: dict[str, Any], head: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(what breaks DocEX, what head adds that DocEX cannot notice)."""
     problems: list[str] = []
@@ -71,6 +77,8 @@ def compare(docex: dict[str, Any], head: dict[str, Any]) -> tuple[list[str], lis
                 problem = _added_column_problem(name, column, have)
                 problems += [problem] if problem else []
                 additions += [] if problem else [f"column {name}.{column}"]
+            elif want != have and _only_a_default_added(want, have):
+                additions.append(f"default of {name}.{column}")
             elif want != have:
                 problems.append(f"{name}.{column}: DocEX {DOCEX_RELEASE} has {want}, head has {have}")
         for index in sorted(set(theirs.get("indexes", {})) | set(ours.get("indexes", {}))):

@@ -213,3 +213,18 @@ def test_revision_that_differs_per_tenant_must_declare_it(env, chain_copy, defec
     b1.write_text(b1.read_text() + "\nreplayable = False\n")
     (result,) = checks.run_checks(env.settings, ["replayable"])
     assert result.status == checks.PASSED and result.message.endswith("differing as declared (replayable = False): b1")
+
+
+def test_docex_compat_lets_a_default_be_added_but_not_changed_or_dropped():
+    """A server default where DocEX has none cannot reject DocEX's writes; changing or dropping one DocEX has can."""
+    from docex_migrate.check_compat import compare
+
+    def schema(default):
+        return {"tables": {"document": {"columns": {"n": {"type": "INTEGER", "nullable": False, "default": default}}}}}
+
+    assert compare(schema(None), schema("'0'")) == ([], ["default of document.n"])
+    assert compare(schema("'0'"), schema("'1'"))[0]
+    assert compare(schema("'0'"), schema(None))[0]
+    retyped = schema("'0'")
+    retyped["tables"]["document"]["columns"]["n"]["type"] = "BIGINT"
+    assert compare(schema(None), retyped)[0]  # a default comes with another change: still a problem
