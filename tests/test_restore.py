@@ -292,7 +292,11 @@ def test_a_signal_during_a_restore_leaves_no_tenant_and_no_run(pg_env, signum):
             text=True,
         )
         try:
-            waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            # pg_locks is the whole server's: only a wait in this test's database is the restore's
+            waiting = sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
             deadline = time.monotonic() + 60
             while conn.execute(waiting).scalar() == 0:
                 assert time.monotonic() < deadline and restore.poll() is None, restore.communicate()
