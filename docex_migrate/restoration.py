@@ -13,6 +13,8 @@ know; and when the tenant exists. The backend then loads it atomically and check
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from .invocation import Invocation
 from .ledger import Ledger
 from .restore_advice import read_backup_record, sha256_of
 from .results import Action, TenantResult
+from .tempdirs import locked_directory
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def restore(inv: Invocation, tenant_id: str, backup: Path) -> tuple[TenantResult
         raise _refused(
             f"tenant {tenant_id!r} exists ({namespace}): restore never overwrites a tenant; deprovision it first if it must be replaced"
         )
-    identity = backend.restore(tenant_id, backup, record.revision, record.sha256)
+    identity = _restore_from_private_copy(backend, tenant_id, backup, record)
     result = TenantResult(
         tenant_id,
         namespace,
@@ -119,6 +122,27 @@ def restore(inv: Invocation, tenant_id: str, backup: Path) -> tuple[TenantResult
         identity=identity,
     )
     return result, record
+
+
+def _restore_from_private_copy(backend: Backend, tenant_id: str, backup: Path, record: RecordedBackup) -> str | None:
+    """Load a copy of ``backup`` that only this process can change, proven by its SHA-256 before
+    any of it runs: the backup file itself may be appended to or rewritten while it loads, and
+    a statement that ran cannot be taken back (a COMMIT in it would end the tenant's
+    transaction). Needs temporary space the size of the backup."""
+    with locked_directory("docex_migrate_restore_", sweep=True) as private:
+        copy = private / backup.name
+        digest = hashlib.sha256()
+        with backup.open("rb") as source, copy.open("wb") as target:
+            os.fchmod(target.fileno(), 0o600)  # a tenant's whole data, as the backup itself
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+                target.write(chunk)
+        if digest.hexdigest() != record.sha256:
+            raise _refused(f"backup {backup} changed since deprovision wrote it (its SHA-256 differs)")
+        try:
+            return backend.restore(tenant_id, copy, record.revision, record.sha256)
+        except RestoreRefusedError as exc:  # name the backup the user gave, not the private copy
+            raise RestoreRefusedError(str(exc).replace(str(copy), str(backup))) from None
 
 
 def _known(chain: Chain, record: RecordedBackup, backup: Path) -> None:

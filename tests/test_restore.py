@@ -244,6 +244,21 @@ def test_a_backup_that_fails_to_load_leaves_no_half_tenant(env):
         assert not (env.workdir / "storage" / "tenant_acme_corp").exists()  # its directory went with it
 
 
+@pytest.mark.postgres
+def test_a_backup_that_ends_the_transaction_commits_nothing(pg_env):
+    """A statement of the backup that ends the tenant's transaction (here a COMMIT and a
+    schema after it, recorded as if deprovision had written them) is refused before it runs:
+    no tenant, no schema after it (found by an attack: it used to commit what came before)."""
+    cli("provision", "acme_corp")
+    _fill(pg_env, "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    _forge(pg_env, backup, backup.read_bytes() + b"\nCOMMIT;\nCREATE SCHEMA restore_marker;\n")
+    _refused(pg_env, "acme_corp", "--from", str(backup), says="ends the transaction")
+    with pg_env.engine().connect() as conn:
+        schemas = set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars())
+    assert not {"restore_marker", pg_env.namespace("acme_corp")} & schemas
+
+
 def test_undo_of_a_restore_drops_nothing(env):
     cli("provision", "acme_corp")
     _fill(env, "acme_corp")

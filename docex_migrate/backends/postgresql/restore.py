@@ -26,7 +26,7 @@ from .backup import COPY_STATEMENT, read_dump
 from .connections import first_line
 from .deprovision import schema_contents
 from .fresh import _DROPPED_SETTINGS, _HEADER_SET, _SESSION_SEARCH_PATH
-from .sessions import PostgresSessions, lock_tenant
+from .sessions import PostgresSessions, ends_transaction, lock_tenant
 
 _END_OF_COPY = "\\."
 _PSQL_ONLY = ("\\restrict ", "\\unrestrict ")  # psql's guard lines (pg_dump 15.14+), not SQL
@@ -135,6 +135,8 @@ class PostgresRestore(PostgresSessions):
                 hashing = _Hashing(raw)  # type: ignore[arg-type]  # unbuffered: a FileIO, read into
                 lines = io.TextIOWrapper(io.BufferedReader(hashing), encoding="utf-8", newline="\n")
                 for statement, data in _statements(lines):
+                    if data is None and ends_transaction(statement):
+                        raise ValueError("a statement in it ends the transaction")
                     if data is None:
                         # Without parameters psycopg sends it as one simple query: several
                         # statements in one round trip, no placeholder parsing.
