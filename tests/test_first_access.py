@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from helpers import head, migrate_to, tenant_engine, version_of
-from next_revision import NEXT_REVISION
+from next_revision import NEXT_REVISION, TABLE
 
 from docex_migrate import api
 from docex_migrate.chain import load_chain
@@ -60,7 +60,7 @@ def test_a_cached_tenant_is_not_read_again(env):
     first = api.ensure_tenant("acme", env.settings, cache=cache)
     assert first.action == Action.PROVISIONED and len(cache) == 1
     behind = load_chain().order[-2]
-    _set_version(env, "acme", behind)  # seen by any read, not by the cache
+    api.downgrade(env.settings, ["acme"], behind)  # seen by any read, not by the cache
     again = api.ensure_tenant("acme", env.settings, cache=cache)
     assert (again.action, again.to_revision) == (Action.SKIPPED, head())
     assert version_of(env, "acme") == (behind,)  # nothing read, nothing done
@@ -73,8 +73,10 @@ def test_the_cache_is_emptied_when_the_chain_changes(env, chain_copy):
     cache = ReadyTenants()
     old_head = load_chain().head
     api.ensure_tenant("acme", env.settings, cache=cache)
-    (chain_copy / "versions" / "zz_next_revision.py").write_text(NEXT_REVISION.format(head=old_head))
+    # A revision of its own (make test-next-revision's zz_next_revision may already be the head).
+    added = NEXT_REVISION.replace("zz_next_revision", "zz_cache_test").replace(TABLE, "cache_test_note").format(head=old_head)
+    (chain_copy / "versions" / "zz_cache_test.py").write_text(added)
     result = api.ensure_tenant("acme", env.settings, cache=cache)
-    assert (result.action, result.from_revision, result.to_revision) == (Action.UPGRADED, old_head, "zz_next_revision")
-    assert version_of(env, "acme") == ("zz_next_revision",)
+    assert (result.action, result.from_revision, result.to_revision) == (Action.UPGRADED, old_head, "zz_cache_test")
+    assert version_of(env, "acme") == ("zz_cache_test",)
     assert api.ensure_tenant("acme", env.settings, cache=cache).action == Action.SKIPPED
