@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from docex_migrate.snapshot import snapshot
 
 REFERENCE = Path(__file__).resolve().parent / "reference"
+# DocEX 2.9.10's own dumps ship in the package (the docex-compat check reads them there): one copy.
+PACKAGED = Path(__file__).resolve().parents[1] / "docex_migrate" / "reference"
 
 # Revision -> the reference files of that generation.
 GENERATIONS = {
@@ -25,9 +27,13 @@ HEAD_SQLITE = "docex-2.9.10-tenant.sqlite.sql"
 HEAD_PG = "docex-2.9.10-tenant.pg.sql"
 
 
+def _reference_file(sql_file: str) -> Path:
+    return PACKAGED / sql_file if (PACKAGED / sql_file).exists() else REFERENCE / sql_file
+
+
 def sqlite_reference(sql_file: str, path: Path) -> dict:
     db = sqlite3.connect(path)
-    db.executescript((REFERENCE / sql_file).read_text())
+    db.executescript(_reference_file(sql_file).read_text())
     db.close()
     engine = sa.create_engine(f"sqlite:///{path}")
     with engine.connect() as conn:
@@ -36,7 +42,7 @@ def sqlite_reference(sql_file: str, path: Path) -> dict:
 
 def pg_statements(sql_file: str, schema: str) -> list[str]:
     """The DDL of a PostgreSQL reference file, ready to run inside ``schema``."""
-    text = (REFERENCE / sql_file).read_text()
+    text = _reference_file(sql_file).read_text()
     # S1/S2: the native enum types are named in the header comments; create them first.
     types = re.findall(r"^--\s+(CREATE TYPE .*;)\s*$", text, flags=re.M)
     body = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
@@ -58,7 +64,7 @@ def statements(sql_file: str, kind: str, schema: str | None = None) -> list[str]
     """The DDL of a reference file as separate statements, for building legacy tenants."""
     if kind == "postgres":
         return pg_statements(sql_file, schema)
-    text = "\n".join(line for line in (REFERENCE / sql_file).read_text().splitlines() if not line.startswith("--"))
+    text = "\n".join(line for line in _reference_file(sql_file).read_text().splitlines() if not line.startswith("--"))
     return [s.strip() for s in text.split(";") if s.strip()]
 
 
