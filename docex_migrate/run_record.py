@@ -159,6 +159,7 @@ class Run:
             "duration_ms": None,
             "message": "",
             "identity": identity,
+            "backup": None,  # every row of one insert has every key (_row's): one multi-row INSERT
         }
 
     def on_start(self, tenant_id: str) -> None:
