@@ -463,7 +463,9 @@ def deprovision(
     tenant: Annotated[str, typer.Argument(help="The tenant id to remove.", show_default=False)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm: the tenant's data is dropped.")] = False,
     no_backup: Annotated[bool, typer.Option("--no-backup", help="Do not write a backup first.")] = False,
-    backup_dir: Annotated[Path, typer.Option("--backup-dir", help="Where the backup is written.")] = Path("backups"),
+    backup_dir: Annotated[
+        str | None, typer.Option("--backup-dir", help="Where the backup is written (default: ./backups).", show_default=False)
+    ] = None,
     lock_timeout: LockTimeoutOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
@@ -476,10 +478,11 @@ def deprovision(
     with _guard(verbose):
         settings = opt.with_timeouts(load_settings(config), lock_timeout, None, None)
         api.check_tenant_ids(settings, [tenant])
+        written_to = opt.backup_dir(no_backup, backup_dir)
         if not yes:
             raise UsageError(f"deprovision drops every table and row of {tenant!r}: pass --yes to confirm")
         run = api.Run(settings, "deprovision", tenant)
-        done = api.deprovision(settings, tenant, backup_dir=None if no_backup else backup_dir, run=run)
+        done = api.deprovision(settings, tenant, backup_dir=written_to, run=run)
         Reporter(json).deprovisioned(done, run.run_id if run.recorded else None)
 
 

@@ -15,7 +15,7 @@ from .errors import UsageError
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="DocEX config file (default: $DOCEX_CONFIG, ~/.docex/config.yaml, built-in SQLite)."),
+    typer.Option("--config", "-c", help="DocEX config file (default: $DOCEX_CONFIG, ~/.docex/config.yaml, built-in SQLite)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout; human text goes to stderr.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log each migration step; show tracebacks.")]
@@ -105,6 +105,20 @@ def stop_after(fail_fast: bool, max_failures: int | None) -> int | None:
     if fail_fast and max_failures is not None:
         raise UsageError("--fail-fast and --max-failures exclude each other: pass one")
     return 1 if fail_fast else max_failures
+
+
+DEFAULT_BACKUP_DIR = Path("backups")
+
+
+def backup_dir(no_backup: bool, given: str | None) -> Path | None:
+    """Where deprovision writes its backup (None: no backup). A directory named together with
+    --no-backup is refused rather than ignored: the operator expected a backup there, and the
+    tenant would be dropped without one."""
+    if no_backup and given is not None:
+        raise UsageError(f"--no-backup and --backup-dir {given!r} exclude each other: drop --no-backup to keep a backup")
+    if given is not None and not given.strip():
+        raise UsageError("--backup-dir is empty: name the directory the backup goes to (default: ./backups)")
+    return None if no_backup else Path(given) if given is not None else DEFAULT_BACKUP_DIR
 
 
 def with_timeouts(settings: Settings, lock: float | None, statement: float | None, wait: float | None) -> Settings:

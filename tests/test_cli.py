@@ -551,6 +551,16 @@ def test_common_options_before_the_command_act_as_after_it(env, monkeypatch):
     assert shown["run_id"] == runs[0]["run_id"]
 
 
+def test_c_is_config_before_and_after_the_command(sqlite_env, tmp_path):
+    """Alembic's `-c FILE`, which the docs compare --config with, works in both places."""
+    config = write_config(tmp_path / "docex.yaml", {"database": database_section("sqlite", "fleet/{tenant_id}.db", None)})
+    assert cli("-c", str(config), "provision", "acme_corp").exit_code == 0
+    assert (sqlite_env.workdir / "fleet" / "acme_corp.db").is_file()
+    result = cli("status", "-c", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["tenant_id"] for r in json.loads(result.stdout)] == ["acme_corp"]
+
+
 def test_verbose_and_a_bad_config_before_the_command_act_as_after_it(sqlite_env, tmp_path):
     missing = ["--config", str(tmp_path / "missing.yaml"), "--verbose"]
     first, second = cli(*missing, "status"), cli("status", *missing)

@@ -78,6 +78,27 @@ def test_no_backup_writes_nothing(env):
     assert not (env.workdir / "backups").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--no-backup", "--backup-dir", "kept"], "--no-backup and --backup-dir 'kept' exclude each other"),
+        (["--backup-dir", ""], "--backup-dir is empty"),
+        (["--backup-dir", "  "], "--backup-dir is empty"),
+    ],
+)
+def test_a_backup_directory_with_no_backup_or_empty_is_refused_before_anything(env, args, says):
+    """Attack on issue 24: `--no-backup --backup-dir DIR` dropped the tenant without the backup
+    the operator named a place for, and `--backup-dir ''` wrote it into the working directory."""
+    cli("provision", "acme_corp")
+    before = env.everything()
+    result = cli("deprovision", "acme_corp", "--yes", *args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert says in line, line
+    assert env.everything() == before
+    assert not (env.workdir / "kept").exists() and not list(env.workdir.glob("*.db"))
+
+
 @pytest.mark.postgres
 def test_driver_dump_restores_without_pg_dump(pg_env):
     """The fallback dump (no pg_dump installed) is valid SQL that recreates tables and rows."""
