@@ -65,6 +65,16 @@ class Recognition:
     repairs: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)  # (verb, table, index)
     diff: list[str] = field(default_factory=list)
 
+    @property
+    def matched(self) -> str | None:
+        """The revision the tenant matches (as is, or after index repairs); None when refused."""
+        return None if self.action == Decision.REFUSE else self.revision
+
+    @property
+    def nearest(self) -> str | None:
+        """Refused: the revision it differs least from (its diff is against that one)."""
+        return self.revision if self.action == Decision.REFUSE else None
+
     def describe_repairs(self) -> list[str]:
         out = []
         for verb, table, index in self.repairs:
@@ -180,7 +190,7 @@ def with_recognition(settings: Settings, backend: Backend, chain: Chain, row: Te
     except sa.exc.SQLAlchemyError as exc:
         return replace(row, state=State.UNREADABLE, error=f"cannot read its catalog: {describe_error(exc)}")
     recognition = recognise(tenant, snaps, chain.order)
-    return replace(row, matches=recognition.revision, adopt=recognition.action.value)
+    return replace(row, matches=recognition.matched, nearest=recognition.nearest, adopt=recognition.action.value)
 
 
 def adopt(
@@ -251,7 +261,7 @@ def _adopt_recognised(settings: Settings, backend: Backend, chain: Chain, result
     except (RecognitionError, sa.exc.SQLAlchemyError) as exc:
         result.action, result.message = Action.FAILED, f"cannot recognise it: {describe_error(exc)}"
         return
-    result.to_revision = recognition.revision
+    result.to_revision = recognition.matched  # refused: still unversioned, at no revision
     if recognition.action == Decision.REFUSE:
         result.action = Action.FAILED
         result.message = f"matches no revision (nearest: {recognition.revision}); refused, nothing changed"

@@ -163,7 +163,8 @@ class _Fleet:
 
         verdict = self._group(row, ("<unversioned>", row.fingerprint or ""), evaluate)
         if verdict is not None and verdict.recognition is not None:
-            row.matches, row.adopt = verdict.recognition.revision, verdict.recognition.action.value
+            recognition = verdict.recognition
+            row.matches, row.nearest, row.adopt = recognition.matched, recognition.nearest, recognition.action.value
 
     def _unexcused(self, expected: Snapshot, actual: Snapshot) -> Snapshot:
         """The tenant's snapshot without its excused indexes: never dropped, never drift."""

@@ -301,11 +301,17 @@ def _drift_revision(r: TenantDrift) -> str:
     return "base" if r.revision is None and r.state in (OK, DRIFTED, REPAIRED) else r.revision or "-"
 
 
+def _unversioned(matches: str | None, nearest: str | None, adopt: str) -> str:
+    if matches is None:
+        return f"unversioned (matches no revision, nearest {nearest}; adopt: {adopt})"
+    return f"unversioned (matches {matches}, adopt: {adopt})"
+
+
 def _state(r: TenantStatus) -> str:
     if r.state == State.UNVERSIONED and r.adopt == "unknown":
         return f"unversioned ({r.error})"
     if r.state == State.UNVERSIONED and r.adopt:
-        return f"unversioned (matches {r.matches}, adopt: {r.adopt})"
+        return _unversioned(r.matches, r.nearest, r.adopt)
     if r.error:
         return f"{r.state.value}: {r.error}"
     return r.state.value
@@ -327,7 +333,7 @@ def _drift_label(row: TenantDrift) -> str:
     if row.state == UNVERSIONED:
         if row.adopt == UNKNOWN_ADOPTION:
             return f"unversioned ({row.error})"
-        return f"unversioned (matches {row.matches}, adopt: {row.adopt})" if row.adopt else "unversioned (empty)"
+        return _unversioned(row.matches, row.nearest, row.adopt) if row.adopt else "unversioned (empty)"
     if row.state == DRIFTED:
         return "DRIFTED" + (" (repairable: `verify --repair --yes`)" if row.repairable and not row.error else "")
     if row.failed:

@@ -232,6 +232,7 @@ class TenantDrift:
     diff: list[str] = field(default_factory=list)  # what is missing, extra, different (drifted)
     repairs: list[str] = field(default_factory=list)  # what `verify --repair` does or did (index changes)
     matches: str | None = None  # unversioned: the revision adopt would stamp
+    nearest: str | None = None  # unversioned, adopt refused: the revision it differs least from
     adopt: str | None = None  # unversioned: adopt, repair, refuse, unknown
     error: str | None = None
     fingerprint: str | None = None  # the catalog's group: tenants with one fingerprint have one catalog
@@ -257,6 +258,8 @@ class TenantDrift:
             row.update(diff=self.diff, repairs=self.repairs, repairable=self.repairable or self.state == REPAIRED)
         if self.state == UNVERSIONED:
             row.update(matches=self.matches, adopt=self.adopt)
+            if self.nearest is not None:
+                row["nearest"] = self.nearest
         row["excused"] = self.excused
         if self.error:
             row["error"] = self.error

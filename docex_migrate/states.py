@@ -37,6 +37,7 @@ class TenantStatus:
     revision: str | None
     state: State
     matches: str | None = None  # unversioned only: the revision adopt would stamp
+    nearest: str | None = None  # unversioned, adopt refused: the revision it differs least from
     adopt: str | None = None  # unversioned only: adopt (exact), repair (indexes), refuse, or unknown
     error: str | None = None  # unreadable: why; unversioned with adopt unknown: why recognition could not run
 
@@ -53,6 +54,8 @@ class TenantStatus:
         }
         if self.state == State.UNVERSIONED:
             row.update(matches=self.matches, adopt=self.adopt)
+            if self.nearest is not None:
+                row["nearest"] = self.nearest
         if self.error:
             row["error"] = self.error
         return row

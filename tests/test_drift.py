@@ -16,6 +16,7 @@ from helpers import (
     cli,
     corrupt,
     grant_read,
+    head,
     migrate_to,
     recognised_as,
     reported,
@@ -618,7 +619,10 @@ def test_an_extra_index_of_any_shape_is_reported_and_repaired_never_a_crash(env)
     by_hand(env, "expression", "DROP TABLE alembic_version")
     status = cli("status", "--tenant", "expression", "--json")
     assert status.exit_code == 0, status.output
-    assert json.loads(status.stdout)[0]["adopt"] == "refuse"
+    (row,) = json.loads(status.stdout)
+    # It matches nothing: `matches` is no revision (it said the nearest one, as if it matched).
+    assert (row["adopt"], row["matches"], row["nearest"]) == ("refuse", None, head()), row
+    assert "unversioned (matches no revision, nearest " in cli("status", "--tenant", "expression").stdout
     adopted = cli("adopt", "expression", "--json")
     assert adopted.exit_code == 1, adopted.output
     assert any("ix_extra" in line for line in reported(adopted.stdout)[0]["details"])
