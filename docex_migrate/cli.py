@@ -44,7 +44,7 @@ from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, Usa
 from .interrupts import finishing, signals_interrupt
 from .reporting import Reporter
 from .results import Action, CheckStatus, CommandReport, TenantResult, describe_error
-from .streams import forgive_closed_pipes
+from .streams import forgive_closed_pipes, lost_output
 from .tempdirs import sweep_abandoned
 
 app = typer.Typer(
@@ -688,4 +688,12 @@ def check(
 
 def main() -> None:
     forgive_closed_pipes()  # `docex-migrate ... | head -1` stops the output, never the run
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        lost = lost_output()  # e.g. `--json > /dev/full`: the command ran, its report did not reach anyone
+        if not lost:
+            raise
+        for line in lost:
+            print(line, file=sys.stderr)
+        raise SystemExit(done.code if done.code not in (0, None) else EXIT_FAILED) from None

@@ -5,6 +5,12 @@ which would stop a migration half way (after its tenant's commit, before the led
 it) or turn a read-only command into an error. As the command-line tools people know do, the
 output is then dropped, and the command goes on to its end and its own exit code: the run
 finishes and is recorded as it went, whoever stopped reading.
+
+Output that cannot be written for another reason (a full disk: ``> /dev/full``, an I/O error)
+is dropped the same way, so the run is never stopped half way either; but then what the
+operator asked for is lost, so the command says so on the other stream at its end and, had it
+otherwise succeeded, exits 1 instead of 0 (as ``cat`` does): a pipeline must not take a
+truncated JSON report for a whole one.
 """
 
 from __future__ import annotations
@@ -15,23 +21,30 @@ from typing import Any, TextIO
 
 
 class _Forgiving:
-    """A text stream whose writes go nowhere once its reader has gone."""
+    """A text stream whose writes go nowhere once its reader has gone, or it cannot be written."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, name: str) -> None:
         self._stream = stream
+        self.name = name
+        self.lost: OSError | None = None  # why output was dropped (not for a reader gone away)
 
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
-            self._to_devnull()
+        except OSError as exc:
+            self._drop(exc)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            self._to_devnull()
+        except OSError as exc:
+            self._drop(exc)
+
+    def _drop(self, exc: OSError) -> None:
+        if not isinstance(exc, BrokenPipeError) and self.lost is None:
+            self.lost = exc
+        self._to_devnull()
 
     def _to_devnull(self) -> None:
         # The file descriptor itself now points at /dev/null: what is still buffered, and the
@@ -53,4 +66,18 @@ def forgive_closed_pipes() -> None:
         stream = getattr(sys, name)
         if stream is None:
             stream = open(os.devnull, "w")
-        setattr(sys, name, _Forgiving(stream))
+        setattr(sys, name, _Forgiving(stream, name))
+
+
+def lost_output() -> list[str]:
+    """One line for each of stdout and stderr whose output was dropped because it could not be
+    written (a full disk...), after flushing what is left; empty when all was written."""
+    lines = []
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, _Forgiving):
+            stream.flush()
+            if stream.lost is not None:
+                why = stream.lost.strerror or str(stream.lost)
+                lines.append(f"docex-migrate: {name} could not be written ({why}): what the command printed there is lost")
+    return lines
