@@ -334,8 +334,8 @@ def discard_backup(backup: Path | None) -> None:
 
 
 def backup_failed(tenant_id: str, exc: OSError, directory: Path | None = None) -> DeprovisionRefusedError:
-    where = f"in {directory}" if directory is not None else f"to {exc.filename}" if exc.filename else ""
+    where = f" in {directory}" if directory is not None else f" to {exc.filename}" if exc.filename else ""
     return DeprovisionRefusedError(
-        f"tenant {tenant_id!r}: the backup could not be written {where} ({exc.strerror or exc}): "
+        f"tenant {tenant_id!r}: the backup could not be written{where} ({exc.strerror or exc}): "
         "choose a writable --backup-dir; nothing dropped"
     )

@@ -263,7 +263,7 @@ class PostgresDeprovision(PostgresConnections):
                     return
             target.write_text(driver_dump(connection, schema), encoding="utf-8")  # over pg_dump's, keeping 0600
         except OSError as exc:
-            raise backup_failed(tenant_id, exc) from None
+            raise backup_failed(tenant_id, exc, target.parent) from None
 
     def _pg_dump(self, pg_dump: str, schema: str, as_of: str, target: Path) -> bool:
         done = self._run_pg_dump(pg_dump, schema, "--snapshot", as_of, "--file", str(target))

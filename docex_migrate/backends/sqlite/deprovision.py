@@ -33,7 +33,7 @@ def _backup_from(lock: sqlite3.Connection, tenant_id: str, target: Path) -> None
         finally:
             copy.close()
     except OSError as exc:
-        raise backup_failed(tenant_id, exc) from None
+        raise backup_failed(tenant_id, exc, target.parent) from None
     except sqlite3.Error as exc:
         problems = [str(exc)]
     if problems:
