@@ -6,6 +6,7 @@ that compute them."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -206,6 +207,22 @@ class Reporter:
             )
         if done.run_id:
             self.say(f"run {done.run_id} recorded: `docex-migrate runs show {done.run_id}`")
+
+    def stopped(self, signal_name: str, outcome: str, again: str) -> None:
+        """A command a signal stopped (its report printed already): what happened, on stderr,
+        and the command that finishes the job."""
+        sys.stderr.write(f"interrupted by {signal_name}: {outcome}; to finish, run `{again}`\n")
+
+    def late_signal(self, signum: int | None, when: str, run_id: str | None) -> None:
+        """A signal that arrived once the command's work had committed (interrupts.py): it
+        stopped nothing, and the exit code is the command's own."""
+        if signum is None:
+            return
+        recorded = f" and recorded in run {run_id}" if run_id else ""
+        sys.stderr.write(
+            f"{signal.Signals(signum).name} arrived after {when}: it stopped nothing; "
+            f"the work is complete{recorded}, and nothing needs to be run again\n"
+        )
 
     def results(self, report: CommandReport) -> None:
         """A changing command's outcome (or plan): with --json one object (CommandReport), and
