@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import drift, migration, provisioning, restoration
+from . import drift, interrupts, migration, provisioning, restoration
 from .adoption import Decision, statuses
 from .adoption import adopt as adopt_tenants
 from .backends import open_backend
@@ -392,6 +392,7 @@ def restore(settings: Settings, tenant_id: str, backup: Path, *, run: Run | None
         with invoked(settings) as inv:
             result, record = restoration.restore(inv, tenant_id, backup)
     except Interrupted as stop:  # before the commit: rolled back, nothing to record
+        interrupts.hold()  # what follows is reporting it: printed whole
         stop.results = [restoration.not_restored(tenant_id, namespace, stop)]
         raise
     run = run or Run(settings, "restore", tenant_id)

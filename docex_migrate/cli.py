@@ -512,14 +512,10 @@ def restore(
         reporter = Reporter(json)
         try:
             done = api.restore(settings, tenant, backup)
-        except Interrupted as stop:
-            interrupts.hold()  # the report is printed whole
-            reporter.results(CommandReport("restore", stop.results or [], interrupted=stop.signal_name))
-            rolled_back = "the restore was rolled back: nothing was restored and nothing recorded"
-            reporter.stopped(stop.signal_name, rolled_back, restore_command(settings, tenant, backup))
+        except Interrupted as stop:  # before the commit: rolled back
+            reporter.restore_stopped(stop, restore_command(settings, tenant, backup))
             raise typer.Exit(stop.exit_code) from None
-        reporter.restored(done)
-        reporter.late_signal(interrupts.noted(), f"the restore of {tenant} had committed", done.run_id)
+        reporter.restored(done, late=interrupts.noted())
 
 
 @app.command()
@@ -575,12 +571,8 @@ def verify(
         except Interrupted as stop:
             if run is None:
                 raise  # read-only: nothing to report but the signal
-            interrupts.hold()  # the report is printed whole
-            recorded, verdicts = (run.run_id if run.recorded else None), stop.results or []
-            reporter.drift(verdicts, CommandReport("verify", verdicts, run_id=recorded, interrupted=stop.signal_name))
-            done = f"repairs committed before it are recorded in run {recorded}" if recorded else "nothing was repaired"
-            done = f"a repair in flight was rolled back; {done}"
-            reporter.stopped(stop.signal_name, done, opt.again(settings, f"verify --repair --yes {selection}"))
+            recorded = run.run_id if run.recorded else None
+            reporter.repair_stopped(stop, recorded, opt.again(settings, f"verify --repair --yes {selection}"))
             raise typer.Exit(stop.exit_code) from None
         recorded = run.run_id if run is not None and run.recorded else None
         reporter.drift(rows, CommandReport("verify", rows, run_id=recorded) if repair else None)

@@ -374,7 +374,7 @@ def test_a_signal_during_the_only_repair_records_nothing(env):
     assert repair.finish() == 128 + signal.SIGINT, repair.stderr
     report = report_of(repair.stdout)
     assert (report["ok"], report["interrupted"], report["run_id"], report["counts"]) == (False, "SIGINT", None, {"drifted": 1})
-    assert "interrupted by SIGINT: a repair in flight was rolled back; nothing was repaired" in repair.stderr
+    assert "interrupted by SIGINT: any repair in flight was rolled back; nothing was repaired" in repair.stderr
     assert not [r for r in json.loads(cli("runs", "--json").stdout) if r["command"] == "repair"]
     assert rows_of_verify(env) == {"only": "drifted"}
 
