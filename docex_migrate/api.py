@@ -17,14 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import drift, migration, provisioning, restoration
+from . import drift, interrupts, migration, provisioning, restoration
 from .adoption import Decision, statuses
 from .adoption import adopt as adopt_tenants
 from .backends import open_backend
 from .chain import Chain, load_chain, script_location, writable_location
 from .checkout import tenant_metadata
 from .config import Settings, load_settings
-from .errors import DocexMigrateError, TenantNotFoundError, TenantNotReadyError, UsageError
+from .errors import DocexMigrateError, Interrupted, TenantNotFoundError, TenantNotReadyError, UsageError
 from .first_access import ReadyTenants, at_head
 from .invocation import Invocation, invoked
 from .provisioning import verify_tenant
@@ -381,9 +381,20 @@ def restore(settings: Settings, tenant_id: str, backup: Path, *, run: Run | None
     (matched by its SHA-256, so a renamed, edited or truncated file, or another tenant's, is
     refused), only while the tenant does not exist, atomically. Recorded as a run (``run``, or
     a new one). RestoreRefusedError (exit 2), nothing changed, otherwise. ``upgrade`` it next
-    when it is behind the head (``Restored.behind``)."""
-    with invoked(settings) as inv:
-        result, record = restoration.restore(inv, tenant_id, backup)
+    when it is behind the head (``Restored.behind``).
+
+    A signal (the command line's Interrupted) before the commit rolls the restore back: nothing
+    changed, so nothing is recorded (as an upgrade with nothing to do records nothing), and the
+    Interrupted carries the tenant as not-run. From the commit on, a signal is held
+    (interrupts.py): the restore is recorded and returned as done."""
+    namespace = check_tenant_ids(settings, [tenant_id])[tenant_id]  # an invalid id is refused first
+    try:
+        with invoked(settings) as inv:
+            result, record = restoration.restore(inv, tenant_id, backup)
+    except Interrupted as stop:  # before the commit: rolled back, nothing to record
+        interrupts.hold()  # what follows is reporting it: printed whole
+        stop.results = [restoration.not_restored(tenant_id, namespace, stop)]
+        raise
     run = run or Run(settings, "restore", tenant_id)
     run.done_at_once(result, inv.chain, result.to_revision)
     return Restored(result, backup.absolute(), record.run_id, inv.chain.head, run.run_id if run.recorded else None)
@@ -402,21 +413,33 @@ def verify(
     stamped at (drift.py); one TenantDrift each. Read-only unless ``repair``: then each drifted
     tenant whose drift is only indexes is repaired, in its own transaction under its lock, and
     recorded as it is (``run``, or a new ``repair`` run: each tenant repaired, or failed, with
-    what was done; a repair that changes nothing records nothing)."""
+    what was done; a repair that changes nothing records nothing).
+
+    A signal (the command line's Interrupted) stops the repairs: the tenant in flight rolls
+    back, the run is ended as interrupted (the tenants repaired before it stay recorded; the
+    rest are recorded not-run, when the run has anything recorded at all), and the Interrupted
+    carries every tenant's verdict, those not repaired saying why. A signal after the last
+    repair committed stops nothing (interrupts.py)."""
     with invoked(settings, chain=chain, shard=shard, run=run) as inv:
         if not repair:
             return drift.verify(inv, tenant_ids)
-        inv.run = inv.run or Run(settings, "repair", " ".join(tenant_ids) if tenant_ids else "--all-tenants")
-        record = inv.run.as_it_comes(inv.chain)
+        run = inv.run = inv.run or Run(settings, "repair", " ".join(tenant_ids) if tenant_ids else "--all-tenants")
+        record = run.as_it_comes(inv.chain)
         attempted: list[TenantResult] = []
 
         def recorded(result: TenantResult) -> None:
             attempted.append(result)
             record(result)
 
-        with recording(inv.run, inv.chain) as done:
+        try:
             rows = drift.verify(inv, tenant_ids, repair=True, on_repair=recorded)
-            done(attempted)
+        except Interrupted as stop:  # it carries every tenant's verdict; the ledger gets the repairs told
+            run.close(attempted, error=stop, chain=inv.chain)
+            raise
+        except BaseException as exc:
+            run.close([], error=exc, chain=inv.chain)
+            raise
+        run.close(attempted, chain=inv.chain)
         return rows
 
 

@@ -4,7 +4,10 @@ map the outcome to an exit code. It imports nothing that does the work.
 With cli_options.py (its options), the only module that imports typer. Exit codes: 0 done, 1
 some tenant failed, 2 bad usage, input, configuration or connection; 130 / 143 stopped by
 SIGINT / SIGTERM, after printing what was done (the tenant in flight rolled back, the rest not
-run).
+run; --json: the one report, ``interrupted`` set). A signal that arrives once the command's
+last change has committed (restore, verify --repair) stops nothing: the command records and
+prints its result, exits with its own code, and says on stderr that the signal came too late
+(interrupts.py).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from . import api, progress
+from . import api, interrupts, progress
 from . import cli_options as opt
 from .chain import load_chain
 from .cli_options import (
@@ -43,6 +46,7 @@ from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_ten
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
 from .interrupts import finishing, signals_interrupt
 from .reporting import Reporter
+from .restore_advice import restore_command
 from .results import Action, CheckStatus, CommandReport, TenantResult, describe_error
 from .streams import forgive_closed_pipes, lost_output
 from .tempdirs import sweep_abandoned
@@ -508,7 +512,13 @@ def restore(
     if it is behind the head."""
     with _guard(verbose):
         settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
-        Reporter(json).restored(api.restore(settings, tenant, backup))
+        reporter = Reporter(json)
+        try:
+            done = api.restore(settings, tenant, backup)
+        except Interrupted as stop:  # before the commit: rolled back
+            reporter.restore_stopped(stop, restore_command(settings, tenant, backup))
+            raise typer.Exit(stop.exit_code) from None
+        reporter.restored(done, late=interrupts.noted())
 
 
 @app.command()
@@ -556,12 +566,23 @@ def verify(
         if repair and not yes:
             raise UsageError("verify --repair drops and creates indexes in drifted tenants: pass --yes to confirm")
         settings = load_settings(config)
-        run = _run(settings, "repair", opt.selection(tenant, all_tenants, shard)) if repair else None
-        rows = api.verify(settings, targets, shard=opt.shard(shard), repair=repair, run=run)
+        selection = opt.selection(tenant, all_tenants, shard)
+        run = _run(settings, "repair", selection) if repair else None
+        reporter = Reporter(json)
+        try:
+            rows = api.verify(settings, targets, shard=opt.shard(shard), repair=repair, run=run)
+        except Interrupted as stop:
+            if run is None:
+                raise  # read-only: nothing to report but the signal
+            recorded = run.run_id if run.recorded else None
+            reporter.repair_stopped(stop, recorded, opt.again(settings, f"verify --repair --yes {selection}"))
+            raise typer.Exit(stop.exit_code) from None
         recorded = run.run_id if run is not None and run.recorded else None
-        Reporter(json).drift(rows, CommandReport("verify", rows, run_id=recorded) if repair else None)
+        reporter.drift(rows, CommandReport("verify", rows, run_id=recorded) if repair else None)
         if recorded:
             typer.echo(f"run {recorded} recorded: `docex-migrate runs show {recorded}`", err=True)
+        if repair:
+            reporter.late_signal(interrupts.noted(), "the last repair had committed", recorded)
         if any(r.failed for r in rows):
             raise typer.Exit(EXIT_FAILED)
 

@@ -17,7 +17,8 @@ Read-only, except `repair`: drift the chain can explain exactly (DocEX's or an o
 indexes added, dropped or redefined, the tables exactly the revision's) is undone index by index
 in one transaction under the tenant's lock, proven equal to the revision, and committed;
 anything else is only reported. Every tenant's outcome is a value (results.TenantDrift), never
-an exception; reporting.py prints them.
+an exception; reporting.py prints them. A signal stops a repair run between tenants or rolls
+back the tenant in flight; the Interrupted it raises carries every verdict (_repair_each).
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from . import adoption, excuses, revision_snapshots
+from . import adoption, excuses, interrupts, revision_snapshots
 from .adoption import Decision
 from .backends import Backend
 from .backends.base import CatalogRead
 from .backends.catalog import empty_snapshot
 from .chain import Chain
 from .config import Settings
-from .errors import DocexMigrateError
+from .errors import DocexMigrateError, Interrupted
 from .executors import WorkItem
 from .invocation import Invocation
 from .results import (
@@ -188,6 +189,7 @@ class _Fleet:
                 left = differences(expected, self._unexcused(expected, snapshot(connection, schema)))
                 if left:  # never commit what is not exactly the revision: the transaction rolls back
                     raise DocexMigrateError(f"after repair it still differs from {row.revision}: {left[0]}; rolled back")
+                interrupts.hold()  # it commits now: a signal from here on stops the run after it (interrupts.py)
         except Exception as exc:
             row.error = f"repair failed: {describe_error(exc)}"
             return
@@ -207,18 +209,42 @@ def _verify(
     reads = backend.read_catalogs(namespaces)
     rows = [fleet.judge(t, ns, reads[t]) for t, ns in namespaces.items()]
     if repair:
-        for row in rows:
-            if row.repairable:
-                fleet.repair(row)
-                if on_repair is not None:
-                    on_repair(repair_result(row))
+        _repair_each(fleet, rows, on_repair or (lambda result: None))
     return rows
 
 
-def repair_result(row: TenantDrift) -> TenantResult:
-    """A repair attempted, as the run ledger records it: repaired (what was done), or failed."""
+def _repair_each(fleet: _Fleet, rows: list[TenantDrift], on_repair: Callable[[TenantResult], None]) -> None:
+    """Repair the repairable tenants one by one. A signal stops the run: during a repair, that
+    tenant rolls back; once a repair has committed (interrupts.hold), after it is recorded and
+    before the next tenant. The tenants not repaired then are told to ``on_repair`` as not-run
+    and say why, and Interrupted carries every tenant's verdict (``results``). A signal after
+    the last repair committed stops nothing: the command line says it came late."""
+    repairable = [row for row in rows if row.repairable]
+    for i, row in enumerate(repairable):
+        started = False
+        try:
+            interrupts.raise_held()  # a signal after the previous tenant committed stops the run here
+            started = True
+            fleet.repair(row)
+        except Interrupted as stop:  # the tenant in flight rolled back on the way out
+            interrupts.hold()  # what follows is bookkeeping: recorded and printed whole
+            why = f"interrupted by {stop.signal_name}"
+            row.error = f"{why} while it was being repaired: rolled back, nothing repaired" if started else None
+            for left in repairable[i:]:
+                left.error = left.error or f"not repaired: {why} before its turn"
+                on_repair(repair_result(left, not_run=True))
+            raise Interrupted(stop.signum, results=rows) from None
+        interrupts.hold()  # its outcome is decided (committed, or rolled back): recorded whole
+        on_repair(repair_result(row))
+
+
+def repair_result(row: TenantDrift, *, not_run: bool = False) -> TenantResult:
+    """A repair attempted, as the run ledger records it: repaired (what was done), or failed;
+    ``not_run``: a signal stopped the run before (or while) it repaired this tenant."""
     if row.state == REPAIRED:
         return TenantResult(row.tenant_id, row.namespace, Action.REPAIRED, row.revision, row.revision, "; ".join(row.repairs))
+    if not_run:
+        return TenantResult(row.tenant_id, row.namespace, Action.NOT_RUN, row.revision, row.revision, row.error or "not repaired")
     return TenantResult(row.tenant_id, row.namespace, Action.FAILED, row.revision, row.revision, row.error or "repair failed")
 
 

@@ -6,11 +6,13 @@ that compute them."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import TextIO
 
+from .errors import Interrupted
 from .results import (
     ALREADY_AT_TARGET,
     DRIFTED,
@@ -192,8 +194,9 @@ class Reporter:
         if done.restore:
             self.say(f"to bring it back: {done.restore}")
 
-    def restored(self, done: Restored) -> None:
-        """restore: the tenant, where it came from, its revision, and what to run next."""
+    def restored(self, done: Restored, *, late: int | None = None) -> None:
+        """restore: the tenant, where it came from, its revision, and what to run next; ``late``,
+        a signal that arrived after it committed (it stopped nothing)."""
         if self.as_json:
             self.emit_json(done.as_dict())
         result = done.result
@@ -206,6 +209,45 @@ class Reporter:
             )
         if done.run_id:
             self.say(f"run {done.run_id} recorded: `docex-migrate runs show {done.run_id}`")
+        self.late_signal(late, f"the restore of {result.tenant_id} had committed", done.run_id)
+
+    def restore_stopped(self, stop: Interrupted, again: str) -> None:
+        """restore stopped by a signal before its commit: the report (the tenant not-run), and on
+        stderr what happened and the command that restores it."""
+        results = [r for r in stop.results or [] if isinstance(r, TenantResult)]
+        report = CommandReport("restore", results, interrupted=stop.signal_name)
+        if results:
+            self.results(report)
+        elif self.as_json:  # stopped before it knew its tenant: the report all the same
+            self.emit_json(report.as_dict())
+        self._stopped(stop.signal_name, "the restore was rolled back: nothing was restored and nothing recorded", again)
+
+    def repair_stopped(self, stop: Interrupted, run_id: str | None, again: str) -> None:
+        """verify --repair stopped by a signal: the report (every tenant's verdict), and on
+        stderr what happened, the run that recorded the repairs made, and the command that
+        repairs the rest."""
+        verdicts = [r for r in stop.results or [] if isinstance(r, TenantDrift)]
+        report = CommandReport("verify", verdicts, run_id=run_id, interrupted=stop.signal_name)
+        if verdicts:
+            self.drift(verdicts, report)
+        elif self.as_json:  # stopped before any tenant was judged: the report all the same
+            self.emit_json(report.as_dict())
+        done = f"repairs committed before it are recorded in run {run_id}" if run_id else "nothing was repaired"
+        self._stopped(stop.signal_name, f"any repair in flight was rolled back; {done}", again)
+
+    def _stopped(self, signal_name: str, outcome: str, again: str) -> None:
+        sys.stderr.write(f"interrupted by {signal_name}: {outcome}; to finish, run `{again}`\n")
+
+    def late_signal(self, signum: int | None, when: str, run_id: str | None) -> None:
+        """A signal that arrived once the command's work had committed (interrupts.py): it
+        stopped nothing, and the exit code is the command's own."""
+        if signum is None:
+            return
+        recorded = f" and recorded in run {run_id}" if run_id else ""
+        sys.stderr.write(
+            f"{signal.Signals(signum).name} arrived after {when}: it stopped nothing; "
+            f"the work is complete{recorded}, and nothing needs to be run again\n"
+        )
 
     def results(self, report: CommandReport) -> None:
         """A changing command's outcome (or plan): with --json one object (CommandReport), and

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .backends import Backend
 from .chain import Chain
-from .errors import RestoreRefusedError
+from .errors import Interrupted, RestoreRefusedError
 from .invocation import Invocation
 from .ledger import Ledger
 from .restore_advice import read_backup_record, sha256_of
@@ -122,6 +122,12 @@ def restore(inv: Invocation, tenant_id: str, backup: Path) -> tuple[TenantResult
         identity=identity,
     )
     return result, record
+
+
+def not_restored(tenant_id: str, namespace: str, stop: Interrupted) -> TenantResult:
+    """The tenant of a restore a signal stopped before it committed: rolled back, not there."""
+    why = f"interrupted by {stop.signal_name} before it committed: rolled back, nothing restored"
+    return TenantResult(tenant_id, namespace, Action.NOT_RUN, None, None, why)
 
 
 def _restore_from_private_copy(backend: Backend, tenant_id: str, backup: Path, record: RecordedBackup) -> str | None:

@@ -8,8 +8,10 @@ small chain in tests/chains/steps (its step 2 can sleep and name the tenant insi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -21,8 +23,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import STEPS, cli, start
+from helpers import STEPS, cli, report_of, start
+from test_drift import by_hand
 from test_processes import wait_for
+from test_restore import Running, ledger_locked, waits_for_the_ledger
 from test_runs import at, latest_run, outcomes, wait_for_marker, whole
 
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
@@ -264,3 +268,127 @@ def test_a_run_waiting_on_a_stopped_run_names_its_process(steps, tmp_path):
     finally:
         holder.kill()
         holder.communicate()
+
+
+# verify --repair: a run of tenants repaired one by one (issue 24)
+
+DOCEX_DROPPED = "DROP INDEX idx_docbasket_status"  # drift verify --repair undoes
+
+
+def _drifted(env, *tenant_ids: str) -> None:
+    assert cli("provision", *tenant_ids).exit_code == 0
+    for tenant_id in tenant_ids:
+        by_hand(env, tenant_id, DOCEX_DROPPED)
+
+
+def _repair_run(env) -> dict:
+    (run,) = [r for r in json.loads(cli("runs", "--json").stdout) if r["command"] == "repair"]
+    return run
+
+
+def _tenant_lock_waited(env, repair: Running, tenant: str) -> bool:
+    """Whether the repair waits for ``tenant``'s lock: SQLite says so on stderr; PostgreSQL's
+    advisory lock wait is in pg_locks (only this test's database counts)."""
+    if env.kind == "sqlite":
+        return "waiting up to" in repair.stderr and env.namespace(tenant) in repair.stderr
+    engine = env.engine()
+    try:
+        with engine.connect() as conn:
+            waiting = sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            return bool(conn.execute(waiting).scalar())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_last_repair_committed_exits_0_and_the_run_is_finished(env, signum):
+    """The signal lands once the only repair has committed, while its run is being recorded (the
+    ledger's lock is held meanwhile): nothing was left to stop, so the command records and prints
+    the run, exits 0, and says the signal came after the work was done."""
+    _drifted(env, "drifted")
+    assert cli("provision", "fine").exit_code == 0
+    with ledger_locked(env):
+        repair = Running(env, "verify", "--all-tenants", "--repair", "--yes", "--json")
+        repair.signal_when(lambda: waits_for_the_ledger(env, repair), "repaired", signum)
+    assert repair.finish() == 0, repair.stderr
+    report = report_of(repair.stdout)
+    assert (report["ok"], report["interrupted"], report["counts"]) == (True, None, {"ok": 1, "repaired": 1})
+    name = signal.Signals(signum).name
+    assert f"{name} arrived after the last repair had committed: it stopped nothing" in repair.stderr
+    run = _repair_run(env)
+    assert (run["run_id"], run["state"], run["counts"]) == (report["run_id"], "finished", {"repaired": 1})
+    assert cli("verify", "--all-tenants").exit_code == 0
+
+
+def test_a_signal_after_one_repair_committed_stops_before_the_next(env):
+    """Two tenants to repair; the signal lands once the first has committed, while its result is
+    being recorded: the first stays repaired and recorded, the second is not touched (not-run),
+    the run is interrupted in the ledger as in --json, exit 143; the advice repairs the rest."""
+    _drifted(env, "a_first", "b_second")
+    with ledger_locked(env):
+        repair = Running(env, "verify", "--all-tenants", "--repair", "--yes", "--json")
+        repair.signal_when(lambda: waits_for_the_ledger(env, repair), "repaired the first", signal.SIGTERM)
+    assert repair.finish() == 128 + signal.SIGTERM, repair.stderr
+    report = report_of(repair.stdout)
+    assert (report["command"], report["ok"], report["interrupted"]) == ("verify", False, "SIGTERM")
+    rows = {t["tenant_id"]: t for t in report["tenants"]}
+    assert {t: r["state"] for t, r in rows.items()} == {"a_first": "repaired", "b_second": "drifted"}
+    assert rows["b_second"]["error"] == "not repaired: interrupted by SIGTERM before its turn"
+    run = _repair_run(env)
+    assert (run["run_id"], run["state"], run["counts"]) == (report["run_id"], "interrupted", {"not-run": 1, "repaired": 1})
+    _advice_finishes(env, repair.stderr, report["run_id"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_repair_rolls_it_back_and_keeps_the_repairs_before_it(env, signum):
+    """Stopped while the second tenant's repair waits for its lock (another run holds it): that
+    repair rolls back, the first (committed) stays repaired and recorded; --json is the one
+    report, interrupted; the ledger's run is interrupted; the advice repairs the rest."""
+    _drifted(env, "a_first", "b_second")
+    with tenant_locked(env, "b_second"):
+        repair = Running(env, "verify", "--all-tenants", "--repair", "--yes", "--json")
+        repair.signal_when(lambda: _tenant_lock_waited(env, repair, "b_second"), "waited for b_second", signum)
+    assert repair.finish() == 128 + signum, repair.stderr
+    name = signal.Signals(signum).name
+    report = report_of(repair.stdout)
+    assert (report["ok"], report["interrupted"], report["counts"]) == (False, name, {"drifted": 1, "repaired": 1})
+    rows = {t["tenant_id"]: t for t in report["tenants"]}
+    assert rows["a_first"]["state"] == "repaired"
+    assert rows["b_second"]["error"] == f"interrupted by {name} while it was being repaired: rolled back, nothing repaired"
+    run = _repair_run(env)
+    assert (run["run_id"], run["state"], run["counts"]) == (report["run_id"], "interrupted", {"not-run": 1, "repaired": 1})
+    assert rows_of_verify(env) == {"a_first": "ok", "b_second": "drifted"}
+    _advice_finishes(env, repair.stderr, report["run_id"])
+
+
+def test_a_signal_during_the_only_repair_records_nothing(env):
+    """The one tenant to repair rolls back: nothing changed, so nothing is recorded (a repair
+    that changes nothing records nothing); --json still says what happened."""
+    _drifted(env, "only")
+    with tenant_locked(env, "only"):
+        repair = Running(env, "verify", "--all-tenants", "--repair", "--yes", "--json")
+        repair.signal_when(lambda: _tenant_lock_waited(env, repair, "only"), "waited for its lock", signal.SIGINT)
+    assert repair.finish() == 128 + signal.SIGINT, repair.stderr
+    report = report_of(repair.stdout)
+    assert (report["ok"], report["interrupted"], report["run_id"], report["counts"]) == (False, "SIGINT", None, {"drifted": 1})
+    assert "interrupted by SIGINT: any repair in flight was rolled back; nothing was repaired" in repair.stderr
+    assert not [r for r in json.loads(cli("runs", "--json").stdout) if r["command"] == "repair"]
+    assert rows_of_verify(env) == {"only": "drifted"}
+
+
+def rows_of_verify(env) -> dict[str, str]:
+    return {r["tenant_id"]: r["state"] for r in json.loads(cli("verify", "--all-tenants", "--json").stdout)}
+
+
+def _advice_finishes(env, stderr: str, run_id: str) -> None:
+    """The stop names the run that recorded the repairs made, and a command that repairs the rest."""
+    advice = re.search(rf"repairs committed before it are recorded in run {run_id}; to finish, run `(.+)`", stderr)
+    assert advice, stderr
+    again = shlex.split(advice[1])
+    assert again[0] == "docex-migrate"
+    result = cli(*again[1:])
+    assert result.exit_code == 0, result.output
+    assert set(rows_of_verify(env).values()) == {"ok"}

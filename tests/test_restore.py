@@ -4,21 +4,26 @@ print is a command that works as printed (issue 24)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import cli, head, tenant_engine, tenant_snapshot
+from helpers import cli, head, report_of, tenant_engine, tenant_snapshot
 
+from docex_migrate import tenants
 from docex_migrate.ledger import Ledger
 from docex_migrate.ledger import run_tenants as ledger_tenants
 
@@ -286,11 +291,142 @@ def test_restore_of_a_driver_dump(pg_env, monkeypatch):
     assert f"at revision {head()}" in result.output
 
 
+class Running:
+    """docex-migrate ARGS as a process of its own (the installed package, the test's config and
+    working directory), its stdout and stderr read as they come."""
+
+    def __init__(self, env, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "docex_migrate", *args],
+            cwd=env.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [
+            threading.Thread(target=lambda s=stream, into=into: into.extend(s), daemon=True)
+            for stream, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.out)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def wait_until(self, ready: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert self.proc.poll() is None, f"it ended before {what}: {self.stderr}"
+            assert time.monotonic() < deadline, f"never {what}: {self.stderr}"
+            time.sleep(0.05)
+
+    def signal_when(self, ready: Callable[[], bool], what: str, signum: int) -> None:
+        """Send ``signum`` once ``ready``, and give it half a second to be handled."""
+        try:
+            self.wait_until(ready, what)
+        except BaseException:
+            self.proc.kill()
+            self.finish()
+            raise
+        self.proc.send_signal(signum)
+        time.sleep(0.5)
+
+    def finish(self) -> int:
+        try:
+            self.proc.wait(timeout=90)
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+            for reader in self._readers:
+                reader.join(10)
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def ledger_locked(env) -> Iterator[None]:
+    """Hold the run ledger's write lock as another session would (reads go on): a command's
+    first write to the ledger waits for it, which makes "its change has committed, its run is
+    not recorded yet" a point a test can stop it at."""
+    if env.kind == "sqlite":
+        db = sqlite3.connect(tenants.ledger_file(env.settings.sqlite.path_template), isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            db.close()
+        return
+    engine = env.engine()
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'LOCK TABLE "{tenants.LEDGER_SCHEMA}".runs IN EXCLUSIVE MODE'))
+            yield
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def waits_for_the_ledger(env, running: Running) -> bool:
+    """Whether the command waits for the ledger's lock: SQLite says so on stderr; PostgreSQL's
+    wait is in pg_locks (the whole server's: only this test's database counts)."""
+    if env.kind == "sqlite":
+        return tenants.LEDGER_FILE in running.stderr and "waiting up to" in running.stderr
+    engine = env.engine()
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND NOT granted"
+                        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    )
+                ).scalar()
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_restore_committed_exits_0_and_the_run_is_recorded(env, signum):
+    """The signal lands once the tenant is restored (committed) and its run is being recorded
+    (the ledger's lock is held meanwhile): the restore is complete, so the command finishes
+    recording and printing, exits 0, and says the signal came after the work was done; --json,
+    the ledger and the tenant all say restored."""
+    cli("provision", "acme_corp")
+    _fill(env, "acme_corp")
+    rows = _rows(env, "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    with ledger_locked(env):
+        restore = Running(env, "restore", "acme_corp", "--from", str(backup), "--json")
+        restore.signal_when(lambda: env.exists("acme_corp") and waits_for_the_ledger(env, restore), "restored", signum)
+    code = restore.finish()
+    name = signal.Signals(signum).name
+    assert code == 0, restore.stderr
+    report = report_of(restore.stdout)
+    assert (report["ok"], report["interrupted"], report["counts"]) == (True, None, {"restored": 1})
+    assert f"{name} arrived after the restore of acme_corp had committed: it stopped nothing" in restore.stderr
+    assert f"recorded in run {report['run_id']}" in restore.stderr
+    (run,) = [r for r in _ledger_state(env) if r["command"] == "restore"]
+    assert (run["run_id"], run["state"], run["counts"]) == (report["run_id"], "finished", {"restored": 1})
+    assert _rows(env, "acme_corp") == rows
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_during_a_restore_leaves_no_tenant_and_no_run(pg_env, signum):
     """Stopped while it waits for the tenant's lock (another run holds it): exit 128 + signal,
-    no schema, nothing in the ledger; the same command then restores."""
+    no schema, nothing in the ledger (it changed nothing, so it records nothing, as an upgrade
+    with nothing to do); --json is the one report, interrupted, the tenant not-run; the
+    command it advises then restores."""
     cli("provision", "acme_corp")
     _fill(pg_env, "acme_corp")
     rows = _rows(pg_env, "acme_corp")
@@ -300,7 +436,18 @@ def test_a_signal_during_a_restore_leaves_no_tenant_and_no_run(pg_env, signum):
     with holder.connect() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:s, 0))"), {"s": pg_env.namespace("acme_corp")})
         restore = subprocess.Popen(
-            [sys.executable, "-m", "docex_migrate", "restore", "acme_corp", "--from", str(backup), "--tenant-lock-wait", "300"],
+            [
+                sys.executable,
+                "-m",
+                "docex_migrate",
+                "restore",
+                "acme_corp",
+                "--from",
+                str(backup),
+                "--tenant-lock-wait",
+                "300",
+                "--json",
+            ],
             cwd=pg_env.workdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -317,7 +464,7 @@ def test_a_signal_during_a_restore_leaves_no_tenant_and_no_run(pg_env, signum):
                 assert time.monotonic() < deadline and restore.poll() is None, restore.communicate()
                 time.sleep(0.2)
             restore.send_signal(signum)
-            _, err = restore.communicate(timeout=60)
+            out, err = restore.communicate(timeout=60)
         finally:
             restore.kill()
             restore.wait()
@@ -325,7 +472,20 @@ def test_a_signal_during_a_restore_leaves_no_tenant_and_no_run(pg_env, signum):
     holder.dispose()
     assert restore.returncode == 128 + signum, err
     assert not pg_env.exists("acme_corp") and _ledger_state(pg_env) == runs
-    assert cli("restore", "acme_corp", "--from", str(backup)).exit_code == 0
+    name = signal.Signals(signum).name
+    report = report_of(out)
+    assert (report["command"], report["ok"], report["interrupted"], report["run_id"]) == ("restore", False, name, None)
+    (tenant,) = report["tenants"]
+    assert (tenant["tenant_id"], tenant["action"], tenant["to_revision"]) == ("acme_corp", "not-run", None)
+    assert "rolled back, nothing restored" in tenant["message"]
+    advice = re.search(
+        rf"interrupted by {name}: the restore was rolled back: nothing was restored and nothing recorded; to finish, run `(.+)`",
+        err,
+    )
+    assert advice, err
+    again = shlex.split(advice[1])
+    assert again[0] == "docex-migrate"
+    assert cli(*again[1:]).exit_code == 0
     assert _rows(pg_env, "acme_corp") == rows
 
 

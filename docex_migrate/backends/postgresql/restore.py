@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ...errors import RestoreRefusedError
+from ...interrupts import hold
 from ...statements import version_rows
 from ..catalog_paths import relations
 from .backup import COPY_STATEMENT, read_dump
@@ -126,6 +127,7 @@ class PostgresRestore(PostgresSessions):
                 self._load(connection, tenant_id, backup, sha256)
                 self._check(connection, tenant_id, backup, schema, objects, rows, revision)
                 identity = self.identity(tenant_id, connection)
+                hold()  # it commits now: a signal from here on no longer undoes it (interrupts.py)
         return identity
 
     def _load(self, connection: Connection, tenant_id: str, backup: Path, sha256: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ...chain import VERSION_TABLE
 from ...errors import RestoreRefusedError
+from ...interrupts import hold
 from ..base import sha256_of
 from .files import file_identity
 
@@ -83,6 +84,7 @@ def _put_in_place(tenant_id: str, path: Path, staged: Path, backup: Path, revisi
     if sha256_of(staged) != sha256:  # what is put in place is the backup recorded, byte for byte
         raise RestoreRefusedError(f"tenant {tenant_id!r}: backup {backup} changed while it was copied; nothing restored")
     _check(tenant_id, staged, backup, revision)
+    hold()  # the link is the commit: a signal from here on no longer undoes it (interrupts.py)
     try:
         os.link(staged, path)  # never over a file created meanwhile (a provision)
     except FileExistsError:
