@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from . import adoption, excuses, revision_snapshots
+from . import adoption, excuses, revision_snapshots, schema
 from .adoption import Decision
 from .backends import Backend
 from .backends.base import CatalogRead
@@ -100,6 +100,12 @@ class _Fleet:
                 found = revision_snapshots.shipped(self.kind, self.chain, partial=True) or {}
             self._snaps = found
         return self._snaps
+
+    def check_excuses(self) -> None:
+        """Refuse (ConfigError) an excuse that names what a revision of the chain defines, at
+        any revision, or a table no revision has (excuses.check)."""
+        if self.settings.excused_drift:
+            excuses.check(self.settings.excused_drift, self.snaps, schema.TABLE_NAMES)
 
     def expected(self, revision: str | None) -> Snapshot | None:
         return empty_snapshot(self.kind) if revision is None else self.snaps.get(revision)
@@ -214,6 +220,12 @@ def _verify(
     return rows
 
 
+def check_excuses(settings: Settings, backend: Backend, chain: Chain) -> None:
+    """The config's excuses checked against the chain's snapshots, before a command that applies
+    them (verify, upgrade --verify-first) runs anything: ConfigError (exit 2) for a bad one."""
+    _Fleet(settings, backend, chain).check_excuses()
+
+
 def repair_result(row: TenantDrift) -> TenantResult:
     """A repair attempted, as the run ledger records it: repaired (what was done), or failed."""
     if row.state == REPAIRED:
@@ -232,6 +244,7 @@ def verify(
     snapshot of the revision it is stamped at; one TenantDrift each. Read-only unless ``repair``:
     then each drifted tenant whose drift is only indexes is repaired, in its own transaction
     under its lock, and ``on_repair`` told of it (the run ledger)."""
+    check_excuses(inv.settings, inv.backend, inv.chain)
     namespaces = in_shard(select(inv.backend, tenant_ids), inv.shard)
     return _verify(inv.settings, inv.backend, inv.chain, namespaces, repair=repair, on_repair=on_repair)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .adoption import adopt
 from .backends import FreshTemplate
-from .drift import hold_back_drifted
+from .drift import check_excuses, hold_back_drifted
 from .errors import Interrupted
 from .executors import WorkItem, collect, execute, in_order, not_run, stopped_after
 from .invocation import Invocation
@@ -137,6 +137,8 @@ def upgrade(
 ) -> list[TenantResult]:
     """The tenants to ``target``, adopting the unversioned ones first if asked, in stages if
     asked (see api.upgrade)."""
+    if verify_first:  # a bad excuse is refused before the first tenant, not at the first wave
+        check_excuses(inv.settings, inv.backend, inv.chain)
     staged = _staged(inv, tenant_ids, canary, waves) if canary or waves is not None else None
     adopted = _adopt_unversioned(inv, tenant_ids) if adopt_first else {}
     failed_adoptions = sum(r.failed for r in adopted.values())
