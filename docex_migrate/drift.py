@@ -16,7 +16,8 @@ not compared). Fast across a fleet:
 Read-only, except `repair`: drift the chain can explain exactly (DocEX's or an operator's
 indexes added, dropped or redefined, the tables exactly the revision's) is undone index by index
 in one transaction under the tenant's lock, proven equal to the revision, and committed;
-anything else is only reported. Every tenant's outcome is a value (results.TenantDrift), never
+anything else is only reported. A tenant whose repair fails is ``failed`` (as the run
+ledger records it), its diff kept. Every tenant's outcome is a value (results.TenantDrift), never
 an exception; reporting.py prints them.
 """
 
@@ -46,6 +47,7 @@ from .results import (
     DRIFTED,
     MAX_DIFF,
     OK,
+    REPAIR_FAILED,
     REPAIRED,
     UNREADABLE,
     UNVERIFIED,
@@ -194,7 +196,7 @@ class _Fleet:
                 if left:  # never commit what is not exactly the revision: the transaction rolls back
                     raise DocexMigrateError(f"after repair it still differs from {row.revision}: {left[0]}; rolled back")
         except Exception as exc:
-            row.error = f"repair failed: {describe_error(exc)}"
+            row.state, row.error = REPAIR_FAILED, f"repair failed: {describe_error(exc)}"
             return
         row.state, row.repairs = REPAIRED, _describe(repairs)
 

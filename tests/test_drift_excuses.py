@@ -5,10 +5,11 @@ run in the ledger like every other changing command (issue 24)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 import yaml
-from helpers import cli, head, migrate_to, tenant_snapshot, version_of
+from helpers import cli, head, migrate_to, reported, tenant_snapshot, version_of
 from test_drift import by_hand, rows_of
 
 HOTFIX = "CREATE INDEX ix_hotfix_search ON document (name)"
@@ -210,3 +211,43 @@ def test_an_excuse_naming_what_a_revision_defines_is_refused_before_anything(env
     assert repaired.exit_code == 0, repaired.output
     assert rows_of(repaired)["moved"]["state"] == "repaired"
     assert "idx_docbasket_status" in _indexes(env, "moved", "docbasket")
+
+
+def test_a_failed_repair_counts_as_failed_in_the_report_as_in_the_ledger(env, chain_copy):
+    """Issue 24: `verify --repair --yes --json` counted {drifted: 2, repaired: 1} where the ledger
+    had 1 failed, 1 repaired: a tenant whose repair failed stayed "drifted" in the report."""
+    _, later = _later(chain_copy)
+    assert cli("provision", "fixable", "duplicates", "unrepairable").exit_code == 0
+    by_hand(env, "fixable", DOCEX_DROPPED)
+    # Its unique index dropped and rows added that it forbids: repair's CREATE UNIQUE INDEX fails.
+    rows = ", ".join(f"('b{n}', 'basket {n}', '{{}}', 'ACTIVE', '2026-01-01', '2026-01-01')" for n in (1, 2))
+    by_hand(
+        env,
+        "duplicates",
+        "DROP INDEX uq_basket_status",
+        f"INSERT INTO docbasket (id, name, storage_config, status, created_at, updated_at) VALUES {rows}",
+    )
+    by_hand(env, "unrepairable", "ALTER TABLE docbasket ADD COLUMN extra INTEGER")  # not indexes: never attempted
+
+    result = cli("verify", "--all-tenants", "--repair", "--yes", "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    states = {r["tenant_id"]: r["state"] for r in reported(result.stdout)}
+    assert states == {"fixable": "repaired", "duplicates": "failed", "unrepairable": "drifted"}
+    assert report["counts"] == {"drifted": 1, "failed": 1, "repaired": 1} and report["ok"] is False
+    failed = next(r for r in reported(result.stdout) if r["tenant_id"] == "duplicates")
+    assert failed["error"].startswith("repair failed") and failed["diff"] and failed["repairs"]
+
+    (run,) = _repair_runs()
+    detail = json.loads(cli("runs", "show", run["run_id"], "--json").stdout)
+    recorded = Counter(t["action"] for t in detail["tenants"])
+    assert recorded == {"failed": 1, "repaired": 1} == run["counts"]
+    assert {k: report["counts"][k] for k in recorded} == recorded  # the report counts what the ledger records
+    assert "uq_basket_status" not in _indexes(env, "duplicates", "docbasket")  # rolled back
+    assert version_of(env, "duplicates") == (later,)
+
+    human = cli("verify", "--all-tenants", "--repair", "--yes")
+    assert human.exit_code == 1, human.output
+    assert "1 drifted, 1 failed, 1 ok" in human.stdout, human.output
+    assert "duplicates: repair tried, rolled back: create index uq_basket_status" in human.stdout, human.output
+    assert len(_repair_runs()) == 1  # a repair that changed nothing (its one attempt rolled back) records nothing
