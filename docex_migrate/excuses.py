@@ -125,19 +125,25 @@ def check(excuses: tuple[Excuse, ...], snapshots: Mapping[str, Mapping[str, Any]
 
 def _owner(snap: Mapping[str, Any], name: str) -> str | None:
     """What of the snapshot's holds ``name`` in the tenant's namespace of indexes and tables
-    (an index, a table, a key's or a unique constraint's index, a sequence), or None."""
+    (an index, a table, a key's or a unique constraint's index, a sequence), or None. Case
+    blind: SQLite takes IX_A and ix_a for one name."""
+
+    def same(other: object) -> bool:
+        return isinstance(other, str) and other.lower() == name.lower()
+
     for table, body in snap["tables"].items():
-        if name == table:
+        if same(table):
             return f"the table {table}"
-        if name in body.get("indexes", {}):
-            return f"the index {name} on {table}"
-        if name == (body.get("primary_key") or {}).get("name"):
+        index = next((i for i in body.get("indexes", {}) if same(i)), None)
+        if index is not None:
+            return f"the index {index} on {table}"
+        if same((body.get("primary_key") or {}).get("name")):
             return f"the primary key of {table}"
-        if any(unique and unique[0] == name for unique in body.get("unique_constraints", [])):
-            return f"the unique constraint {name} on {table}"
-    if name in snap.get("sequences", ()):
-        return f"the sequence {name}"
-    return None
+        unique = next((u[0] for u in body.get("unique_constraints", []) if u and same(u[0])), None)
+        if unique is not None:
+            return f"the unique constraint {unique} on {table}"
+    sequence = next((q for q in snap.get("sequences", ()) if same(q)), None)
+    return None if sequence is None else f"the sequence {sequence}"
 
 
 def apply(excuses: tuple[Excuse, ...], expected: dict[str, Any], actual: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -177,6 +177,7 @@ def _repair_runs() -> list[dict]:
         {"index": "idx_docbasket_status", "table": "document"},  # the head's index's name, on another table
         {"index": "ix_later_search", "table": "document"},  # defined by a revision above the tenant
         {"index": "uq_docbasket_name", "table": "docbasket"},  # the name of a unique constraint's index
+        {"index": "IDX_DOCBASKET_STATUS", "table": "document"},  # one name to SQLite, whatever its case
     ],
 )
 def test_an_excuse_naming_what_a_revision_defines_is_refused_before_anything(env, chain_copy, entry):
