@@ -245,7 +245,8 @@ def verify(
     """Every tenant (None = every tenant found, in the invocation's shard) compared with the
     snapshot of the revision it is stamped at; one TenantDrift each. Read-only unless ``repair``:
     then each drifted tenant whose drift is only indexes is repaired, in its own transaction
-    under its lock, and ``on_repair`` told of it (the run ledger)."""
+    under its lock, and ``on_repair`` told of it (the run ledger). A bad excuse in the config
+    (excuses.check) is refused first, ConfigError, before any tenant is read."""
     check_excuses(inv.settings, inv.backend, inv.chain)
     namespaces = in_shard(select(inv.backend, tenant_ids), inv.shard)
     return _verify(inv.settings, inv.backend, inv.chain, namespaces, repair=repair, on_repair=on_repair)
