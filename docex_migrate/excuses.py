@@ -106,20 +106,20 @@ def check(excuses: tuple[Excuse, ...], snapshots: Mapping[str, Mapping[str, Any]
     tables = set(known_tables)
     for revision, snap in snapshots.items():
         tables.update(snap["tables"])
-        for excuse in excuses:
+        for number, excuse in enumerate(excuses, 1):
             owner = _owner(snap, excuse.index)
             if owner is not None:
                 raise ConfigError(
-                    f"{SECTION}.{KEY}: {excuse.index} is not an extra index: revision {revision} defines {owner} under "
-                    "that name, and an excuse covers only an index no revision defines: remove the entry"
+                    f"{SECTION}.{KEY} entry {number}: {excuse.index} is not an extra index: revision {revision} defines "
+                    f"{owner} under that name, and an excuse covers only an index no revision defines: remove the entry"
                 )
-    for excuse in excuses:
+    for number, excuse in enumerate(excuses, 1):
         if excuse.table is not None and excuse.table not in tables:
             near = difflib.get_close_matches(excuse.table, sorted(tables), n=1)
             hint = f"did you mean {near[0]}?" if near else "name one of " + ", ".join(sorted(tables))
             raise ConfigError(
-                f"{SECTION}.{KEY}: index {excuse.index}: table {excuse.table} is not a DocEX tenant table ({hint}), "
-                "or leave table: out"
+                f"{SECTION}.{KEY} entry {number} ({excuse.index}): table {excuse.table} is not a DocEX tenant table "
+                f"({hint}), or leave table: out"
             )
 
 
