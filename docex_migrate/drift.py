@@ -16,7 +16,8 @@ not compared). Fast across a fleet:
 Read-only, except `repair`: drift the chain can explain exactly (DocEX's or an operator's
 indexes added, dropped or redefined, the tables exactly the revision's) is undone index by index
 in one transaction under the tenant's lock, proven equal to the revision, and committed;
-anything else is only reported. Every tenant's outcome is a value (results.TenantDrift), never
+anything else is only reported. A tenant whose repair fails is ``failed`` (as the run
+ledger records it), its diff kept. Every tenant's outcome is a value (results.TenantDrift), never
 an exception; reporting.py prints them. A signal stops a repair run between tenants or rolls
 back the tenant in flight; the Interrupted it raises carries every verdict (_repair_each).
 """
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from . import adoption, excuses, interrupts, revision_snapshots
+from . import adoption, excuses, interrupts, revision_snapshots, schema
 from .adoption import Decision
 from .backends import Backend
 from .backends.base import CatalogRead
@@ -47,6 +48,7 @@ from .results import (
     DRIFTED,
     MAX_DIFF,
     OK,
+    REPAIR_FAILED,
     REPAIRED,
     UNREADABLE,
     UNVERIFIED,
@@ -101,6 +103,12 @@ class _Fleet:
                 found = revision_snapshots.shipped(self.kind, self.chain, partial=True) or {}
             self._snaps = found
         return self._snaps
+
+    def check_excuses(self) -> None:
+        """Refuse (ConfigError) an excuse that names what a revision of the chain defines, at
+        any revision, or a table no revision has (excuses.check)."""
+        if self.settings.excused_drift:
+            excuses.check(self.settings.excused_drift, self.snaps, schema.TABLE_NAMES)
 
     def expected(self, revision: str | None) -> Snapshot | None:
         return empty_snapshot(self.kind) if revision is None else self.snaps.get(revision)
@@ -191,7 +199,7 @@ class _Fleet:
                     raise DocexMigrateError(f"after repair it still differs from {row.revision}: {left[0]}; rolled back")
                 interrupts.hold()  # it commits now: a signal from here on stops the run after it (interrupts.py)
         except Exception as exc:
-            row.error = f"repair failed: {describe_error(exc)}"
+            row.state, row.error = REPAIR_FAILED, f"repair failed: {describe_error(exc)}"
             return
         row.state, row.repairs = REPAIRED, _describe(repairs)
 
@@ -211,6 +219,12 @@ def _verify(
     if repair:
         _repair_each(fleet, rows, on_repair or (lambda result: None))
     return rows
+
+
+def check_excuses(settings: Settings, backend: Backend, chain: Chain) -> None:
+    """The config's excuses checked against the chain's snapshots, before a command that applies
+    them (verify, upgrade --verify-first) runs anything: ConfigError (exit 2) for a bad one."""
+    _Fleet(settings, backend, chain).check_excuses()
 
 
 def _repair_each(fleet: _Fleet, rows: list[TenantDrift], on_repair: Callable[[TenantResult], None]) -> None:
@@ -258,7 +272,9 @@ def verify(
     """Every tenant (None = every tenant found, in the invocation's shard) compared with the
     snapshot of the revision it is stamped at; one TenantDrift each. Read-only unless ``repair``:
     then each drifted tenant whose drift is only indexes is repaired, in its own transaction
-    under its lock, and ``on_repair`` told of it (the run ledger)."""
+    under its lock, and ``on_repair`` told of it (the run ledger). A bad excuse in the config
+    (excuses.check) is refused first, ConfigError, before any tenant is read."""
+    check_excuses(inv.settings, inv.backend, inv.chain)
     namespaces = in_shard(select(inv.backend, tenant_ids), inv.shard)
     return _verify(inv.settings, inv.backend, inv.chain, namespaces, repair=repair, on_repair=on_repair)
 

@@ -8,16 +8,22 @@ and `verify --repair` never drops them (as Atlas's exclude does for its diffs)::
           table: document                     # optional: only on this table
           reason: INC-1234, search timed out  # required: why it is there
 
-An excuse covers an extra index only, on every tenant that has it: an index the revision does
-not define. An index the revision defines, changed under its own name, stays drift; so does
-everything else (columns, types, tables). Parsed with the settings (config.py), so a bad entry is
-refused before anything runs; applied to a tenant's snapshot before it is compared (drift.py).
-Pure: no I/O.
+An excuse covers an extra index only, on every tenant that has it: an index no revision of the
+chain defines. An index the revision defines, changed under its own name, stays drift; so does
+everything else (columns, types, tables). Parsed with the settings (config.py), so a malformed
+entry is refused before anything runs (a name YAML reads as a number, an index given twice); once
+the chain's snapshots are known, ``check`` refuses an excuse whose name any revision of the chain
+gives one of its own objects (tenants sit at different revisions, and a name is one namespace per
+tenant: an excused index holding it would keep `verify --repair` from creating the revision's),
+and a table that no revision has (a typo). Applied to a tenant's snapshot before it is compared
+(drift.py). Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +33,9 @@ SECTION = "docex_migrate"
 KEY = "excused_drift"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}")  # an index or table name (PostgreSQL's 63 bytes)
 _FIELDS = {"index", "table", "reason"}
+# What YAML 1.2 readers take for a number among the names above (PyYAML, YAML 1.1, reads 1e3 as
+# the string '1e3'; DocEX's other tools and YAML 1.2 read it as 1000.0): refused as a name.
+_NUMBER = re.compile(r"[0-9]+([eE]-?[0-9]+)?|0o[0-7]+|0x[0-9a-fA-F]+")
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,11 @@ def parse(section: Any) -> tuple[Excuse, ...]:
             raise ConfigError(f"{where}: {extra[0]!r} is not one of index, table, reason (only indexes can be excused)")
         index, table, reason = entry.get("index"), entry.get("table"), entry.get("reason")
         for field, value in (("index", index), ("table", table)):
+            if isinstance(value, str) and _NUMBER.fullmatch(value):
+                raise ConfigError(
+                    f"{where}: {field} {value} reads as a number in YAML, not a name: give the {field}'s name "
+                    "as the database has it"
+                )
             if (value is not None or field == "index") and not (isinstance(value, str) and _NAME.fullmatch(value)):
                 raise ConfigError(
                     f"{where}: {field} must be a name as the database has it (letters, digits, _, $, -; at most 63), "
@@ -74,8 +88,62 @@ def parse(section: Any) -> tuple[Excuse, ...]:
         excuse = Excuse(str(index), table, reason.strip())
         if any((e.index, e.table) == (excuse.index, excuse.table) for e in found):
             raise ConfigError(f"{where}: index {index} is excused twice: keep one entry")
+        if any(e.index == excuse.index and None in (e.table, excuse.table) for e in found):
+            raise ConfigError(
+                f"{where}: index {index} is excused twice, on every table and on one table: keep one entry "
+                "(without table: it covers the index on whichever table it is)"
+            )
         found.append(excuse)
     return tuple(found)
+
+
+def check(excuses: tuple[Excuse, ...], snapshots: Mapping[str, Mapping[str, Any]], known_tables: tuple[str, ...] = ()) -> None:
+    """ConfigError (exit 2, one line) for the first excuse whose index name a revision of the
+    chain gives one of its own objects, at any revision (``snapshots``: revision -> its snapshot),
+    or whose table no revision has (nor ``known_tables``). Nothing to check against: nothing refused."""
+    if not excuses or not snapshots:
+        return
+    tables = set(known_tables)
+    for revision, snap in snapshots.items():
+        tables.update(snap["tables"])
+        for number, excuse in enumerate(excuses, 1):
+            owner = _owner(snap, excuse.index)
+            if owner is not None:
+                raise ConfigError(
+                    f"{SECTION}.{KEY} entry {number}: {excuse.index} is not an extra index: revision {revision} defines "
+                    f"{owner} under that name, and an excuse covers only an index no revision defines: remove the entry"
+                )
+    for number, excuse in enumerate(excuses, 1):
+        if excuse.table is not None and excuse.table not in tables:
+            near = difflib.get_close_matches(excuse.table, sorted(tables), n=1)
+            hint = f"did you mean {near[0]}?" if near else "name one of " + ", ".join(sorted(tables))
+            raise ConfigError(
+                f"{SECTION}.{KEY} entry {number} ({excuse.index}): table {excuse.table} is not a DocEX tenant table "
+                f"({hint}), or leave table: out"
+            )
+
+
+def _owner(snap: Mapping[str, Any], name: str) -> str | None:
+    """What of the snapshot's holds ``name`` in the tenant's namespace of indexes and tables
+    (an index, a table, a key's or a unique constraint's index, a sequence), or None. Case
+    blind: SQLite takes IX_A and ix_a for one name."""
+
+    def same(other: object) -> bool:
+        return isinstance(other, str) and other.lower() == name.lower()
+
+    for table, body in snap["tables"].items():
+        if same(table):
+            return f"the table {table}"
+        index = next((i for i in body.get("indexes", {}) if same(i)), None)
+        if index is not None:
+            return f"the index {index} on {table}"
+        if same((body.get("primary_key") or {}).get("name")):
+            return f"the primary key of {table}"
+        unique = next((u[0] for u in body.get("unique_constraints", []) if u and same(u[0])), None)
+        if unique is not None:
+            return f"the unique constraint {unique} on {table}"
+    sequence = next((q for q in snap.get("sequences", ()) if same(q)), None)
+    return None if sequence is None else f"the sequence {sequence}"
 
 
 def apply(excuses: tuple[Excuse, ...], expected: dict[str, Any], actual: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .adoption import adopt
 from .backends import FreshTemplate
-from .drift import hold_back_drifted
+from .drift import check_excuses, hold_back_drifted
 from .errors import Interrupted
 from .executors import WorkItem, collect, execute, in_order, not_run, stopped_after
 from .invocation import Invocation
@@ -137,6 +137,8 @@ def upgrade(
 ) -> list[TenantResult]:
     """The tenants to ``target``, adopting the unversioned ones first if asked, in stages if
     asked (see api.upgrade)."""
+    if verify_first:  # a bad excuse is refused before the first tenant, not at the first wave
+        check_excuses(inv.settings, inv.backend, inv.chain)
     staged = _staged(inv, tenant_ids, canary, waves) if canary or waves is not None else None
     adopted = _adopt_unversioned(inv, tenant_ids) if adopt_first else {}
     failed_adoptions = sum(r.failed for r in adopted.values())
@@ -199,11 +201,12 @@ def _in_waves(
             failures += sum(r.failed for r in got)
             if any(r.failed for r in got) or (limit is not None and failures >= limit):
                 what = f"group {number + 1} of {len(planned)}"  # the canaries, when given, are group 1
-                left = [t for later in planned[number + 1 :] for t in later] + beyond
+                left = [t for later in planned[number + 1 :] for t in later]
                 finished.update(not_reached(inv, left, f"the rollout stopped after {what} failed", target))
                 break
-        else:
-            finished.update(not_reached(inv, beyond, "beyond the last wave (--resume continues)", target))
+        # Past the last wave whether or not a wave failed: no wave was ever to reach them.
+        past = _past_the_last_wave(inv, len(namespaces) - len(beyond), len(namespaces))
+        finished.update(not_reached(inv, beyond, past, target))
     except Interrupted as stop:
         finished.update((r.tenant_id, r) for r in stop.results or [])
         left = [t for t in namespaces if t not in finished]
@@ -216,6 +219,17 @@ def _in_waves(
         stop.results = _in_their_waves([finished[t] for t in namespaces if t in finished], planned)
         raise
     return _in_their_waves([finished[t] for t in namespaces if t in finished], planned)
+
+
+def _past_the_last_wave(inv: Invocation, reached: int, selected: int) -> str:
+    """Why a tenant no wave reaches is not run, and what reaches it: the same in a plan (RUN: it
+    has no run yet) and in the run (its id). A run that recorded nothing (no wave changed a
+    tenant) cannot be resumed: then an upgrade whose waves reach every tenant."""
+    why = f"past the last wave (the waves reach {reached} of these {selected} tenants)"
+    if inv.plan_only or (inv.run is not None and inv.run.recorded):
+        run = inv.run.run_id if inv.run is not None else "RUN"
+        return f"{why}: `docex-migrate upgrade --resume {run}` continues with them"
+    return f"{why}: no run was recorded to resume; an upgrade whose last wave is 100% reaches them"
 
 
 def _in_their_waves(results: list[TenantResult], planned: list[list[str]]) -> list[TenantResult]:

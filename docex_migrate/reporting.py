@@ -18,6 +18,7 @@ from .results import (
     DRIFTED,
     MAX_DIFF,
     OK,
+    REPAIR_FAILED,
     REPAIRED,
     UNKNOWN_ADOPTION,
     UNVERSIONED,
@@ -114,7 +115,8 @@ class Reporter:
             for line in r.excused:
                 self.say(f"  {r.tenant_id}: {line}")
         counts = Counter(r.state for r in rows)
-        catalogs = len({(r.revision, r.fingerprint) for r in rows if r.fingerprint and r.state in (OK, DRIFTED, REPAIRED)})
+        compared = (OK, DRIFTED, REPAIRED, REPAIR_FAILED)
+        catalogs = len({(r.revision, r.fingerprint) for r in rows if r.fingerprint and r.state in compared})
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         excused = sum(1 for r in rows if r.excused)
         if counts.get(OK) == len(rows):
@@ -123,13 +125,13 @@ class Reporter:
         self.say(f"{summary}{also} ({catalogs} distinct catalog(s) compared)")
 
     def _drift_lines(self, r: TenantDrift) -> None:
-        lines = r.diff if r.state == DRIFTED else []
+        lines = r.diff if r.state in (DRIFTED, REPAIR_FAILED) else []
         for line in lines[:MAX_DIFF]:
             self.say(f"  {r.tenant_id}: {line}")
         if len(lines) > MAX_DIFF:
             self.say(f"  {r.tenant_id}: ... and {len(lines) - MAX_DIFF} more (--json has them all)")
-        verb = "repaired" if r.state == REPAIRED else "repair would"
-        for line in r.repairs if r.state in (DRIFTED, REPAIRED) else []:
+        verb = {REPAIRED: "repaired", REPAIR_FAILED: "repair tried, rolled back"}.get(r.state, "repair would")
+        for line in r.repairs if r.state in (DRIFTED, REPAIRED, REPAIR_FAILED) else []:
             self.say(f"  {r.tenant_id}: {verb}: {line}")
         if r.state == DRIFTED and r.error:
             self.say(f"  {r.tenant_id}: {r.error}")
@@ -340,7 +342,7 @@ def _status_revision(r: TenantStatus) -> str:
 
 
 def _drift_revision(r: TenantDrift) -> str:
-    return "base" if r.revision is None and r.state in (OK, DRIFTED, REPAIRED) else r.revision or "-"
+    return "base" if r.revision is None and r.state in (OK, DRIFTED, REPAIRED, REPAIR_FAILED) else r.revision or "-"
 
 
 def _unversioned(matches: str | None, nearest: str | None, adopt: str) -> str:

@@ -214,16 +214,19 @@ class CheckResult:
 AHEAD, BEHIND, CORRUPT, CURRENT = "ahead", "behind", "corrupt", "current"
 UNREADABLE, UNVERSIONED = "unreadable", "unversioned"
 OK, DRIFTED, REPAIRED = "ok", Action.DRIFTED.value, "repaired"
+# verify --repair: drifted, its repair attempted and rolled back; counted as the ledger records it
+REPAIR_FAILED = Action.FAILED.value
 UNVERIFIED = "unverified"  # versioned, but its revision's snapshot is not available here
-FAILED_STATES = (DRIFTED, UNVERIFIED, UNREADABLE, CORRUPT, AHEAD)
+FAILED_STATES = (DRIFTED, REPAIR_FAILED, UNVERIFIED, UNREADABLE, CORRUPT, AHEAD)
 MAX_DIFF = 20  # lines of diff shown per tenant; the JSON carries them all
 UNKNOWN_ADOPTION = "unknown"  # adoption.Decision.UNKNOWN's value: recognition could not run
 
 
 @dataclass
 class TenantDrift:
-    """One tenant's verdict: ok, drifted, repaired, or the state that kept it from being compared
-    (unversioned, missing, unreadable, corrupt, ahead, unverified)."""
+    """One tenant's verdict: ok, drifted, repaired, failed (verify --repair: drifted, and its
+    repair failed and was rolled back; ``error`` says why), or the state that kept it from being
+    compared (unversioned, missing, unreadable, corrupt, ahead, unverified)."""
 
     tenant_id: str
     namespace: str
@@ -254,8 +257,8 @@ class TenantDrift:
             "state": self.state,
             "fingerprint": self.fingerprint[:16] if self.fingerprint else None,
         }
-        if self.state in (DRIFTED, REPAIRED):
-            row.update(diff=self.diff, repairs=self.repairs, repairable=self.repairable or self.state == REPAIRED)
+        if self.state in (DRIFTED, REPAIRED, REPAIR_FAILED):
+            row.update(diff=self.diff, repairs=self.repairs, repairable=self.repairable or self.state != DRIFTED)
         if self.state == UNVERSIONED:
             row.update(matches=self.matches, adopt=self.adopt)
             if self.nearest is not None:

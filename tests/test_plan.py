@@ -315,3 +315,40 @@ def test_the_schema_is_valid_and_in_step_with_the_code():
     report = CommandReport("upgrade", [TenantResult("a", "ns", Action.UPGRADED, None, "r1")]).as_dict()
     assert set(report) == set(REPORT_SCHEMA["required"])
     assert set(report["tenants"][0]) == set(REPORT_SCHEMA["$defs"]["tenant_result"]["required"])
+
+
+PAST = "not attempted: past the last wave (the waves reach {n} of these {of} tenants): `docex-migrate upgrade --resume {run}` continues with them"
+
+
+def test_plan_and_run_say_the_tenants_past_the_last_wave_are_past_it(steps):
+    """Issue 24: with a wave spec that stops short of 100% (--waves 1,2 on 5 tenants) and a
+    group that would fail, the plan said the tenants past the last wave were not run because
+    'the rollout stopped after group 1 of 3 failed': no wave was ever to reach them. The plan
+    and the run now say they are past the last wave, and what reaches them."""
+    env = steps
+    tenants = [f"p{i}" for i in range(5)]
+    at(env, tenants, "r1")
+    order = hash_order(tenants)
+    selected = [a for t in tenants for a in ("--tenant", t)]
+
+    plan = planned(env, "upgrade", *selected, "--tenant", "ghost", "--canary", "ghost", "--waves", "1,2", exit_code=1)
+    said = {t["tenant_id"]: t["message"] for t in plan["tenants"]}
+    assert {t: said[t] for t in order[:2]} == dict.fromkeys(
+        order[:2], "not attempted: the rollout stopped after group 1 of 3 failed"
+    )
+    assert {t: said[t] for t in order[2:]} == dict.fromkeys(order[2:], PAST.format(n=3, of=6, run="RUN"))
+
+    spec = [*selected, "--waves", "1,2"]  # nothing fails: the run records what the plan said
+    plan = planned(env, "upgrade", *spec, exit_code=1)
+    result = cli("upgrade", *spec, "--json")
+    assert result.exit_code == 1, result.output
+    run = report_of(result.stdout)
+    assert moves(run) == moves(plan)
+    messages = {t["tenant_id"]: t["message"] for t in run["tenants"]}
+    assert {t: messages[t] for t in order[2:]} == dict.fromkeys(order[2:], PAST.format(n=2, of=5, run=run["run_id"]))
+    assert {t["tenant_id"]: t["message"].replace(run["run_id"], "RUN") for t in run["tenants"]} == {
+        t["tenant_id"]: t["message"] for t in plan["tenants"]
+    }
+    resumed = cli("upgrade", "--resume", run["run_id"])  # the advice, run as printed
+    assert resumed.exit_code == 0, resumed.output
+    assert {version_of(env, t) for t in tenants} == {("r3",)}

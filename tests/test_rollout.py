@@ -167,3 +167,29 @@ def test_progress_off_a_terminal_names_each_wave_and_pause_and_counts_the_whole_
     counters = [line.split(" ")[0] for line in lines if line.startswith("[")]
     assert counters == [f"[{n}/18]" for n in range(1, 19)]
     assert lines[lines.index("wave 3 of 3: 14 tenants") + 1].startswith("[7/18] ")  # the run's count, not the wave's
+
+
+def test_a_failing_last_wave_leaves_the_tenants_past_it_past_the_last_wave(steps, monkeypatch):
+    """Issue 24: with --waves 2,5 on 20 tenants and a failure in the second (last) wave, the 15
+    tenants past it were 'not attempted: the rollout stopped after group 2 of 2 failed', though
+    no wave was ever to reach them. They say so now, with the command that does, in the report
+    and in the ledger; and that command reaches them."""
+    order = hash_order(TENANTS)
+    monkeypatch.setenv("STEPS_FAIL_TENANT", order[3])
+    result = cli("upgrade", "--all-tenants", "--waves", "2,5", "--json")
+    assert result.exit_code == 1, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    past = (
+        "not attempted: past the last wave (the waves reach 5 of these 20 tenants): "
+        f"`docex-migrate upgrade --resume {run_id}` continues with them"
+    )
+    said = {r["tenant_id"]: r["message"] for r in reported(result.stdout)}
+    assert {t: said[t] for t in order[5:]} == dict.fromkeys(order[5:], past)
+    recorded = {t["tenant_id"]: t["message"] for t in json.loads(cli("runs", "show", run_id, "--json").stdout)["tenants"]}
+    assert {t: recorded[t] for t in order[5:]} == dict.fromkeys(order[5:], past)
+
+    monkeypatch.delenv("STEPS_FAIL_TENANT")
+    resumed = cli("upgrade", "--resume", run_id, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert set(actions(resumed)) == {order[3], *order[5:]}
+    assert {version_of(steps, t) for t in TENANTS} == {("r3",)}
