@@ -13,12 +13,12 @@ know; and when the tenant exists. The backend then loads it atomically and check
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import Backend
+from .backends.base import copy_hashing
 from .chain import Chain
 from .errors import RestoreRefusedError
 from .invocation import Invocation
@@ -131,13 +131,9 @@ def _restore_from_private_copy(backend: Backend, tenant_id: str, backup: Path, r
     transaction). Needs temporary space the size of the backup."""
     with locked_directory("docex_migrate_restore_", sweep=True) as private:
         copy = private / backup.name
-        digest = hashlib.sha256()
-        with backup.open("rb") as source, copy.open("wb") as target:
-            os.fchmod(target.fileno(), 0o600)  # a tenant's whole data, as the backup itself
-            while chunk := source.read(1 << 20):
-                digest.update(chunk)
-                target.write(chunk)
-        if digest.hexdigest() != record.sha256:
+        with backup.open("rb") as source, open(os.open(copy, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "wb") as target:
+            digest = copy_hashing(source, target)  # 0600 from its creation: a tenant's whole data, as the backup itself
+        if digest != record.sha256:
             raise _refused(f"backup {backup} changed since deprovision wrote it (its SHA-256 differs)")
         try:
             return backend.restore(tenant_id, copy, record.revision, record.sha256)
