@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import revision_snapshots
+from .advice import command
 from .backends import Backend, NamespaceState
 from .backends.catalog import create_index
 from .chain import Chain
@@ -239,7 +240,7 @@ def adopt_one(
     elif kind != State.UNVERSIONED:
         result.message = f"already versioned at {revision or 'base'}: left alone"
     elif not state.table_count:
-        result.message = f"empty: nothing to adopt (run `docex-migrate provision {tenant_id} --exist-ok`)"
+        result.message = f"empty: nothing to adopt (run `{command(settings, 'provision', tenant_id, '--exist-ok')}`)"
     else:
         _adopt_recognised(settings, backend, chain, result, dry_run=dry_run)
     return result

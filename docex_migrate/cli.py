@@ -22,6 +22,7 @@ import typer
 
 from . import api, progress
 from . import cli_options as opt
+from .advice import command
 from .chain import load_chain
 from .cli_options import (
     AllOpt,
@@ -106,7 +107,7 @@ def _report(
         if run_id is not None and recorded is not None:
             typer.echo(
                 f"interrupted by {stop.signal_name}: tenants in flight were rolled back; run {run_id} is marked "
-                f"interrupted: finish it with `docex-migrate {finishing(recorded)}`",
+                f"interrupted: finish it with `{command(recorded.settings, *finishing(recorded).split())}`",
                 err=True,
             )
         else:
@@ -117,7 +118,7 @@ def _report(
         raise typer.Exit(stop.exit_code) from None
     if recorded is not None and recorded.recorded:
         report.run_id = recorded.run_id
-        typer.echo(f"run {recorded.run_id} recorded: `docex-migrate runs show {recorded.run_id}`", err=True)
+        typer.echo(f"run {recorded.run_id} recorded: `{command(recorded.settings, 'runs', 'show', recorded.run_id)}`", err=True)
     _finish(reporter, report)
 
 
@@ -453,7 +454,7 @@ def adopt(
         run = _run(settings, "adopt", opt.selection(targets, all_tenants, None))
         results = api.adopt(settings, targets, dry_run=dry_run, run=run)
         if run.recorded:
-            typer.echo(f"run {run.run_id} recorded: `docex-migrate runs show {run.run_id}`", err=True)
+            typer.echo(f"run {run.run_id} recorded: `{command(settings, 'runs', 'show', run.run_id)}`", err=True)
         run_id = run.run_id if run.recorded else None
         _finish(Reporter(json), CommandReport("adopt", results, run_id=run_id, plan=dry_run))
 
@@ -558,7 +559,7 @@ def verify(
         recorded = run.run_id if run is not None and run.recorded else None
         Reporter(json).drift(rows, CommandReport("verify", rows, run_id=recorded) if repair else None)
         if recorded:
-            typer.echo(f"run {recorded} recorded: `docex-migrate runs show {recorded}`", err=True)
+            typer.echo(f"run {recorded} recorded: `{command(settings, 'runs', 'show', recorded)}`", err=True)
         if any(r.failed for r in rows):
             raise typer.Exit(EXIT_FAILED)
 

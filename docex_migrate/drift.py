@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from . import adoption, excuses, revision_snapshots
 from .adoption import Decision
+from .advice import command
 from .backends import Backend
 from .backends.base import CatalogRead
 from .backends.catalog import empty_snapshot
@@ -255,7 +256,7 @@ def hold_back_drifted(
         result = TenantResult(item.tenant_id, item.namespace, Action.FAILED, row.revision, row.revision)
         if row.state == DRIFTED:
             result.action = Action.DRIFTED
-            result.message = f"differs from its revision {row.revision or 'base'}: not touched (see `docex-migrate verify`)"
+            result.message = f"differs from its revision {row.revision or 'base'}: not touched (see `{command(settings, 'verify', '--tenant', result.tenant_id)}`)"
             result.details = row.diff[:MAX_DIFF]
         else:
             result.message = f"not verified ({row.state}): not touched" + (f": {row.error}" if row.error else "")

@@ -9,12 +9,16 @@ tenant's (acme-corp's backup is never restored as globex-corp, whatever its file
 the look-alike a renamed file would be); when the revision it was at is one this chain does not
 know; and when the tenant exists. The backend then loads it atomically and checks it again
 (backends' restore). Read-only until then.
+
+An older backup of the tenant is restored as any other (an operator may want that older state
+back), but the record names the tenant's backups that later deprovisions wrote (``newer``), which
+restore reports: the tenant was provisioned and deprovisioned again since.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .backends import Backend
@@ -38,6 +42,8 @@ class RecordedBackup:
     revision: str | None  # the tenant's revision when it was deprovisioned
     path: Path
     sha256: str
+    # the tenant's backups that deprovisions recorded after this one (newest first): (path, run)
+    newer: tuple[tuple[Path, str], ...] = ()
 
 
 def _refused(why: str) -> RestoreRefusedError:
@@ -64,7 +70,8 @@ def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedB
     finally:
         ledger.close()
     same_path, others = None, []
-    for row in rows:
+    newer: list[tuple[Path, str]] = []
+    for row in rows:  # newest first
         found = read_backup_record(row.get("backup"))
         if found is None:
             continue
@@ -72,12 +79,14 @@ def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedB
         if recorded_sha == sha256:
             record = RecordedBackup(row["run_id"], row["tenant_id"], row["namespace"], row["from_revision"], path, sha256)
             if record.tenant_id == tenant_id:
-                return record
+                return replace(record, newer=tuple(newer))
             # Another tenant's. (Two tenants' SQLite backups can be byte-identical: two fresh
             # tenants copied from one head file. Then this tenant's own record is looked for.)
             others.append(record)
         elif same_path is None and path in (backup.absolute(), backup.resolve()):
             same_path = row["run_id"]
+        if row["tenant_id"] == tenant_id and recorded_sha != sha256:
+            newer.append((path, str(row["run_id"])))
     if others:
         other = others[0]
         raise _refused(
