@@ -503,7 +503,8 @@ def restore(
     Only the backup the run ledger recorded for this tenant's deprovision (known by its SHA-256:
     a renamed, edited or truncated file, or another tenant's backup, is refused), only while the
     tenant does not exist; all or nothing. Refused: exit 2, nothing changed. Then `upgrade` it
-    if it is behind the head."""
+    if it is behind the head. An older backup of a tenant deprovisioned again since restores
+    too, with a warning naming the newer backup."""
     with _guard(verbose):
         settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
         Reporter(json).restored(api.restore(settings, tenant, backup))

@@ -233,3 +233,26 @@ def test_deprovision_removes_a_killed_restores_leftovers_with_the_directory_but_
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]  # never deleted: not docex-migrate's
     assert "notes.txt" in result.stderr and f"{folder} is kept" in result.stderr, result.stderr
     assert "notes.txt" in json.loads(result.stdout)["tenants"][0]["warnings"][0]
+
+
+def test_deprovision_sweeps_a_staged_name_left_linked_to_the_tenant_but_not_a_look_alike(sqlite_env):
+    """A restore killed after it linked its copy into place leaves the staged name as a second
+    name of the tenant's file: deprovision removes it with the tenant (its backup holds the data).
+    A name like a staged file's that is not a file (a symbolic link here) is never ours to remove."""
+    assert cli("provision", "acme").exit_code == 0
+    folder = sqlite_env.workdir / "storage" / "tenant_acme"
+    linked = folder / f".docex.db.restoring-{'a' * 32}"
+    os.link(folder / "docex.db", linked)
+    outside = sqlite_env.workdir / "keep.txt"
+    outside.write_text("not a tenant's\n")
+    look_alike = folder / f".docex.db.restoring-{'b' * 32}"
+    look_alike.symlink_to(outside)
+
+    result = cli("deprovision", "acme", "--yes")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == [look_alike.name]
+    assert outside.read_text() == "not a tenant's\n"
+    assert look_alike.name in result.stderr and f"{folder} is kept" in result.stderr, result.stderr
+    backup = Path(result.stdout.split("backup in ")[1].split()[0])
+    restored = cli("restore", "acme", "--from", str(backup))
+    assert restored.exit_code == 0, restored.output

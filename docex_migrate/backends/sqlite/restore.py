@@ -51,13 +51,13 @@ def _check(tenant_id: str, staged: Path, backup: Path, revision: str | None) -> 
 def restore_file(tenant_id: str, path: Path, backup: Path, revision: str | None, sha256: str) -> str | None:
     """Put a checked copy of ``backup`` at ``path``, never over anything there; its identity.
     Staged files a killed restore or provision left beside it are removed first (staging.py)."""
-    sweep(path)
     found = _traces(path)
     if found:
         raise RestoreRefusedError(
             f"tenant {tenant_id!r} exists ({found[0]} is there): restore never overwrites a tenant; "
             "deprovision it first if it must be replaced; nothing restored"
         )
+    sweep(path)
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -132,7 +132,7 @@ def _unlinked(name: Path) -> list[Path]:
 def strangers(path: Path) -> list[str]:
     """What deprovision of the tenant at ``path`` keeps in its directory, as warnings: every
     file there but the tenant's own (and SQLite's files beside it) and staged files (swept, or
-    still in use). A file a killed deprovision set aside (the tenant's earlier file, its data) is
+    still in use; a look-alike that is not a regular file is named). A file a killed deprovision set aside (the tenant's earlier file, its data) is
     never removed either."""
     pattern, folder = _pattern(path), path.parent.absolute()
     ours = {path.name, *(f"{path.name}{s}" for s in _SIDE_FILES)}
@@ -141,7 +141,8 @@ def strangers(path: Path) -> list[str]:
     except OSError:
         return []
     aside = re.compile(rf"\.{re.escape(path.name)}\.deprovisioning-[0-9a-f]{{32}}")
-    others = [n for n in names if n not in ours and not pattern.fullmatch(n) and not aside.fullmatch(n)]
+    staged = {n for n in names if pattern.fullmatch(n) and os.path.isfile(folder / n) and not os.path.islink(folder / n)}
+    others = [n for n in names if n not in ours and n not in staged and not aside.fullmatch(n)]
     found = [
         f"{folder / n} is kept: a tenant file a killed deprovision set aside (its data: remove it once you no longer need it)"
         for n in names
