@@ -53,10 +53,12 @@ class Decision(str, Enum):
         return self.value
 
 
-NO_SNAPSHOTS = (
-    "recognition needs CREATE: this chain ships no snapshots for this backend and the role may not "
-    "create a scratch schema (run `docex-migrate check --update-manifest`, or grant CREATE)"
-)
+def no_snapshots(settings: Settings) -> str:
+    """Why a tenant cannot be recognised: no snapshots, and no CREATE to compute them."""
+    return (
+        "recognition needs CREATE: this chain ships no snapshots for this backend and the role may not "
+        f"create a scratch schema (run `{command(settings, 'check', '--update-manifest')}`, or grant CREATE)"
+    )
 
 
 @dataclass
@@ -166,7 +168,7 @@ def tenant_snapshot(backend: Backend, tenant_id: str, connection: Connection | N
 def recognise_tenant(settings: Settings, backend: Backend, chain: Chain, tenant_id: str) -> Recognition:
     snaps = revision_snapshots.for_chain(settings, chain)
     if snaps is None:
-        raise RecognitionError(NO_SNAPSHOTS)
+        raise RecognitionError(no_snapshots(settings))
     return recognise(tenant_snapshot(backend, tenant_id), snaps, chain.order)
 
 
@@ -175,7 +177,7 @@ def with_recognition(settings: Settings, backend: Backend, chain: Chain, row: Te
     without the chain's snapshots for this backend (see revision_snapshots.py) it says so."""
     snaps = revision_snapshots.for_chain(settings, chain)
     if snaps is None:
-        return replace(row, adopt=Decision.UNKNOWN.value, error=NO_SNAPSHOTS)
+        return replace(row, adopt=Decision.UNKNOWN.value, error=no_snapshots(settings))
     try:
         tenant = tenant_snapshot(backend, row.tenant_id)
     except sa.exc.SQLAlchemyError as exc:

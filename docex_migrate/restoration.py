@@ -24,10 +24,11 @@ from pathlib import Path
 from .backends import Backend
 from .backends.base import copy_hashing
 from .chain import Chain
+from .config import Settings
 from .errors import RestoreRefusedError
 from .invocation import Invocation
 from .ledger import Ledger
-from .restore_advice import read_backup_record, sha256_of
+from .restore_advice import read_backup_record, restore_command, sha256_of
 from .results import Action, TenantResult
 from .tempdirs import locked_directory
 
@@ -50,7 +51,7 @@ def _refused(why: str) -> RestoreRefusedError:
     return RestoreRefusedError(f"{why}; nothing restored")
 
 
-def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedBackup:
+def recorded_backup(settings: Settings, backend: Backend, tenant_id: str, backup: Path) -> RecordedBackup:
     """The ledger's record of ``backup`` (found by its contents' SHA-256), proven to be
     ``tenant_id``'s; RestoreRefusedError otherwise."""
     try:
@@ -92,7 +93,7 @@ def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedB
         raise _refused(
             f"backup {backup} was taken from tenant {other.tenant_id!r} (deprovision run {other.run_id}), not "
             f"{tenant_id!r}: a backup is only restored as the tenant it was taken from "
-            f"(`docex-migrate restore {other.tenant_id} --from {backup}`)"
+            f"(`{restore_command(settings, other.tenant_id, backup)}`)"
         )
     if same_path is not None:
         raise _refused(
@@ -112,7 +113,7 @@ def restore(inv: Invocation, tenant_id: str, backup: Path) -> tuple[TenantResult
     backend, chain = inv.backend, inv.chain
     namespace = backend.namespace(tenant_id)  # an invalid id is refused first
     backup = backup.absolute()
-    record = recorded_backup(backend, tenant_id, backup)
+    record = recorded_backup(inv.settings, backend, tenant_id, backup)
     if record.namespace != namespace:
         raise _refused(f"backup {backup} holds {record.namespace}, but tenant {tenant_id!r} is {namespace} now")
     _known(chain, record, backup)

@@ -171,6 +171,9 @@ def test_restore_refuses_another_tenants_backup_however_it_is_named(env):
     shutil.copyfile(backup, renamed)
     _refused(env, "globex_corp", "--from", str(renamed), says="was taken from tenant 'acme_corp'")
     assert not env.exists("globex_corp")
+    advice = re.search(r"`(docex-migrate [^`]+)`", cli("restore", "globex_corp", "--from", str(backup)).stderr)[1]
+    assert str(env.config_file) in advice  # the command it names instead, which works as printed
+    assert _run_printed(env, advice).returncode == 0 and env.exists("acme_corp")
 
 
 def test_restore_refuses_missing_truncated_and_edited_backups(env):
