@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import revision_snapshots
+from .advice import command
 from .backends import Backend, NamespaceState
 from .backends.catalog import create_index
 from .chain import Chain
@@ -52,10 +53,12 @@ class Decision(str, Enum):
         return self.value
 
 
-NO_SNAPSHOTS = (
-    "recognition needs CREATE: this chain ships no snapshots for this backend and the role may not "
-    "create a scratch schema (run `docex-migrate check --update-manifest`, or grant CREATE)"
-)
+def no_snapshots(settings: Settings) -> str:
+    """Why a tenant cannot be recognised: no snapshots, and no CREATE to compute them."""
+    return (
+        "recognition needs CREATE: this chain ships no snapshots for this backend and the role may not "
+        f"create a scratch schema (run `{command(settings, 'check', '--update-manifest')}`, or grant CREATE)"
+    )
 
 
 @dataclass
@@ -175,7 +178,7 @@ def tenant_snapshot(backend: Backend, tenant_id: str, connection: Connection | N
 def recognise_tenant(settings: Settings, backend: Backend, chain: Chain, tenant_id: str) -> Recognition:
     snaps = revision_snapshots.for_chain(settings, chain)
     if snaps is None:
-        raise RecognitionError(NO_SNAPSHOTS)
+        raise RecognitionError(no_snapshots(settings))
     return recognise(tenant_snapshot(backend, tenant_id), snaps, chain.order)
 
 
@@ -184,7 +187,7 @@ def with_recognition(settings: Settings, backend: Backend, chain: Chain, row: Te
     without the chain's snapshots for this backend (see revision_snapshots.py) it says so."""
     snaps = revision_snapshots.for_chain(settings, chain)
     if snaps is None:
-        return replace(row, adopt=Decision.UNKNOWN.value, error=NO_SNAPSHOTS)
+        return replace(row, adopt=Decision.UNKNOWN.value, error=no_snapshots(settings))
     try:
         tenant = tenant_snapshot(backend, row.tenant_id)
     except sa.exc.SQLAlchemyError as exc:
@@ -249,7 +252,7 @@ def adopt_one(
     elif kind != State.UNVERSIONED:
         result.message = f"already versioned at {revision or 'base'}: left alone"
     elif not state.table_count:
-        result.message = f"empty: nothing to adopt (run `docex-migrate provision {tenant_id} --exist-ok`)"
+        result.message = f"empty: nothing to adopt (run `{command(settings, 'provision', tenant_id, '--exist-ok')}`)"
     else:
         _adopt_recognised(settings, backend, chain, result, dry_run=dry_run)
     return result

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from . import drift, interrupts, migration, provisioning, restoration
 from .adoption import Decision, statuses
 from .adoption import adopt as adopt_tenants
+from .advice import command
 from .backends import open_backend
 from .chain import Chain, load_chain, script_location, writable_location
 from .checkout import tenant_metadata
@@ -381,7 +382,8 @@ def restore(settings: Settings, tenant_id: str, backup: Path, *, run: Run | None
     (matched by its SHA-256, so a renamed, edited or truncated file, or another tenant's, is
     refused), only while the tenant does not exist, atomically. Recorded as a run (``run``, or
     a new one). RestoreRefusedError (exit 2), nothing changed, otherwise. ``upgrade`` it next
-    when it is behind the head (``Restored.behind``).
+    when it is behind the head (``Restored.behind``). An older backup of a tenant deprovisioned
+    again since is restored too; ``Restored.newer`` names the tenant's newer backups.
 
     A signal (the command line's Interrupted) before the commit rolls the restore back: nothing
     changed, so nothing is recorded (as an upgrade with nothing to do records nothing), and the
@@ -397,7 +399,17 @@ def restore(settings: Settings, tenant_id: str, backup: Path, *, run: Run | None
         raise
     run = run or Run(settings, "restore", tenant_id)
     run.done_at_once(result, inv.chain, result.to_revision)
-    return Restored(result, backup.absolute(), record.run_id, inv.chain.head, run.run_id if run.recorded else None)
+    run_id = run.run_id if run.recorded else None
+    return Restored(
+        result,
+        backup.absolute(),
+        record.run_id,
+        inv.chain.head,
+        run_id,
+        upgrade=command(settings, "upgrade", "--tenant", tenant_id),
+        show=command(settings, "runs", "show", run_id) if run_id else "",
+        newer=tuple((str(path), run) for path, run in record.newer),
+    )
 
 
 def verify(

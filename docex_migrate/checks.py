@@ -24,6 +24,7 @@ from alembic.migration import MigrationContext
 
 from . import drift, manifest, migration, outside, revision_snapshots, squawk_rules
 from .adoption import statuses
+from .advice import command
 from .backends import open_backend
 from .backends.sqlite.transactions import OBSERVER
 from .chain import Chain, load_chain, script_location, writable_location
@@ -206,7 +207,9 @@ def check_offline_sql(ctx: Context) -> str:
 def check_immutable_history(ctx: Context) -> str:
     released = manifest.read(ctx.folder / manifest.MANIFEST_NAME)
     if released is None:
-        raise CheckFailed(f"no {manifest.MANIFEST_NAME} in {ctx.folder}: run `docex-migrate check --update-manifest`")
+        raise CheckFailed(
+            f"no {manifest.MANIFEST_NAME} in {ctx.folder}: run `{command(ctx.settings, 'check', '--update-manifest')}`"
+        )
     problems, new = manifest.compare(released, manifest.chained(ctx.revision_files()))
     if problems:
         raise CheckFailed("released revisions must never change: add a new revision instead", problems)
@@ -225,7 +228,7 @@ def check_shipped_snapshots(ctx: Context) -> str:
     if evidence:
         raise CheckFailed(
             f"the shipped {kind} snapshots differ from what the chain produces: "
-            "run `docex-migrate check --update-manifest` on this backend",
+            f"run `{command(ctx.settings, 'check', '--update-manifest')}` on this backend",
             evidence[:50],
         )
     missing = [r for r in ctx.chain.order if r not in shipped]
@@ -234,7 +237,7 @@ def check_shipped_snapshots(ctx: Context) -> str:
     if unrecorded:  # a released revision's snapshot is keyed on its checksum: it was edited
         raise CheckFailed(
             f"released revisions have no shipped {kind} snapshot for what they are now: edited after release "
-            "(see immutable-history), or their snapshots were never recorded (`docex-migrate check --update-manifest`)",
+            f"(see immutable-history), or their snapshots were never recorded (`{command(ctx.settings, 'check', '--update-manifest')}`)",
             [f"{r}: no shipped snapshot for its chained checksum" for r in unrecorded],
         )
     tail = f"; none yet for {', '.join(missing)} (recorded by --update-manifest)" if missing else ""
@@ -360,7 +363,8 @@ def check_fleet_at_head(ctx: Context) -> str:
     behind = [f"{r.tenant_id} ({r.namespace}): {r.state} at {r.revision or 'base'}" for r in rows if r.state != State.CURRENT]
     if behind:
         raise CheckFailed(
-            f"{len(behind)} of {len(rows)} tenants are not at {ctx.chain.head}: run `docex-migrate upgrade --all-tenants`", behind
+            f"{len(behind)} of {len(rows)} tenants are not at {ctx.chain.head}: run `{command(ctx.settings, 'upgrade', '--all-tenants')}`",
+            behind,
         )
     return f"all {len(rows)} tenants at {ctx.chain.head}"
 
@@ -383,7 +387,7 @@ def check_fleet_drift(ctx: Context) -> str:
             evidence += [f"  {line}" for line in r.diff[:MAX_DIFF]]
         raise CheckFailed(
             f"{len(bad)} of {len(rows)} tenants are not exactly the revision they are stamped at: "
-            "see `docex-migrate verify --all-tenants` (index drift: `--repair --yes`)",
+            f"see `{command(ctx.settings, 'verify', '--all-tenants')}` (index drift: `--repair --yes`)",
             evidence,
         )
     compared = [r for r in rows if r.state == OK]

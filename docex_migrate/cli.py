@@ -25,6 +25,7 @@ import typer
 
 from . import api, interrupts, progress
 from . import cli_options as opt
+from .advice import command
 from .chain import load_chain
 from .cli_options import (
     AllOpt,
@@ -110,7 +111,7 @@ def _report(
         if run_id is not None and recorded is not None:
             typer.echo(
                 f"interrupted by {stop.signal_name}: tenants in flight were rolled back; run {run_id} is marked "
-                f"interrupted: finish it with `docex-migrate {finishing(recorded)}`",
+                f"interrupted: finish it with `{command(recorded.settings, *finishing(recorded).split())}`",
                 err=True,
             )
         else:
@@ -121,7 +122,7 @@ def _report(
         raise typer.Exit(stop.exit_code) from None
     if recorded is not None and recorded.recorded:
         report.run_id = recorded.run_id
-        typer.echo(f"run {recorded.run_id} recorded: `docex-migrate runs show {recorded.run_id}`", err=True)
+        typer.echo(f"run {recorded.run_id} recorded: `{command(recorded.settings, 'runs', 'show', recorded.run_id)}`", err=True)
     _finish(reporter, report)
 
 
@@ -457,7 +458,7 @@ def adopt(
         run = _run(settings, "adopt", opt.selection(targets, all_tenants, None))
         results = api.adopt(settings, targets, dry_run=dry_run, run=run)
         if run.recorded:
-            typer.echo(f"run {run.run_id} recorded: `docex-migrate runs show {run.run_id}`", err=True)
+            typer.echo(f"run {run.run_id} recorded: `{command(settings, 'runs', 'show', run.run_id)}`", err=True)
         run_id = run.run_id if run.recorded else None
         _finish(Reporter(json), CommandReport("adopt", results, run_id=run_id, plan=dry_run))
 
@@ -509,7 +510,8 @@ def restore(
     Only the backup the run ledger recorded for this tenant's deprovision (known by its SHA-256:
     a renamed, edited or truncated file, or another tenant's backup, is refused), only while the
     tenant does not exist; all or nothing. Refused: exit 2, nothing changed. Then `upgrade` it
-    if it is behind the head."""
+    if it is behind the head. An older backup of a tenant deprovisioned again since restores
+    too, with a warning naming the newer backup."""
     with _guard(verbose):
         settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
         reporter = Reporter(json)
@@ -575,12 +577,12 @@ def verify(
             if run is None:
                 raise  # read-only: nothing to report but the signal
             recorded = run.run_id if run.recorded else None
-            reporter.repair_stopped(stop, recorded, opt.again(settings, f"verify --repair --yes {selection}"))
+            reporter.repair_stopped(stop, recorded, command(settings, "verify", "--repair", "--yes", *selection.split()))
             raise typer.Exit(stop.exit_code) from None
         recorded = run.run_id if run is not None and run.recorded else None
         reporter.drift(rows, CommandReport("verify", rows, run_id=recorded) if repair else None)
         if recorded:
-            typer.echo(f"run {recorded} recorded: `docex-migrate runs show {recorded}`", err=True)
+            typer.echo(f"run {recorded} recorded: `{command(settings, 'runs', 'show', recorded)}`", err=True)
         if repair:
             reporter.late_signal(interrupts.noted(), "the last repair had committed", recorded)
         if any(r.failed for r in rows):

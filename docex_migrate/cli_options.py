@@ -4,7 +4,6 @@ passed that typer cannot make itself: each refused with one line, exit 2 (UsageE
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -132,13 +131,6 @@ def selection(tenant: list[str] | None, all_tenants: bool, shard: str | None, re
     parts = [revision] if revision else []
     parts += ["--all-tenants"] if all_tenants else [f"--tenant {t}" for t in tenant or []]
     return " ".join(parts + ([f"--shard {shard}"] if shard else []))
-
-
-def again(settings: Settings, command: str) -> str:
-    """`docex-migrate [--config FILE] COMMAND`: the command to run again, from any directory
-    where the same configuration applies (as restore_advice.restore_command)."""
-    source = f"--config {shlex.quote(str(settings.source.absolute()))} " if settings.source is not None else ""
-    return f"docex-migrate {source}{command.strip()}"
 
 
 def resume_alone(resume: str | None, *given: object) -> None:

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from . import adoption, excuses, interrupts, revision_snapshots, schema
 from .adoption import Decision
+from .advice import command
 from .backends import Backend
 from .backends.base import CatalogRead
 from .backends.catalog import empty_snapshot
@@ -66,10 +67,13 @@ from .states import state_of, why_not_migratable
 
 log = logging.getLogger(__name__)
 
-NO_SNAPSHOT = (
-    "cannot verify: no snapshot of revision {revision} for this backend (the package ships none "
-    "and this role may not compute it on a scratch schema): run `docex-migrate check --update-manifest`, or grant CREATE"
-)
+
+def no_snapshot(settings: Settings, revision: str | None) -> str:
+    """Why a tenant cannot be verified: no snapshot of its revision, and no CREATE to compute it."""
+    return (
+        f"cannot verify: no snapshot of revision {revision} for this backend (the package ships none and this "
+        f"role may not compute it on a scratch schema): run `{command(settings, 'check', '--update-manifest')}`, or grant CREATE"
+    )
 
 
 @dataclass
@@ -145,7 +149,7 @@ class _Fleet:
     def _compare(self, row: TenantDrift) -> None:
         expected = self.expected(row.revision)
         if expected is None:
-            row.state, row.error = UNVERIFIED, NO_SNAPSHOT.format(revision=row.revision)
+            row.state, row.error = UNVERIFIED, no_snapshot(self.settings, row.revision)
             return
 
         def evaluate(actual: Snapshot) -> _Verdict:
@@ -164,7 +168,7 @@ class _Fleet:
     def _recognise(self, row: TenantDrift) -> None:
         snaps = revision_snapshots.for_chain(self.settings, self.chain)
         if snaps is None:
-            row.adopt, row.error = Decision.UNKNOWN.value, adoption.NO_SNAPSHOTS
+            row.adopt, row.error = Decision.UNKNOWN.value, adoption.no_snapshots(self.settings)
             return
 
         def evaluate(actual: Snapshot) -> _Verdict:
@@ -298,7 +302,7 @@ def hold_back_drifted(
         result = TenantResult(item.tenant_id, item.namespace, Action.FAILED, row.revision, row.revision)
         if row.state == DRIFTED:
             result.action = Action.DRIFTED
-            result.message = f"differs from its revision {row.revision or 'base'}: not touched (see `docex-migrate verify`)"
+            result.message = f"differs from its revision {row.revision or 'base'}: not touched (see `{command(settings, 'verify', '--tenant', result.tenant_id)}`)"
             result.details = row.diff[:MAX_DIFF]
         else:
             result.message = f"not verified ({row.state}): not touched" + (f": {row.error}" if row.error else "")

@@ -104,7 +104,7 @@ def migrate(
     planned = Plan(target, namespaces)
     for tenant_id, namespace in namespaces.items():
         state = states[tenant_id]
-        decided = plan(inv.chain, tenant_id, namespace, state, target, downgrade=downgrade)
+        decided = plan(inv.chain, tenant_id, namespace, state, target, downgrade=downgrade, settings=inv.settings)
         if decided is not None:
             planned.finished[tenant_id] = decided
             continue
@@ -185,7 +185,12 @@ def _in_waves(
         inv.run.reserve(target, {t: (namespaces[t], before[t]) for t in namespaces})
     progress = inv.progress
     if progress is not None:  # the counter runs to the end of the run: every tenant with something to do
-        progress.expect(sum(plan(inv.chain, t, namespaces[t], states[t], target, downgrade=False) is None for t in namespaces))
+        progress.expect(
+            sum(
+                plan(inv.chain, t, namespaces[t], states[t], target, downgrade=False, settings=inv.settings) is None
+                for t in namespaces
+            )
+        )
     limit = inv.max_failures
     finished: dict[str, TenantResult] = {}
     try:
@@ -252,7 +257,15 @@ def not_reached(inv: Invocation, tenant_ids: list[str], why: str, upgrade_target
     for tenant_id in tenant_ids:
         revision = state_of(inv.chain, states[tenant_id])[0]
         if upgrade_target is not None:
-            decided = plan(inv.chain, tenant_id, namespaces[tenant_id], states[tenant_id], upgrade_target, downgrade=False)
+            decided = plan(
+                inv.chain,
+                tenant_id,
+                namespaces[tenant_id],
+                states[tenant_id],
+                upgrade_target,
+                downgrade=False,
+                settings=inv.settings,
+            )
             if decided is not None and decided.action == Action.SKIPPED:
                 results[tenant_id] = decided
                 continue

@@ -11,9 +11,10 @@ import sqlalchemy as sa
 
 from . import fresh
 from . import schema as tenant_schema
+from .advice import command
 from .backends import Backend, NamespaceState
 from .chain import Chain
-from .config import ROW_LEVEL
+from .config import ROW_LEVEL, Settings
 from .errors import ConfigError, DocexMigrateError, Interrupted, UsageError
 from .executors import WorkItem
 from .invocation import Invocation
@@ -48,7 +49,7 @@ def provision(
     states = backend.read_states(planned.namespaces)
     for tenant_id, namespace in planned.namespaces.items():
         state = states[tenant_id]
-        refused = _refusal(chain, tenant_id, namespace, state, exist_ok=exist_ok)
+        refused = _refusal(inv.settings, chain, tenant_id, namespace, state, exist_ok=exist_ok)
         if refused is not None:
             planned.finished[tenant_id] = refused
             continue
@@ -86,7 +87,9 @@ def _with_warnings(backend: Backend, results: list[TenantResult]) -> list[Tenant
     return results
 
 
-def _refusal(chain: Chain, tenant_id: str, namespace: str, state: NamespaceState, *, exist_ok: bool) -> TenantResult | None:
+def _refusal(
+    settings: Settings, chain: Chain, tenant_id: str, namespace: str, state: NamespaceState, *, exist_ok: bool
+) -> TenantResult | None:
     """A finished result for a tenant provision must not touch (or has nothing to do for)."""
     revision, kind = state_of(chain, state)
     if kind in NEEDS_A_PERSON:
@@ -98,10 +101,10 @@ def _refusal(chain: Chain, tenant_id: str, namespace: str, state: NamespaceState
             Action.FAILED,
             revision,
             revision,
-            f"already exists at revision {revision or 'base'}: use `docex-migrate upgrade --tenant {tenant_id}`, "
+            f"already exists at revision {revision or 'base'}: use `{command(settings, 'upgrade', '--tenant', tenant_id)}`, "
             "or pass --exist-ok",
         )
-    return plan(chain, tenant_id, namespace, state, chain.head, downgrade=False) if state.exists else None
+    return plan(chain, tenant_id, namespace, state, chain.head, downgrade=False, settings=settings) if state.exists else None
 
 
 def _verified(backend: Backend, result: TenantResult) -> None:

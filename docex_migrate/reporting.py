@@ -203,14 +203,16 @@ class Reporter:
             self.emit_json(done.as_dict())
         result = done.result
         revision = result.to_revision or "base"
+        for path, run in done.newer:
+            self.warn(
+                f"{result.tenant_id} was deprovisioned again since this backup (run {done.deprovisioned_by}) was written: "
+                f"a newer backup of it is {path} (deprovision run {run}); this restore brought back the older one"
+            )
         self.say(f"{result.tenant_id}: {result.namespace} {result.message}, at revision {revision}")
         if done.behind:
-            self.say(
-                f"{result.tenant_id} is behind the head ({done.head}): bring it there with "
-                f"`docex-migrate upgrade --tenant {result.tenant_id}`"
-            )
+            self.say(f"{result.tenant_id} is behind the head ({done.head}): bring it there with `{done.upgrade}`")
         if done.run_id:
-            self.say(f"run {done.run_id} recorded: `docex-migrate runs show {done.run_id}`")
+            self.say(f"run {done.run_id} recorded: `{done.show}`")
         self.late_signal(late, f"the restore of {result.tenant_id} had committed", done.run_id)
 
     def restore_stopped(self, stop: Interrupted, again: str) -> None:

@@ -9,21 +9,26 @@ tenant's (acme-corp's backup is never restored as globex-corp, whatever its file
 the look-alike a renamed file would be); when the revision it was at is one this chain does not
 know; and when the tenant exists. The backend then loads it atomically and checks it again
 (backends' restore). Read-only until then.
+
+An older backup of the tenant is restored as any other (an operator may want that older state
+back), but the record names the tenant's backups that later deprovisions wrote (``newer``), which
+restore reports: the tenant was provisioned and deprovisioned again since.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .backends import Backend
+from .backends.base import copy_hashing
 from .chain import Chain
+from .config import Settings
 from .errors import Interrupted, RestoreRefusedError
 from .invocation import Invocation
 from .ledger import Ledger
-from .restore_advice import read_backup_record, sha256_of
+from .restore_advice import read_backup_record, restore_command, sha256_of
 from .results import Action, TenantResult
 from .tempdirs import locked_directory
 
@@ -38,13 +43,15 @@ class RecordedBackup:
     revision: str | None  # the tenant's revision when it was deprovisioned
     path: Path
     sha256: str
+    # the tenant's backups that deprovisions recorded after this one (newest first): (path, run)
+    newer: tuple[tuple[Path, str], ...] = ()
 
 
 def _refused(why: str) -> RestoreRefusedError:
     return RestoreRefusedError(f"{why}; nothing restored")
 
 
-def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedBackup:
+def recorded_backup(settings: Settings, backend: Backend, tenant_id: str, backup: Path) -> RecordedBackup:
     """The ledger's record of ``backup`` (found by its contents' SHA-256), proven to be
     ``tenant_id``'s; RestoreRefusedError otherwise."""
     try:
@@ -64,7 +71,8 @@ def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedB
     finally:
         ledger.close()
     same_path, others = None, []
-    for row in rows:
+    newer: list[tuple[Path, str]] = []
+    for row in rows:  # newest first
         found = read_backup_record(row.get("backup"))
         if found is None:
             continue
@@ -72,18 +80,20 @@ def recorded_backup(backend: Backend, tenant_id: str, backup: Path) -> RecordedB
         if recorded_sha == sha256:
             record = RecordedBackup(row["run_id"], row["tenant_id"], row["namespace"], row["from_revision"], path, sha256)
             if record.tenant_id == tenant_id:
-                return record
+                return replace(record, newer=tuple(newer))
             # Another tenant's. (Two tenants' SQLite backups can be byte-identical: two fresh
             # tenants copied from one head file. Then this tenant's own record is looked for.)
             others.append(record)
         elif same_path is None and path in (backup.absolute(), backup.resolve()):
             same_path = row["run_id"]
+        if row["tenant_id"] == tenant_id and recorded_sha != sha256:
+            newer.append((path, str(row["run_id"])))
     if others:
         other = others[0]
         raise _refused(
             f"backup {backup} was taken from tenant {other.tenant_id!r} (deprovision run {other.run_id}), not "
             f"{tenant_id!r}: a backup is only restored as the tenant it was taken from "
-            f"(`docex-migrate restore {other.tenant_id} --from {backup}`)"
+            f"(`{restore_command(settings, other.tenant_id, backup)}`)"
         )
     if same_path is not None:
         raise _refused(
@@ -103,7 +113,7 @@ def restore(inv: Invocation, tenant_id: str, backup: Path) -> tuple[TenantResult
     backend, chain = inv.backend, inv.chain
     namespace = backend.namespace(tenant_id)  # an invalid id is refused first
     backup = backup.absolute()
-    record = recorded_backup(backend, tenant_id, backup)
+    record = recorded_backup(inv.settings, backend, tenant_id, backup)
     if record.namespace != namespace:
         raise _refused(f"backup {backup} holds {record.namespace}, but tenant {tenant_id!r} is {namespace} now")
     _known(chain, record, backup)
@@ -137,13 +147,9 @@ def _restore_from_private_copy(backend: Backend, tenant_id: str, backup: Path, r
     transaction). Needs temporary space the size of the backup."""
     with locked_directory("docex_migrate_restore_", sweep=True) as private:
         copy = private / backup.name
-        digest = hashlib.sha256()
-        with backup.open("rb") as source, copy.open("wb") as target:
-            os.fchmod(target.fileno(), 0o600)  # a tenant's whole data, as the backup itself
-            while chunk := source.read(1 << 20):
-                digest.update(chunk)
-                target.write(chunk)
-        if digest.hexdigest() != record.sha256:
+        with backup.open("rb") as source, open(os.open(copy, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "wb") as target:
+            digest = copy_hashing(source, target)  # 0600 from its creation: a tenant's whole data, as the backup itself
+        if digest != record.sha256:
             raise _refused(f"backup {backup} changed since deprovision wrote it (its SHA-256 differs)")
         try:
             return backend.restore(tenant_id, copy, record.revision, record.sha256)

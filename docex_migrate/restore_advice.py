@@ -4,9 +4,9 @@ deprovision, undo and restore itself print, so that the advice is the same every
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 
+from .advice import command
 from .backends.base import sha256_of
 from .config import Settings
 
@@ -37,5 +37,4 @@ def backup_path(recorded: str | None) -> Path | None:
 def restore_command(settings: Settings, tenant_id: str, backup: Path) -> str:
     """`docex-migrate [--config FILE] restore TENANT --from BACKUP`, runnable as printed from
     any directory where the same configuration applies: both paths absolute, quoted for a shell."""
-    config = f"--config {shlex.quote(str(settings.source.absolute()))} " if settings.source is not None else ""
-    return f"docex-migrate {config}restore {shlex.quote(tenant_id)} --from {shlex.quote(str(backup.absolute()))}"
+    return command(settings, "restore", tenant_id, "--from", str(backup.absolute()))

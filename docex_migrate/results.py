@@ -398,6 +398,9 @@ class Restored:
     deprovisioned_by: str  # the deprovision run that wrote the backup
     head: str  # the chain's head: a tenant restored below it is behind
     run_id: str | None  # None: the ledger could not record the restore
+    upgrade: str = ""  # the command that brings the tenant to the head
+    show: str = ""  # the command that shows the restore's run
+    newer: tuple[tuple[str, str], ...] = ()  # the tenant's backups deprovisions wrote since (path, run), newest first
 
     @property
     def behind(self) -> bool:
@@ -406,7 +409,7 @@ class Restored:
     def as_dict(self) -> dict[str, object]:
         """The shape of every changing command's JSON (docs/schemas/command-report.schema.json,
         format 1: the run, the command, its target, counts per action, the tenants); and where
-        the tenant came from, and whether it is behind the head."""
+        the tenant came from, whether it is behind the head, and the tenant's newer backups."""
         result = replace(self.result, backup_path=str(self.backup))
         report = CommandReport("restore", [result], run_id=self.run_id, target=self.result.to_revision)
         return {
@@ -414,6 +417,7 @@ class Restored:
             "backup": str(self.backup),
             "deprovisioned_by": self.deprovisioned_by,
             "behind_head": self.behind,
+            "newer_backups": [{"backup": path, "deprovisioned_by": run} for path, run in self.newer],
         }
 
 

@@ -47,7 +47,7 @@ def write_scripts(inv: Invocation, tenant_ids: Sequence[str] | None, revision: s
     scripts: list[str] = []
     files: list[Path] = []
     for tenant_id, namespace in namespaces.items():
-        planned = plan(chain, tenant_id, namespace, states[tenant_id], target, downgrade=False)
+        planned = plan(chain, tenant_id, namespace, states[tenant_id], target, downgrade=False, settings=inv.settings)
         if planned is not None:
             results.append(planned)
             continue

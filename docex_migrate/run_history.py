@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .advice import command
 from .backends import Backend, LedgerPlace, backend_for, open_backend
 from .chain import BASE, Chain, load_chain
 from .config import Settings
@@ -155,7 +156,7 @@ def show_run(settings: Settings, run_id: str, *, chain: Chain | None = None) -> 
     """One run and its tenants, reconciled. Read-only."""
     chain = chain or load_chain()
     with _reading(settings) as (backend, place, ledger):
-        row = _find(ledger, place, run_id)
+        row = _find(settings, ledger, place, run_id)
         assert ledger is not None
         tenants = _reconciled(ledger, backend, chain, row, ledger.tenants(run_id))
         return RunDetail(_info(row, dict(Counter(t.action for t in tenants))), tenants)
@@ -167,12 +168,12 @@ def revisions_now(settings: Settings, tenant_ids: Sequence[str], chain: Chain) -
         return {t: state_of(chain, s)[0] for t, s in backend.read_states(tenant_ids).items()}
 
 
-def _find(ledger: Ledger | None, place: LedgerPlace, run_id: str) -> dict[str, Any]:
+def _find(settings: Settings, ledger: Ledger | None, place: LedgerPlace, run_id: str) -> dict[str, Any]:
     if ledger is None:
         raise UsageError(f"no run {run_id!r}: no run has been recorded yet ({place.where})")
     row = ledger.run(run_id)
     if row is None:
-        raise UsageError(f"no run {run_id!r} in the run ledger ({place.where}): see `docex-migrate runs`")
+        raise UsageError(f"no run {run_id!r} in the run ledger ({place.where}): see `{command(settings, 'runs')}`")
     if row["fleet"] not in place.fleets:
         raise UsageError(f"run {run_id!r} belongs to another database or template ({row['fleet']}), not {place.database}")
     return row
@@ -185,7 +186,7 @@ def _settled(settings: Settings, run_id: str, chain: Chain) -> tuple[dict[str, A
         place = backend.ledger()
         ledger = Ledger.for_reading(place)
         try:
-            row = _find(ledger, place, run_id)
+            row = _find(settings, ledger, place, run_id)
             assert ledger is not None
             if _state(row) == RUNNING:
                 raise UsageError(f"run {run_id} is still running (pid {row['pid']} on {row['host']}): let it finish, or stop it")
@@ -220,16 +221,41 @@ def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> 
     return [t.tenant_id for t in tenants if t.action not in REACHED], target, str(row["command"])
 
 
-def _restore_advice(settings: Settings, tenants: list[RunTenant]) -> str:
+def _restored_since(backend: Backend, run: Mapping[str, Any], tenant_ids: list[str]) -> dict[str, str]:
+    """The tenants a restore brought back since ``run`` (and no deprovision dropped again
+    since): tenant -> that restore's run."""
+    place = backend.ledger()
+    ledger = Ledger.for_reading(place)
+    if ledger is None or not tenant_ids:
+        return {}
+    try:
+        later = ledger.later_rows(place.fleets, run["started_at"], tenant_ids)
+    finally:
+        ledger.close()
+    found = {}
+    for tenant_id, rows in later.items():
+        events = [r for r in rows if r["action"] in (Action.RESTORED.value, Action.DEPROVISIONED.value)]
+        if events and events[-1]["action"] == Action.RESTORED.value:
+            found[tenant_id] = str(events[-1]["run_id"])
+    return found
+
+
+def _restore_advice(settings: Settings, backend: Backend, run: Mapping[str, Any], tenants: list[RunTenant]) -> str:
     """How to bring a deprovision's tenants back: the restore command for each recorded backup
-    (an older ledger has only the message naming the backup)."""
+    (an older ledger has only the message naming the backup); for a tenant a restore has
+    brought back since, that restore's run instead."""
+    restored = _restored_since(backend, run, [t.tenant_id for t in tenants])
+    said = [f"{t} has been restored since (by restore run {r})" for t, r in restored.items()]
+    waiting = [t for t in tenants if t.tenant_id not in restored]
     commands = [
-        f"`{restore_command(settings, t.tenant_id, path)}`" for t in tenants if (path := backup_path(t.backup)) is not None
+        f"`{restore_command(settings, t.tenant_id, path)}`" for t in waiting if (path := backup_path(t.backup)) is not None
     ]
     if commands:
-        return f"restore it with {'; '.join(commands)}"
-    said = "; ".join(f"{t.tenant_id}: {t.message}" for t in tenants if t.message)
-    return f"docex-migrate cannot restore it: no backup of it is recorded ({said or 'none written'})"
+        said.append(f"restore it with {'; '.join(commands)}")
+    elif waiting:
+        messages = "; ".join(f"{t.tenant_id}: {t.message}" for t in waiting if t.message)
+        said.append(f"docex-migrate cannot restore it: no backup of it is recorded ({messages or 'none written'})")
+    return "; ".join(said)
 
 
 @dataclass
@@ -252,13 +278,13 @@ def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
     try:
         if row["command"] == "deprovision":
             raise UsageError(
-                f"run {run_id} was a deprovision: undo cannot bring a dropped tenant back; {_restore_advice(settings, tenants)}"
+                f"run {run_id} was a deprovision: undo cannot bring a dropped tenant back; {_restore_advice(settings, backend, row, tenants)}"
             )
         if row["command"] == "restore":
-            restored = ", ".join(t.tenant_id for t in tenants) or "the tenant"
+            deprovisions = "; ".join(f"`{command(settings, 'deprovision', t.tenant_id, '--yes')}`" for t in tenants)
             raise UsageError(
                 f"run {run_id} was a restore: undo never drops a restored tenant (its data may have changed since); "
-                f"if it must go, `docex-migrate deprovision {restored} --yes` backs it up first"
+                f"if it must go, {deprovisions or '`deprovision` it'}: deprovision backs it up first"
             )
         if row["command"] not in UNDOABLE:
             raise UsageError(

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from .advice import command
 from .backends import NamespaceState
 from .chain import Chain
+from .config import Settings
 from .results import ALREADY_AT_TARGET, Action, TenantResult
 
 
@@ -90,20 +92,28 @@ def why_not_migratable(state: NamespaceState) -> str:
 
 
 def plan(
-    chain: Chain, tenant_id: str, namespace: str, state: NamespaceState, target: str | None, *, downgrade: bool
+    chain: Chain,
+    tenant_id: str,
+    namespace: str,
+    state: NamespaceState,
+    target: str | None,
+    *,
+    downgrade: bool,
+    settings: Settings,
 ) -> TenantResult | None:
-    """A finished result when this tenant needs no Alembic run (skipped or refused), else None."""
+    """A finished result when this tenant needs no Alembic run (skipped or refused), else None
+    (``settings``: for the commands its message names)."""
     revision, kind = state_of(chain, state)
     result = TenantResult(tenant_id, namespace, Action.FAILED, revision, revision)
     if kind == State.MISSING:
-        result.message = f"does not exist: run `docex-migrate provision {tenant_id}` first"
+        result.message = f"does not exist: run `{command(settings, 'provision', tenant_id)}` first"
     elif kind in NEEDS_A_PERSON:
         result.message = why_not_migratable(state)
     elif kind == State.UNVERSIONED and state.table_count:
         result.action = Action.NEEDS_ADOPT
         result.message = (
             f"has {state.table_count} tables but no alembic_version (created by DocEX itself): "
-            f"run `docex-migrate adopt {tenant_id}`, or upgrade with --adopt"
+            f"run `{command(settings, 'adopt', tenant_id)}`, or upgrade with --adopt"
         )
     elif kind == State.AHEAD:
         result.message = f"is at revision {revision}, which this chain does not know: use a newer docex-migrate"

@@ -54,7 +54,8 @@ def advice(err: str) -> list[str]:
     """The command the interrupted run tells the operator to run."""
     found = re.findall(r"`docex-migrate ([^`]+)`", err)
     assert found, err
-    return found[-1].split()
+    advised = shlex.split(found[-1])
+    return advised[2:] if advised[:1] == ["--config"] else advised  # the configuration file, as every advice names it
 
 
 def follow(advised: list[str]) -> None:

@@ -93,7 +93,9 @@ def test_restore_round_trips_a_tenant_with_data(env):
     (tenant,) = done["tenants"]
     assert tenant["backup"] == str(backup)
     assert (tenant["tenant_id"], tenant["action"], tenant["to_revision"]) == ("acme_corp", "restored", S6)
-    assert "docex-migrate upgrade --tenant acme_corp" in result.stderr  # behind the head: what to run next
+    assert (
+        f"docex-migrate --config {env.config_file} upgrade --tenant acme_corp" in result.stderr
+    )  # behind the head: what to run next
 
     assert _rows(env, "acme_corp") == rows
     assert tenant_snapshot(env, "acme_corp") == catalog
@@ -174,6 +176,9 @@ def test_restore_refuses_another_tenants_backup_however_it_is_named(env):
     shutil.copyfile(backup, renamed)
     _refused(env, "globex_corp", "--from", str(renamed), says="was taken from tenant 'acme_corp'")
     assert not env.exists("globex_corp")
+    advice = re.search(r"`(docex-migrate [^`]+)`", cli("restore", "globex_corp", "--from", str(backup)).stderr)[1]
+    assert str(env.config_file) in advice  # the command it names instead, which works as printed
+    assert _run_printed(env, advice).returncode == 0 and env.exists("acme_corp")
 
 
 def test_restore_refuses_missing_truncated_and_edited_backups(env):
@@ -498,3 +503,82 @@ def test_tenants_with_identical_backups_each_restore_from_their_own(env):
     for tenant_id, backup in (("twin_a", backup_a), ("twin_b", backup_b)):
         result = cli("restore", tenant_id, "--from", str(backup))
         assert result.exit_code == 0, result.output
+
+
+def test_restores_and_undos_advice_runs_as_printed(env):
+    """Every command restore and undo of a restore print carries the configuration file: run from
+    another directory without $DOCEX_CONFIG, each works as printed."""
+    cli("provision", "acme_corp")
+    assert cli("downgrade", S6, "--tenant", "acme_corp", "--yes").exit_code == 0
+    _fill(env, "acme_corp")
+    rows = _rows(env, "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    result = cli("restore", "acme_corp", "--from", str(backup), "--json")
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    upgrade = re.search(r"bring it there with `([^`]+)`", result.stderr)[1]
+    show = re.search(r"recorded: `([^`]+)`", result.stderr)[1]
+    for advice in (upgrade, show):
+        assert shlex.split(advice)[1:3] == ["--config", str(env.config_file)], advice
+
+    shown = _run_printed(env, show)
+    assert shown.returncode == 0 and run_id in shown.stdout, shown.stderr
+    upgraded = _run_printed(env, upgrade)
+    assert upgraded.returncode == 0, upgraded.stderr
+    status = {r["tenant_id"]: r for r in json.loads(cli("status", "--json").stdout)}
+    assert status["acme_corp"]["revision"] == head()
+    assert _rows(env, "acme_corp")["docbasket"] == rows["docbasket"]
+
+    undo = cli("undo", run_id, "--yes")
+    assert undo.exit_code == 2, undo.output
+    advice = re.search(r"`(docex-migrate [^`]*deprovision[^`]*)`", undo.stderr)[1]
+    assert str(env.config_file) in advice
+    dropped = _run_printed(env, advice)
+    assert dropped.returncode == 0, dropped.stderr
+    assert not env.exists("acme_corp")
+
+
+def test_a_missing_tenants_advice_runs_as_printed(env):
+    result = cli("upgrade", "--tenant", "ghost")
+    assert result.exit_code == 1, result.output
+    advice = re.search(r"run `(docex-migrate [^`]*provision[^`]*)` first", result.output)[1]
+    assert str(env.config_file) in advice
+    done = _run_printed(env, advice)
+    assert done.returncode == 0, done.stderr
+    assert env.exists("ghost")
+
+
+def test_undo_of_a_deprovision_names_the_restore_that_brought_the_tenant_back(env):
+    cli("provision", "acme_corp")
+    backup, _ = _deprovision("acme_corp")
+    (deprovision,) = [r for r in _ledger_state(env) if r["command"] == "deprovision"]
+    restored = json.loads(cli("restore", "acme_corp", "--from", str(backup), "--json").stdout)
+    undo = cli("undo", deprovision["run_id"], "--yes")
+    assert undo.exit_code == 2, undo.output
+    assert f"acme_corp has been restored since (by restore run {restored['run_id']})" in undo.stderr, undo.stderr
+    assert "restore acme_corp --from" not in undo.stderr  # it would only be refused: the tenant exists
+
+
+def test_restoring_an_older_backup_says_a_newer_one_exists(env):
+    """An operator may want a tenant's older state back: restoring its older backup works, and
+    says which newer backup (and deprovision) there is, on stderr and in the JSON."""
+    cli("provision", "acme_corp")
+    _fill(env, "acme_corp")
+    rows = _rows(env, "acme_corp")
+    older, _ = _deprovision("acme_corp")
+    cli("provision", "acme_corp")  # the tenant again, another one: provisioned, then deprovisioned
+    newer, _ = _deprovision("acme_corp")
+    deprovisions = [r["run_id"] for r in _ledger_state(env) if r["command"] == "deprovision"]  # newest first
+
+    result = cli("restore", "acme_corp", "--from", str(older), "--json")
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)
+    assert done["deprovisioned_by"] == deprovisions[1]
+    assert done["newer_backups"] == [{"backup": str(newer), "deprovisioned_by": deprovisions[0]}]
+    assert f"a newer backup of it is {newer} (deprovision run {deprovisions[0]})" in result.stderr, result.stderr
+    assert _rows(env, "acme_corp") == rows  # the older state, as asked
+
+    newest, _ = _deprovision("acme_corp")
+    result = cli("restore", "acme_corp", "--from", str(newest), "--json")  # the newest: nothing to say
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["newer_backups"] == [] and "newer backup" not in result.stderr

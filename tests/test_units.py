@@ -16,7 +16,7 @@ from docex_migrate import manifest
 from docex_migrate.backends import NamespaceState
 from docex_migrate.backends.sqlite import SqliteBackend
 from docex_migrate.chain import alembic_config, load_chain, script_location
-from docex_migrate.config import Settings
+from docex_migrate.config import Settings, parse_settings
 from docex_migrate.errors import RevisionError
 from docex_migrate.executors import WorkItem, execute
 from docex_migrate.reporting import Reporter
@@ -138,16 +138,19 @@ def test_state_of(state, expected):
 
 
 def test_the_planner_skips_refuses_or_hands_to_alembic():
+    settings = parse_settings({}, Path("/etc/docex dir/docex.yaml"))
     head = NamespaceState(exists=True, versioned=True, revisions=(CHAIN.head,))
     first = NamespaceState(exists=True, versioned=True, revisions=(CHAIN.order[0],))
-    skipped = plan(CHAIN, "t", "ns", head, CHAIN.head, downgrade=False)
+    skipped = plan(CHAIN, "t", "ns", head, CHAIN.head, downgrade=False, settings=settings)
     assert skipped is not None and (skipped.action, skipped.message) == (Action.SKIPPED, ALREADY_AT_TARGET)
-    assert plan(CHAIN, "t", "ns", first, CHAIN.head, downgrade=False) is None
-    assert plan(CHAIN, "t", "ns", head, CHAIN.order[0], downgrade=True) is None
-    refused = plan(CHAIN, "t", "ns", NamespaceState(exists=True, table_count=2), CHAIN.head, downgrade=False)
+    assert plan(CHAIN, "t", "ns", first, CHAIN.head, downgrade=False, settings=settings) is None
+    assert plan(CHAIN, "t", "ns", head, CHAIN.order[0], downgrade=True, settings=settings) is None
+    refused = plan(CHAIN, "t", "ns", NamespaceState(exists=True, table_count=2), CHAIN.head, downgrade=False, settings=settings)
     assert refused is not None and refused.action == Action.NEEDS_ADOPT and "adopt t" in refused.message
-    missing = plan(CHAIN, "t", "ns", NamespaceState(exists=False), CHAIN.head, downgrade=False)
+    missing = plan(CHAIN, "t", "ns", NamespaceState(exists=False), CHAIN.head, downgrade=False, settings=settings)
     assert missing is not None and missing.failed and "provision t" in missing.message
+    # the commands it names carry the configuration file, quoted for a shell
+    assert "`docex-migrate --config '/etc/docex dir/docex.yaml' provision t`" in missing.message
 
 
 def test_the_reporter_prints_a_table_a_summary_and_json(capsys):

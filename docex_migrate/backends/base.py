@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, supp
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, BinaryIO, TypeAlias
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -318,10 +318,19 @@ def new_backup_file(tenant_id: str, directory: Path, suffix: str) -> Path:
 def sha256_of(path: Path) -> str:
     """A file's SHA-256, read in chunks (a backup can be a tenant's whole data): what the run
     ledger records of a backup, and what restore proves it loads."""
-    digest = hashlib.sha256()
     with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
+        return copy_hashing(file, None)
+
+
+def copy_hashing(source: BinaryIO, target: BinaryIO | None) -> str:
+    """The SHA-256 of what is read from ``source`` (to its end, 1 MiB at a time), each chunk
+    written to ``target`` as it is hashed (None: hashed only). What is written is what was
+    hashed, so a copy is proven by the digest even while the source changes."""
+    digest = hashlib.sha256()
+    while chunk := source.read(1 << 20):
+        digest.update(chunk)
+        if target is not None:
+            target.write(chunk)
     return digest.hexdigest()
 
 

@@ -2,7 +2,9 @@
 
 SqliteBackend answers Backend's questions; its jobs live beside it: files.py (a file's identity,
 reading it on any storage, who holds it), transactions.py (the tenant's write lock and
-transaction) and deprovision.py (backup and deletion under one lock)."""
+transaction), deprovision.py (backup and deletion under one lock), restore.py (a backup copied,
+checked and linked into place) and staging.py (a file staged beside a tenant's before it is linked
+into place, private and held while in use; what a killed run left of one)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import os
 import shlex
 import shutil
 import sqlite3
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from contextvars import ContextVar
@@ -32,6 +33,7 @@ from ..base import Backend, CatalogRead, FreshTemplate, LedgerPlace, NamespaceSt
 from .deprovision import deprovision_file
 from .files import connect_for_reading, file_identity, read_namespace_state, read_sqlite_catalog
 from .restore import restore_file
+from .staging import link_into_place, staged_beside, strangers
 from .transactions import FOREVER, kept_open, ms, transactional_engine
 
 __all__ = ["SqliteBackend", "connect_for_reading", "file_identity", "read_namespace_state", "transactional_engine"]
@@ -124,15 +126,13 @@ class SqliteBackend(Backend):
         assert isinstance(template, Path), "SQLite's fresh tenants get the head file (capture_head)"
         path = Path(self.namespace(tenant_id))
         path.parent.mkdir(parents=True, exist_ok=True)
-        staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:  # the copy itself may fail (a full disk): the staged file goes either way
-            shutil.copyfile(template, staged)
-            os.link(staged, path)
+            with staged_beside(path, "provisioning") as (staged, fd):
+                shutil.copyfile(template, staged)
+                link_into_place(staged, fd, path)
             return file_identity(str(path))
         except FileExistsError:
             return None
-        finally:
-            staged.unlink(missing_ok=True)
 
     def review_script(self, tenant_id: str, revision: str | None, body: str, *, versioned: bool, path: Path) -> str:
         # For the sqlite3 shell: without `.bail on` it reports an error and goes on with the next
@@ -182,6 +182,13 @@ class SqliteBackend(Backend):
         """See deprovision.py: backup and deletion under one write lock, never while another
         connection has the file open."""
         return deprovision_file(tenant_id, Path(self._existing(tenant_id)), backup_dir, self.timeouts)
+
+    def kept_by_deprovision(self, tenant_id: str) -> list[str]:
+        """In a directory of the tenant's own (the template's directory names the tenant), what
+        would keep it: files deprovision does not know as its own (staging.strangers)."""
+        if tenants.PLACEHOLDER not in os.path.dirname(self.template):
+            return []  # a directory the tenants share: what else it holds is not this tenant's business
+        return strangers(Path(self.namespace(tenant_id)))
 
     def restore(self, tenant_id: str, backup: Path, revision: str | None, sha256: str) -> str | None:
         """See restore.py: a checked copy linked into place, never over anything there."""

@@ -1,5 +1,7 @@
 """SQLite: deprovisioning a tenant. Its file backed up with SQLite's backup API and checked, then
-deleted, under one exclusive lock, and only while no other connection has it open."""
+deleted, under one exclusive lock, and only while no other connection has it open. Its directory
+goes too, once staged files a killed restore or provision left in it are removed (staging.py),
+if nothing else is there."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from ...config import Timeouts
 from ...errors import DeprovisionRefusedError
 from ..base import backup_failed, discard_backup, new_backup_file
 from .files import processes_with_open
+from .staging import sweep
 from .transactions import FOREVER
 
 _HEADER_SIZE = 100  # SQLite's database header: its magic string, page size, change counter, schema
@@ -102,8 +105,9 @@ def deprovision_file(tenant_id: str, path: Path, backup_dir: Path | None, timeou
         lock.close()
         if deleted is not None:
             deleted.close()  # only now: closing any descriptor of the file drops this process's locks on it
+    sweep(path)  # staged files a killed restore or provision left: they would keep the directory
     try:
-        path.parent.rmdir()  # only if empty: never anything else the directory holds
+        path.parent.rmdir()  # only if empty: never anything else the directory holds (kept_by_deprovision names it)
     except OSError:
         pass
     return backup

@@ -1,22 +1,23 @@
 """SQLite: restoring a deprovisioned tenant's file from its backup (the copy deprovision wrote
 with SQLite's backup API). Copied beside the tenant's path under a temporary name, checked
 (intact, at the recorded revision), then linked into place only if nothing is there: the
-tenant's file appears whole or not at all."""
+tenant's file appears whole or not at all. The staged copy is private (0600) from its creation and
+held while in use (staging.py): one a killed restore left is removed by the next restore,
+provision or deprovision of the tenant."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sqlite3
-import uuid
 from pathlib import Path
 
 from ...chain import VERSION_TABLE
 from ...errors import RestoreRefusedError
 from ...interrupts import hold
-from ..base import sha256_of
+from ..base import copy_hashing
 from .files import file_identity
+from .staging import link_into_place, staged_beside, sweep
 
 
 def _traces(path: Path) -> list[Path]:
@@ -49,22 +50,20 @@ def _check(tenant_id: str, staged: Path, backup: Path, revision: str | None) -> 
 
 
 def restore_file(tenant_id: str, path: Path, backup: Path, revision: str | None, sha256: str) -> str | None:
-    """Put a checked copy of ``backup`` at ``path``, never over anything there; its identity."""
+    """Put a checked copy of ``backup`` at ``path``, never over anything there; its identity.
+    Staged files a killed restore or provision left beside it are removed first (staging.py)."""
     found = _traces(path)
     if found:
         raise RestoreRefusedError(
             f"tenant {tenant_id!r} exists ({found[0]} is there): restore never overwrites a tenant; "
             "deprovision it first if it must be replaced; nothing restored"
         )
+    sweep(path)
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.restoring-{uuid.uuid4().hex}")
     try:
-        try:
-            return _put_in_place(tenant_id, path, staged, backup, revision, sha256)
-        finally:
-            for leftover in (staged, *(Path(f"{staged}{s}") for s in ("-journal", "-wal", "-shm"))):
-                leftover.unlink(missing_ok=True)
+        with staged_beside(path, "restoring") as (staged, fd):  # private (0600) until it is in place
+            return _put_in_place(tenant_id, path, staged, fd, backup, revision, sha256)
     except BaseException:
         for directory in created:  # the directories made for it, innermost first, if still empty
             with contextlib.suppress(OSError):
@@ -72,21 +71,24 @@ def restore_file(tenant_id: str, path: Path, backup: Path, revision: str | None,
         raise
 
 
-def _put_in_place(tenant_id: str, path: Path, staged: Path, backup: Path, revision: str | None, sha256: str) -> str | None:
+def _put_in_place(
+    tenant_id: str, path: Path, staged: Path, fd: int, backup: Path, revision: str | None, sha256: str
+) -> str | None:
     try:
-        shutil.copyfile(backup, staged)
-        with staged.open("rb+") as file:
-            os.fsync(file.fileno())
+        with backup.open("rb") as source, open(os.dup(fd), "wb") as target:
+            copied = copy_hashing(source, target)
+            target.flush()
+            os.fsync(target.fileno())
     except OSError as exc:
         raise RestoreRefusedError(
             f"tenant {tenant_id!r}: cannot copy backup {backup} to {staged.parent} ({exc.strerror or exc}); nothing restored"
         ) from None
-    if sha256_of(staged) != sha256:  # what is put in place is the backup recorded, byte for byte
+    if copied != sha256:  # what is put in place is the backup recorded, byte for byte
         raise RestoreRefusedError(f"tenant {tenant_id!r}: backup {backup} changed while it was copied; nothing restored")
     _check(tenant_id, staged, backup, revision)
     hold()  # the link is the commit: a signal from here on no longer undoes it (interrupts.py)
     try:
-        os.link(staged, path)  # never over a file created meanwhile (a provision)
+        link_into_place(staged, fd, path)  # never over a file created meanwhile (a provision)
     except FileExistsError:
         raise RestoreRefusedError(f"tenant {tenant_id!r} was created meanwhile ({path}); nothing restored") from None
     return file_identity(str(path))
