@@ -134,6 +134,12 @@ def selection(tenant: list[str] | None, all_tenants: bool, shard: str | None, re
     return " ".join(parts + ([f"--shard {shard}"] if shard else []))
 
 
+def adopt_selection(targets: list[str] | None, dry_run: bool) -> str:
+    """adopt's own arguments again (its tenants are arguments, not --tenant), quoted for a shell."""
+    chosen = ["--all-tenants"] if targets is None else [shlex.quote(t) for t in targets]
+    return " ".join(["adopt", *(["--dry-run"] if dry_run else []), *chosen])
+
+
 def again(settings: Settings, command: str) -> str:
     """`docex-migrate [--config FILE] COMMAND`: the command to run again, from any directory
     where the same configuration applies (as restore_advice.restore_command)."""
