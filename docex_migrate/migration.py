@@ -139,7 +139,7 @@ def upgrade(
     """The tenants to ``target``, adopting the unversioned ones first if asked, in stages if
     asked (see api.upgrade)."""
     staged = _staged(inv, tenant_ids, canary, waves) if canary or waves is not None else None
-    adopted = _adopt_unversioned(inv, tenant_ids) if adopt_first else {}
+    adopted = _adopt_unversioned(inv, tenant_ids, target) if adopt_first else {}
     failed_adoptions = sum(r.failed for r in adopted.values())
     if staged is None:
         results = migrate(inv, selected(inv, tenant_ids), target, failures_so_far=failed_adoptions, verify_first=verify_first)
@@ -264,8 +264,10 @@ def undo(inv: Invocation, undoing: UndoPlan) -> list[TenantResult]:
     return sorted(results, key=lambda r: r.tenant_id)
 
 
-def _adopt_unversioned(inv: Invocation, tenant_ids: Sequence[str] | None) -> dict[str, TenantResult]:
-    """adopt, for the selected tenants that DocEX created itself (unversioned, with tables)."""
+def _adopt_unversioned(inv: Invocation, tenant_ids: Sequence[str] | None, target: str | None) -> dict[str, TenantResult]:
+    """adopt, for the selected tenants that DocEX created itself (unversioned, with tables).
+    Stopped by a signal, the Interrupted carries every selected tenant: those adopted not-run
+    (they are versioned now, and not at ``target``), the rest as adopt and not_reached say."""
     namespaces = selected(inv, tenant_ids)
     states = inv.backend.read_states(namespaces)
     unversioned = [t for t in namespaces if state_of(inv.chain, states[t])[1] == State.UNVERSIONED and states[t].table_count]
@@ -279,7 +281,7 @@ def _adopt_unversioned(inv: Invocation, tenant_ids: Sequence[str] | None) -> dic
         interrupts.hold()
         done = [_not_upgraded(r, stop) for r in stop.results or adopted]
         rest = [t for t in namespaces if t not in {r.tenant_id for r in done}]
-        stop.results = done + list(not_reached(inv, rest, "interrupted").values())
+        stop.results = done + list(not_reached(inv, rest, "interrupted", target).values())
         raise
     return {r.tenant_id: r for r in adopted}
 

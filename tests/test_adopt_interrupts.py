@@ -16,7 +16,7 @@ import shlex
 import signal
 
 import pytest
-from helpers import DOCEX_2_9_10, cli, report_of, version_of
+from helpers import DOCEX_2_9_10, cli, head, report_of, version_of
 from test_adoption import build_legacy, legacy_ddl
 from test_interrupts import _tenant_lock_waited, tenant_locked
 from test_restore import Running, ledger_locked, waits_for_the_ledger
@@ -159,3 +159,28 @@ def test_named_tenants_are_named_again_in_the_advice(env):
     assert again[-3:] == ["adopt", "b_first", "c_second"], again
     assert cli(*again[1:]).exit_code == 0
     assert all(version_of(env, t) for t in LEGACY)
+
+
+def test_upgrade_adopt_stopped_while_adopting_reports_every_tenant_and_rerunning_it_finishes(env):
+    """upgrade --adopt stopped during its adoptions printed only `interrupted by SIGTERM`. Now
+    its report lists every tenant: b_first adopted but not upgraded (not-run, at the revision it
+    was stamped at), c_second rolled back (not-run), a_versioned already at the target
+    (skipped); the same command run again finishes the job."""
+    _fleet(env, LEGACY)
+    with tenant_locked(env, "c_second"):
+        upgrade = Running(env, "upgrade", "--all-tenants", "--adopt", "--json")
+        upgrade.signal_when(lambda: _tenant_lock_waited(env, upgrade, "c_second"), "waited for c_second", signal.SIGTERM)
+    assert upgrade.finish() == 128 + signal.SIGTERM, upgrade.stderr
+    report = report_of(upgrade.stdout)
+    assert (report["command"], report["ok"], report["interrupted"]) == ("upgrade", False, "SIGTERM")
+    assert _actions(report) == {"a_versioned": "skipped", "b_first": "not-run", "c_second": "not-run"}
+    (first,) = [t for t in report["tenants"] if t["tenant_id"] == "b_first"]
+    assert first["message"].startswith("stamped at ") and first["message"].endswith(
+        "not upgraded: interrupted by SIGTERM before its turn"
+    )
+    assert (first["from_revision"],) == version_of(env, "b_first")
+    assert not version_of(env, "c_second")
+    assert "rerun the same command to finish" in upgrade.stderr
+    result = cli("upgrade", "--all-tenants", "--adopt")
+    assert result.exit_code == 0, result.output
+    assert all(version_of(env, t) == (head(),) for t in ["a_versioned", *LEGACY])
