@@ -329,7 +329,12 @@ def adopt(
     known index hybrid is repaired first, anything else refused with a diff, untouched.
     ``dry_run`` decides and reports, changing nothing. ``run`` records the run in the ledger
     as each result is decided (it enters the ledger with its first change, as upgrade's does
-    with its first plan that has work)."""
+    with its first plan that has work).
+
+    A signal (the command line's Interrupted) stops it: the tenant in flight rolls back, the run
+    is ended as interrupted (the tenants adopted before it stay recorded), and the Interrupted
+    carries every tenant's result, those not adopted not-run. A signal after the last stamp
+    committed stops nothing (interrupts.py)."""
     with invoked(settings, chain=chain, run=run) as inv:
         if inv.run is None:
             return adopt_tenants(inv, tenant_ids, dry_run=dry_run, on_result=on_result)

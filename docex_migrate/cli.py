@@ -5,9 +5,10 @@ With cli_options.py (its options), the only module that imports typer. Exit code
 some tenant failed, 2 bad usage, input, configuration or connection; 130 / 143 stopped by
 SIGINT / SIGTERM, after printing what was done (the tenant in flight rolled back, the rest not
 run; --json: the one report, ``interrupted`` set). A signal that arrives once the command's
-last change has committed (restore, verify --repair) stops nothing: the command records and
-prints its result, exits with its own code, and says on stderr that the signal came too late
-(interrupts.py).
+last change has committed (restore, verify --repair, adopt, deprovision) stops nothing: the
+command records and prints its result, exits with its own code, and says on stderr that the
+signal came too late (interrupts.py). An exit-1 failure with --json prints the report too; a
+refusal (exit 2) prints no JSON.
 """
 
 from __future__ import annotations

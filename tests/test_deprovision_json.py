@@ -6,7 +6,9 @@ report is checked against docs/schemas/command-report.schema.json (report_of).""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import cli, head, report_of
 from test_deprovision import _backup_rows_of_tenant, add_basket
-from test_restore import Running
+from test_restore import Running, ledger_locked, waits_for_the_ledger
 
 from docex_migrate.errors import EXIT_FAILED
 
@@ -156,3 +158,28 @@ def test_a_signal_while_deprovision_waits_for_the_tenant_reports_it_as_it_was(sq
     finally:
         app.close()
     _stopped(deprovision, env, signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_drop_committed_stops_nothing_and_the_backup_is_recorded(env, signum):
+    """The signal lands once the drop has committed, while the run is being recorded (the test
+    holds the ledger's lock): it raised there, so the tenant was gone, its run never recorded
+    and its backup never named (restore refuses a backup the ledger does not know). Now it is
+    held: the deprovision is recorded and printed, exit 0, stderr says the signal came late,
+    and the restore it names brings the tenant back."""
+    cli("provision", "acme_corp")
+    add_basket(env, "acme_corp")
+    with ledger_locked(env):
+        deprovision = Running(env, "deprovision", "acme_corp", "--yes", "--json")
+        deprovision.signal_when(lambda: waits_for_the_ledger(env, deprovision), "dropped acme_corp", signum)
+    assert deprovision.finish() == 0, deprovision.stderr
+    report = report_of(deprovision.stdout)
+    assert (report["ok"], report["interrupted"], report["counts"]) == (True, None, {"deprovisioned": 1})
+    name = signal.Signals(signum).name
+    assert f"{name} arrived after acme_corp was dropped: it stopped nothing" in deprovision.stderr
+    (run,) = [r for r in json.loads(cli("runs", "--json").stdout) if r["command"] == "deprovision"]
+    assert (run["run_id"], run["state"]) == (report["run_id"], "finished")
+    assert not env.exists("acme_corp")
+    restore = cli(*shlex.split(report["restore"])[1:])
+    assert restore.exit_code == 0, restore.output
+    assert "bas_keep" in _backup_rows_of_tenant(env, "acme_corp")
