@@ -183,3 +183,24 @@ def test_a_signal_after_the_drop_committed_stops_nothing_and_the_backup_is_recor
     restore = cli(*shlex.split(report["restore"])[1:])
     assert restore.exit_code == 0, restore.output
     assert "bas_keep" in _backup_rows_of_tenant(env, "acme_corp")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["provision", "Bad;Id"],
+        ["upgrade"],
+        ["downgrade", "--all-tenants", "--yes"],
+        ["undo", "no-such-run", "--yes"],
+        ["adopt"],
+        ["restore", "acme_corp", "--from", "no-such-backup.sql"],
+        ["verify", "--all-tenants", "--repair"],
+    ],
+    ids=lambda args: args[0] if args[0] != "verify" else "verify-repair",
+)
+def test_every_changing_commands_refusal_prints_no_json(env, args):
+    """The contract docs/reference.md states: exit 2 (refused before anything was touched) is
+    one line on stderr and nothing on stdout, --json or not; only a command that ran reports."""
+    result = cli(*args, "--json")
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.output
