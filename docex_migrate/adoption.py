@@ -25,13 +25,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import revision_snapshots
+from . import interrupts, revision_snapshots
 from .advice import command
 from .backends import Backend, NamespaceState
 from .backends.catalog import create_index
 from .chain import Chain
 from .config import Settings
-from .errors import RecognitionError
+from .errors import Interrupted, RecognitionError
 from .invocation import Invocation
 from .results import Action, TenantResult, describe_error
 from .runner import stamp_tenant
@@ -207,15 +207,43 @@ def adopt(
 
     A tenant already versioned is reported and left alone; one that matches nothing is refused
     with the diff and left untouched. ``dry_run`` decides and reports, changing nothing.
-    ``on_result`` is told of each tenant's result as it is decided (the run ledger records it)."""
-    results = []
+    ``on_result`` is told of each tenant's result as it is decided (the run ledger records it).
+
+    A signal (the command line's Interrupted) stops the run: during a tenant's adoption, its
+    transaction rolls back; once a stamp starts to commit (interrupts.hold), after that tenant
+    is told to ``on_result`` and before the next one. The tenants not adopted then are told as
+    not-run, saying why, and Interrupted carries every tenant's result. A signal after the
+    last tenant committed stops nothing: the hold goes on (the caller asks interrupts.noted,
+    or ends it with interrupts.raise_held)."""
+    tell = on_result or (lambda result: None)
+    results: list[TenantResult] = []
     namespaces = select(inv.backend, tenant_ids)
     states = inv.backend.read_states(namespaces)
-    for tenant_id, namespace in namespaces.items():
-        results.append(adopt_one(inv.settings, inv.backend, inv.chain, tenant_id, namespace, states[tenant_id], dry_run=dry_run))
-        if on_result is not None:
-            on_result(results[-1])
+    items = list(namespaces.items())
+    for i, (tenant_id, namespace) in enumerate(items):
+        started = False
+        try:
+            interrupts.raise_held()  # a signal after the previous tenant committed stops the run here
+            started = True
+            result = adopt_one(inv.settings, inv.backend, inv.chain, tenant_id, namespace, states[tenant_id], dry_run=dry_run)
+        except Interrupted as stop:  # the tenant in flight rolled back on the way out
+            interrupts.hold()  # what follows is bookkeeping: recorded and printed whole
+            for j, (left_id, left_namespace) in enumerate(items[i:]):
+                revision = state_of(inv.chain, states[left_id])[0]
+                why = _not_adopted(stop, in_flight=started and j == 0)
+                results.append(TenantResult(left_id, left_namespace, Action.NOT_RUN, revision, revision, why))
+                tell(results[-1])
+            raise Interrupted(stop.signum, results=results) from None
+        interrupts.hold()  # its outcome is decided (committed, or rolled back): recorded whole
+        results.append(result)
+        tell(result)
     return results
+
+
+def _not_adopted(stop: Interrupted, *, in_flight: bool) -> str:
+    if in_flight:
+        return f"interrupted by {stop.signal_name} while it was being adopted: rolled back, nothing changed"
+    return f"not adopted: interrupted by {stop.signal_name} before its turn"
 
 
 def statuses(inv: Invocation, tenant_ids: Sequence[str] | None) -> list[TenantStatus]:
@@ -295,5 +323,6 @@ def _stamp_repaired(settings: Settings, backend: Backend, chain: Chain, tenant_i
         left = differences(expected, tenant_snapshot(backend, tenant_id, connection))
         if left:  # never stamp what is not exactly the revision; the transaction rolls back
             raise RecognitionError(f"after repair the tenant still differs from {recognition.revision}: {left[0]}")
+        interrupts.hold()  # the stamp and its commit come next: a signal from here on stops the run after it
 
     stamp_tenant(backend, tenant_id, recognition.revision, repair_and_prove)

@@ -25,12 +25,13 @@ from .backends import open_backend
 from .chain import Chain, load_chain, script_location, writable_location
 from .checkout import tenant_metadata
 from .config import Settings, load_settings
-from .errors import DocexMigrateError, Interrupted, TenantNotFoundError, TenantNotReadyError, UsageError
+from .errors import EXIT_FAILED, DocexMigrateError, Interrupted, TenantNotFoundError, TenantNotReadyError, UsageError
 from .first_access import ReadyTenants, at_head
 from .invocation import Invocation, invoked
 from .provisioning import verify_tenant
 from .restore_advice import backup_record, restore_command
 from .results import (
+    Action,
     CheckResult,
     CommandReport,
     Deprovisioned,
@@ -329,7 +330,12 @@ def adopt(
     known index hybrid is repaired first, anything else refused with a diff, untouched.
     ``dry_run`` decides and reports, changing nothing. ``run`` records the run in the ledger
     as each result is decided (it enters the ledger with its first change, as upgrade's does
-    with its first plan that has work)."""
+    with its first plan that has work).
+
+    A signal (the command line's Interrupted) stops it: the tenant in flight rolls back, the run
+    is ended as interrupted (the tenants adopted before it stay recorded), and the Interrupted
+    carries every tenant's result, those not adopted not-run. A signal after the last stamp
+    committed stops nothing (interrupts.py)."""
     with invoked(settings, chain=chain, run=run) as inv:
         if inv.run is None:
             return adopt_tenants(inv, tenant_ids, dry_run=dry_run, on_result=on_result)
@@ -355,16 +361,32 @@ def deprovision(
     dropped. DeprovisionRefusedError (exit 1), with nothing dropped and no backup kept, when the
     tenant stays in use past the lock timeout (SQLite: another connection has its file open),
     objects outside it depend on it (PostgreSQL), or the backup cannot be written or verified.
-    ``warnings`` name what is neither backed up nor removed (PostgreSQL's large objects)."""
-    with invoked(settings) as inv:
-        backend = inv.backend
-        namespace = backend.namespace(tenant_id)
-        state = backend.read_states([tenant_id])[tenant_id]
-        if not state.exists:
-            raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no {namespace})")
-        before = state_of(inv.chain, state)[0]
-        kept = tuple(backend.kept_by_deprovision(tenant_id))
-        backup = backend.deprovision(tenant_id, backup_dir)
+    ``warnings`` name what is neither backed up nor removed (PostgreSQL's large objects).
+
+    A failure of the tenant's (exit 1) carries it as failed in its ``results``, for the
+    command's report. A signal (the command line's Interrupted) before the drop commits leaves
+    the tenant as it was, no backup kept, and the Interrupted carries it as not-run; from the
+    commit on, a signal is held (interrupts.py): the deprovision is recorded and returned as done."""
+    namespace = check_tenant_ids(settings, [tenant_id])[tenant_id]  # an invalid id is refused first
+    before: str | None = None
+    try:
+        with invoked(settings) as inv:
+            backend = inv.backend
+            state = backend.read_states([tenant_id])[tenant_id]
+            if not state.exists:
+                raise TenantNotFoundError(f"tenant {tenant_id!r} does not exist (no {namespace})")
+            before = state_of(inv.chain, state)[0]
+            kept = tuple(backend.kept_by_deprovision(tenant_id))
+            backup = backend.deprovision(tenant_id, backup_dir)
+    except Interrupted as stop:  # before the drop committed: the tenant is as it was
+        interrupts.hold()  # what follows is reporting it: printed whole
+        why = f"interrupted by {stop.signal_name} before anything was dropped: the tenant is as it was, no backup kept"
+        stop.results = [TenantResult(tenant_id, namespace, Action.NOT_RUN, before, before, why)]
+        raise
+    except DocexMigrateError as exc:
+        if exc.exit_code == EXIT_FAILED:  # the tenant's failure: reported as its result too
+            exc.results = [TenantResult(tenant_id, namespace, Action.FAILED, before, before, str(exc))]
+        raise
     advice = restore_command(settings, tenant_id, backup) if backup else None
     done = Deprovisioned(tenant_id, namespace, backup, kept, from_revision=before, restore=advice)
     record = done.as_result()

@@ -5,9 +5,10 @@ With cli_options.py (its options), the only module that imports typer. Exit code
 some tenant failed, 2 bad usage, input, configuration or connection; 130 / 143 stopped by
 SIGINT / SIGTERM, after printing what was done (the tenant in flight rolled back, the rest not
 run; --json: the one report, ``interrupted`` set). A signal that arrives once the command's
-last change has committed (restore, verify --repair) stops nothing: the command records and
-prints its result, exits with its own code, and says on stderr that the signal came too late
-(interrupts.py).
+last change has committed (restore, verify --repair, adopt, deprovision) stops nothing: the
+command records and prints its result, exits with its own code, and says on stderr that the
+signal came too late (interrupts.py). An exit-1 failure with --json prints the report too; a
+refusal (exit 2) prints no JSON.
 """
 
 from __future__ import annotations
@@ -456,11 +457,20 @@ def adopt(
         targets = opt.targets(tenants, all_tenants)
         settings = load_settings(config)
         run = _run(settings, "adopt", opt.selection(targets, all_tenants, None))
-        results = api.adopt(settings, targets, dry_run=dry_run, run=run)
+        reporter = Reporter(json)
+        try:
+            results = api.adopt(settings, targets, dry_run=dry_run, run=run)
+        except Interrupted as stop:
+            again = command(settings, *opt.adopt_arguments(targets, dry_run))
+            reporter.adopt_stopped(stop, run.run_id if run.recorded else None, again, plan=dry_run)
+            raise typer.Exit(stop.exit_code) from None
         if run.recorded:
             typer.echo(f"run {run.run_id} recorded: `{command(settings, 'runs', 'show', run.run_id)}`", err=True)
         run_id = run.run_id if run.recorded else None
-        _finish(Reporter(json), CommandReport("adopt", results, run_id=run_id, plan=dry_run))
+        reporter.results(CommandReport("adopt", results, run_id=run_id, plan=dry_run))
+        reporter.late_signal(interrupts.noted(), "the last adoption had committed", run_id)
+        if any(r.incomplete for r in results):
+            raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
@@ -487,8 +497,18 @@ def deprovision(
         if not yes:
             raise UsageError(f"deprovision drops every table and row of {tenant!r}: pass --yes to confirm")
         run = api.Run(settings, "deprovision", tenant)
-        done = api.deprovision(settings, tenant, backup_dir=written_to, run=run)
-        Reporter(json).deprovisioned(done, run.run_id if run.recorded else None)
+        reporter = Reporter(json)
+        try:
+            done = api.deprovision(settings, tenant, backup_dir=written_to, run=run)
+        except Interrupted as stop:  # before the drop: the tenant is as it was
+            reporter.deprovision_stopped(stop)
+            raise typer.Exit(stop.exit_code) from None
+        except DocexMigrateError as exc:  # exit 1, the tenant's failure: --json reports it (exit 2 prints none)
+            if exc.results:
+                reporter.deprovision_failed(exc.results)
+            raise
+        reporter.deprovisioned(done, run.run_id if run.recorded else None)
+        reporter.late_signal(interrupts.noted(), f"{tenant} was dropped", run.run_id if run.recorded else None)
 
 
 @app.command()

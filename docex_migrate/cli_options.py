@@ -133,6 +133,11 @@ def selection(tenant: list[str] | None, all_tenants: bool, shard: str | None, re
     return " ".join(parts + ([f"--shard {shard}"] if shard else []))
 
 
+def adopt_arguments(targets: list[str] | None, dry_run: bool) -> list[str]:
+    """adopt's own arguments again (its tenants are arguments, not --tenant)."""
+    return ["adopt", *(["--dry-run"] if dry_run else []), *(["--all-tenants"] if targets is None else targets)]
+
+
 def resume_alone(resume: str | None, *given: object) -> None:
     if resume is not None and any(g not in (None, False, []) for g in given):
         raise UsageError("--resume takes the tenants and the target of the run it resumes: pass no revision, tenants or --shard")

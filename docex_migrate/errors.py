@@ -12,6 +12,9 @@ class DocexMigrateError(Exception):
     """Base class: a one-line message that says what is wrong and how to fix it."""
 
     exit_code = EXIT_USAGE
+    # A tenant's failure (exit 1) may carry the tenants' results, for the command's report
+    # (deprovision's: its tenant, failed, with this message).
+    results: list[Any] | None = None
 
 
 class ConfigError(DocexMigrateError):

@@ -2,9 +2,9 @@
 and an interrupted run is finished by the command that ``finishing`` names.
 
 Except once a change has committed. A signal that lands after a tenant's change committed
-(restore, a repair) must not turn a change made into a failure exit, nor stop its recording
-half way: the command calls ``hold()`` just before it commits, and from then on a signal is
-noted, not raised. Between tenants ``raise_held()`` ends the hold, raising a signal noted
+(restore, a repair, an adoption's stamp, a deprovision's drop) must not turn a change made
+into a failure exit, nor stop its recording half way: the command calls ``hold()`` just
+before it commits, and from then on a signal is noted, not raised. Between tenants ``raise_held()`` ends the hold, raising a signal noted
 during it (the run stops there, before the next tenant); at the end the command line asks
 ``noted()`` which signal arrived, if any, once the work was committed: the command then exits
 with what happened (0 when it all succeeded), and says on stderr that the signal came after

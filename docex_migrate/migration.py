@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from . import interrupts
 from .adoption import adopt
 from .backends import FreshTemplate
 from .drift import check_excuses, hold_back_drifted
@@ -140,7 +141,7 @@ def upgrade(
     if verify_first:  # a bad excuse is refused before the first tenant, not at the first wave
         check_excuses(inv.settings, inv.backend, inv.chain)
     staged = _staged(inv, tenant_ids, canary, waves) if canary or waves is not None else None
-    adopted = _adopt_unversioned(inv, tenant_ids) if adopt_first else {}
+    adopted = _adopt_unversioned(inv, tenant_ids, target) if adopt_first else {}
     failed_adoptions = sum(r.failed for r in adopted.values())
     if staged is None:
         results = migrate(inv, selected(inv, tenant_ids), target, failures_so_far=failed_adoptions, verify_first=verify_first)
@@ -290,12 +291,33 @@ def undo(inv: Invocation, undoing: UndoPlan) -> list[TenantResult]:
     return sorted(results, key=lambda r: r.tenant_id)
 
 
-def _adopt_unversioned(inv: Invocation, tenant_ids: Sequence[str] | None) -> dict[str, TenantResult]:
-    """adopt, for the selected tenants that DocEX created itself (unversioned, with tables)."""
+def _adopt_unversioned(inv: Invocation, tenant_ids: Sequence[str] | None, target: str | None) -> dict[str, TenantResult]:
+    """adopt, for the selected tenants that DocEX created itself (unversioned, with tables).
+    Stopped by a signal, the Interrupted carries every selected tenant: those adopted not-run
+    (they are versioned now, and not at ``target``), the rest as adopt and not_reached say."""
     namespaces = selected(inv, tenant_ids)
     states = inv.backend.read_states(namespaces)
     unversioned = [t for t in namespaces if state_of(inv.chain, states[t])[1] == State.UNVERSIONED and states[t].table_count]
-    return {r.tenant_id: r for r in adopt(inv, unversioned)} if unversioned else {}
+    if not unversioned:
+        return {}
+    adopted: list[TenantResult] = []
+    try:
+        adopted = adopt(inv, unversioned)
+        interrupts.raise_held()  # a signal after the last adoption committed stops the run before any upgrade
+    except Interrupted as stop:  # every tenant not-run: those adopted are versioned now, for --resume to upgrade
+        interrupts.hold()
+        done = [_not_upgraded(r, stop) for r in stop.results or adopted]
+        rest = [t for t in namespaces if t not in {r.tenant_id for r in done}]
+        stop.results = done + list(not_reached(inv, rest, "interrupted", target).values())
+        raise
+    return {r.tenant_id: r for r in adopted}
+
+
+def _not_upgraded(adopted: TenantResult, stop: Interrupted) -> TenantResult:
+    if adopted.action != Action.ADOPTED:
+        return adopted
+    why = f"{adopted.message}; not upgraded: interrupted by {stop.signal_name} before its turn"
+    return TenantResult(adopted.tenant_id, adopted.namespace, Action.NOT_RUN, adopted.to_revision, adopted.to_revision, why)
 
 
 def _after_adoption(adopted: TenantResult | None, result: TenantResult) -> TenantResult:

@@ -239,6 +239,35 @@ class Reporter:
         done = f"repairs committed before it are recorded in run {run_id}" if run_id else "nothing was repaired"
         self._stopped(stop.signal_name, f"any repair in flight was rolled back; {done}", again)
 
+    def adopt_stopped(self, stop: Interrupted, run_id: str | None, again: str, *, plan: bool = False) -> None:
+        """adopt stopped by a signal: the report (each tenant adopted before it, the one in
+        flight rolled back and the rest not-run), and on stderr what happened, the run that
+        recorded the adoptions made, and the command that adopts the rest."""
+        results = [r for r in stop.results or [] if isinstance(r, TenantResult)]
+        report = CommandReport("adopt", results, run_id=run_id, plan=plan, interrupted=stop.signal_name)
+        if results:
+            self.results(report)
+        elif self.as_json:  # stopped before any tenant was decided: the report all the same
+            self.emit_json(report.as_dict())
+        done = f"adoptions committed before it are recorded in run {run_id}" if run_id else "nothing was adopted"
+        self._stopped(stop.signal_name, f"any adoption in flight was rolled back; {done}", again)
+
+    def deprovision_stopped(self, stop: Interrupted) -> None:
+        """deprovision stopped by a signal before its drop: the report (the tenant not-run, as it
+        was), and on stderr what happened; nothing was dropped, so nothing needs finishing."""
+        results = [r for r in stop.results or [] if isinstance(r, TenantResult)]
+        report = CommandReport("deprovision", results, interrupted=stop.signal_name)
+        if self.as_json:
+            self.emit_json({**report.as_dict(), "restore": None})
+        sys.stderr.write(f"interrupted by {stop.signal_name}: nothing was dropped and no backup kept; the tenant is as it was\n")
+
+    def deprovision_failed(self, results: Sequence[TenantResult]) -> None:
+        """deprovision failed (exit 1: the tenant does not exist, is in use, its backup cannot be
+        written): with --json its one report, the tenant failed with the message; the error line
+        itself goes to stderr (cli._guard). A refusal (exit 2) prints no JSON."""
+        if self.as_json:
+            self.emit_json({**CommandReport("deprovision", list(results)).as_dict(), "restore": None})
+
     def _stopped(self, signal_name: str, outcome: str, again: str) -> None:
         sys.stderr.write(f"interrupted by {signal_name}: {outcome}; to finish, run `{again}`\n")
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ...errors import DeprovisionRefusedError, TenantNotFoundError
+from ...interrupts import hold
 from ..base import backup_failed, discard_backup, new_backup_file
 from ..catalog_paths import owned, relations
 from .backup import driver_dump, read_dump
@@ -216,6 +217,7 @@ class PostgresDeprovision(PostgresConnections):
                         )
                     _refuse_foreign_dependents(connection, tenant_id, schema)
                     _drop_exactly(connection, tenant_id, schema, contents)
+                    hold()  # it commits now: a signal from here on no longer stops it (interrupts.py)
                 committed = True
         except BaseException:
             if not committed:

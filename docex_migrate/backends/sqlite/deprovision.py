@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from ...config import Timeouts
 from ...errors import DeprovisionRefusedError
+from ...interrupts import hold
 from ..base import backup_failed, discard_backup, new_backup_file
 from .files import processes_with_open
 from .staging import sweep
@@ -96,6 +97,7 @@ def deprovision_file(tenant_id: str, path: Path, backup_dir: Path | None, timeou
         if backup_dir is not None:
             backup = new_backup_file(tenant_id, backup_dir, ".db")
             _backup_from(lock, tenant_id, backup)
+        hold()  # the deletion is the commit: a signal from here on no longer stops it (interrupts.py)
         deleted = _delete_unreachable(tenant_id, path)
     except BaseException:
         if path.exists():
