@@ -13,19 +13,15 @@ refusal (exit 2) prints no JSON.
 
 from __future__ import annotations
 
-import logging
 import sys
-import traceback
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from . import api, interrupts, progress
+from . import api, interrupts
 from . import cli_options as opt
+from . import cli_running as running
 from .advice import command
 from .chain import load_chain
 from .cli_options import (
@@ -44,12 +40,11 @@ from .cli_options import (
     TenantOpt,
     VerboseOpt,
 )
-from .config import MAX_TIMEOUT_SECONDS, Settings, config_path, enable_multi_tenancy, load_settings
+from .config import MAX_TIMEOUT_SECONDS, config_path, enable_multi_tenancy, load_settings
 from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
-from .interrupts import finishing, signals_interrupt
 from .reporting import Reporter
 from .restore_advice import restore_command
-from .results import Action, CheckStatus, CommandReport, TenantResult, describe_error
+from .results import Action, CheckStatus, CommandReport
 from .streams import forgive_closed_pipes, lost_output
 from .tempdirs import sweep_abandoned
 
@@ -62,81 +57,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-@contextmanager
-def _guard(verbose: bool) -> Iterator[None]:
-    """Turn any error into one line on stderr and an exit code (traceback only with --verbose)."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
-    try:
-        with signals_interrupt():
-            yield
-    except (typer.Exit, typer.Abort):
-        raise
-    except Interrupted as stop:  # before any tenant was touched, or while printing
-        typer.echo(f"interrupted by {stop.signal_name}", err=True)
-        raise typer.Exit(stop.exit_code) from None
-    except DocexMigrateError as exc:
-        if verbose:
-            traceback.print_exc()
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except Exception as exc:  # the database or a bug: still one line, never a password
-        if verbose:
-            traceback.print_exc()
-        typer.echo(f"error: {describe_error(exc)} (rerun with --verbose for details)", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
-
-
-def _finish(reporter: Reporter, report: CommandReport) -> None:
-    reporter.results(report)
-    if any(isinstance(r, TenantResult) and r.incomplete for r in report.tenants):
-        raise typer.Exit(EXIT_FAILED)
-
-
-def _report(
-    reporter: Reporter, report: CommandReport, run: Callable[[], list[TenantResult]], recorded: api.Run | None = None
-) -> None:
-    """Run a migration (or plan one) and print its results into ``report`` (the command, its
-    target...). Stopped by a signal, print what it did anyway, then exit 128 + the signal's
-    number, as a shell reports a process the signal killed."""
-    try:
-        report.tenants = run()
-    except Interrupted as stop:
-        run_id = recorded.run_id if recorded is not None and recorded.recorded else None
-        if stop.results:
-            report.tenants, report.run_id, report.interrupted = stop.results, run_id, stop.signal_name
-            reporter.results(report)
-        elif run_id is None:
-            raise  # stopped before anything was recorded (or touched)
-        if run_id is not None and recorded is not None:
-            typer.echo(
-                f"interrupted by {stop.signal_name}: tenants in flight were rolled back; run {run_id} is marked "
-                f"interrupted: finish it with `{command(recorded.settings, *finishing(recorded).split())}`",
-                err=True,
-            )
-        else:
-            typer.echo(
-                f"interrupted by {stop.signal_name}: tenants in flight were rolled back; rerun the same command to finish",
-                err=True,
-            )
-        raise typer.Exit(stop.exit_code) from None
-    if recorded is not None and recorded.recorded:
-        report.run_id = recorded.run_id
-        typer.echo(f"run {recorded.run_id} recorded: `{command(recorded.settings, 'runs', 'show', recorded.run_id)}`", err=True)
-    _finish(reporter, report)
-
-
-def _run(settings: Settings, command: str, selection: str) -> api.Run:
-    """A run to record, which names itself on stderr as soon as it is in the ledger, so an
-    operator can follow it with `runs show` from another shell."""
-    return api.Run(
-        settings,
-        command,
-        selection,
-        announce=lambda run: typer.echo(f"run {run.run_id}: {run.command} started", err=True),
-        progress=progress.for_stderr(),
-    )
 
 
 def _version(value: bool) -> None:
@@ -176,7 +96,7 @@ def provision(
     verbose: VerboseOpt = False,
 ) -> None:
     """Create tenant namespaces and upgrade them to head."""
-    with _guard(verbose):
+    with running.guard(verbose):
         settings = load_settings(config)
         api.check_tenant_ids(settings, tenants)  # refuse bad ids before the config file is touched
         reporter = Reporter(json)
@@ -187,8 +107,8 @@ def provision(
             written = enable_multi_tenancy(config_path(config))
             reporter.say(f"database-level multi-tenancy enabled in {written}")
             settings = load_settings(written)
-        run = None if plan else _run(settings, "provision", " ".join(tenants))
-        _report(
+        run = None if plan else running.new_run(settings, "provision", " ".join(tenants))
+        running.report(
             reporter,
             report,
             lambda: api.provision(settings, tenants, verify=verify, exist_ok=exist_ok, jobs=jobs, run=run, plan=plan),
@@ -253,7 +173,7 @@ def upgrade(
     A failing tenant does not stop the others (unless --fail-fast or --max-failures); each one
     is rolled back to the revision it had, and listed with the database's error.
     """
-    with _guard(verbose):
+    with running.guard(verbose):
         if sql:
             opt.refuse_with_sql({
                 "--resume": resume is not None,
@@ -278,17 +198,17 @@ def upgrade(
             directory = output or Path("migration-sql")
             written = api.upgrade_sql(settings, targets, revision or "head", directory, shard=opt.shard(shard))
             target = api.target_of(settings, "upgrade", revision or "head")
-            _finish(reporter, CommandReport("upgrade", written.results, target=target))
+            running.finish(reporter, CommandReport("upgrade", written.results, target=target))
             if written.combined is not None:
                 reporter.say(f"every tenant's script in one, in order: {written.combined}")
             return
         target = api.target_of(settings, "upgrade", revision or "head", resume=resume)
         report = CommandReport("upgrade", [], target=target, plan=plan, resumes=resume)
-        run = None if plan else _run(settings, "upgrade", opt.selection(tenant, all_tenants, shard, revision))
-        _report(
+        run = None if plan else running.new_run(settings, "upgrade", opt.selection(tenant, all_tenants, shard, revision))
+        running.report(
             reporter,
             report,
-            lambda: _resumed(
+            lambda: running.resumed(
                 reporter,
                 resume,
                 api.upgrade(
@@ -334,7 +254,7 @@ def downgrade(
     verbose: VerboseOpt = False,
 ) -> None:
     """Take tenants back to REVISION; asks for confirmation unless --yes (or --plan, which changes nothing)."""
-    with _guard(verbose):
+    with running.guard(verbose):
         opt.resume_alone(resume, revision, tenant, all_tenants, shard)
         if revision is None and resume is None:
             raise UsageError("name the revision to go back to (an id, a unique prefix, or base), or --resume RUN")
@@ -346,16 +266,16 @@ def downgrade(
         report = CommandReport("downgrade", [], target=target, plan=plan, resumes=resume)
         reporter = Reporter(json)
         question = ""
-        if not (yes or plan) and _on_a_terminal():  # the prompt names what the plan moves, read before anything changes
+        if not (yes or plan) and running.on_a_terminal():  # the prompt names what the plan moves, read before anything changes
             planned = api.downgrade(settings, targets, revision or "base", shard=opt.shard(shard), resume=resume, plan=True)
             moving = [r for r in planned if r.action == Action.WOULD_DOWNGRADE]
-            question = f"Downgrade {_tenants(len(moving))}{_counted(r.from_revision for r in moving)} to {target}?"
-        _confirm(yes or plan, "downgrade", question)
-        run = None if plan else _run(settings, "downgrade", opt.selection(tenant, all_tenants, shard, revision))
-        _report(
+            question = f"Downgrade {running.tenants(len(moving))}{running.counted(r.from_revision for r in moving)} to {target}?"
+        running.confirm(yes or plan, "downgrade", question)
+        run = None if plan else running.new_run(settings, "downgrade", opt.selection(tenant, all_tenants, shard, revision))
+        running.report(
             reporter,
             report,
-            lambda: _resumed(
+            lambda: running.resumed(
                 reporter,
                 resume,
                 api.downgrade(
@@ -372,34 +292,6 @@ def downgrade(
             ),
             run,
         )
-
-
-def _tenants(n: int) -> str:
-    return f"{n} tenant" if n == 1 else f"{n} tenants"
-
-
-def _counted(revisions: Iterable[str | None]) -> str:
-    """' (2 at r7, 1 at base)': how many tenants per revision, most first; '' for none."""
-    counts = Counter(revision or "base" for revision in revisions)
-    return f" ({', '.join(f'{n} at {rev}' for rev, n in counts.most_common())})" if counts else ""
-
-
-def _on_a_terminal() -> bool:
-    return sys.stdin.isatty()
-
-
-def _confirm(yes: bool, verb: str, question: str) -> None:
-    if yes:
-        return
-    if not _on_a_terminal():
-        raise UsageError(f"{verb} can drop tables and data: pass --yes to confirm")
-    typer.confirm(f"{question} Tables and data may be dropped", abort=True)
-
-
-def _resumed(reporter: Reporter, resume: str | None, results: list[TenantResult]) -> list[TenantResult]:
-    if resume is not None and not results:
-        reporter.say(f"nothing to resume: every tenant of run {resume} reached its target")
-    return results
 
 
 @app.command()
@@ -420,21 +312,21 @@ def undo(
     A tenant that has moved since (another run touched it) is left alone and listed. Asks for
     confirmation unless --yes (or --plan, which changes nothing). A deprovision cannot be undone:
     restore its backup instead."""
-    with _guard(verbose):
+    with running.guard(verbose):
         settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
         if not plan:
             undoing = api.undo_plan(settings, run_id, load_chain())  # refused before asking; names what would move
             moving = [tenant for tenants in undoing.groups.values() for tenant in tenants]
-            at = _counted(undoing.left_at[tenant][0] for tenant in moving)
+            at = running.counted(undoing.left_at[tenant][0] for tenant in moving)
             back = ", ".join(f"{len(tenants)} to {target or 'base'}" for (target, _), tenants in undoing.groups.items())
-            _confirm(
+            running.confirm(
                 yes,
                 "undo",
-                f"Undo run {run_id}: take {_tenants(len(moving))}{at} back to their previous revisions ({back or 'none'})?",
+                f"Undo run {run_id}: take {running.tenants(len(moving))}{at} back to their previous revisions ({back or 'none'})?",
             )
-        run = None if plan else _run(settings, "undo", f"undo {run_id}")
+        run = None if plan else running.new_run(settings, "undo", f"undo {run_id}")
         report = CommandReport("undo", [], plan=plan, undoes=run_id)
-        _report(Reporter(json), report, lambda: api.undo(settings, run_id, jobs=jobs, run=run, plan=plan), run)
+        running.report(Reporter(json), report, lambda: api.undo(settings, run_id, jobs=jobs, run=run, plan=plan), run)
 
 
 @app.command()
@@ -453,10 +345,10 @@ def adopt(
     A known hybrid (DocEX's own indexes drifted) is repaired first, index by index, and proven
     equal to the revision; anything else is refused with a diff (exit 1), untouched.
     """
-    with _guard(verbose):
+    with running.guard(verbose):
         targets = opt.targets(tenants, all_tenants)
         settings = load_settings(config)
-        run = _run(settings, "adopt", opt.selection(targets, all_tenants, None))
+        run = running.new_run(settings, "adopt", opt.selection(targets, all_tenants, None))
         reporter = Reporter(json)
         try:
             results = api.adopt(settings, targets, dry_run=dry_run, run=run)
@@ -490,7 +382,7 @@ def deprovision(
 
     Refused (exit 1, nothing dropped) while the tenant stays in use (SQLite: while another connection has
     its file open), or when objects outside it depend on it."""
-    with _guard(verbose):
+    with running.guard(verbose):
         settings = opt.with_timeouts(load_settings(config), lock_timeout, None, None)
         api.check_tenant_ids(settings, [tenant])
         written_to = opt.backup_dir(no_backup, backup_dir)
@@ -532,7 +424,7 @@ def restore(
     tenant does not exist; all or nothing. Refused: exit 2, nothing changed. Then `upgrade` it
     if it is behind the head. An older backup of a tenant deprovisioned again since restores
     too, with a warning naming the newer backup."""
-    with _guard(verbose):
+    with running.guard(verbose):
         settings = opt.with_timeouts(load_settings(config), lock_timeout, statement_timeout, tenant_lock_wait)
         reporter = Reporter(json)
         try:
@@ -558,7 +450,7 @@ def status(
     unversioned, missing, unreadable (the namespace cannot be read).
     Exit 1 when a tenant is corrupt or unreadable.
     """
-    with _guard(verbose):
+    with running.guard(verbose):
         rows = api.status(load_settings(config), tenant, shard=opt.shard(shard))
         Reporter(json).statuses(rows, "no tenants found")
         if any(r.failed for r in rows):
@@ -583,13 +475,13 @@ def verify(
     Read-only (unless --repair --yes). Exit 0 every tenant matches; 1 any drifted, unreadable,
     corrupt, ahead, or not verifiable. Column order is not drift.
     """
-    with _guard(verbose):
+    with running.guard(verbose):
         targets = opt.targets(tenant, all_tenants)
         if repair and not yes:
             raise UsageError("verify --repair drops and creates indexes in drifted tenants: pass --yes to confirm")
         settings = load_settings(config)
         selection = opt.selection(tenant, all_tenants, shard)
-        run = _run(settings, "repair", selection) if repair else None
+        run = running.new_run(settings, "repair", selection) if repair else None
         reporter = Reporter(json)
         try:
             rows = api.verify(settings, targets, shard=opt.shard(shard), repair=repair, run=run)
@@ -616,7 +508,7 @@ def tenants(
     verbose: VerboseOpt = False,
 ) -> None:
     """List the tenants found in the database, from their namespaces alone (opens no tenant)."""
-    with _guard(verbose):
+    with running.guard(verbose):
         Reporter(json).tenants(api.list_tenants(load_settings(config)))
 
 
@@ -637,7 +529,7 @@ def runs(
     if ctx.invoked_subcommand is not None:  # `runs --json show RUN`: as if given after show
         opt.before_the_command(ctx, config, json, verbose)
         return
-    with _guard(verbose):
+    with running.guard(verbose):
         Reporter(json).runs(api.runs(load_settings(config), limit=limit))
 
 
@@ -650,7 +542,7 @@ def show(
 ) -> None:
     """One run and its tenants: the revision before and after, the action, the duration, the error.
     Tenants a killed run never recorded are reconciled with the tenants themselves. Read-only."""
-    with _guard(verbose):
+    with running.guard(verbose):
         Reporter(json).run_detail(api.show_run(load_settings(config), run_id))
 
 
@@ -673,7 +565,7 @@ def revision(
     Run it inside a clone of docex-migrate (the folder holding alembic.ini, alembic/versions/ and
     docex_migrate/schema.py, or any folder below it); the installed package's revisions are never written.
     """
-    with _guard(verbose):
+    with running.guard(verbose):
         path = api.new_revision(load_settings(config), message, autogenerate=autogenerate)
         reporter = Reporter(json)
         if json:
@@ -684,14 +576,14 @@ def revision(
 @app.command()
 def history(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """The revision chain, newest first."""
-    with _guard(verbose):
+    with running.guard(verbose):
         Reporter(json).history(api.history())
 
 
 @app.command()
 def heads(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """The head revision of the chain."""
-    with _guard(verbose):
+    with running.guard(verbose):
         Reporter(json).heads(api.heads())
 
 
@@ -715,7 +607,7 @@ def check(
     The database checks run on scratch namespaces of the configured backend, removed afterwards, and, when that
     is PostgreSQL, again on SQLite files in a temporary directory; the output names the backends covered.
     """
-    with _guard(verbose):
+    with running.guard(verbose):
         settings = load_settings(config)
         reporter = Reporter(json)
         if update_manifest:

@@ -598,7 +598,7 @@ def test_downgrade_prompt_names_the_tenants_and_revisions_it_would_move(env, mon
     cli("provision", "acme_corp", "b2", "c3")
     migrate_to(env, "c3", "s6_docex_2_8_8", downgrade=True)
     before = env.everything()
-    monkeypatch.setattr("docex_migrate.cli._on_a_terminal", lambda: True)
+    monkeypatch.setattr("docex_migrate.cli_running.on_a_terminal", lambda: True)
     result = cli("downgrade", "s5", "--all-tenants", input="n\n")
     assert result.exit_code == 1  # aborted
     expected = f"Downgrade 3 tenants (2 at {HEAD}, 1 at s6_docex_2_8_8) to s5_docex_2_8_4? Tables and data may be dropped"
@@ -616,7 +616,7 @@ def test_undo_prompt_names_the_tenants_and_revisions_it_would_move(env, monkeypa
     assert result.exit_code == 0, result.output
     run_id = json.loads(cli("runs", "--json").stdout)[0]["run_id"]
     before = env.everything()
-    monkeypatch.setattr("docex_migrate.cli._on_a_terminal", lambda: True)
+    monkeypatch.setattr("docex_migrate.cli_running.on_a_terminal", lambda: True)
     result = cli("undo", run_id, input="n\n")
     assert result.exit_code == 1
     assert (

@@ -172,7 +172,7 @@ def test_resume_plan_lists_the_tenants_the_resume_then_finishes(steps, monkeypat
 def test_downgrade_and_its_resume_plan_without_a_prompt_or_yes(steps, monkeypatch):
     env = steps
     at(env, ["a", "b"], "r3")
-    monkeypatch.setattr("docex_migrate.cli._on_a_terminal", lambda: True)  # a prompt would read stdin: none given
+    monkeypatch.setattr("docex_migrate.cli_running.on_a_terminal", lambda: True)  # a prompt would read stdin: none given
     plan = planned(env, "downgrade", "r1", "--tenant", "a", "--tenant", "x", exit_code=1)
     assert moves(plan) == {("a", "downgraded", "r3", "r1", None), ("x", "failed", None, None, None)}
     result = cli("downgrade", "r1", "--tenant", "a", "--tenant", "x", "--yes", "--json")
@@ -195,7 +195,7 @@ def test_undo_plan_without_a_prompt_lists_what_undo_then_does(steps, monkeypatch
     assert cli("upgrade", "--all-tenants").exit_code == 0
     first = latest_run()["run_id"]
     assert cli("downgrade", "r2", "--tenant", "b", "--yes").exit_code == 0  # b moved since: left alone
-    monkeypatch.setattr("docex_migrate.cli._on_a_terminal", lambda: True)
+    monkeypatch.setattr("docex_migrate.cli_running.on_a_terminal", lambda: True)
 
     plan = planned(env, "undo", first)
     assert plan["undoes"] == first and plan["target"] is None
