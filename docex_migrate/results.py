@@ -278,6 +278,7 @@ class RunTenant:
     message: str
     identity: str | None = None  # which namespace it was (Backend.identity); None in older ledgers
     backup: str | None = None  # a deprovision's backup, JSON {"path", "sha256"}; None in older ledgers
+    wave: int | None = None  # a staged rollout's group, from 1; None past the last wave, unstaged, or older ledgers
 
     @property
     def pending(self) -> bool:
