@@ -177,15 +177,13 @@ def _rollout(
     keeps its run's groups for the tenants left (groups with none left dropped), with the
     tenants past its last wave as one group after them. Bad specs and canaries are refused
     before anything runs."""
-    if canary or waves is not None or resumed is None or resumed.staging is None:
-        if not canary and waves is None:
-            return None
+    if canary or waves is not None:
         sizes = parse_waves(waves) if waves is not None else []
         validated(inv.backend, canary)
         namespaces = selected(inv, tenant_ids)
         planned, beyond = groups(list(namespaces), list(canary), sizes)
         canaries = list(dict.fromkeys(canary))
-    else:
+    elif resumed is not None and resumed.staging is not None:
         namespaces = selected(inv, tenant_ids)
         numbers = sorted({resumed.waves[t] for t in namespaces if t in resumed.waves})
         planned = [[t for t in namespaces if resumed.waves.get(t) == n] for n in numbers]
@@ -196,6 +194,8 @@ def _rollout(
         canaries = planned[0] if planned and numbers[:1] == [1] and was and set(planned[0]) <= was else []
         if pause is None:
             pause = float(resumed.staging.get("pause") or 0.0)
+    else:
+        return None
     seconds = pause or 0.0
     staging = json.dumps({"canary": canaries, "waves": waves, "pause": seconds})
     return Rollout(namespaces, planned, beyond, bool(canaries), seconds, staging)
