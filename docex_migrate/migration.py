@@ -189,7 +189,7 @@ def _rollout(
         planned = [[t for t in namespaces if resumed.waves.get(t) == n] for n in numbers]
         planned += [[t for t in namespaces if t not in resumed.waves]] if len(namespaces) > len(resumed.waves) else []
         planned = [group for group in planned if group]
-        beyond, waves = [], resumed.staging.get("waves")
+        beyond, waves = [], None  # the groups are the resumed run's, not a spec's
         was = set(resumed.staging.get("canary") or ())
         canaries = planned[0] if planned and numbers[:1] == [1] and was and set(planned[0]) <= was else []
         if pause is None:

@@ -318,6 +318,7 @@ class RunInfo:
     state: str
     error: str | None
     counts: dict[str, int]
+    staging: dict[str, object] | None = None  # a staged rollout: {"canary", "waves", "pause"}, what --resume keeps
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -337,6 +338,7 @@ class RunInfo:
             "state": self.state,
             "error": self.error,
             "counts": self.counts,
+            "staging": self.staging,
         }
 
 

@@ -66,6 +66,7 @@ def _info(row: Mapping[str, Any], counts: dict[str, int]) -> RunInfo:
         state=_state(row),
         error=row["error"],
         counts=dict(sorted(counts.items())),
+        staging=json.loads(row["staging"]) if row.get("staging") else None,
     )
 
 

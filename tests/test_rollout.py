@@ -228,6 +228,12 @@ def test_resume_keeps_the_run_s_waves_and_pause(steps, monkeypatch):
     stopped = cli("upgrade", "--all-tenants", "--waves", "1,50%,100%", "--pause-between-waves", "0.2", "--json")
     assert stopped.exit_code == 1 and set(actions(stopped).values()) == {"failed", "not-run"}, stopped.output
     run_id = json.loads(stopped.stdout)["run_id"]
+    assert json.loads(cli("runs", "show", run_id, "--json").stdout)["staging"] == {
+        "canary": [],
+        "waves": "1,50%,100%",
+        "pause": 0.2,
+    }
+    assert "staged: waves 1,50%,100%, 0.2 s between groups" in cli("runs", "show", run_id).output
 
     plan = cli("upgrade", "--resume", run_id, "--plan", "--json")
     assert plan.exit_code == 0, plan.output
@@ -248,6 +254,7 @@ def test_resume_keeps_the_run_s_waves_and_pause(steps, monkeypatch):
 
     # a resume of that resume keeps the waves still (its own), and --waves given replaces them
     again = json.loads(resumed.stdout)["run_id"]
+    assert f"staged: the groups of run {run_id} left, 0.2 s between groups" in cli("runs", "show", again).output
     plan = cli("upgrade", "--resume", again, "--plan", "--json")
     assert {t["tenant_id"]: t["wave"] for t in json.loads(plan.stdout)["tenants"]} == {second[3]: 1, **dict.fromkeys(third, 2)}
     monkeypatch.delenv("STEPS_FAIL_TENANT")
