@@ -42,7 +42,7 @@ from .results import (
     TenantDrift,
     TenantResult,
 )
-from .run_history import list_runs, resume_plan, show_run, undo_plan
+from .run_history import Resumption, list_runs, resume_plan, resumption, show_run, undo_plan
 from .run_record import Run, recording, target_name, tool_version
 from .runner import author_revision
 from .schema import metadata as docex_metadata
@@ -141,7 +141,7 @@ def upgrade(
     resume: str | None = None,
     canary: Sequence[str] = (),
     waves: str | None = None,
-    pause_between_waves: float = 0.0,
+    pause_between_waves: float | None = None,
     plan: bool = False,
 ) -> list[TenantResult]:
     """Bring tenants (None = every tenant found) to ``revision``; tenants already there are skipped.
@@ -158,18 +158,25 @@ def upgrade(
 
     ``canary`` tenants go first, then ``waves`` (see rollout.py); the run stops after the first
     group with a failure (or at ``max_failures``), the tenants not reached are not run, and
-    ``pause_between_waves`` seconds pass between groups.
+    ``pause_between_waves`` seconds pass between groups that have something to do. With
+    ``adopt_first`` each group's unversioned tenants are adopted when the group is reached.
+    A ``resume`` of a staged run keeps its staging: the tenants left, in the groups the run put
+    them in (those with none left dropped; the tenants past its last wave one group after them),
+    with its pause; ``canary`` or ``waves`` given instead stage the tenants left anew, and a
+    ``pause_between_waves`` given replaces the run's.
 
     ``plan`` (--plan): the same decisions, reported as what would be done (``would-upgrade``,
     with each tenant's wave), and nothing is changed or recorded (``run`` is not used)."""
     if plan and adopt_first:
         raise UsageError("--plan cannot foresee what --adopt finds: plan the adoption with `adopt --plan`, then upgrade")
     with invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard, plan_only=plan) as inv:
+        resumed: Resumption | None = None
         if resume is not None:
-            tenant_ids, revision, resumed = _resuming(inv, resume, "upgrade")
+            resumed = _resuming(inv, resume, "upgrade")
+            tenant_ids, revision = resumed.tenant_ids, resumed.target
             if not tenant_ids:
                 return []
-            if resumed == "provision":  # recorded as one, so that it is resumed the same way in turn
+            if resumed.command == "provision":  # recorded as one, so that it is resumed the same way in turn
                 if inv.run is not None:
                     inv.run.command = "provision"
                 inv.max_failures = None  # as provision(..., exist_ok=True)
@@ -186,6 +193,7 @@ def upgrade(
                 canary=canary,
                 waves=waves,
                 pause=pause_between_waves,
+                resumed=resumed,
             ),
         )
 
@@ -214,7 +222,8 @@ def downgrade(
     ``plan`` as for upgrade."""
     with invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard, plan_only=plan) as inv:
         if resume is not None:
-            tenant_ids, revision, _ = _resuming(inv, resume, "downgrade")
+            resumed = _resuming(inv, resume, "downgrade")
+            tenant_ids, revision = resumed.tenant_ids, resumed.target
             if not tenant_ids:
                 return []
         target = inv.chain.resolve(revision)
@@ -257,14 +266,14 @@ def runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None) -> 
     return list_runs(settings, limit=limit, chain=chain)
 
 
-def _resuming(inv: Invocation, resume: str, command: str) -> tuple[list[str], str, str]:
+def _resuming(inv: Invocation, resume: str, command: str) -> Resumption:
     """What ``--resume RUN`` takes on: RUN's tenants that did not reach its target, that target,
-    and RUN's command; the invocation's run (a new one unless given) records it, naming RUN."""
-    tenant_ids, revision, resumed = resume_plan(inv.settings, resume, command, inv.chain)
+    RUN's command and staging; the invocation's run (a new one unless given) records it, naming RUN."""
+    resumed = resumption(inv.settings, resume, command, inv.chain)
     if not inv.plan_only:
         inv.run = inv.run or Run(inv.settings, command)
         inv.run.resumes, inv.run.selection = resume, f"--resume {resume}"
-    return tenant_ids, revision, resumed
+    return resumed
 
 
 def provision(

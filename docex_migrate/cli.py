@@ -144,14 +144,15 @@ def upgrade(
         typer.Option("--waves", help="Then go in waves of these cumulative sizes, counts or percentages: e.g. 10,100,25%,100%."),
     ] = None,
     pause_between_waves: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--pause-between-waves",
             min=0,
             max=MAX_TIMEOUT_SECONDS,  # time.sleep() overflows on inf, after the first wave
-            help="Seconds to wait between the canaries and each wave.",
+            help="Seconds to wait between the canaries and each wave (with --resume: instead of the run's).  [default: 0]",
+            show_default=False,
         ),
-    ] = 0.0,
+    ] = None,
     sql: Annotated[
         bool, typer.Option("--sql", help="Write each tenant's script for review into --output instead of running it.")
     ] = False,
@@ -179,7 +180,7 @@ def upgrade(
                 "--resume": resume is not None,
                 "--canary": bool(canary),
                 "--waves": waves is not None,
-                "--pause-between-waves": pause_between_waves != 0,
+                "--pause-between-waves": pause_between_waves not in (None, 0),
                 "--adopt": adopt_first,
                 "--verify-first": verify_first,
                 "--jobs": jobs != 1,

@@ -62,7 +62,8 @@ ResumeOpt = Annotated[
     typer.Option(
         "--resume",
         metavar="RUN",
-        help="Take the tenants of recorded run RUN that did not reach its target there, as a new run.",
+        help="Take the tenants of recorded run RUN that did not reach its target there, as a new run "
+        "(in RUN's waves, unless --canary/--waves are given).",
     ),
 ]
 TenantLockWaitOpt = Annotated[

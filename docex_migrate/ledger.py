@@ -16,10 +16,13 @@ answer (``Backend.ledger``); what is stored is the same on both:
   then the one the tenant's migration locked), so that undo never takes back a tenant dropped
   and created again since; and for a deprovision, its backup (``backup``: the file's absolute
   path and SHA-256, by which ``restore`` knows the backup is this fleet's, this tenant's and
-  unchanged). These columns came after schema 1 without a new schema version: an older
+  unchanged); and for a staged rollout, the group it was in (``wave``, from 1; NULL past the
+  last wave), by which ``--resume`` keeps the run's waves.
+- ``runs.staging`` (a staged rollout's canaries, wave spec and pause, as JSON) came after schema
+  1 too. These columns came after schema 1 without a new schema version: an older
   docex-migrate ignores them, and a ledger without them is read as it is (its runs are undone
-  on revisions alone, its backups cannot be restored by docex-migrate) and gets them when next
-  written.
+  on revisions alone, its backups cannot be restored by docex-migrate, its rollouts are resumed
+  in one group) and gets them when next written.
 
 Only commands that change tenants open it for writing (and create it); reading never creates
 anything. Writes are short transactions on one connection of their own, never a tenant's.
@@ -70,6 +73,7 @@ runs = sa.Table(
     sa.Column("finished_at", sa.Text),
     sa.Column("state", sa.String(16), nullable=False),  # running, finished, interrupted
     sa.Column("error", sa.Text),  # why a run ended early without a signal
+    sa.Column("staging", sa.Text),  # --canary/--waves/--pause-between-waves: JSON {"canary", "waves", "pause"}
 )
 run_tenants = sa.Table(
     "run_tenants",
@@ -86,6 +90,7 @@ run_tenants = sa.Table(
     sa.Column("message", sa.Text, nullable=False, default=""),
     sa.Column("identity", sa.Text),
     sa.Column("backup", sa.Text),  # a deprovision's backup: JSON {"path", "sha256"}, what restore looks it up by
+    sa.Column("wave", sa.Integer),  # a staged rollout's group, from 1 (NULL: past the last wave, or not staged)
     sa.Index("run_tenants_by_tenant", "tenant_id"),
 )
 _BATCH = 500
@@ -124,6 +129,7 @@ class Ledger:
         self.place = place
         self.connection = connection
         self._tenant_columns = list(run_tenants.c)
+        self._run_columns = list(runs.c)
 
     @classmethod
     def for_writing(cls, place: LedgerPlace, *, create: bool = True) -> Ledger:
@@ -196,31 +202,36 @@ class Ledger:
             )
 
     def _check_columns(self, *, add: bool) -> None:
-        """run_tenants' columns added since schema 1 (identity): added when writing, left out
-        of what is read from a ledger that lacks them."""
+        """Columns added since schema 1 (run_tenants' identity, backup, wave; runs' staging):
+        added when writing, left out of what is read from (or written to) a ledger that lacks them."""
+        self._tenant_columns = self._present(run_tenants, add=add)
+        self._run_columns = self._present(runs, add=add)
+
+    def _present(self, table: sa.Table, *, add: bool) -> list[sa.Column[Any]]:
         with self._transaction():
-            found = {c["name"] for c in sa.inspect(self.connection).get_columns(run_tenants.name, schema=self.place.schema)}
-        missing = [c for c in run_tenants.c if c.name not in found]
+            found = {c["name"] for c in sa.inspect(self.connection).get_columns(table.name, schema=self.place.schema)}
+        missing = [c for c in table.c if c.name not in found]
         if add and missing:
             prepare = self.connection.dialect.identifier_preparer
-            table = prepare.quote(run_tenants.name)  # plain SQL: qualified here, not by _scoped's map
+            name = prepare.quote(table.name)  # plain SQL: qualified here, not by _scoped's map
             if self.place.schema is not None:
-                table = f"{prepare.quote_schema(self.place.schema)}.{table}"
+                name = f"{prepare.quote_schema(self.place.schema)}.{name}"
             try:
                 with self._transaction():
                     for column in missing:
                         kind = column.type.compile(self.connection.dialect)
-                        self.connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {prepare.format_column(column)} {kind}")
+                        self.connection.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {prepare.format_column(column)} {kind}")
             except DBAPIError:  # another run added them meanwhile, or we may not: look again
-                return self._check_columns(add=False)
+                return self._present(table, add=False)
             missing = []
-        self._tenant_columns = [c for c in run_tenants.c if c not in missing]
+        return [c for c in table.c if c not in missing]
 
     # Writing
 
     def insert_run(self, values: Mapping[str, Any]) -> None:
+        present = {c.name for c in self._run_columns}
         with self._transaction():
-            self.connection.execute(runs.insert().values(**values))
+            self.connection.execute(runs.insert().values(**{k: v for k, v in values.items() if k in present}))
 
     def update_run(self, run_id: str, values: Mapping[str, Any]) -> None:
         with self._transaction():
@@ -228,8 +239,9 @@ class Ledger:
 
     def insert_tenants(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
+            present = {c.name for c in self._tenant_columns}
             with self._transaction():
-                self.connection.execute(run_tenants.insert(), list(rows))
+                self.connection.execute(run_tenants.insert(), [{k: v for k, v in r.items() if k in present} for r in rows])
 
     def update_results(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Tenants' results: each row has tenant_id and every one of RESULT_COLUMNS. One
@@ -244,11 +256,11 @@ class Ledger:
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self._transaction():
-            row = self.connection.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
+            row = self.connection.execute(sa.select(*self._run_columns).where(runs.c.run_id == run_id)).mappings().first()
         return dict(row) if row else None
 
     def recent(self, fleets: Sequence[str], limit: int) -> list[dict[str, Any]]:
-        query = sa.select(runs).where(runs.c.fleet.in_(fleets)).order_by(runs.c.started_at.desc()).limit(limit)
+        query = sa.select(*self._run_columns).where(runs.c.fleet.in_(fleets)).order_by(runs.c.started_at.desc()).limit(limit)
         with self._transaction():
             return [dict(r) for r in self.connection.execute(query).mappings()]
 

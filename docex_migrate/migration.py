@@ -13,12 +13,14 @@ executor: the plan it reports is the one the command would execute.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import interrupts
 from .adoption import adopt
+from .advice import command
 from .backends import FreshTemplate
 from .drift import check_excuses, hold_back_drifted
 from .errors import Interrupted
@@ -26,7 +28,7 @@ from .executors import WorkItem, collect, execute, in_order, not_run, stopped_af
 from .invocation import Invocation
 from .results import Action, TenantResult
 from .rollout import groups, parse_waves
-from .run_history import UndoPlan
+from .run_history import Resumption, UndoPlan
 from .selection import in_shard, select, validated
 from .states import State, plan, state_of
 
@@ -134,74 +136,125 @@ def upgrade(
     verify_first: bool = False,
     canary: Sequence[str] = (),
     waves: str | None = None,
-    pause: float = 0.0,
+    pause: float | None = None,
+    resumed: Resumption | None = None,
 ) -> list[TenantResult]:
     """The tenants to ``target``, adopting the unversioned ones first if asked, in stages if
-    asked (see api.upgrade)."""
+    asked (see api.upgrade). ``resumed``: the run this one resumes, whose staging it keeps
+    unless ``canary`` or ``waves`` is given (``pause``, when given, overrides its pause)."""
     if verify_first:  # a bad excuse is refused before the first tenant, not at the first wave
         check_excuses(inv.settings, inv.backend, inv.chain)
-    staged = _staged(inv, tenant_ids, canary, waves) if canary or waves is not None else None
-    adopted = _adopt_unversioned(inv, tenant_ids, target) if adopt_first else {}
-    failed_adoptions = sum(r.failed for r in adopted.values())
-    if staged is None:
+    rollout = _rollout(inv, tenant_ids, canary, waves, pause, resumed)
+    if rollout is None:
+        adopted = _adopt_unversioned(inv, tenant_ids, target) if adopt_first else {}
+        failed_adoptions = sum(r.failed for r in adopted.values())
         results = migrate(inv, selected(inv, tenant_ids), target, failures_so_far=failed_adoptions, verify_first=verify_first)
-    else:
-        results = _in_waves(inv, staged, target, failed_adoptions, verify_first, pause, canaries=bool(canary))
+    else:  # each group adopted as it is reached: a tenant past the last wave is never touched
+        adopted = {}
+        results = _in_waves(inv, rollout, target, verify_first, adopt=adopted if adopt_first else None)
     return [_after_adoption(adopted.get(r.tenant_id), r) for r in results]
 
 
-Staged = tuple[dict[str, str], list[list[str]], list[str]]
+@dataclass
+class Rollout:
+    """A staged run: the selected tenants, the groups to run in order, the tenants no group
+    reaches, whether the first group is the canaries, the pause between groups, and what the
+    run's ledger row records of it (``staging``, JSON: what ``--resume`` keeps)."""
+
+    namespaces: dict[str, str]
+    groups: list[list[str]]
+    beyond: list[str]
+    canaries: bool
+    pause: float
+    staging: str
 
 
-def _staged(inv: Invocation, tenant_ids: Sequence[str] | None, canary: Sequence[str], waves: str | None) -> Staged:
-    """The selected tenants, the groups to run in order, and the tenants no wave reaches;
-    bad specs and canaries are refused before anything runs."""
-    sizes = parse_waves(waves) if waves is not None else []
-    validated(inv.backend, canary)
-    namespaces = selected(inv, tenant_ids)
-    planned, beyond = groups(list(namespaces), list(canary), sizes)
-    return namespaces, planned, beyond
+def _rollout(
+    inv: Invocation,
+    tenant_ids: Sequence[str] | None,
+    canary: Sequence[str],
+    waves: str | None,
+    pause: float | None,
+    resumed: Resumption | None,
+) -> Rollout | None:
+    """The staging of this run, or None for one group. Given options win; a resume otherwise
+    keeps its run's groups for the tenants left (groups with none left dropped), with the
+    tenants past its last wave as one group after them. Bad specs and canaries are refused
+    before anything runs."""
+    if canary or waves is not None:
+        sizes = parse_waves(waves) if waves is not None else []
+        validated(inv.backend, canary)
+        namespaces = selected(inv, tenant_ids)
+        planned, beyond = groups(list(namespaces), list(canary), sizes)
+        canaries = list(dict.fromkeys(canary))
+    elif resumed is not None and resumed.staging is not None:
+        namespaces = selected(inv, tenant_ids)
+        numbers = sorted({resumed.waves[t] for t in namespaces if t in resumed.waves})
+        planned = [[t for t in namespaces if resumed.waves.get(t) == n] for n in numbers]
+        planned += [[t for t in namespaces if t not in resumed.waves]] if len(namespaces) > len(resumed.waves) else []
+        planned = [group for group in planned if group]
+        beyond, waves = [], None  # the groups are the resumed run's, not a spec's
+        was = set(resumed.staging.get("canary") or ())
+        canaries = planned[0] if planned and numbers[:1] == [1] and was and set(planned[0]) <= was else []
+        if pause is None:
+            pause = float(resumed.staging.get("pause") or 0.0)
+    else:
+        return None
+    seconds = pause or 0.0
+    staging = json.dumps({"canary": canaries, "waves": waves, "pause": seconds})
+    return Rollout(namespaces, planned, beyond, bool(canaries), seconds, staging)
 
 
 def _in_waves(
     inv: Invocation,
-    staged: Staged,
+    rollout: Rollout,
     target: str | None,
-    failures: int,
     verify_first: bool,
-    pause: float,
     *,
-    canaries: bool,
+    adopt: dict[str, TenantResult] | None,
 ) -> list[TenantResult]:
-    """Each group through the ordinary migration, one after the other; stop after the first
-    group with a failure. The rest are reported not run, at the revision they have. Every
-    tenant is in the run's ledger from the start, so a signal between or during waves leaves
+    """Each group through the ordinary migration, one after the other (adopting its unversioned
+    tenants first when ``adopt`` collects the adoptions); stop after the first group with a
+    failure. The rest are reported not run, at the revision they have. Every tenant is in the
+    run's ledger from the start, with its group, so a signal between or during waves leaves
     the later ones for ``--resume``, and the Interrupted carries every tenant's result. The
-    progress display is told the whole run's count, each group (``canaries``: the first is
-    them) and each pause."""
-    namespaces, planned, beyond = staged
+    progress display is told the whole run's count (the tenants with something to do in the
+    groups), each group with something to do (the first is the canaries when given) and
+    each pause: only between groups with something to do, never before one with nothing."""
+    namespaces, planned, beyond = rollout.namespaces, rollout.groups, rollout.beyond
     states = inv.backend.read_states(namespaces)
     before = {t: state_of(inv.chain, states[t])[0] for t in namespaces}
-    if inv.run is not None:
-        inv.run.reserve(target, {t: (namespaces[t], before[t]) for t in namespaces})
-    progress = inv.progress
-    if progress is not None:  # the counter runs to the end of the run: every tenant with something to do
-        progress.expect(
-            sum(
-                plan(inv.chain, t, namespaces[t], states[t], target, downgrade=False, settings=inv.settings) is None
-                for t in namespaces
-            )
+
+    def to_do(tenant_id: str) -> bool:
+        decided = plan(
+            inv.chain, tenant_id, namespaces[tenant_id], states[tenant_id], target, downgrade=False, settings=inv.settings
         )
-    limit = inv.max_failures
+        return decided is None or (adopt is not None and decided.action == Action.NEEDS_ADOPT)
+
+    work = [sum(map(to_do, group)) for group in planned]
+    if inv.run is not None:
+        inv.run.staging = rollout.staging
+        wave = {t: number for number, group in enumerate(planned, start=1) for t in group}
+        inv.run.reserve(target, {t: (namespaces[t], before[t]) for t in namespaces}, wave)
+    progress = inv.progress
+    if progress is not None:  # the counter runs to the end of the run: every tenant it will reach with something to do
+        progress.expect(sum(work))
+    limit, failures, worked = inv.max_failures, 0, False
     finished: dict[str, TenantResult] = {}
     try:
         for number, group in enumerate(planned):
-            if number and pause > 0 and not inv.plan_only:
+            if work[number]:
+                if worked and rollout.pause > 0 and not inv.plan_only:
+                    if progress is not None:
+                        progress.pausing(rollout.pause, number + 1, len(planned))
+                    time.sleep(rollout.pause)
                 if progress is not None:
-                    progress.pausing(pause, number + 1, len(planned))
-                time.sleep(pause)
-            if progress is not None:
-                progress.wave(number + 1, len(planned), len(group), canaries and not number)
+                    progress.wave(number + 1, len(planned), work[number], rollout.canaries and not number)
+                worked = True
+            if adopt is not None:
+                adopted = _adopt_unversioned(inv, group, target)
+                adopt.update(adopted)
+                failures += sum(r.failed for r in adopted.values())
             got = migrate(inv, {t: namespaces[t] for t in group}, target, failures_so_far=failures, verify_first=verify_first)
             finished.update((r.tenant_id, r) for r in got)
             failures += sum(r.failed for r in got)
@@ -234,7 +287,7 @@ def _past_the_last_wave(inv: Invocation, reached: int, selected: int) -> str:
     why = f"past the last wave (the waves reach {reached} of these {selected} tenants)"
     if inv.plan_only or (inv.run is not None and inv.run.recorded):
         run = inv.run.run_id if inv.run is not None else "RUN"
-        return f"{why}: `docex-migrate upgrade --resume {run}` continues with them"
+        return f"{why}: `{command(inv.settings, 'upgrade', '--resume', run)}` continues with them"
     return f"{why}: no run was recorded to resume; an upgrade whose last wave is 100% reaches them"
 
 

@@ -153,6 +153,8 @@ class Reporter:
         extra = f", resumes {r.resumes}" if r.resumes else f", undoes {r.undoes}" if r.undoes else ""
         self.say(f"by {r.user} on {r.host} (pid {r.pid}), docex-migrate {r.version}, chain head {r.chain_head}{extra}")
         self.say(f"started {r.started_at}, finished {r.finished_at or '-'}{': ' + r.error if r.error else ''}")
+        if r.staging is not None:
+            self.say(f"staged: {_staging(r.staging, r.resumes)} (`upgrade --resume` keeps its groups and pause)")
         if detail.tenants:
             self.table(
                 [("TENANT", "ACTION", "FROM", "TO", "MS", "MESSAGE")]
@@ -352,6 +354,16 @@ def _backends_covered(results: list[CheckResult]) -> list[str]:
     for r in results:
         kinds += [k for k in r.backends if k not in kinds]
     return kinds
+
+
+def _staging(staging: dict[str, object], resumes: str | None) -> str:
+    """A staged run's canaries, waves and pause, as ``runs show`` says them (a resume that kept
+    its run's groups has no spec of its own)."""
+    canary, waves, pause = staging.get("canary"), staging.get("waves"), staging.get("pause")
+    parts = [f"canaries {', '.join(map(str, canary))}"] if isinstance(canary, list) and canary else []
+    parts += [f"waves {waves}"] if waves else [f"the groups of run {resumes} left"] if resumes else []
+    seconds = float(pause) if isinstance(pause, (int, float)) else 0.0
+    return ", ".join(parts + [f"{seconds:g} s between groups"])
 
 
 def _check_lines(results: list[CheckResult]) -> list[str]:

@@ -284,6 +284,7 @@ class RunTenant:
     message: str
     identity: str | None = None  # which namespace it was (Backend.identity); None in older ledgers
     backup: str | None = None  # a deprovision's backup, JSON {"path", "sha256"}; None in older ledgers
+    wave: int | None = None  # a staged rollout's group, from 1; None past the last wave, unstaged, or older ledgers
 
     @property
     def pending(self) -> bool:
@@ -323,6 +324,7 @@ class RunInfo:
     state: str
     error: str | None
     counts: dict[str, int]
+    staging: dict[str, object] | None = None  # a staged rollout: {"canary", "waves", "pause"}, what --resume keeps
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -342,6 +344,7 @@ class RunInfo:
             "state": self.state,
             "error": self.error,
             "counts": self.counts,
+            "staging": self.staging,
         }
 
 

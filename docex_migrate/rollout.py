@@ -4,7 +4,8 @@ The waves are taken in the stable order of ``--shard``'s hash (the same on every
 run), over the selected tenants that are not canaries. A spec such as ``10,100,25%,100%`` gives
 cumulative sizes: counts, or percentages of those tenants (rounded up). The sizes a spec gives
 for these tenants must grow until every tenant is reached (``2,10%`` on four tenants, 2 then 1,
-is refused). Tenants past the last wave are not run (``--resume`` continues with them).
+is refused). Tenants past the last wave are not run (``--resume`` continues with them, as one
+group after the run's waves still left; see migration._rollout).
 """
 
 from __future__ import annotations

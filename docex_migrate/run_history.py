@@ -12,6 +12,7 @@ Read-only: it creates nothing (the ledger's tables are created by the first reco
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import sys
 from collections import Counter
@@ -66,6 +67,7 @@ def _info(row: Mapping[str, Any], counts: dict[str, int]) -> RunInfo:
         state=_state(row),
         error=row["error"],
         counts=dict(sorted(counts.items())),
+        staging=json.loads(row["staging"]) if row.get("staging") else None,
     )
 
 
@@ -107,6 +109,7 @@ def _reconciled(
                 message,
                 row.get("identity"),
                 row.get("backup"),
+                row.get("wave"),
             )
         )
     return out
@@ -200,9 +203,22 @@ def _settled(settings: Settings, run_id: str, chain: Chain) -> tuple[dict[str, A
     return row, tenants, backend
 
 
-def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> tuple[list[str], str, str]:
-    """The tenants of ``run_id`` that did not reach its target, that target, and the run's
-    command (a provision's tenants may not exist yet): what ``upgrade --resume`` /
+@dataclass
+class Resumption:
+    """What ``--resume RUN`` takes on: RUN's tenants that did not reach its target, that target,
+    RUN's command, and for a staged rollout (``staging``: its canaries, wave spec and pause as
+    recorded) the group each of those tenants was in (``waves``; none: past the last wave)."""
+
+    tenant_ids: list[str]
+    target: str
+    command: str
+    staging: dict[str, Any] | None = None
+    waves: dict[str, int] = field(default_factory=dict)
+
+
+def resumption(settings: Settings, run_id: str, command: str, chain: Chain) -> Resumption:
+    """The tenants of ``run_id`` that did not reach its target, that target, the run's command
+    (a provision's tenants may not exist yet) and its staging: what ``upgrade --resume`` /
     ``downgrade --resume`` runs. UsageError (exit 2) when it cannot.
 
     Unlike undo, resume does not ask whether a tenant is still the namespace the run planned
@@ -218,7 +234,16 @@ def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> 
         raise UsageError(
             f"run {run_id} went to revision {target}, which this chain does not know: use the docex-migrate that ran it"
         )
-    return [t.tenant_id for t in tenants if t.action not in REACHED], target, str(row["command"])
+    left = [t for t in tenants if t.action not in REACHED]
+    staging = json.loads(row["staging"]) if row.get("staging") else None
+    waves = {t.tenant_id: t.wave for t in left if t.wave is not None}
+    return Resumption([t.tenant_id for t in left], target, str(row["command"]), staging, waves)
+
+
+def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> tuple[list[str], str, str]:
+    """``resumption``'s tenants, target and command."""
+    found = resumption(settings, run_id, command, chain)
+    return found.tenant_ids, found.target, found.command
 
 
 def _restored_since(backend: Backend, run: Mapping[str, Any], tenant_ids: list[str]) -> dict[str, str]:

@@ -96,6 +96,7 @@ class Run:
     selection: str = ""
     resumes: str | None = None
     undoes: str | None = None
+    staging: str | None = None  # a staged rollout's canaries, waves and pause (JSON; migration.py)
     run_id: str = field(default_factory=new_run_id)
     announce: Callable[[Run], None] | None = None  # told once the run is in the ledger
     progress: RunProgress | None = None  # told of the plan and of each result (progress.py)
@@ -104,6 +105,7 @@ class Run:
     _place: LedgerPlace | None = field(default=None, init=False, repr=False)
     _rows: dict[str, tuple[str, str | None, str]] = field(default_factory=dict, init=False, repr=False)
     _deferred: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)  # tenant -> row
+    _waves: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # tenant -> its group (reserve)
     _target: str | None = field(default=None, init=False, repr=False)
     _has_target: bool = field(default=False, init=False, repr=False)
     _results: queue.SimpleQueue[dict[str, Any] | None] = field(default_factory=queue.SimpleQueue, init=False, repr=False)
@@ -134,10 +136,14 @@ class Run:
         if self.progress is not None:
             self.progress.add(len(work))
 
-    def reserve(self, target: str | None, tenants: Mapping[str, tuple[str, str | None]]) -> None:
+    def reserve(
+        self, target: str | None, tenants: Mapping[str, tuple[str, str | None]], waves: Mapping[str, int] | None = None
+    ) -> None:
         """Every tenant a staged run is to reach (tenant -> namespace and revision now), pending
         from the start: a run stopped between waves leaves the later ones for ``--resume``.
-        Recorded with the first plan that has work, each replaced as its own plan comes."""
+        Recorded with the first plan that has work, each replaced as its own plan comes.
+        ``waves``: tenant -> its group, from 1 (none: past the last wave), which ``--resume`` keeps."""
+        self._waves.update(waves or {})
         rows = [self._pending(t, namespace, revision, target) for t, (namespace, revision) in tenants.items()]
         if self._ledger is None:
             self._deferred.update((r["tenant_id"], r) for r in rows)
@@ -160,6 +166,7 @@ class Run:
             "message": "",
             "identity": identity,
             "backup": None,  # every row of one insert has every key (_row's): one multi-row INSERT
+            "wave": None,
         }
 
     def on_start(self, tenant_id: str) -> None:
@@ -248,7 +255,7 @@ class Run:
         tenant already recorded (reserved pending) has its row updated instead."""
         latest = {**self._deferred, **{r["tenant_id"]: r for r in rows}}
         self._deferred = {}
-        new = [r for t, r in latest.items() if t not in self._rows]
+        new = [{**r, "wave": self._waves.get(t)} for t, r in latest.items() if t not in self._rows]
         known = [{k: r[k] for k in _RESULT_COLUMNS} for t, r in latest.items() if t in self._rows]
         if self._write(lambda ledger: ledger.insert_tenants(new)):
             self._rows.update((r["tenant_id"], _recorded_as(r)) for r in new)
@@ -290,6 +297,7 @@ class Run:
             "selection": self.selection,
             "resumes": self.resumes,
             "undoes": self.undoes,
+            "staging": self.staging,
             "fleet": self._place.database,
             "user_name": _user(),
             "host": socket.gethostname(),
@@ -388,6 +396,7 @@ def _row(run_id: str, result: TenantResult, target: str | None) -> dict[str, Any
         "message": result.message,
         "identity": result.identity,
         "backup": result.backup,
+        "wave": None,  # set from the run's reserve when the row is first inserted
     }
 
 

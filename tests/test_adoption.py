@@ -20,6 +20,7 @@ from reference_schemas import (
 from docex_migrate import api
 from docex_migrate.chain import load_chain
 from docex_migrate.run_record import Run, recording
+from docex_migrate.selection import hash_order
 from docex_migrate.snapshot import differences
 
 FILES = {**{rev: name for rev, name in GENERATIONS.items()}, DOCEX_2_9_10: None}
@@ -272,3 +273,18 @@ def test_adopt_records_each_tenant_in_the_ledger_as_it_is_adopted(env):
         done(api.adopt(env.settings, None, chain=chain, on_result=on_result))
     assert seen == [[("one", "adopted")], [("one", "adopted"), ("two", "adopted")]]
     assert api.show_run(env.settings, run_.run_id).run.state == "finished"
+
+
+def test_upgrade_with_adopt_in_waves_adopts_each_group_as_it_is_reached(env):
+    """A hostile review: --adopt --canary --waves stamped every unversioned tenant of the fleet
+    before the canary ran, those past the last wave too (then reported not-run at s4)."""
+    tenants = ["old0", "old1", "old2", "old3"]
+    for tenant in tenants:
+        build_legacy(env, tenant, legacy_ddl(env, "s4_docex_2_6_1", tenant))
+    result = cli("upgrade", "--all-tenants", "--adopt", "--canary", "old0", "--waves", "1", "--json")
+    assert result.exit_code == 1, result.output  # tenants past the last wave are not run
+    done = {r["tenant_id"]: r for r in reported(result.stdout)}
+    wave = [t for t in hash_order(tenants) if t != "old0"][0]
+    assert {t: done[t]["action"] for t in tenants} == {t: "upgraded" if t in ("old0", wave) else "not-run" for t in tenants}
+    assert {t: version_of(env, t) for t in tenants} == {t: (head(),) if t in ("old0", wave) else () for t in tenants}
+    assert {done[t]["to_revision"] for t in tenants if t not in ("old0", wave)} == {None}  # unversioned, untouched

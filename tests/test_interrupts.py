@@ -152,6 +152,40 @@ def test_sigint_between_waves_leaves_the_later_waves_pending_and_resume_finishes
     assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
 
 
+def test_the_advice_after_sigterm_in_a_pause_resumes_the_rollout_in_its_waves(steps):
+    """A hostile review: SIGTERM during the pause of `--waves 1,50%,100% --pause-between-waves`;
+    the advised `upgrade --resume RUN` (and its --plan) migrated every tenant left in one group,
+    with no pause. It keeps the run's waves: wave 1 is done, waves 2 and 3 remain, paused between."""
+    at(steps, WAVE_TENANTS, "r1")
+    order = hash_order(WAVE_TENANTS)  # 1, then 50% of 8 (4), then 8: waves of 1, 3 and 4 tenants
+    run = start(steps, "upgrade", "--all-tenants", "--waves", "1,50%,100%", "--pause-between-waves", "1.5")
+    try:
+        deadline = time.monotonic() + 60
+        while not (line := run.stderr.readline()).startswith("pausing"):
+            assert line and time.monotonic() < deadline, run.communicate()
+        os.kill(run.pid, signal.SIGTERM)
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == 128 + signal.SIGTERM, err
+    advised = advice(err)
+    assert advised[:2] == ["upgrade", "--resume"]
+
+    plan = cli(*advised, "--plan", "--json")
+    assert plan.exit_code == 0, plan.output
+    waves = {t["tenant_id"]: t["wave"] for t in json.loads(plan.stdout)["tenants"]}
+    assert waves == {**dict.fromkeys(order[1:4], 1), **dict.fromkeys(order[4:], 2)}
+
+    resumed = cli(*advised)
+    assert resumed.exit_code == 0, resumed.output
+    assert [line for line in resumed.stderr.splitlines() if line.startswith(("wave", "pausing"))] == [
+        "wave 1 of 2: 3 tenants",
+        "pausing 1.5 s before wave 2 of 2",
+        "wave 2 of 2: 4 tenants",
+    ]
+    assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
+
+
 # A closed output pipe
 
 

@@ -17,7 +17,9 @@ import sqlalchemy as sa
 from helpers import REPORT_SCHEMA, cli, head, report_of, start, version_of
 from test_runs import at, latest_run, wait_for_marker
 
+from docex_migrate.advice import command
 from docex_migrate.chain import load_chain
+from docex_migrate.config import load_settings
 from docex_migrate.results import Action, CommandReport, TenantResult
 from docex_migrate.selection import hash_order
 from docex_migrate.snapshot import snapshot
@@ -317,7 +319,11 @@ def test_the_schema_is_valid_and_in_step_with_the_code():
     assert set(report["tenants"][0]) == set(REPORT_SCHEMA["$defs"]["tenant_result"]["required"])
 
 
-PAST = "not attempted: past the last wave (the waves reach {n} of these {of} tenants): `docex-migrate upgrade --resume {run}` continues with them"
+def past(n: int, of: int, run: str) -> str:
+    """What a tenant past the last wave says: the command that reaches it, as printed (with the
+    fixture's --config, as advice.command spells every printed command)."""
+    resume = command(load_settings(), "upgrade", "--resume", run)
+    return f"not attempted: past the last wave (the waves reach {n} of these {of} tenants): `{resume}` continues with them"
 
 
 def test_plan_and_run_say_the_tenants_past_the_last_wave_are_past_it(steps):
@@ -336,7 +342,7 @@ def test_plan_and_run_say_the_tenants_past_the_last_wave_are_past_it(steps):
     assert {t: said[t] for t in order[:2]} == dict.fromkeys(
         order[:2], "not attempted: the rollout stopped after group 1 of 3 failed"
     )
-    assert {t: said[t] for t in order[2:]} == dict.fromkeys(order[2:], PAST.format(n=3, of=6, run="RUN"))
+    assert {t: said[t] for t in order[2:]} == dict.fromkeys(order[2:], past(3, 6, "RUN"))
 
     spec = [*selected, "--waves", "1,2"]  # nothing fails: the run records what the plan said
     plan = planned(env, "upgrade", *spec, exit_code=1)
@@ -345,7 +351,7 @@ def test_plan_and_run_say_the_tenants_past_the_last_wave_are_past_it(steps):
     run = report_of(result.stdout)
     assert moves(run) == moves(plan)
     messages = {t["tenant_id"]: t["message"] for t in run["tenants"]}
-    assert {t: messages[t] for t in order[2:]} == dict.fromkeys(order[2:], PAST.format(n=2, of=5, run=run["run_id"]))
+    assert {t: messages[t] for t in order[2:]} == dict.fromkeys(order[2:], past(2, 5, run["run_id"]))
     assert {t["tenant_id"]: t["message"].replace(run["run_id"], "RUN") for t in run["tenants"]} == {
         t["tenant_id"]: t["message"] for t in plan["tenants"]
     }

@@ -5,11 +5,14 @@ small chain tests/chains/steps (its step 2 fails for the tenants in $STEPS_FAIL_
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from helpers import cli, migrate_to, reported, version_of
 from test_runs import at, latest_run, outcomes
 
+from docex_migrate.advice import command
+from docex_migrate.config import load_settings
 from docex_migrate.errors import UsageError
 from docex_migrate.rollout import groups, parse_waves
 from docex_migrate.selection import hash_order
@@ -162,11 +165,115 @@ def test_progress_off_a_terminal_names_each_wave_and_pause_and_counts_the_whole_
         "pausing 0.2 s before wave 2 of 3",
         "wave 2 of 3: 5 tenants",
         "pausing 0.2 s before wave 3 of 3",
-        "wave 3 of 3: 14 tenants",
+        "wave 3 of 3: 12 tenants",  # the 14 of the wave less the 2 at the target: what it migrates
     ]
     counters = [line.split(" ")[0] for line in lines if line.startswith("[")]
     assert counters == [f"[{n}/18]" for n in range(1, 19)]
-    assert lines[lines.index("wave 3 of 3: 14 tenants") + 1].startswith("[7/18] ")  # the run's count, not the wave's
+    assert lines[lines.index("wave 3 of 3: 12 tenants") + 1].startswith("[7/18] ")  # the run's count, not the wave's
+
+
+def progress_lines(result) -> list[str]:
+    """The counter's lines and the wave and pause lines on stderr."""
+    return [line for line in result.stderr.splitlines() if line.startswith(("[", "wave ", "pausing "))]
+
+
+def test_the_counter_counts_only_the_tenants_the_waves_reach(steps):
+    """A hostile review: --waves 25% with 5 tenants behind and the rest at the target ended at
+    [2/5]: the 3 behind past the last wave were counted though the run never reaches them."""
+    order = hash_order(TENANTS)
+    behind = order[:2] + order[10:13]  # 2 in the one wave (25% of 20: the first 5), 3 past it
+    at(steps, [t for t in TENANTS if t not in behind], "r3")
+    result = cli("upgrade", "--all-tenants", "--waves", "25%")
+    assert result.exit_code == 1, result.output  # the 3 past the last wave are not run
+    counters = [line.split(" ")[0] for line in progress_lines(result) if line.startswith("[")]
+    assert counters == ["[1/2]", "[2/2]"], result.stderr
+    assert [line for line in progress_lines(result) if not line.startswith("[")] == ["wave 1 of 1: 2 tenants"]
+
+
+def test_no_pause_and_no_wave_line_for_waves_with_nothing_to_do(steps):
+    """A hostile review: on a fleet at the target, --waves 1,2,100% --pause-between-waves 2 slept
+    4 s and printed every wave's line before 'nothing to upgrade'; a wave whose tenants were all
+    skipped was paused for, and the wave lines counted skipped tenants."""
+    at(steps, TENANTS, "r3")
+    began = time.monotonic()
+    result = cli("upgrade", "--all-tenants", "--waves", "1,2,100%", "--pause-between-waves", "2")
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - began < 2 and not [line for line in progress_lines(result) if line.startswith("wave")]
+
+    order = hash_order(TENANTS)
+    behind = [order[0], order[5]]  # wave 1 and wave 3 have work; wave 2 (order[1]) is at the target
+    for tenant in behind:
+        migrate_to(steps, tenant, "r1", downgrade=True)
+    result = cli("upgrade", "--all-tenants", "--waves", "1,2,100%", "--pause-between-waves", "0.2")
+    assert result.exit_code == 0, result.output
+    assert [line for line in progress_lines(result) if not line.startswith("[")] == [
+        "wave 1 of 3: 1 tenant",
+        "pausing 0.2 s before wave 3 of 3",
+        "wave 3 of 3: 1 tenant",
+    ]
+
+    migrate_to(steps, order[1], "r1", downgrade=True)  # now only wave 2 has work: no pause before it, none after it
+    began = time.monotonic()
+    result = cli("upgrade", "--all-tenants", "--waves", "1,2,100%", "--pause-between-waves", "2")
+    assert result.exit_code == 0, result.output
+    assert [line for line in progress_lines(result) if not line.startswith("[")] == ["wave 2 of 3: 1 tenant"]
+    assert time.monotonic() - began < 2
+
+
+def test_resume_keeps_the_run_s_waves_and_pause(steps, monkeypatch):
+    """A hostile review: `upgrade --resume RUN` of a waves run (the advice a stopped rollout
+    prints) migrated every tenant left in one group: no waves, no pause, no stop at the first
+    failing group. It keeps the run's groups for the tenants left, with its pause."""
+    order = hash_order(TENANTS)
+    first, second, third = order[:1], order[1:10], order[10:]  # 1, 50% (10), 100% of 20
+    monkeypatch.setenv("STEPS_FAIL_TENANT", first[0])
+    stopped = cli("upgrade", "--all-tenants", "--waves", "1,50%,100%", "--pause-between-waves", "0.2", "--json")
+    assert stopped.exit_code == 1 and set(actions(stopped).values()) == {"failed", "not-run"}, stopped.output
+    run_id = json.loads(stopped.stdout)["run_id"]
+    assert json.loads(cli("runs", "show", run_id, "--json").stdout)["staging"] == {
+        "canary": [],
+        "waves": "1,50%,100%",
+        "pause": 0.2,
+    }
+    assert "staged: waves 1,50%,100%, 0.2 s between groups" in cli("runs", "show", run_id).output
+
+    plan = cli("upgrade", "--resume", run_id, "--plan", "--json")
+    assert plan.exit_code == 0, plan.output
+    waves = {t["tenant_id"]: t["wave"] for t in json.loads(plan.stdout)["tenants"]}
+    assert waves == {**dict.fromkeys(first, 1), **dict.fromkeys(second, 2), **dict.fromkeys(third, 3)}
+
+    monkeypatch.setenv("STEPS_FAIL_TENANT", second[3])  # the resume stops after its second group too
+    resumed = cli("upgrade", "--resume", run_id, "--json")
+    assert resumed.exit_code == 1, resumed.output
+    done = actions(resumed)
+    assert {done[t] for t in third} == {"not-run"} and done[second[3]] == "failed"
+    assert [line for line in progress_lines(resumed) if not line.startswith("[")] == [
+        "wave 1 of 3: 1 tenant",
+        "pausing 0.2 s before wave 2 of 3",
+        "wave 2 of 3: 9 tenants",
+    ]
+    assert {t: version_of(steps, t) for t in third} == dict.fromkeys(third, ("r1",))
+
+    # a resume of that resume keeps the waves still (its own), and --waves given replaces them
+    again = json.loads(resumed.stdout)["run_id"]
+    assert f"staged: the groups of run {run_id} left, 0.2 s between groups" in cli("runs", "show", again).output
+    plan = cli("upgrade", "--resume", again, "--plan", "--json")
+    assert {t["tenant_id"]: t["wave"] for t in json.loads(plan.stdout)["tenants"]} == {second[3]: 1, **dict.fromkeys(third, 2)}
+    monkeypatch.delenv("STEPS_FAIL_TENANT")
+    once = cli("upgrade", "--resume", again, "--waves", "100%", "--pause-between-waves", "5")
+    assert once.exit_code == 0, once.output
+    assert [line for line in progress_lines(once) if not line.startswith("[")] == ["wave 1 of 1: 11 tenants"]
+    assert {version_of(steps, t) for t in TENANTS} == {("r3",)}
+
+
+def test_resume_of_a_spec_ending_below_100_percent_takes_the_rest_as_one_last_group(steps):
+    """Tenants past the last wave are not run; --resume continues with them, after the groups
+    still left, as one group."""
+    result = cli("upgrade", "--all-tenants", "--waves", "2,5", "--json")
+    assert result.exit_code == 1, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    plan = cli("upgrade", "--resume", run_id, "--plan", "--json")
+    assert {t["wave"] for t in json.loads(plan.stdout)["tenants"]} == {1} and len(json.loads(plan.stdout)["tenants"]) == 15
 
 
 def test_a_failing_last_wave_leaves_the_tenants_past_it_past_the_last_wave(steps, monkeypatch):
@@ -181,7 +288,7 @@ def test_a_failing_last_wave_leaves_the_tenants_past_it_past_the_last_wave(steps
     run_id = json.loads(result.stdout)["run_id"]
     past = (
         "not attempted: past the last wave (the waves reach 5 of these 20 tenants): "
-        f"`docex-migrate upgrade --resume {run_id}` continues with them"
+        f"`{command(load_settings(), 'upgrade', '--resume', run_id)}` continues with them"
     )
     said = {r["tenant_id"]: r["message"] for r in reported(result.stdout)}
     assert {t: said[t] for t in order[5:]} == dict.fromkeys(order[5:], past)

@@ -26,6 +26,7 @@ from docex_migrate.backends import Backend
 from docex_migrate.chain import SCRIPT_LOCATION_ENV
 from docex_migrate.errors import InvalidTenantError, UsageError
 from docex_migrate.ledger import Ledger, meta, run_tenants, runs
+from docex_migrate.selection import hash_order
 from docex_migrate.tenants import schema_name, sqlite_path
 
 TENANTS = [f"t{i:02d}" for i in range(20)]
@@ -784,3 +785,42 @@ def test_the_live_display_shows_the_tenants_in_flight_and_counts_failures_on_a_t
     live.display.refresh()
     assert "2/2" in screen.getvalue() and "1 failed" in screen.getvalue()
     live.close()
+
+
+def test_a_ledger_without_the_staging_columns_is_read_as_it_is_and_gets_them_when_written(steps, monkeypatch):
+    """runs.staging and run_tenants.wave (what --resume keeps of a rollout) came after schema 1:
+    a ledger without them is listed and resumed (in one group: its waves are not known), and
+    the next run adds them."""
+    env = steps
+    at(env, ["a", "b", "c"], "r1")
+    monkeypatch.setenv("STEPS_FAIL_TENANT", hash_order(["a", "b", "c"])[0])
+    assert cli("upgrade", "--all-tenants", "--waves", "1,2,100%").exit_code == 1
+    monkeypatch.delenv("STEPS_FAIL_TENANT")
+    run_id = latest_run()["run_id"]
+    book = ledger(env)
+    schema = "docex_migrate." if env.kind == "postgres" else ""
+
+    def columns(table: str) -> set[str]:
+        with book.connection.begin():
+            return {c["name"] for c in sa.inspect(book.connection).get_columns(table, schema=book.place.schema)}
+
+    try:
+        with book.connection.begin():
+            book.connection.exec_driver_sql(f"ALTER TABLE {schema}runs DROP COLUMN staging")
+            book.connection.exec_driver_sql(f"ALTER TABLE {schema}run_tenants DROP COLUMN wave")
+        assert latest_run()["run_id"] == run_id and set(outcomes(run_id)) == {"a", "b", "c"}
+        plan = cli("upgrade", "--resume", run_id, "--plan", "--json")
+        assert plan.exit_code == 0, plan.output
+        assert {t["wave"] for t in json.loads(plan.stdout)["tenants"]} == {None}  # one group, unstaged
+        assert "staging" not in columns("runs") and "wave" not in columns("run_tenants")
+        assert cli("upgrade", "--resume", run_id).exit_code == 0
+        assert {version_of(env, t) for t in ["a", "b", "c"]} == {("r3",)}
+        assert "staging" in columns("runs") and "wave" in columns("run_tenants")
+    finally:  # the PostgreSQL ledger is shared by the whole test run
+        missing = "staging" not in columns("runs"), "wave" not in columns("run_tenants")
+        with book.connection.begin():
+            if missing[0]:
+                book.connection.exec_driver_sql(f"ALTER TABLE {schema}runs ADD COLUMN staging TEXT")
+            if missing[1]:
+                book.connection.exec_driver_sql(f"ALTER TABLE {schema}run_tenants ADD COLUMN wave INTEGER")
+        book.close()
