@@ -1,7 +1,9 @@
 """The command line: parse, call one function of api.py, hand its result to reporting.py, and
 map the outcome to an exit code. It imports nothing that does the work.
 
-With cli_options.py (its options), the only module that imports typer. Exit codes: 0 done, 1
+The cli_* modules are the only ones that import typer: cli_options.py (the options and the checks
+typer cannot make), cli_running.py (how each command runs: errors, signals, prompts),
+cli_authoring.py (the revision author's commands, registered here). Exit codes: 0 done, 1
 some tenant failed, 2 bad usage, input, configuration or connection; 130 / 143 stopped by
 SIGINT / SIGTERM, after printing what was done (the tenant in flight rolled back, the rest not
 run; --json: the one report, ``interrupted`` set). A signal that arrives once the command's
@@ -24,27 +26,35 @@ from . import cli_options as opt
 from . import cli_running as running
 from .advice import command
 from .chain import load_chain
+from .cli_authoring import check, heads, history, revision
 from .cli_options import (
+    AdoptFirstOpt,
     AllOpt,
+    CanaryOpt,
     ConfigOpt,
     FailFastOpt,
     JobsOpt,
     JsonOpt,
     LockTimeoutOpt,
     MaxFailuresOpt,
+    OutputOpt,
+    PauseOpt,
     PlanOpt,
     ResumeOpt,
     ShardOpt,
+    SqlOpt,
     StatementTimeoutOpt,
     TenantLockWaitOpt,
     TenantOpt,
     VerboseOpt,
+    VerifyFirstOpt,
+    WavesOpt,
 )
-from .config import MAX_TIMEOUT_SECONDS, config_path, enable_multi_tenancy, load_settings
-from .errors import EXIT_FAILED, EXIT_USAGE, DocexMigrateError, Interrupted, UsageError
+from .config import config_path, enable_multi_tenancy, load_settings
+from .errors import EXIT_FAILED, DocexMigrateError, Interrupted, UsageError
 from .reporting import Reporter
 from .restore_advice import restore_command
-from .results import Action, CheckStatus, CommandReport
+from .results import Action, CommandReport
 from .streams import forgive_closed_pipes, lost_output
 from .tempdirs import sweep_abandoned
 
@@ -128,38 +138,15 @@ def upgrade(
     lock_timeout: LockTimeoutOpt = None,
     statement_timeout: StatementTimeoutOpt = None,
     tenant_lock_wait: TenantLockWaitOpt = None,
-    adopt_first: Annotated[
-        bool, typer.Option("--adopt", help="Adopt tenants DocEX created itself (unversioned) first, then upgrade them.")
-    ] = False,
+    adopt_first: AdoptFirstOpt = False,
     jobs: JobsOpt = 1,
     shard: ShardOpt = None,
-    verify_first: Annotated[
-        bool, typer.Option("--verify-first", help="Refuse tenants whose catalog is not exactly their revision (see verify).")
-    ] = False,
-    canary: Annotated[
-        list[str] | None, typer.Option("--canary", help="Migrate this tenant first (repeatable); stop if a canary fails.")
-    ] = None,
-    waves: Annotated[
-        str | None,
-        typer.Option("--waves", help="Then go in waves of these cumulative sizes, counts or percentages: e.g. 10,100,25%,100%."),
-    ] = None,
-    pause_between_waves: Annotated[
-        float | None,
-        typer.Option(
-            "--pause-between-waves",
-            min=0,
-            max=MAX_TIMEOUT_SECONDS,  # time.sleep() overflows on inf, after the first wave
-            help="Seconds to wait between the canaries and each wave (with --resume: instead of the run's).  [default: 0]",
-            show_default=False,
-        ),
-    ] = None,
-    sql: Annotated[
-        bool, typer.Option("--sql", help="Write each tenant's script for review into --output instead of running it.")
-    ] = False,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", help="Where --sql writes the scripts.  [default: migration-sql]", show_default=False),
-    ] = None,
+    verify_first: VerifyFirstOpt = False,
+    canary: CanaryOpt = None,
+    waves: WavesOpt = None,
+    pause_between_waves: PauseOpt = None,
+    sql: SqlOpt = False,
+    output: OutputOpt = None,
     resume: ResumeOpt = None,
     plan: PlanOpt = False,
     config: ConfigOpt = None,
@@ -547,79 +534,11 @@ def show(
         Reporter(json).run_detail(api.show_run(load_settings(config), run_id))
 
 
-@app.command()
-def revision(
-    message: Annotated[str, typer.Option("--message", "-m", help="What the revision changes.", show_default=False)],
-    autogenerate: Annotated[
-        bool,
-        typer.Option(
-            "--autogenerate",
-            help="Write the difference between a scratch tenant at head and the clone's docex_migrate/schema.py.",
-        ),
-    ] = False,
-    config: ConfigOpt = None,
-    json: JsonOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Add a revision on top of the chain, in the alembic/versions/ of the clone around the working directory.
-
-    Run it inside a clone of docex-migrate (the folder holding alembic.ini, alembic/versions/ and
-    docex_migrate/schema.py, or any folder below it); the installed package's revisions are never written.
-    """
-    with running.guard(verbose):
-        path = api.new_revision(load_settings(config), message, autogenerate=autogenerate)
-        reporter = Reporter(json)
-        if json:
-            reporter.emit_json({"path": str(path) if path else None})
-        reporter.say(f"new revision: {path}" if path else "no changes detected against the tenant metadata; nothing written")
-
-
-@app.command()
-def history(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
-    """The revision chain, newest first."""
-    with running.guard(verbose):
-        Reporter(json).history(api.history())
-
-
-@app.command()
-def heads(json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
-    """The head revision of the chain."""
-    with running.guard(verbose):
-        Reporter(json).heads(api.heads())
-
-
-@app.command()
-def check(
-    only: Annotated[
-        list[str] | None, typer.Option("--only", help="Run only this check (repeatable); see the list below.")
-    ] = None,
-    update_manifest: Annotated[
-        bool, typer.Option("--update-manifest", help="Record the current revisions as released (revisions.sum), then check.")
-    ] = False,
-    config: ConfigOpt = None,
-    json: JsonOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """The CI migration checks. Exit 0 all pass, 1 any fails, 2 a check could not run.
-
-    single-head, no-schema-names, offline-sql, immutable-history, shipped-snapshots, upgrade-from-empty, stepwise,
-    metadata-matches-head, downgrade-leaves-no-trace, mixed-fleet, isolation, data, replayable, docex-compat,
-    fleet-at-head, fleet-drift, lint.
-    The database checks run on scratch namespaces of the configured backend, removed afterwards, and, when that
-    is PostgreSQL, again on SQLite files in a temporary directory; the output names the backends covered.
-    """
-    with running.guard(verbose):
-        settings = load_settings(config)
-        reporter = Reporter(json)
-        if update_manifest:
-            written = api.update_manifest(settings)
-            reporter.say(f"manifest written: {', '.join(map(str, written))}")
-        results = api.check(settings, only)
-        reporter.checks(results)
-        if any(r.status == CheckStatus.ERROR for r in results):
-            raise typer.Exit(EXIT_USAGE)
-        if any(r.status == CheckStatus.FAILED for r in results):
-            raise typer.Exit(EXIT_FAILED)
+# The revision author's commands (cli_authoring.py), after the operator's in --help.
+app.command()(revision)
+app.command()(history)
+app.command()(heads)
+app.command()(check)
 
 
 def main() -> None:

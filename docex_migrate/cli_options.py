@@ -73,6 +73,36 @@ TenantLockWaitOpt = Annotated[
     ),
 ]
 
+# upgrade's own: adoption, verification, staged rollouts, SQL for review
+AdoptFirstOpt = Annotated[
+    bool, typer.Option("--adopt", help="Adopt tenants DocEX created itself (unversioned) first, then upgrade them.")
+]
+VerifyFirstOpt = Annotated[
+    bool, typer.Option("--verify-first", help="Refuse tenants whose catalog is not exactly their revision (see verify).")
+]
+CanaryOpt = Annotated[
+    list[str] | None, typer.Option("--canary", help="Migrate this tenant first (repeatable); stop if a canary fails.")
+]
+WavesOpt = Annotated[
+    str | None,
+    typer.Option("--waves", help="Then go in waves of these cumulative sizes, counts or percentages: e.g. 10,100,25%,100%."),
+]
+PauseOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--pause-between-waves",
+        min=0,
+        max=MAX_TIMEOUT_SECONDS,  # time.sleep() overflows on inf, after the first wave
+        help="Seconds to wait between the canaries and each wave (with --resume: instead of the run's).  [default: 0]",
+        show_default=False,
+    ),
+]
+SqlOpt = Annotated[bool, typer.Option("--sql", help="Write each tenant's script for review into --output instead of running it.")]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output", help="Where --sql writes the scripts.  [default: migration-sql]", show_default=False),
+]
+
 
 def targets(tenant: list[str] | None, all_tenants: bool) -> list[str] | None:
     if tenant and all_tenants:
