@@ -454,6 +454,7 @@ def verify(
         bool, typer.Option("--repair", help="Undo drift that is only indexes (added, dropped, changed), proven equal after.")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm --repair.")] = False,
+    lock_timeout: LockTimeoutOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -467,7 +468,7 @@ def verify(
         targets = opt.targets(tenant, all_tenants)
         if repair and not yes:
             raise UsageError("verify --repair drops and creates indexes in drifted tenants: pass --yes to confirm")
-        settings = load_settings(config)
+        settings = opt.with_timeouts(load_settings(config), lock_timeout, None, None)  # a repair's index locks
         selection = opt.selection(tenant, all_tenants, shard)
         run = running.new_run(settings, "repair", selection) if repair else None
         reporter = Reporter(json)
@@ -549,6 +550,7 @@ def main() -> None:
         lost = lost_output()  # e.g. `--json > /dev/full`: the command ran, its report did not reach anyone
         if not lost:
             raise
-        for line in lost:
-            print(line, file=sys.stderr)
+        for name, line in lost.items():  # on the other stream: the lost one cannot take it
+            if line:
+                print(line, file=sys.stdout if name == "stderr" else sys.stderr, flush=True)
         raise SystemExit(done.code if done.code not in (0, None) else EXIT_FAILED) from None

@@ -63,7 +63,7 @@ ResumeOpt = Annotated[
         "--resume",
         metavar="RUN",
         help="Take the tenants of recorded run RUN that did not reach its target there, as a new run "
-        "(in RUN's waves, unless --canary/--waves are given).",
+        "(upgrade: in RUN's waves, unless --canary/--waves are given).",
     ),
 ]
 TenantLockWaitOpt = Annotated[

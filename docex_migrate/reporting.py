@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TextIO
 
+from . import streams
 from .errors import Interrupted
 from .results import (
     ALREADY_AT_TARGET,
@@ -56,6 +57,7 @@ class Reporter:
         sys.stderr.write(f"warning: {line}\n")
 
     def emit_json(self, payload: object) -> None:
+        streams.carries_json()
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
     def table(self, rows: Sequence[Sequence[str]]) -> None:

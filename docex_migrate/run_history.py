@@ -228,7 +228,9 @@ def resumption(settings: Settings, run_id: str, command: str, chain: Chain) -> R
     backend.dispose()
     resumable = {"upgrade": ("upgrade", "provision"), "downgrade": ("downgrade",)}[command]
     if row["command"] not in resumable:
-        raise UsageError(f"run {run_id} was a {row['command']}, not a {command}: it cannot be resumed by `{command} --resume`")
+        raise UsageError(
+            f"run {run_id} was {_a(row['command'])}, not {_a(command)}: it cannot be resumed by `{command} --resume`"
+        )
     target = str(row["target"] or BASE)
     if target != BASE and not chain.knows(target):
         raise UsageError(
@@ -345,3 +347,7 @@ def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
         plan.groups.setdefault((t.from_revision, downgrade), []).append(t.tenant_id)
         plan.left_at[t.tenant_id] = (target_name(t.to_revision), t.identity)
     return plan
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"

@@ -8,9 +8,9 @@ finishes and is recorded as it went, whoever stopped reading.
 
 Output that cannot be written for another reason (a full disk: ``> /dev/full``, an I/O error)
 is dropped the same way, so the run is never stopped half way either; but then what the
-operator asked for is lost, so the command says so on the other stream at its end and, had it
-otherwise succeeded, exits 1 instead of 0 (as ``cat`` does): a pipeline must not take a
-truncated JSON report for a whole one.
+operator asked for is lost, so the command says so on the other stream at its end (not after a
+JSON report on stdout, which it would spoil) and, had it otherwise succeeded, exits 1 instead of
+0 (as ``cat`` does): a pipeline must not take a truncated JSON report for a whole one.
 """
 
 from __future__ import annotations
@@ -69,15 +69,29 @@ def forgive_closed_pipes() -> None:
         setattr(sys, name, _Forgiving(stream, name))
 
 
-def lost_output() -> list[str]:
-    """One line for each of stdout and stderr whose output was dropped because it could not be
-    written (a full disk...), after flushing what is left; empty when all was written."""
-    lines = []
+_json_on_stdout = False
+
+
+def carries_json() -> None:
+    """stdout holds a JSON document: nothing else may be written after it (see lost_output)."""
+    global _json_on_stdout
+    _json_on_stdout = True
+
+
+def lost_output() -> dict[str, str | None]:
+    """For each of stdout and stderr whose output was dropped because it could not be written (a
+    full disk...), after flushing what is left: its name -> one line saying so, to be written on
+    the other stream (None: nothing can be said there); empty when all was written."""
+    lines: dict[str, str | None] = {}
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if isinstance(stream, _Forgiving):
             stream.flush()
             if stream.lost is not None:
                 why = stream.lost.strerror or str(stream.lost)
-                lines.append(f"docex-migrate: {name} could not be written ({why}): what the command printed there is lost")
+                # on stdout, a line after the JSON would spoil the report: then only exit 1 tells
+                spoils = name == "stderr" and _json_on_stdout
+                lines[name] = (
+                    None if spoils else f"docex-migrate: {name} could not be written ({why}): what it printed there is lost"
+                )
     return lines

@@ -324,6 +324,30 @@ def test_fleet_drift_check_gates_a_deploy(env):
 
 
 @pytest.mark.postgres
+def test_a_repair_blocked_by_an_application_lock_takes_the_lock_timeout_it_advises(pg_env):
+    """Attack on issue 24: a repair that waited on an application's lock failed saying "raise
+    --lock-timeout", an option verify did not take. It takes it now: the wait is that long."""
+    assert cli("provision", "held").exit_code == 0
+    by_hand(pg_env, "held", "DROP INDEX idx_file_history_document_id")
+    engine = tenant_engine(pg_env, "held")
+    try:
+        with engine.connect() as app:  # the application, mid-transaction on the table to repair
+            app.exec_driver_sql("LOCK TABLE file_history IN ROW EXCLUSIVE MODE")
+            failed = cli("verify", "--tenant", "held", "--repair", "--yes", "--lock-timeout", "0.2", "--json")
+            assert failed.exit_code == 1, failed.output
+            (row,) = rows_of(failed).values()
+            assert row["state"] == "failed" and "raise --lock-timeout" in row["error"], row
+            app.rollback()
+    finally:
+        engine.dispose()
+    repaired = cli("verify", "--tenant", "held", "--repair", "--yes", "--lock-timeout", "5", "--json")
+    assert repaired.exit_code == 0, repaired.output
+    assert [r["state"] for r in rows_of(repaired).values()] == ["repaired"]
+    refused = cli("verify", "--tenant", "held", "--lock-timeout", "-1")
+    assert refused.exit_code == 2 and "lock" in refused.stderr, refused.output
+
+
+@pytest.mark.postgres
 def test_verify_works_with_a_role_that_may_only_read_and_creates_nothing(pg_env, reader_role, monkeypatch):
     assert cli("provision", "ok1", "drifted", "secret").exit_code == 0
     by_hand(pg_env, "drifted", "DROP INDEX idx_file_history_document_id")

@@ -416,6 +416,8 @@ def test_a_signal_after_the_restore_committed_exits_0_and_the_run_is_recorded(en
     code = restore.finish()
     name = signal.Signals(signum).name
     assert code == 0, restore.stderr
+    if env.kind == "sqlite":  # the holder named is this test's session, never the waiting command itself
+        assert f"write-locked by pid {os.getpid()} " in restore.stderr, restore.stderr
     report = report_of(restore.stdout)
     assert (report["ok"], report["interrupted"], report["counts"]) == (True, None, {"restored": 1})
     assert f"{name} arrived after the restore of acme_corp had committed: it stopped nothing" in restore.stderr

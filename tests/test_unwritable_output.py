@@ -5,6 +5,7 @@ subprocesses writing into the real /dev/full, on the small chain in tests/chains
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,9 +48,17 @@ def test_stderr_on_a_full_disk_never_stops_the_run(steps):
     done = into_full_disk(steps, "upgrade", "--all-tenants", "--json", stream="stderr")
     assert done.returncode == 1
     assert '"upgraded": 3' in done.stdout, done.stdout
+    assert json.loads(done.stdout)["ok"] is True  # the JSON report stays whole: no note after it
     assert {whole(steps, t) for t in TENANTS} == {"r3"}
     run = latest_run()
     assert run["state"] == "finished" and run["counts"] == {"upgraded": 3}
+
+    human = into_full_disk(steps, "downgrade", "r1", "--all-tenants", "--yes", stream="stderr")
+    assert human.returncode == 1  # without --json the note that explains it goes to stdout
+    assert human.stdout.rstrip().endswith(
+        "stderr could not be written (No space left on device): what it printed there is lost"
+    ), human.stdout
+    assert {whole(steps, t) for t in TENANTS} == {"r1"}
 
 
 def test_a_failing_command_keeps_its_own_exit_code_when_its_output_is_lost(steps):

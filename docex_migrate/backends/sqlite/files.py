@@ -87,7 +87,8 @@ READ_HINTS = {
 
 def lock_holder(path: str) -> str:
     """Who holds a lock on the file, from /proc/locks (Linux; SQLite's locks are POSIX locks
-    on its bytes): 'pid N (its command line)', or 'another process'."""
+    on its bytes): 'pid N (its command line)', or 'another process'. Never this process: the
+    one asking holds a shared lock itself while it waits for the write lock."""
     try:
         found = os.stat(path)
         text = Path("/proc/locks").read_text()
@@ -96,7 +97,8 @@ def lock_holder(path: str) -> str:
     device = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) >= 6 and fields[1] != "->" and fields[5] == device and fields[4].isdigit():
+        mine = fields[4] == str(os.getpid()) if len(fields) >= 5 else False
+        if len(fields) >= 6 and fields[1] != "->" and fields[5] == device and fields[4].isdigit() and not mine:
             pid = fields[4]
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
