@@ -251,10 +251,10 @@ def undo(
 ) -> list[TenantResult]:
     """Take every tenant that run ``run_id`` moved back to the revision it had before, as a new
     recorded run. A tenant that has moved since (another run touched it) is left alone and
-    listed (skipped). UsageError (exit 2) for an unknown run, one still running, or a deprovision.
-    ``plan`` as for upgrade."""
+    listed (skipped). UsageError (exit 2) for an unknown run, one still running, one another
+    live run resumes or undoes, or a deprovision. ``plan`` as for upgrade (warns of such a run)."""
     with invoked(settings, chain=chain, run=run, jobs=jobs, plan_only=plan) as inv:
-        undoing = undo_plan(settings, run_id, inv.chain, plan=plan)
+        undoing = undo_plan(settings, run_id, inv.chain, plan_only=plan)
         if not plan:
             inv.run = inv.run or Run(settings, "undo")
             inv.run.undoes, inv.run.selection = run_id, f"undo {run_id}"

@@ -324,13 +324,13 @@ class UndoPlan:
     left_at: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
-def undo_plan(settings: Settings, run_id: str, chain: Chain, *, plan: bool = False) -> UndoPlan:
+def undo_plan(settings: Settings, run_id: str, chain: Chain, *, plan_only: bool = False) -> UndoPlan:
     """Every tenant that ``run_id`` moved and that is still where it left it goes back to the
     revision it had before; one that moved since, or that is not the namespace it moved (dropped
     and created again since: its identity differs), is left alone and listed, and so is one the
     undo would take to base (dropping its tables) whose identity was not recorded. Refused while
-    another live run resumes or undoes it (a warning line instead for a ``plan``)."""
-    row, tenants, backend = _settled(settings, run_id, chain, "warn" if plan else "refuse")
+    another live run resumes or undoes it (a warning line instead for ``plan_only``)."""
+    row, tenants, backend = _settled(settings, run_id, chain, "warn" if plan_only else "refuse")
     try:
         if row["command"] == "deprovision":
             raise UsageError(

@@ -186,7 +186,6 @@ def test_the_advice_after_sigterm_in_a_pause_resumes_the_rollout_in_its_waves(st
     assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
 
 
-
 def _stopped_in_a_pause(env) -> str:
     """A staged rollout of WAVE_TENANTS SIGINTed in its pause after wave 1: its run id."""
     run = start(env, "upgrade", "--all-tenants", "--waves", "1,100%", "--pause-between-waves", "60")
