@@ -251,10 +251,10 @@ def undo(
 ) -> list[TenantResult]:
     """Take every tenant that run ``run_id`` moved back to the revision it had before, as a new
     recorded run. A tenant that has moved since (another run touched it) is left alone and
-    listed (skipped). UsageError (exit 2) for an unknown run, one still running, or a deprovision.
-    ``plan`` as for upgrade."""
+    listed (skipped). UsageError (exit 2) for an unknown run, one still running, one another
+    live run resumes or undoes, or a deprovision. ``plan`` as for upgrade (warns of such a run)."""
     with invoked(settings, chain=chain, run=run, jobs=jobs, plan_only=plan) as inv:
-        undoing = undo_plan(settings, run_id, inv.chain)
+        undoing = undo_plan(settings, run_id, inv.chain, plan_only=plan)
         if not plan:
             inv.run = inv.run or Run(settings, "undo")
             inv.run.undoes, inv.run.selection = run_id, f"undo {run_id}"
@@ -269,7 +269,7 @@ def runs(settings: Settings, *, limit: int = 20, chain: Chain | None = None) -> 
 def _resuming(inv: Invocation, resume: str, command: str) -> Resumption:
     """What ``--resume RUN`` takes on: RUN's tenants that did not reach its target, that target,
     RUN's command and staging; the invocation's run (a new one unless given) records it, naming RUN."""
-    resumed = resumption(inv.settings, resume, command, inv.chain)
+    resumed = resumption(inv.settings, resume, command, inv.chain, busy="warn" if inv.plan_only else "refuse")
     if not inv.plan_only:
         inv.run = inv.run or Run(inv.settings, command)
         inv.run.resumes, inv.run.selection = resume, f"--resume {resume}"

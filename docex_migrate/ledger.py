@@ -259,6 +259,16 @@ class Ledger:
             row = self.connection.execute(sa.select(*self._run_columns).where(runs.c.run_id == run_id)).mappings().first()
         return dict(row) if row else None
 
+    def continuing(self, run_id: str) -> list[dict[str, Any]]:
+        """The runs recorded as running that resume or undo ``run_id`` (alive or not), oldest first."""
+        query = (
+            sa.select(*self._run_columns)
+            .where(sa.or_(runs.c.resumes == run_id, runs.c.undoes == run_id), runs.c.state == "running")
+            .order_by(runs.c.started_at)
+        )
+        with self._transaction():
+            return [dict(r) for r in self.connection.execute(query).mappings()]
+
     def recent(self, fleets: Sequence[str], limit: int) -> list[dict[str, Any]]:
         query = sa.select(*self._run_columns).where(runs.c.fleet.in_(fleets)).order_by(runs.c.started_at.desc()).limit(limit)
         with self._transaction():

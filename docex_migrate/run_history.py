@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import sys
 from collections import Counter
@@ -31,6 +32,8 @@ from .restore_advice import backup_path, restore_command
 from .results import PENDING, Action, RunDetail, RunInfo, RunTenant, TenantResult
 from .run_record import INTERRUPTED, MOVED, REACHED, RUNNING, STALE_AFTER, UNDOABLE, _process_start, target_name, target_of
 from .states import state_of
+
+log = logging.getLogger(__name__)
 
 
 def _alive(row: Mapping[str, Any]) -> bool:
@@ -182,8 +185,32 @@ def _find(settings: Settings, ledger: Ledger | None, place: LedgerPlace, run_id:
     return row
 
 
-def _settled(settings: Settings, run_id: str, chain: Chain) -> tuple[dict[str, Any], list[RunTenant], Backend]:
-    """A run that has ended, and its reconciled tenants: what resume and undo start from."""
+def _continued(settings: Settings, ledger: Ledger, run_id: str, busy: str) -> None:
+    """A live run that already resumes or undoes ``run_id``: refused (``busy`` "refuse": two
+    resumes at once would each take the tenants left, bypassing the waves' pauses), a warning
+    line (``busy`` "warn": a plan changes nothing), or nothing (``busy`` "ignore"). A run whose
+    process is gone (``_alive``) does not count."""
+    if busy == "ignore":
+        return
+    other = next((r for r in ledger.continuing(run_id) if _alive(r)), None)
+    if other is None:
+        return
+    doing = "resumed" if other["resumes"] == run_id else "undone"
+    said = (
+        f"run {run_id} is being {doing} by run {other['run_id']} (pid {other['pid']} on {other['host']}, "
+        f"started {other['started_at']})"
+    )
+    if busy == "warn":
+        log.warning("%s: this plan is of the tenants as they are now, which that run may change first", said)
+        return
+    raise UsageError(f"{said}: wait for it, or `{command(settings, 'runs', 'show', other['run_id'])}`")
+
+
+def _settled(
+    settings: Settings, run_id: str, chain: Chain, busy: str = "refuse"
+) -> tuple[dict[str, Any], list[RunTenant], Backend]:
+    """A run that has ended, and its reconciled tenants: what resume and undo start from.
+    ``busy``: what to do when a live run already resumes or undoes it (``_continued``)."""
     backend = backend_for(settings)
     try:
         place = backend.ledger()
@@ -193,6 +220,7 @@ def _settled(settings: Settings, run_id: str, chain: Chain) -> tuple[dict[str, A
             assert ledger is not None
             if _state(row) == RUNNING:
                 raise UsageError(f"run {run_id} is still running (pid {row['pid']} on {row['host']}): let it finish, or stop it")
+            _continued(settings, ledger, run_id, busy)
             tenants = _reconciled(ledger, backend, chain, row, ledger.tenants(run_id))
         finally:
             if ledger is not None:
@@ -216,15 +244,16 @@ class Resumption:
     waves: dict[str, int] = field(default_factory=dict)
 
 
-def resumption(settings: Settings, run_id: str, command: str, chain: Chain) -> Resumption:
+def resumption(settings: Settings, run_id: str, command: str, chain: Chain, *, busy: str = "refuse") -> Resumption:
     """The tenants of ``run_id`` that did not reach its target, that target, the run's command
     (a provision's tenants may not exist yet) and its staging: what ``upgrade --resume`` /
     ``downgrade --resume`` runs. UsageError (exit 2) when it cannot.
 
     Unlike undo, resume does not ask whether a tenant is still the namespace the run planned
     (its identity): it finishes the run's aim, bringing each tenant to the target wherever it
-    is now, as running the same command again would; it never takes back what another did."""
-    row, tenants, backend = _settled(settings, run_id, chain)
+    is now, as running the same command again would; it never takes back what another did.
+    ``busy``: refused (or, for a plan, "warn") while another live run resumes or undoes it."""
+    row, tenants, backend = _settled(settings, run_id, chain, busy)
     backend.dispose()
     resumable = {"upgrade": ("upgrade", "provision"), "downgrade": ("downgrade",)}[command]
     if row["command"] not in resumable:
@@ -243,8 +272,9 @@ def resumption(settings: Settings, run_id: str, command: str, chain: Chain) -> R
 
 
 def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> tuple[list[str], str, str]:
-    """``resumption``'s tenants, target and command."""
-    found = resumption(settings, run_id, command, chain)
+    """``resumption``'s tenants, target and command (whether another run resumes it meanwhile
+    is asked by the resume itself, api._resuming)."""
+    found = resumption(settings, run_id, command, chain, busy="ignore")
     return found.tenant_ids, found.target, found.command
 
 
@@ -296,12 +326,13 @@ class UndoPlan:
     left_at: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
-def undo_plan(settings: Settings, run_id: str, chain: Chain) -> UndoPlan:
+def undo_plan(settings: Settings, run_id: str, chain: Chain, *, plan_only: bool = False) -> UndoPlan:
     """Every tenant that ``run_id`` moved and that is still where it left it goes back to the
     revision it had before; one that moved since, or that is not the namespace it moved (dropped
     and created again since: its identity differs), is left alone and listed, and so is one the
-    undo would take to base (dropping its tables) whose identity was not recorded."""
-    row, tenants, backend = _settled(settings, run_id, chain)
+    undo would take to base (dropping its tables) whose identity was not recorded. Refused while
+    another live run resumes or undoes it (a warning line instead for ``plan_only``)."""
+    row, tenants, backend = _settled(settings, run_id, chain, "warn" if plan_only else "refuse")
     try:
         if row["command"] == "deprovision":
             raise UsageError(

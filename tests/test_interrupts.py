@@ -186,6 +186,58 @@ def test_the_advice_after_sigterm_in_a_pause_resumes_the_rollout_in_its_waves(st
     assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
 
 
+def _stopped_in_a_pause(env) -> str:
+    """A staged rollout of WAVE_TENANTS SIGINTed in its pause after wave 1: its run id."""
+    run = start(env, "upgrade", "--all-tenants", "--waves", "1,100%", "--pause-between-waves", "60")
+    try:
+        deadline = time.monotonic() + 60
+        while not (line := run.stderr.readline()).startswith("pausing"):
+            assert line and time.monotonic() < deadline, run.communicate()
+        os.kill(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == 130, err
+    return str(latest_run()["run_id"])
+
+
+def test_a_resume_or_undo_of_a_run_another_live_run_resumes_is_refused_and_a_dead_one_does_not_block(steps, tmp_path):
+    """A hostile review: two `upgrade --resume R` at once each took the tenants R left (the second
+    migrated the group the first was pausing before). While one lives, a second resume of R, and an
+    undo of R, are refused (exit 2, one line, nothing written); a --plan only warns; once its
+    process is gone (kill -9: still `running` in the ledger) it blocks nothing."""
+    at(steps, WAVE_TENANTS, "r1")
+    stopped = _stopped_in_a_pause(steps)
+    marker = tmp_path / "inside-step-2"
+    inside = hash_order(WAVE_TENANTS)[1]  # of the wave left
+    first = start(steps, "upgrade", "--resume", stopped, STEPS_SLEEP="60", STEPS_SLEEP_TENANT=inside, STEPS_MARKER=str(marker))
+    try:
+        wait_for_marker(first, marker, inside)
+        resuming = latest_run()
+        assert (resuming["resumes"], resuming["state"]) == (stopped, "running")
+        runs_before = [r["run_id"] for r in json.loads(cli("runs", "--json").stdout)]
+        for args in (["upgrade", "--resume", stopped], ["undo", stopped, "--yes"]):
+            refused = cli(*args)
+            assert refused.exit_code == 2, (args, refused.output)
+            lines = refused.stderr.strip().splitlines()
+            assert len(lines) == 1, (args, refused.stderr)
+            assert f"run {stopped} is being resumed by run {resuming['run_id']} (pid {first.pid} " in lines[0], lines
+            assert f"`docex-migrate --config {steps.config_file.absolute()} runs show {resuming['run_id']}`" in lines[0], lines
+        plan = start(steps, "upgrade", "--resume", stopped, "--plan")  # its warning, as a process prints it
+        _, err = plan.communicate(timeout=60)
+        assert plan.returncode == 0, err
+        assert f"run {stopped} is being resumed by run {resuming['run_id']} (pid {first.pid} " in err, err
+        assert [r["run_id"] for r in json.loads(cli("runs", "--json").stdout)] == runs_before
+        first.kill()  # kill -9: its row stays `running`, its process is gone
+    finally:
+        first.kill()
+        first.communicate(timeout=30)
+    assert latest_run()["state"] == "interrupted"
+    again = cli("upgrade", "--resume", stopped)
+    assert again.exit_code == 0, again.output
+    assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
+
+
 # A closed output pipe
 
 

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -824,3 +825,52 @@ def test_a_ledger_without_the_staging_columns_is_read_as_it_is_and_gets_them_whe
             if missing[1]:
                 book.connection.exec_driver_sql(f"ALTER TABLE {schema}run_tenants ADD COLUMN wave INTEGER")
         book.close()
+
+
+def test_a_run_a_live_undo_is_undoing_is_neither_resumed_nor_undone_again_and_a_plan_only_warns(steps, monkeypatch, caplog):
+    """The undo side of D2 (the resume side runs real processes in test_interrupts.py): a live
+    undo of R (this very process, recorded running) blocks `--resume R` and `undo R`, exit 2 in one
+    line, nothing written; `undo R --plan` warns and plans; once its process is gone it blocks nothing."""
+    env = steps
+    at(env, ["a", "b"], "r1")
+    monkeypatch.setenv("STEPS_FAIL_TENANT", "b")
+    assert cli("upgrade", "--all-tenants").exit_code == 1
+    monkeypatch.delenv("STEPS_FAIL_TENANT")
+    failed = latest_run("upgrade")["run_id"]
+    book = ledger(env)
+    try:
+        with book.connection.begin():
+            row = dict(book.connection.execute(sa.select(runs).where(runs.c.run_id == failed)).mappings().one())
+            undoing = {
+                **row,
+                "run_id": "20990101T000000-undo01",
+                "command": "undo",
+                "undoes": failed,
+                "resumes": None,
+                "state": "running",
+                "pid": os.getpid(),
+                "process_start": runs_module._process_start(os.getpid()),
+                "host": socket.gethostname(),
+            }
+            book.connection.execute(runs.insert().values(**undoing))
+        before = (env.everything(), ledger_rows(env))
+        for args in (["upgrade", "--resume", failed], ["undo", failed, "--yes"]):
+            result = cli(*args)
+            assert result.exit_code == 2, (args, result.output)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, (args, result.stderr)
+            assert lines[0].startswith(
+                f"error: run {failed} is being undone by run 20990101T000000-undo01 (pid {os.getpid()} "
+            ), lines
+            assert lines[0].endswith("runs show 20990101T000000-undo01`"), lines
+        plan = cli("undo", failed, "--plan")
+        assert plan.exit_code == 0, plan.output
+        assert f"run {failed} is being undone by run 20990101T000000-undo01" in caplog.text
+        assert (env.everything(), ledger_rows(env)) == before
+        with book.connection.begin():  # its process gone: a pid that is not this one's start time
+            book.connection.execute(runs.update().where(runs.c.run_id == "20990101T000000-undo01").values(process_start="0"))
+    finally:
+        book.close()
+    resumed = cli("upgrade", "--resume", failed)
+    assert resumed.exit_code == 0, resumed.output
+    assert version_of(env, "b") == (head(),)
