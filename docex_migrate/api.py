@@ -154,7 +154,10 @@ def upgrade(
     ``run`` records the run in the ledger as it happens (run_record.py). ``resume`` names a recorded
     run: its tenants that did not reach its target go there, as a new recorded run (the
     tenants and revision given are then ignored; [] when none is left). A provision's are
-    provisioned (``provision(..., exist_ok=True)``): some may never have been created.
+    provisioned (``provision(..., exist_ok=True)``): some may never have been created. An
+    upgrade's tenant deprovisioned since the run, and not there now, is skipped (naming the
+    deprovision and the restore that brings it back), never a failure. A run that adopted
+    (``adopt_first``, recorded in its staging) is resumed adopting too, except in a ``plan``.
 
     ``canary`` tenants go first, then ``waves`` (see rollout.py); the run stops after the first
     group with a failure (or at ``max_failures``), the tenants not reached are not run, and
