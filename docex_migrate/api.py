@@ -154,7 +154,10 @@ def upgrade(
     ``run`` records the run in the ledger as it happens (run_record.py). ``resume`` names a recorded
     run: its tenants that did not reach its target go there, as a new recorded run (the
     tenants and revision given are then ignored; [] when none is left). A provision's are
-    provisioned (``provision(..., exist_ok=True)``): some may never have been created.
+    provisioned (``provision(..., exist_ok=True)``): some may never have been created. An
+    upgrade's tenant deprovisioned since the run, and not there now, is skipped (naming the
+    deprovision and the restore that brings it back), never a failure. A run that adopted
+    (``adopt_first``, recorded in its staging) is resumed adopting too, except in a ``plan``.
 
     ``canary`` tenants go first, then ``waves`` (see rollout.py); the run stops after the first
     group with a failure (or at ``max_failures``), the tenants not reached are not run, and
@@ -171,11 +174,16 @@ def upgrade(
         raise UsageError("--plan cannot foresee what --adopt finds: plan the adoption with `adopt --plan`, then upgrade")
     with invoked(settings, chain=chain, run=run, max_failures=max_failures, jobs=jobs, shard=shard, plan_only=plan) as inv:
         resumed: Resumption | None = None
+        gone: list[TenantResult] = []
         if resume is not None:
             resumed = _resuming(inv, resume, "upgrade")
             tenant_ids, revision = resumed.tenant_ids, resumed.target
-            if not tenant_ids:
+            gone = migration.deprovisioned_since(inv, resume, resumed)
+            tenant_ids = [t for t in tenant_ids if t not in {r.tenant_id for r in gone}]
+            if not tenant_ids and not gone:
                 return []
+            # the run's --adopt is kept (a plan cannot adopt: it reports them needs-adopt)
+            adopt_first = adopt_first or (not plan and bool((resumed.staging or {}).get("adopt")))
             if resumed.command == "provision":  # recorded as one, so that it is resumed the same way in turn
                 if inv.run is not None:
                     inv.run.command = "provision"
@@ -184,16 +192,23 @@ def upgrade(
         target = inv.chain.resolve(revision)
         return _recorded(
             inv,
-            lambda inv: migration.upgrade(
-                inv,
-                tenant_ids,
-                target,
-                adopt_first=adopt_first,
-                verify_first=verify_first,
-                canary=canary,
-                waves=waves,
-                pause=pause_between_waves,
-                resumed=resumed,
+            lambda inv: (
+                gone
+                + (
+                    migration.upgrade(
+                        inv,
+                        tenant_ids,
+                        target,
+                        adopt_first=adopt_first,
+                        verify_first=verify_first,
+                        canary=canary,
+                        waves=waves,
+                        pause=pause_between_waves,
+                        resumed=resumed,
+                    )
+                    if tenant_ids is None or tenant_ids
+                    else []  # every tenant left was deprovisioned since
+                )
             ),
         )
 

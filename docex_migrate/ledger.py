@@ -18,7 +18,8 @@ answer (``Backend.ledger``); what is stored is the same on both:
   path and SHA-256, by which ``restore`` knows the backup is this fleet's, this tenant's and
   unchanged); and for a staged rollout, the group it was in (``wave``, from 1; NULL past the
   last wave), by which ``--resume`` keeps the run's waves.
-- ``runs.staging`` (a staged rollout's canaries, wave spec and pause, as JSON) came after schema
+- ``runs.staging`` (a staged rollout's canaries, wave spec and pause, and ``adopt`` for an
+  upgrade --adopt, staged or not: as JSON, what --resume keeps) came after schema
   1 too. These columns came after schema 1 without a new schema version: an older
   docex-migrate ignores them, and a ledger without them is read as it is (its runs are undone
   on revisions alone, its backups cannot be restored by docex-migrate, its rollouts are resumed
@@ -73,7 +74,7 @@ runs = sa.Table(
     sa.Column("finished_at", sa.Text),
     sa.Column("state", sa.String(16), nullable=False),  # running, finished, interrupted
     sa.Column("error", sa.Text),  # why a run ended early without a signal
-    sa.Column("staging", sa.Text),  # --canary/--waves/--pause-between-waves: JSON {"canary", "waves", "pause"}
+    sa.Column("staging", sa.Text),  # --canary/--waves/--pause-between-waves/--adopt: JSON {"canary", "waves", "pause", "adopt"}
 )
 run_tenants = sa.Table(
     "run_tenants",

@@ -26,6 +26,7 @@ from .drift import check_excuses, hold_back_drifted
 from .errors import Interrupted
 from .executors import WorkItem, collect, execute, in_order, not_run, stopped_after
 from .invocation import Invocation
+from .restore_advice import backup_path, restore_command
 from .results import Action, TenantResult
 from .rollout import groups, parse_waves
 from .run_history import Resumption, UndoPlan
@@ -144,8 +145,10 @@ def upgrade(
     unless ``canary`` or ``waves`` is given (``pause``, when given, overrides its pause)."""
     if verify_first:  # a bad excuse is refused before the first tenant, not at the first wave
         check_excuses(inv.settings, inv.backend, inv.chain)
-    rollout = _rollout(inv, tenant_ids, canary, waves, pause, resumed)
+    rollout = _rollout(inv, tenant_ids, canary, waves, pause, resumed, adopt_first)
     if rollout is None:
+        if adopt_first and inv.run is not None:  # what --resume keeps: a resume adopts too
+            inv.run.staging = json.dumps({"adopt": True})
         adopted = _adopt_unversioned(inv, tenant_ids, target) if adopt_first else {}
         failed_adoptions = sum(r.failed for r in adopted.values())
         results = migrate(inv, selected(inv, tenant_ids), target, failures_so_far=failed_adoptions, verify_first=verify_first)
@@ -155,11 +158,35 @@ def upgrade(
     return [_after_adoption(adopted.get(r.tenant_id), r) for r in results]
 
 
+def deprovisioned_since(inv: Invocation, run_id: str, resumed: Resumption) -> list[TenantResult]:
+    """The tenants of the resumed run that a deprovision dropped since and that do not exist
+    now: skipped, each naming the deprovision and how to bring it back (restore, then resume
+    the run again), so that a group is not stopped by a tenant no longer there."""
+    if not resumed.deprovisioned:
+        return []
+    present = set(inv.backend.discover())
+    skipped = []
+    for tenant_id, row in resumed.deprovisioned.items():
+        if tenant_id in present:
+            continue
+        backup = backup_path(row.get("backup"))
+        how = (
+            f"`{restore_command(inv.settings, tenant_id, backup)}` brings it back"
+            if backup is not None
+            else f"`{command(inv.settings, 'runs', 'show', str(row['run_id']))}` says what became of it; a restore brings it back"
+        )
+        again = command(inv.settings, "upgrade", "--resume", run_id)
+        why = f"deprovisioned since run {run_id} by deprovision run {row['run_id']}: {how}, then `{again}`"
+        skipped.append(TenantResult(tenant_id, inv.backend.namespace(tenant_id), Action.SKIPPED, None, None, why))
+    return skipped
+
+
 @dataclass
 class Rollout:
     """A staged run: the selected tenants, the groups to run in order, the tenants no group
     reaches, whether the first group is the canaries, the pause between groups, and what the
-    run's ledger row records of it (``staging``, JSON: what ``--resume`` keeps)."""
+    run's ledger row records of it (``staging``, JSON: what ``--resume`` keeps, with
+    ``adopt``: true when the run adopts each group's unversioned tenants)."""
 
     namespaces: dict[str, str]
     groups: list[list[str]]
@@ -176,6 +203,7 @@ def _rollout(
     waves: str | None,
     pause: float | None,
     resumed: Resumption | None,
+    adopt_first: bool = False,
 ) -> Rollout | None:
     """The staging of this run, or None for one group. Given options win; a resume otherwise
     keeps its run's groups for the tenants left (groups with none left dropped), with the
@@ -187,7 +215,7 @@ def _rollout(
         namespaces = selected(inv, tenant_ids)
         planned, beyond = groups(list(namespaces), list(canary), sizes)
         canaries = list(dict.fromkeys(canary))
-    elif resumed is not None and resumed.staging is not None:
+    elif resumed is not None and resumed.staging is not None and "canary" in resumed.staging:  # a staged run's
         namespaces = selected(inv, tenant_ids)
         numbers = sorted({resumed.waves[t] for t in namespaces if t in resumed.waves})
         planned = [[t for t in namespaces if resumed.waves.get(t) == n] for n in numbers]
@@ -201,8 +229,8 @@ def _rollout(
     else:
         return None
     seconds = pause or 0.0
-    staging = json.dumps({"canary": canaries, "waves": waves, "pause": seconds})
-    return Rollout(namespaces, planned, beyond, bool(canaries), seconds, staging)
+    staging = {"canary": canaries, "waves": waves, "pause": seconds} | ({"adopt": True} if adopt_first else {})
+    return Rollout(namespaces, planned, beyond, bool(canaries), seconds, json.dumps(staging))
 
 
 def _in_waves(

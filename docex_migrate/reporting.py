@@ -155,8 +155,10 @@ class Reporter:
         extra = f", resumes {r.resumes}" if r.resumes else f", undoes {r.undoes}" if r.undoes else ""
         self.say(f"by {r.user} on {r.host} (pid {r.pid}), docex-migrate {r.version}, chain head {r.chain_head}{extra}")
         self.say(f"started {r.started_at}, finished {r.finished_at or '-'}{': ' + r.error if r.error else ''}")
-        if r.staging is not None:
+        if r.staging is not None and "canary" in r.staging:
             self.say(f"staged: {_staging(r.staging, r.resumes)} (`upgrade --resume` keeps its groups and pause)")
+        elif r.staging is not None and r.staging.get("adopt"):
+            self.say("adopts unversioned tenants first (`upgrade --resume` does too)")
         if detail.tenants:
             self.table(
                 [("TENANT", "ACTION", "FROM", "TO", "MS", "MESSAGE")]
@@ -365,7 +367,8 @@ def _staging(staging: dict[str, object], resumes: str | None) -> str:
     parts = [f"canaries {', '.join(map(str, canary))}"] if isinstance(canary, list) and canary else []
     parts += [f"waves {waves}"] if waves else [f"the groups of run {resumes} left"] if resumes else []
     seconds = float(pause) if isinstance(pause, (int, float)) else 0.0
-    return ", ".join(parts + [f"{seconds:g} s between groups"])
+    adopt = ["adopting each group's unversioned tenants first"] if staging.get("adopt") else []
+    return ", ".join(parts + [f"{seconds:g} s between groups"] + adopt)
 
 
 def _check_lines(results: list[CheckResult]) -> list[str]:

@@ -324,7 +324,8 @@ class RunInfo:
     state: str
     error: str | None
     counts: dict[str, int]
-    staging: dict[str, object] | None = None  # a staged rollout: {"canary", "waves", "pause"}, what --resume keeps
+    # what --resume keeps: a staged rollout's {"canary", "waves", "pause"}, and "adopt" for --adopt (staged or not)
+    staging: dict[str, object] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -234,14 +234,18 @@ def _settled(
 @dataclass
 class Resumption:
     """What ``--resume RUN`` takes on: RUN's tenants that did not reach its target, that target,
-    RUN's command, and for a staged rollout (``staging``: its canaries, wave spec and pause as
-    recorded) the group each of those tenants was in (``waves``; none: past the last wave)."""
+    RUN's command, its staging as recorded (a staged rollout's canaries, wave spec and pause;
+    ``adopt``: true when RUN adopted unversioned tenants first), the group each of those
+    tenants was in (``waves``; none: past the last wave), and of an upgrade's tenants those a
+    deprovision dropped since RUN (``deprovisioned``: tenant -> that deprovision's ledger row;
+    a restore or provision since takes a tenant off it)."""
 
     tenant_ids: list[str]
     target: str
     command: str
     staging: dict[str, Any] | None = None
     waves: dict[str, int] = field(default_factory=dict)
+    deprovisioned: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def resumption(settings: Settings, run_id: str, command: str, chain: Chain, *, busy: str = "refuse") -> Resumption:
@@ -254,21 +258,45 @@ def resumption(settings: Settings, run_id: str, command: str, chain: Chain, *, b
     is now, as running the same command again would; it never takes back what another did.
     ``busy``: refused (or, for a plan, "warn") while another live run resumes or undoes it."""
     row, tenants, backend = _settled(settings, run_id, chain, busy)
-    backend.dispose()
-    resumable = {"upgrade": ("upgrade", "provision"), "downgrade": ("downgrade",)}[command]
-    if row["command"] not in resumable:
-        raise UsageError(
-            f"run {run_id} was {_a(row['command'])}, not {_a(command)}: it cannot be resumed by `{command} --resume`"
-        )
+    try:
+        resumable = {"upgrade": ("upgrade", "provision"), "downgrade": ("downgrade",)}[command]
+        if row["command"] not in resumable:
+            raise UsageError(
+                f"run {run_id} was {_a(row['command'])}, not {_a(command)}: it cannot be resumed by `{command} --resume`"
+            )
+        left = [t for t in tenants if t.action not in REACHED]
+        # a provision's missing tenant is still to be provisioned: only an upgrade's can be gone
+        gone = _deprovisioned_since(backend, row, [t.tenant_id for t in left]) if row["command"] == "upgrade" else {}
+    finally:
+        backend.dispose()
     target = str(row["target"] or BASE)
     if target != BASE and not chain.knows(target):
         raise UsageError(
             f"run {run_id} went to revision {target}, which this chain does not know: use the docex-migrate that ran it"
         )
-    left = [t for t in tenants if t.action not in REACHED]
     staging = json.loads(row["staging"]) if row.get("staging") else None
     waves = {t.tenant_id: t.wave for t in left if t.wave is not None}
-    return Resumption([t.tenant_id for t in left], target, str(row["command"]), staging, waves)
+    return Resumption([t.tenant_id for t in left], target, str(row["command"]), staging, waves, gone)
+
+
+def _deprovisioned_since(backend: Backend, run: Mapping[str, Any], tenant_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The tenants whose last event since ``run`` (deprovision, restore, provision) is a
+    deprovision: tenant -> that deprovision's row."""
+    place = backend.ledger()
+    ledger = Ledger.for_reading(place)
+    if ledger is None or not tenant_ids:
+        return {}
+    try:
+        later = ledger.later_rows(place.fleets, run["started_at"], tenant_ids)
+    finally:
+        ledger.close()
+    events = (Action.DEPROVISIONED.value, Action.RESTORED.value, Action.PROVISIONED.value)
+    found = {}
+    for tenant_id, rows in later.items():
+        last = [r for r in rows if r["action"] in events][-1:]
+        if last and last[0]["action"] == Action.DEPROVISIONED.value:
+            found[tenant_id] = last[0]
+    return found
 
 
 def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> tuple[list[str], str, str]:

@@ -288,3 +288,43 @@ def test_upgrade_with_adopt_in_waves_adopts_each_group_as_it_is_reached(env):
     assert {t: done[t]["action"] for t in tenants} == {t: "upgraded" if t in ("old0", wave) else "not-run" for t in tenants}
     assert {t: version_of(env, t) for t in tenants} == {t: (head(),) if t in ("old0", wave) else () for t in tenants}
     assert {done[t]["to_revision"] for t in tenants if t not in ("old0", wave)} == {None}  # unversioned, untouched
+
+
+def test_resume_of_a_staged_upgrade_with_adopt_adopts_too(env):
+    """A hostile review: a staged `upgrade --adopt` stopped before its last group printed
+    `upgrade --resume RUN`, which reported every unversioned tenant left needs-adopt and did
+    nothing (only `--resume RUN --adopt` worked). The run records --adopt; a resume keeps it."""
+    tenants = ["old0", "old1", "old2", "old3"]
+    for tenant in tenants:
+        build_legacy(env, tenant, legacy_ddl(env, "s4_docex_2_6_1", tenant))
+    stopped = cli("upgrade", "--all-tenants", "--adopt", "--canary", "old0", "--waves", "1", "--json")
+    assert stopped.exit_code == 1, stopped.output
+    run_id = json.loads(stopped.stdout)["run_id"]
+    shown = json.loads(cli("runs", "show", run_id, "--json").stdout)["staging"]
+    assert shown == {"canary": ["old0"], "waves": "1", "pause": 0.0, "adopt": True}
+    assert "adopting each group's unversioned tenants first" in cli("runs", "show", run_id).output
+    resumed = cli("upgrade", "--resume", run_id, "--json")  # the advice, verbatim
+    assert resumed.exit_code == 0, resumed.output
+    assert {r["action"] for r in reported(resumed.stdout)} == {"upgraded"}
+    assert {version_of(env, t) for t in tenants} == {(head(),)}
+    again = json.loads(resumed.stdout)["run_id"]
+    assert json.loads(cli("runs", "show", again, "--json").stdout)["staging"]["adopt"] is True
+
+
+def test_resume_of_an_unstaged_upgrade_with_adopt_adopts_too(env):
+    """Unstaged too: the run records --adopt and `upgrade --resume RUN` adopts what is left
+    (here a tenant whose adoption was refused is tried again, not reported needs-adopt);
+    `--resume RUN --adopt` given explicitly does the same."""
+    build_legacy(env, "good", legacy_ddl(env, "s4_docex_2_6_1", "good"))
+    build_legacy(env, "odd", legacy_ddl(env, "s6_docex_2_8_8", "odd") + ["CREATE INDEX my_own_index ON document (name)"])
+    first = cli("upgrade", "--all-tenants", "--adopt", "--json")
+    assert first.exit_code == 1, first.output
+    run_id = json.loads(first.stdout)["run_id"]
+    assert json.loads(cli("runs", "show", run_id, "--json").stdout)["staging"] == {"adopt": True}
+    assert "adopts unversioned tenants first (`upgrade --resume` does too)" in cli("runs", "show", run_id).output
+    for extra in ([], ["--adopt"]):
+        resumed = cli("upgrade", "--resume", run_id, *extra, "--json")
+        assert resumed.exit_code == 1, resumed.output
+        (row,) = reported(resumed.stdout)
+        assert (row["tenant_id"], row["action"]) == ("odd", "failed") and "refused" in row["message"], row
+    assert version_of(env, "good") == (head(),) and version_of(env, "odd") == ()

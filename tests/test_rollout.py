@@ -300,3 +300,38 @@ def test_a_failing_last_wave_leaves_the_tenants_past_it_past_the_last_wave(steps
     assert resumed.exit_code == 0, resumed.output
     assert set(actions(resumed)) == {order[3], *order[5:]}
     assert {version_of(steps, t) for t in TENANTS} == {("r3",)}
+
+
+def test_resume_skips_a_tenant_deprovisioned_since_and_goes_on(steps, monkeypatch):
+    """A hostile review: a staged resume stopped for good at the group holding a tenant
+    deprovisioned since the run (`FAILED ... run 'docex-migrate provision'`, the next groups
+    not run, the same on every resume). It is skipped, naming the deprovision and the restore
+    that brings it back, and the rollout goes on; the plan says the same."""
+    order = hash_order(TENANTS)
+    first, second = order[:1], order[1:10]
+    monkeypatch.setenv("STEPS_FAIL_TENANT", first[0])
+    stopped = cli("upgrade", "--all-tenants", "--waves", "1,50%,100%", "--json")
+    assert stopped.exit_code == 1, stopped.output
+    run_id = json.loads(stopped.stdout)["run_id"]
+    monkeypatch.delenv("STEPS_FAIL_TENANT")
+    gone = second[2]
+    dropped = cli("deprovision", gone, "--yes", "--json")
+    assert dropped.exit_code == 0, dropped.output
+    deprovision = latest_run("deprovision")["run_id"]
+    why = f"deprovisioned since run {run_id} by deprovision run {deprovision}: `"
+    again = f"then `{command(load_settings(), 'upgrade', '--resume', run_id)}`"
+
+    plan = cli("upgrade", "--resume", run_id, "--plan", "--json")
+    assert plan.exit_code == 0, plan.output
+    planned = {r["tenant_id"]: r for r in reported(plan.stdout)}
+    assert planned[gone]["action"] == "skipped" and planned[gone]["message"].startswith(why), planned[gone]
+    assert {planned[t]["action"] for t in TENANTS if t != gone} == {"would-upgrade"}
+
+    resumed = cli("upgrade", "--resume", run_id, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    done = {r["tenant_id"]: r for r in reported(resumed.stdout)}
+    message = done[gone]["message"]
+    assert done[gone]["action"] == "skipped" and message.startswith(why) and message.endswith(again), message
+    assert "restore" in message and "provision" not in message.replace("deprovision", ""), message
+    assert {done[t]["action"] for t in TENANTS if t != gone} == {"upgraded"}
+    assert {version_of(steps, t) for t in TENANTS if t != gone} == {("r3",)}
