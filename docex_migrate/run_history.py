@@ -282,6 +282,15 @@ def resumption(settings: Settings, run_id: str, command: str, chain: Chain, *, b
 def _deprovisioned_since(backend: Backend, run: Mapping[str, Any], tenant_ids: list[str]) -> dict[str, dict[str, Any]]:
     """The tenants whose last event since ``run`` (deprovision, restore, provision) is a
     deprovision: tenant -> that deprovision's row."""
+    events = (Action.DEPROVISIONED, Action.RESTORED, Action.PROVISIONED)
+    last = _last_event_since(backend, run, tenant_ids, events)
+    return {t: row for t, row in last.items() if row["action"] == Action.DEPROVISIONED.value}
+
+
+def _last_event_since(
+    backend: Backend, run: Mapping[str, Any], tenant_ids: list[str], events: tuple[Action, ...]
+) -> dict[str, dict[str, Any]]:
+    """Each tenant's last ledger row since ``run`` whose action is one of ``events``."""
     place = backend.ledger()
     ledger = Ledger.for_reading(place)
     if ledger is None or not tenant_ids:
@@ -290,11 +299,11 @@ def _deprovisioned_since(backend: Backend, run: Mapping[str, Any], tenant_ids: l
         later = ledger.later_rows(place.fleets, run["started_at"], tenant_ids)
     finally:
         ledger.close()
-    events = (Action.DEPROVISIONED.value, Action.RESTORED.value, Action.PROVISIONED.value)
+    wanted = {e.value for e in events}
     found = {}
     for tenant_id, rows in later.items():
-        last = [r for r in rows if r["action"] in events][-1:]
-        if last and last[0]["action"] == Action.DEPROVISIONED.value:
+        last = [r for r in rows if r["action"] in wanted][-1:]
+        if last:
             found[tenant_id] = last[0]
     return found
 
@@ -309,20 +318,8 @@ def resume_plan(settings: Settings, run_id: str, command: str, chain: Chain) -> 
 def _restored_since(backend: Backend, run: Mapping[str, Any], tenant_ids: list[str]) -> dict[str, str]:
     """The tenants a restore brought back since ``run`` (and no deprovision dropped again
     since): tenant -> that restore's run."""
-    place = backend.ledger()
-    ledger = Ledger.for_reading(place)
-    if ledger is None or not tenant_ids:
-        return {}
-    try:
-        later = ledger.later_rows(place.fleets, run["started_at"], tenant_ids)
-    finally:
-        ledger.close()
-    found = {}
-    for tenant_id, rows in later.items():
-        events = [r for r in rows if r["action"] in (Action.RESTORED.value, Action.DEPROVISIONED.value)]
-        if events and events[-1]["action"] == Action.RESTORED.value:
-            found[tenant_id] = str(events[-1]["run_id"])
-    return found
+    last = _last_event_since(backend, run, tenant_ids, (Action.RESTORED, Action.DEPROVISIONED))
+    return {t: str(row["run_id"]) for t, row in last.items() if row["action"] == Action.RESTORED.value}
 
 
 def _restore_advice(settings: Settings, backend: Backend, run: Mapping[str, Any], tenants: list[RunTenant]) -> str:
