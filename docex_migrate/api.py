@@ -404,6 +404,8 @@ def deprovision(
             backup = backend.deprovision(tenant_id, backup_dir)
     except Interrupted as stop:  # before the drop committed: the tenant is as it was
         interrupts.hold()  # what follows is reporting it: printed whole
+        if before is None:  # stopped before its revision was read: read it now, to report it as it is
+            before = _revision_now(settings, tenant_id)
         why = f"interrupted by {stop.signal_name} before anything was dropped: the tenant is as it was, no backup kept"
         stop.results = [TenantResult(tenant_id, namespace, Action.NOT_RUN, before, before, why)]
         raise
@@ -420,6 +422,15 @@ def deprovision(
         log.warning("the backup %s cannot be read back to record it (%s): restore will not know it", backup, exc)
     (run or Run(settings, "deprovision", tenant_id)).deprovisioned(record, inv.chain)
     return done
+
+
+def _revision_now(settings: Settings, tenant_id: str) -> str | None:
+    """The tenant's revision as it is now (None: base, or it cannot be read)."""
+    try:
+        with invoked(settings) as inv:
+            return state_of(inv.chain, inv.backend.read_states([tenant_id])[tenant_id])[0]
+    except Exception:  # reporting an interrupted command: never a second failure
+        return None
 
 
 def restore(settings: Settings, tenant_id: str, backup: Path, *, run: Run | None = None) -> Restored:
