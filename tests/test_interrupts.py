@@ -158,16 +158,7 @@ def test_the_advice_after_sigterm_in_a_pause_resumes_the_rollout_in_its_waves(st
     with no pause. It keeps the run's waves: wave 1 is done, waves 2 and 3 remain, paused between."""
     at(steps, WAVE_TENANTS, "r1")
     order = hash_order(WAVE_TENANTS)  # 1, then 50% of 8 (4), then 8: waves of 1, 3 and 4 tenants
-    run = start(steps, "upgrade", "--all-tenants", "--waves", "1,50%,100%", "--pause-between-waves", "1.5")
-    try:
-        deadline = time.monotonic() + 60
-        while not (line := run.stderr.readline()).startswith("pausing"):
-            assert line and time.monotonic() < deadline, run.communicate()
-        os.kill(run.pid, signal.SIGTERM)
-        _, err = run.communicate(timeout=30)
-    finally:
-        run.kill()
-    assert run.returncode == 128 + signal.SIGTERM, err
+    err = _signalled_in_a_pause(steps, signal.SIGTERM, "--waves", "1,50%,100%", "--pause-between-waves", "1.5")
     advised = advice(err)
     assert advised[:2] == ["upgrade", "--resume"]
 
@@ -186,18 +177,24 @@ def test_the_advice_after_sigterm_in_a_pause_resumes_the_rollout_in_its_waves(st
     assert {t: whole(steps, t) for t in WAVE_TENANTS} == dict.fromkeys(WAVE_TENANTS, "r3")
 
 
-def _stopped_in_a_pause(env) -> str:
-    """A staged rollout of WAVE_TENANTS SIGINTed in its pause after wave 1: its run id."""
-    run = start(env, "upgrade", "--all-tenants", "--waves", "1,100%", "--pause-between-waves", "60")
+def _signalled_in_a_pause(env, signum: int, *staging: str) -> str:
+    """`upgrade --all-tenants STAGING...` sent ``signum`` in its first pause: its stderr."""
+    run = start(env, "upgrade", "--all-tenants", *staging)
     try:
         deadline = time.monotonic() + 60
         while not (line := run.stderr.readline()).startswith("pausing"):
             assert line and time.monotonic() < deadline, run.communicate()
-        os.kill(run.pid, signal.SIGINT)
+        os.kill(run.pid, signum)
         _, err = run.communicate(timeout=30)
     finally:
         run.kill()
-    assert run.returncode == 130, err
+    assert run.returncode == 128 + signum, err
+    return err
+
+
+def _stopped_in_a_pause(env) -> str:
+    """A staged rollout of WAVE_TENANTS SIGINTed in its pause after wave 1: its run id."""
+    _signalled_in_a_pause(env, signal.SIGINT, "--waves", "1,100%", "--pause-between-waves", "60")
     return str(latest_run()["run_id"])
 
 
