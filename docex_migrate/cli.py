@@ -345,7 +345,7 @@ def adopt(
             reporter.adopt_stopped(stop, run.run_id if run.recorded else None, again, plan=dry_run)
             raise typer.Exit(stop.exit_code) from None
         if run.recorded:
-            typer.echo(f"run {run.run_id} recorded: `{command(settings, 'runs', 'show', run.run_id)}`", err=True)
+            running.say_recorded(run)
         run_id = run.run_id if run.recorded else None
         reporter.results(CommandReport("adopt", results, run_id=run_id, plan=dry_run))
         reporter.late_signal(interrupts.noted(), "the last adoption had committed", run_id)
@@ -482,8 +482,8 @@ def verify(
             raise typer.Exit(stop.exit_code) from None
         recorded = run.run_id if run is not None and run.recorded else None
         reporter.drift(rows, CommandReport("verify", rows, run_id=recorded) if repair else None)
-        if recorded:
-            typer.echo(f"run {recorded} recorded: `{command(settings, 'runs', 'show', recorded)}`", err=True)
+        if run is not None and recorded:
+            running.say_recorded(run)
         if repair:
             reporter.late_signal(interrupts.noted(), "the last repair had committed", recorded)
         if any(r.failed for r in rows):

@@ -82,8 +82,13 @@ def report(
         raise typer.Exit(stop.exit_code) from None
     if recorded is not None and recorded.recorded:
         report.run_id = recorded.run_id
-        typer.echo(f"run {recorded.run_id} recorded: `{command(recorded.settings, 'runs', 'show', recorded.run_id)}`", err=True)
+        say_recorded(recorded)
     finish(reporter, report)
+
+
+def say_recorded(run: api.Run) -> None:
+    """On stderr: the run is in the ledger, and the command that shows it."""
+    typer.echo(f"run {run.run_id} recorded: `{command(run.settings, 'runs', 'show', run.run_id)}`", err=True)
 
 
 def new_run(settings: Settings, name: str, selection: str) -> api.Run:
